@@ -1,0 +1,99 @@
+"""Entry point: one few-shot experiment (zero-shot eval, adapter training, test eval, report)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+from datasets import build_dataset, write_subset
+from memory import PeakMemory
+from model import QUANTIZED_MODES, adapter_parameter_count, load_clip, trainable_parameter_count
+from precision import resolve_precision
+from run_utils import (UserError, adapter_dir, append_jsonl, library_versions, parse_args,
+                       resolve_device, seed_everything, setup_logging)
+from trainer import ClassPrompts, TrainResult, evaluate, test_loader, train, train_loader
+
+log = logging.getLogger("qlora-clip")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run one experiment and return the results record it appended to --results_file."""
+    args = parse_args(argv)
+    setup_logging()
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.compute_dtype, device)
+
+    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed, args.template)
+    log.info("%s: %d classes, %d train / %d val / %d test images", args.dataset, len(data.classnames),
+             len(data.train), len(data.val), len(data.test))
+    subset_file = Path(args.results_file).parent / "subsets" / f"{args.dataset}_{args.shots}shots_seed{args.seed}.json"
+    write_subset(data, subset_file)
+
+    seed_everything(args.seed)
+    saved = adapter_dir(args) if args.eval_only else None
+    bundle = load_clip(args, device, precision.dtype, saved_adapter=saved)
+    model = bundle.model
+    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), device)
+    tests = test_loader(data, bundle, args, device)
+
+    with model.disable_adapter():
+        zero_shot_acc = evaluate(model, tests, prompts, precision, desc="zero-shot")
+    log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
+
+    memory = PeakMemory(device)
+    memory.reset()
+    if args.eval_only:
+        result = TrainResult(steps=0, seconds=0.0)
+    else:
+        result = train(model, train_loader(data, bundle, args, device), prompts, args, precision)
+    test_acc = evaluate(model, tests, prompts, precision, desc="test")
+    peak = memory.read()
+
+    record = {
+        "mode": args.mode, "dataset": args.dataset, "shots": args.shots, "seed": args.seed,
+        "backbone": args.backbone, "config": vars(args),
+        "zero_shot_acc": zero_shot_acc, "test_acc": test_acc,
+        "subset_file": str(subset_file),
+        "train_seconds": result.seconds, "total_steps": result.steps,
+        "final_loss": result.losses[-1] if result.losses else None,
+        **peak,
+        "model_footprint_mb": model.get_memory_footprint() / 2**20,
+        "trainable_params": trainable_parameter_count(model),
+        "adapter_params": adapter_parameter_count(model),
+        "quantized": args.mode in QUANTIZED_MODES,
+        "compute_dtype": precision.name, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "versions": library_versions(),
+    }
+    if args.save_path and not args.eval_only:
+        save_adapter(model, record, args)
+    append_jsonl(args.results_file, record)
+    log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | peak %.0f MB (%s)",
+             args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc,
+             result.seconds, peak["peak_memory_mb"], peak["memory_kind"])
+    return record
+
+
+def save_adapter(model: torch.nn.Module, record: dict, args: argparse.Namespace) -> None:
+    folder = adapter_dir(args)
+    model.save_pretrained(folder)
+    # The run that produced the adapter, so a later --eval_only can be checked against it.
+    (folder / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    log.info("adapter saved to %s", folder)
+
+
+def cli() -> int:
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -1,0 +1,192 @@
+"""Loading a Hugging Face CLIP and wrapping it with a PEFT adapter.
+
+LoRA, QLoRA, DoRA and QDoRA are one code path: a `LoraConfig` (with `use_dora` for the DoRA
+modes) and, for the Q modes, a 4-bit NF4 base from bitsandbytes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import bitsandbytes as bnb
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+from run_utils import BACKBONE_ALIASES, UserError
+from tiny_clip import tiny_checkpoint_dir
+
+log = logging.getLogger(__name__)
+
+QUANTIZED_MODES = ("qlora", "qdora")
+DORA_MODES = ("dora", "qdora")
+PROJECTION_NAMES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
+TOWERS = {"text": ("text_model",), "vision": ("vision_model",), "both": ("text_model", "vision_model")}
+
+
+@dataclass
+class ClipBundle:
+    """The adapted model and what the data pipeline needs to feed it."""
+    model: torch.nn.Module
+    tokenizer: CLIPTokenizer
+    image_size: int   # side of the square crop the vision tower expects
+    resize_size: int  # shorter side before the centre crop at test time
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+
+
+def resolve_backbone(backbone: str) -> str:
+    """A paper alias, 'tiny', a local folder or a hub id -> what `from_pretrained` takes."""
+    if backbone == "tiny":
+        return str(tiny_checkpoint_dir())
+    return BACKBONE_ALIASES.get(backbone, backbone)
+
+
+def position_layers(position: str, num_layers: int) -> list[int]:
+    """Layer indices for a --position, for an encoder of any depth (12-layer values as CLIP-LoRA)."""
+    n = num_layers
+    spans = {
+        "bottom": range(0, n // 3),
+        "mid": range(n // 3, 2 * n // 3),
+        "up": range(2 * n // 3, n),
+        "half-bottom": range(0, n // 2),
+        "half-up": range(n // 2, n),
+        "all": range(n),
+        "top": range(n - 1, n),
+        "top3": range(max(n - 3, 0), n),
+    }
+    return list(spans[position])
+
+
+def target_module_names(config, encoder: str, position: str, params: list[str]) -> list[str]:
+    """Full names of the attention projections that get adapters."""
+    depth = {"text_model": config.text_config.num_hidden_layers,
+             "vision_model": config.vision_config.num_hidden_layers}
+    names = []
+    for tower in TOWERS[encoder]:
+        layers = position_layers(position, depth[tower])
+        if not layers:
+            raise UserError(f"--position {position} selects no layer of the {depth[tower]}-layer "
+                            f"{tower}; choose another position")
+        for layer in layers:
+            for p in params:
+                names.append(f"{tower}.encoder.layers.{layer}.self_attn.{PROJECTION_NAMES[p]}")
+    return names
+
+
+def lora_config(args: argparse.Namespace, targets: list[str]) -> LoraConfig:
+    return LoraConfig(
+        r=args.r,
+        lora_alpha=args.alpha,
+        lora_dropout=args.dropout_rate,
+        target_modules=targets,
+        use_rslora=args.lora_scaling == "rslora",
+        use_dora=args.mode in DORA_MODES,
+        bias="none",
+    )
+
+
+def load_base_model(source: str, args: argparse.Namespace, device: torch.device,
+                    compute_dtype: torch.dtype) -> CLIPModel:
+    if args.mode in QUANTIZED_MODES:
+        kwargs = {
+            "quantization_config": BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_use_double_quant=True,
+                bnb_4bit_compute_dtype=compute_dtype,
+            ),
+            "device_map": {"": device},
+        }
+    else:
+        # The frozen base is stored in the compute precision; PEFT keeps the adapters in fp32.
+        kwargs = {"dtype": compute_dtype}
+    try:
+        model = CLIPModel.from_pretrained(source, **kwargs)
+    except OSError as err:
+        raise UserError(
+            f"--backbone {args.backbone}: could not load '{source}' ({err.__class__.__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'}). Without network access, use "
+            "--backbone tiny or a local checkpoint folder (config.json, weights, tokenizer and "
+            "preprocessor files)."
+        ) from err
+    if args.mode in QUANTIZED_MODES:
+        # Freezes the base and puts the non-quantized parameters (norms, embeddings) in fp32.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        keep_cpu_4bit_layout_trainable(model)
+    else:
+        model.to(device)
+    if args.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input-embedding hooks and works for every mode.
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    return model
+
+
+def keep_cpu_4bit_layout_trainable(model: torch.nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
+
+    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a Linear4bit's weight into an
+    inference-only layout the first time it runs under no_grad in eval mode (our zero-shot
+    evaluation) and never packs it back, so the training steps that follow fail (or would pass
+    no gradient to the layers below). Keeping the standard layout costs some CPU eval speed only.
+    """
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
+def load_clip(args: argparse.Namespace, device: torch.device, compute_dtype: torch.dtype,
+              saved_adapter: Path | None = None) -> ClipBundle:
+    """Base CLIP + tokenizer + image settings, with a fresh adapter or the one saved in `saved_adapter`."""
+    source = resolve_backbone(args.backbone)
+    model = load_base_model(source, args, device, compute_dtype)
+    targets = target_module_names(model.config, args.encoder, args.position, args.params)
+    config = lora_config(args, targets)
+    if saved_adapter is not None:
+        model = load_adapter(model, saved_adapter, config)
+    else:
+        model = get_peft_model(model, config)
+    processor = CLIPImageProcessor.from_pretrained(source)
+    crop = processor.crop_size
+    return ClipBundle(
+        model=model,
+        tokenizer=CLIPTokenizer.from_pretrained(source),
+        image_size=int(crop["height"]),
+        resize_size=int(processor.size.get("shortest_edge", crop["height"])),
+        image_mean=tuple(processor.image_mean),
+        image_std=tuple(processor.image_std),
+    )
+
+
+# Fields of adapter_config.json that must agree with the flags for a saved adapter to be reused.
+_CHECKED_FIELDS = {"r": "--r", "lora_alpha": "--alpha", "use_dora": "--mode",
+                   "use_rslora": "--lora_scaling", "target_modules": "--encoder/--position/--params"}
+
+
+def load_adapter(model: CLIPModel, folder: Path, expected: LoraConfig) -> PeftModel:
+    config_file = folder / "adapter_config.json"
+    if not config_file.exists():
+        raise UserError(f"--eval_only: no saved adapter at {folder} ({config_file.name} missing). "
+                        "Train with the same flags and --save_path first, or fix --save_path.")
+    saved = json.loads(config_file.read_text())
+    for field, flag in _CHECKED_FIELDS.items():
+        want, got = getattr(expected, field), saved.get(field)
+        if field == "target_modules":
+            want, got = sorted(want), sorted(got or [])
+        if want != got:
+            raise UserError(f"--eval_only: the adapter in {folder} was saved with {field}={got}, "
+                            f"but the flags ask for {want}; pass the {flag} it was trained with.")
+    return PeftModel.from_pretrained(model, os.fspath(folder), is_trainable=False)
+
+
+def trainable_parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def adapter_parameter_count(model: torch.nn.Module) -> int:
+    """Adapter weights, trainable or not (an --eval_only model has them frozen)."""
+    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)

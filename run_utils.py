@@ -1,0 +1,189 @@
+"""Command-line flags, their validation, and small run-level helpers (seeding, paths, results file)."""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import logging
+import os
+import random
+import re
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MODES = ("lora", "qlora", "dora", "qdora")
+ENCODERS = ("text", "vision", "both")
+POSITIONS = ("bottom", "mid", "up", "half-up", "half-bottom", "all", "top", "top3")
+PARAMS = ("q", "k", "v", "o")
+COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cuda", "cpu")
+
+# The backbones of the CLIP-LoRA paper, by the names its scripts use.
+BACKBONE_ALIASES = {
+    "ViT-B/16": "openai/clip-vit-base-patch16",
+    "ViT-B/32": "openai/clip-vit-base-patch32",
+    "ViT-L/14": "openai/clip-vit-large-patch14",
+}
+
+
+class UserError(Exception):
+    """A problem with the user's input; the message names the flag or path and what to do."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="main.py",
+        description="Few-shot LoRA / QLoRA / DoRA / QDoRA adaptation of CLIP (CLIP-LoRA protocol).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    data = p.add_argument_group("data")
+    data.add_argument("--root_path", default="DATA", help="folder holding the datasets")
+    data.add_argument("--dataset", default="fashion_mnist", help="dataset name (see datasets/)")
+    data.add_argument("--shots", type=int, default=16, help="training images per class")
+    data.add_argument("--seed", type=int, default=1, help="seed of the few-shot draw and of training")
+    data.add_argument("--template", choices=("clip-lora", "dataset"), default="clip-lora",
+                      help="clip-lora: 'a photo of a {}.' for every dataset; dataset: CoOp's per-dataset prompt")
+    data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+
+    model = p.add_argument_group("model")
+    model.add_argument(
+        "--backbone", default="ViT-B/16",
+        help="ViT-B/16, ViT-B/32, ViT-L/14, any Hugging Face hub id, a local checkpoint folder, "
+             "or 'tiny' (a small random CLIP built offline)",
+    )
+    model.add_argument("--mode", choices=MODES, default="lora", help="adapter method")
+    model.add_argument("--r", type=int, default=2, help="adapter rank")
+    model.add_argument("--alpha", type=float, default=1.0, help="adapter alpha")
+    model.add_argument("--dropout_rate", type=float, default=0.25, help="dropout on the adapter input")
+    model.add_argument("--encoder", choices=ENCODERS, default="both", help="encoders that get adapters")
+    model.add_argument("--position", choices=POSITIONS, default="all", help="layers that get adapters")
+    model.add_argument("--params", nargs="+", choices=PARAMS, default=["q", "k", "v"],
+                       help="attention projections that get adapters (o = output projection)")
+    model.add_argument("--lora_scaling", choices=("rslora", "standard"), default="rslora",
+                       help="rslora: alpha/sqrt(r) as CLIP-LoRA; standard: alpha/r")
+
+    train = p.add_argument_group("training")
+    train.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
+    train.add_argument("--n_iters", type=int, default=500,
+                       help="optimizer steps per shot: total steps = n_iters x shots (0 = evaluate only)")
+    train.add_argument("--batch_size", type=int, default=32, help="images per optimizer step")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1,
+                       help="split each batch into this many micro-batches (same update, less memory)")
+    train.add_argument("--gradient_checkpointing", action="store_true",
+                       help="recompute encoder activations in backward to save memory")
+    train.add_argument("--compute_dtype", choices=COMPUTE_DTYPES, default="auto",
+                       help="auto = fp16 autocast on CUDA, fp32 on CPU")
+    train.add_argument("--device", choices=DEVICES, default="auto")
+
+    out = p.add_argument_group("outputs")
+    out.add_argument("--save_path", default=None,
+                     help="save the adapter under SAVE_PATH/<backbone>/<dataset>/<K>shots/seed<S>/<mode>")
+    out.add_argument("--eval_only", action="store_true",
+                     help="load the adapter saved under --save_path and only evaluate it")
+    out.add_argument("--results_file", default="results/results.jsonl",
+                     help="JSON-lines file that gets one line per run")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for message in validation_errors(args):
+        parser.error(message)
+    return args
+
+
+def validation_errors(args: argparse.Namespace) -> list[str]:
+    """Every check on flag values, gathered in one place so a bad run fails before loading anything."""
+    errors = []
+
+    def need(ok: bool, message: str) -> None:
+        if not ok:
+            errors.append(message)
+
+    need(args.shots >= 1, f"--shots must be >= 1 (got {args.shots}); use --n_iters 0 for zero-shot only")
+    need(args.r >= 1, f"--r must be >= 1 (got {args.r})")
+    need(args.alpha > 0, f"--alpha must be > 0 (got {args.alpha})")
+    need(0 <= args.dropout_rate < 1, f"--dropout_rate must be in [0, 1) (got {args.dropout_rate})")
+    need(args.lr > 0, f"--lr must be > 0 (got {args.lr})")
+    need(args.n_iters >= 0, f"--n_iters must be >= 0 (got {args.n_iters})")
+    need(args.batch_size >= 1, f"--batch_size must be >= 1 (got {args.batch_size})")
+    need(args.num_workers >= 0, f"--num_workers must be >= 0 (got {args.num_workers})")
+    accum = args.gradient_accumulation_steps
+    need(accum >= 1, f"--gradient_accumulation_steps must be >= 1 (got {accum})")
+    if accum >= 1:
+        need(args.batch_size % accum == 0,
+             f"--gradient_accumulation_steps {accum} must divide --batch_size {args.batch_size} "
+             "so every micro-batch has the same size")
+    need(len(set(args.params)) == len(args.params), f"--params lists a projection twice: {args.params}")
+    need(not args.eval_only or args.save_path,
+         "--eval_only needs --save_path, the folder the adapter was saved under")
+    if args.device == "cuda":
+        need(torch.cuda.is_available(), "--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    return errors
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def backbone_tag(backbone: str) -> str:
+    """A folder-safe name for a backbone: 'ViT-B/16' -> 'ViT-B-16', a local path -> its folder name."""
+    if os.path.isdir(backbone):
+        backbone = Path(backbone).resolve().name
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", backbone).strip("-")
+
+
+def adapter_dir(args: argparse.Namespace) -> Path:
+    return (Path(args.save_path) / backbone_tag(args.backbone) / args.dataset
+            / f"{args.shots}shots" / f"seed{args.seed}" / args.mode)
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in ("torch", "torchvision", "transformers", "peft", "bitsandbytes", "accelerate"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def append_jsonl(path: str | os.PathLike, record: dict) -> None:
+    """Append one JSON line so that earlier lines are never damaged.
+
+    One write() on an O_APPEND descriptor under an exclusive lock: concurrent runs cannot
+    interleave, and a crash leaves at worst a torn last line, never a changed earlier one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size:
+            # A torn line from a killed writer would swallow ours: start on a fresh line.
+            with open(path, "rb") as f:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":
+                    line = b"\n" + line
+        os.write(fd, line)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")

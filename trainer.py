@@ -1,0 +1,177 @@
+"""The training loop and evaluation (CLIP-LoRA protocol, REFERENCE.md section 2)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision import transforms as T
+from tqdm import tqdm
+
+from datasets import FewShotDataset, ImageDataset
+from metrics import accuracy_percent, count_correct
+from model import ClipBundle
+from precision import Precision
+
+log = logging.getLogger(__name__)
+
+LOGIT_SCALE = 100.0  # CLIP's learned temperature, fixed as in CLIP-LoRA
+WEIGHT_DECAY = 1e-2
+BETAS = (0.9, 0.999)
+MIN_LR = 1e-6
+
+
+def train_transform(bundle: ClipBundle) -> T.Compose:
+    return T.Compose([
+        T.RandomResizedCrop(bundle.image_size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(p=0.5),
+        T.ToTensor(),
+        T.Normalize(bundle.image_mean, bundle.image_std),
+    ])
+
+
+def test_transform(bundle: ClipBundle) -> T.Compose:
+    return T.Compose([
+        T.Resize(bundle.resize_size, interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(bundle.image_size),
+        T.ToTensor(),
+        T.Normalize(bundle.image_mean, bundle.image_std),
+    ])
+
+
+def _loader(dataset: ImageDataset, batch_size: int, device: torch.device, num_workers: int,
+            shuffle: bool = False, drop_last: bool = False,
+            generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                      generator=generator, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+
+
+def test_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespace,
+                device: torch.device) -> DataLoader:
+    dataset = ImageDataset(data.test, data.load_image, test_transform(bundle))
+    return _loader(dataset, max(args.batch_size, 64), device, args.num_workers)
+
+
+def train_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespace,
+                 device: torch.device) -> DataLoader:
+    """Shuffled micro-batches of batch_size / gradient_accumulation_steps images.
+
+    Every micro-batch has the same size (a short last batch is dropped) so that each carries the
+    same weight in an update; a train set smaller than one micro-batch is used whole every step.
+    """
+    micro_batch = args.batch_size // args.gradient_accumulation_steps
+    dataset = ImageDataset(data.train, data.load_image, train_transform(bundle))
+    generator = torch.Generator().manual_seed(args.seed)
+    return _loader(dataset, micro_batch, device, args.num_workers, shuffle=True,
+                   drop_last=len(dataset) >= micro_batch, generator=generator)
+
+
+class ClassPrompts:
+    """Tokenised class prompts, padded to the longest prompt rather than CLIP's 77 tokens.
+
+    CLIP's text tower is causal and pools at the end-of-text token, so padding after that token
+    cannot change the features; shorter padding only removes work.
+    """
+
+    def __init__(self, tokenizer, prompts: list[str], device: torch.device):
+        enc = tokenizer(prompts, padding="longest", truncation=True, max_length=77, return_tensors="pt")
+        self.input_ids = enc["input_ids"].to(device)
+        self.attention_mask = enc["attention_mask"].to(device)
+
+    def features(self, model: torch.nn.Module) -> torch.Tensor:
+        out = model.get_text_features(input_ids=self.input_ids, attention_mask=self.attention_mask)
+        return F.normalize(_pooled(out), dim=-1)
+
+
+def _pooled(output) -> torch.Tensor:
+    # transformers >= 5 returns an output object from get_*_features; older versions a tensor.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def image_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    return F.normalize(_pooled(model.get_image_features(pixel_values=images)), dim=-1)
+
+
+def text_has_adapters(model: torch.nn.Module) -> bool:
+    return any(p.requires_grad and "text_model" in name for name, p in model.named_parameters())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts,
+             precision: Precision, desc: str = "eval") -> float:
+    """Top-1 accuracy (percent) of the model on the loader's images."""
+    model.eval()
+    device = precision.device
+    correct = total = 0
+    with precision.autocast():
+        text = prompts.features(model)
+        for images, labels in tqdm(loader, desc=desc, leave=False, disable=None):
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            logits = LOGIT_SCALE * image_features(model, images) @ text.T
+            correct += count_correct(logits, labels)
+            total += labels.numel()
+    return accuracy_percent(correct, total)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+
+def _endless(loader: DataLoader) -> Iterator:
+    while True:
+        yield from loader
+
+
+def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, args: argparse.Namespace,
+          precision: Precision) -> TrainResult:
+    """AdamW on the adapter weights with a cosine schedule, for n_iters x shots optimizer steps."""
+    total_steps = args.n_iters * args.shots
+    accum = args.gradient_accumulation_steps
+    device = precision.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=MIN_LR)
+    scaler = precision.grad_scaler()
+
+    # With adapters in the text tower the prompts must be re-encoded with gradients every
+    # micro-step; caching them would silently freeze those adapters.
+    reencode_text = text_has_adapters(model)
+    if not reencode_text:
+        model.eval()
+        with torch.no_grad(), precision.autocast():
+            cached_text = prompts.features(model)
+
+    model.train()
+    batches = _endless(loader)
+    losses = []
+    start = time.perf_counter()
+    for _ in tqdm(range(total_steps), desc=f"train {args.mode}", leave=False, disable=None):
+        step_loss = 0.0
+        for _ in range(accum):
+            images, labels = next(batches)
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with precision.autocast():
+                text = prompts.features(model) if reencode_text else cached_text
+                logits = LOGIT_SCALE * image_features(model, images) @ text.T
+                loss = F.cross_entropy(logits.float(), labels) / accum
+            scaler.scale(loss).backward()
+            step_loss += loss.item()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        losses.append(step_loss)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return TrainResult(steps=total_steps, seconds=time.perf_counter() - start, losses=losses)
