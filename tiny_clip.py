@@ -57,18 +57,74 @@ def build_tiny_checkpoint(target: Path) -> None:
         ),
         projection_dim=64,
     )
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": TINY_IMAGE_SIZE},
+        crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
+    )
+    _save_seeded_checkpoint(target, config, tokenizer, processor)
+
+
+# Random checkpoints in the real shapes of the CLIP-LoRA backbones, for benchmarks: the layer
+# widths, depths and sequence lengths (hence the FLOPs and memory) of OpenAI's checkpoints, built
+# offline. The tokenizer is the tiny one (one token per character) over the real 49,408-row
+# embedding, so benchmarks choose prompt lengths in tokens explicitly rather than from text.
+_CLIP_TEXT = dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8)
+REAL_SHAPES = {
+    "ViT-B/32": dict(text=_CLIP_TEXT, projection_dim=512,
+                     vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                 num_attention_heads=12, image_size=224, patch_size=32)),
+    "ViT-B/16": dict(text=_CLIP_TEXT, projection_dim=512,
+                     vision=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                 num_attention_heads=12, image_size=224, patch_size=16)),
+    "ViT-L/14": dict(text=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                               num_attention_heads=12),
+                     projection_dim=768,
+                     vision=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                 num_attention_heads=16, image_size=224, patch_size=14)),
+}
+CLIP_VOCAB_SIZE = 49408
+RANDOM_SHAPES_VERSION = 1
+
+
+def random_checkpoint_dir(shape: str) -> Path:
+    """Folder of a randomly initialised CLIP with the shapes of `shape` (a key of REAL_SHAPES), built on first use."""
+    if shape not in REAL_SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; choose one of {', '.join(REAL_SHAPES)}")
+    tag = shape.replace("/", "-")
+    target = cache_root() / f"random-clip-{tag}-v{RANDOM_SHAPES_VERSION}"
+    if not (target / "model.safetensors").exists():
+        build_random_checkpoint(target, shape)
+    return target
+
+
+def build_random_checkpoint(target: Path, shape: str) -> None:
+    spec = REAL_SHAPES[shape]
+    tokenizer = _byte_level_tokenizer()
+    image_size = spec["vision"]["image_size"]
+    config = CLIPConfig(
+        text_config=dict(
+            **spec["text"], vocab_size=CLIP_VOCAB_SIZE, max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(spec["vision"]),
+        projection_dim=spec["projection_dim"],
+    )
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+    )
+    _save_seeded_checkpoint(target, config, tokenizer, processor)
+
+
+def _save_seeded_checkpoint(target: Path, config: CLIPConfig, tokenizer: CLIPTokenizer,
+                            processor: CLIPImageProcessor) -> None:
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)
     try:
         model = CLIPModel(config)
     finally:
         torch.random.set_rng_state(generator_state)
-    processor = CLIPImageProcessor(
-        size={"shortest_edge": TINY_IMAGE_SIZE},
-        crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
-    )
-    # Build in a temporary folder and rename it into place, so that an interrupted build or two
-    # processes building at once never leave a half-written checkpoint behind.
+    # Same staging-then-rename as the tiny checkpoint: no half-written folder is ever visible.
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))
     try:
