@@ -7,6 +7,8 @@ from typing import Any, Callable
 from PIL import Image
 from torch.utils.data import Dataset
 
+DEFAULT_TEMPLATE = "a photo of a {}."
+
 
 @dataclass(frozen=True)
 class Item:
@@ -23,13 +25,18 @@ def open_rgb(path: Any) -> Image.Image:
 
 @dataclass
 class SplitDataset:
-    """A dataset's fixed train/val/test split, as its module reads it from disk."""
+    """A dataset's fixed train/val/test split, as its module reads it from disk.
+
+    `val_from_train`: the dataset has no val split (ImageNet); the few-shot val images are drawn
+    from train in the same draw as the train images (REFERENCE.md section 3), and `val` is empty.
+    """
     train: list[Item]
     val: list[Item]
     test: list[Item]
     classnames: list[str]
-    template: str = "a photo of a {}."
+    template: str = DEFAULT_TEMPLATE
     load_image: Callable[[Any], Image.Image] = open_rgb
+    val_from_train: bool = False
 
 
 @dataclass
@@ -42,6 +49,8 @@ class FewShotDataset:
     classnames: list[str]
     template: str
     load_image: Callable[[Any], Image.Image] = field(repr=False, default=open_rgb)
+    shots: int | None = None
+    seed: int | None = None
 
     def prompts(self) -> list[str]:
         """One prompt per class, in label order (underscores in class names become spaces)."""

@@ -1,11 +1,14 @@
-"""Your own images, one folder per class.
+"""Your own images (`--dataset folder --root_path <your folder>`), in one of three layouts:
 
-Two layouts under --root_path:
+- a split json in CoOp's format (`split.json` or `split_zhou_<name>.json`, one of them) with
+  paths relative to the folder: used as is;
+- `train/<class>/<image>`, `test/<class>/<image>` and optionally `val/<class>/<image>`; without
+  val/, the few-shot val images are drawn from train with the train shots, as for ImageNet;
 - `<class>/<image>`: split per class into 50% train, 20% val, 30% test with a fixed seed, so the
-  test set is the same for every run seed;
-- `train/<class>/<image>`, `test/<class>/<image>` and optionally `val/<class>/<image>` (without
-  val/, the few-shot val set is drawn from train).
-Class names are the folder names, sorted; labels follow that order.
+  test set is the same for every run seed.
+Class names are the folder names, sorted, and labels follow that order. An optional
+`classnames.txt` maps folder names to the names the prompts use, one "<folder> <name>" per line
+(a tab instead of the first space when folder names hold spaces).
 """
 from __future__ import annotations
 
@@ -15,10 +18,14 @@ from pathlib import Path
 from run_utils import UserError
 
 from .base import Item, SplitDataset
+from .splits import checked_split, read_split_json
 
+NAME = "folder"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_SEED = 0
 FRACTIONS = (0.5, 0.2)  # train, val; the rest is test
+CLASSNAMES_FILE = "classnames.txt"
+SPLIT_PATTERNS = ("split.json", "split_zhou_*.json")
 
 
 def _class_folders(folder: Path) -> list[Path]:
@@ -29,61 +36,105 @@ def _images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def _items(folder: Path, label_of: dict[str, int], split: str) -> list[Item]:
-    items = []
-    for class_folder in _class_folders(folder):
-        if class_folder.name not in label_of:
-            raise UserError(f"--dataset folder: class {class_folder.name!r} in {folder} has no folder "
-                            f"in {folder.parent / 'train'}; every {split} class must also be a train class")
-        items += [Item(str(p), label_of[class_folder.name], class_folder.name) for p in _images(class_folder)]
-    return items
+def read_classnames(path: Path) -> dict[str, str]:
+    """Folder name -> prompt name, from "<folder> <name>" or "<folder>\\t<name>" lines."""
+    names = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        separator = "\t" if "\t" in line else " "
+        folder, _, name = line.strip().partition(separator)
+        if not name.strip():
+            raise UserError(f"--dataset {NAME}: {path}:{number}: expected \"<folder> <class name>\", got {line!r}")
+        names[folder.strip()] = name.strip()
+    return names
 
 
 def load(root: Path) -> SplitDataset:
     if not root.is_dir():
-        raise UserError(f"--dataset folder: --root_path {root} is not a folder; point it at a folder "
-                        "with one sub-folder of images per class (or train/ and test/ sub-folders)")
+        raise UserError(f"--dataset {NAME}: --root_path {root} is not a folder; point it at a folder "
+                        "with one sub-folder of images per class (or train/ and test/ sub-folders); "
+                        "see DATASETS.md#folder")
+    renames = read_classnames(root / CLASSNAMES_FILE) if (root / CLASSNAMES_FILE).is_file() else {}
+    split_files = sorted({p for pattern in SPLIT_PATTERNS for p in root.glob(pattern)})
+    if len(split_files) > 1:
+        raise UserError(f"--dataset {NAME}: {root} holds several split files ({', '.join(p.name for p in split_files)}); "
+                        "keep one")
+    if split_files:
+        return _json_split(root, split_files[0], renames)
     if (root / "train").is_dir():
-        return _explicit_split(root)
-    return _auto_split(root)
+        return _explicit_split(root, renames)
+    return _auto_split(root, renames)
 
 
-def _explicit_split(root: Path) -> SplitDataset:
+def _renamed(root: Path, folders: list[str], renames: dict[str, str]) -> list[str]:
+    unknown = sorted(set(renames) - set(folders))
+    if unknown:
+        raise UserError(f"--dataset {NAME}: {root / CLASSNAMES_FILE} names class(es) {unknown[:3]} that "
+                        f"{root} does not have; fix the first word of those lines")
+    return [renames.get(name, name) for name in folders]
+
+
+def _json_split(root: Path, split_file: Path, renames: dict[str, str]) -> SplitDataset:
+    split = checked_split(NAME, read_split_json(split_file, root), split_file)
+    names = _renamed(root, split.classnames, renames)
+
+    def renamed(items: list[Item]) -> list[Item]:
+        return [Item(item.source, item.label, names[item.label]) for item in items]
+
+    return SplitDataset(train=renamed(split.train), val=renamed(split.val), test=renamed(split.test),
+                        classnames=names)
+
+
+def _items(folder: Path, label_of: dict[str, int], names: list[str], split: str) -> list[Item]:
+    items = []
+    for class_folder in _class_folders(folder):
+        if class_folder.name not in label_of:
+            raise UserError(f"--dataset {NAME}: class {class_folder.name!r} in {folder} has no folder "
+                            f"in {folder.parent / 'train'}; every {split} class must also be a train class")
+        label = label_of[class_folder.name]
+        items += [Item(str(p), label, names[label]) for p in _images(class_folder)]
+    return items
+
+
+def _explicit_split(root: Path, renames: dict[str, str]) -> SplitDataset:
     if not (root / "test").is_dir():
-        raise UserError(f"--dataset folder: {root / 'train'} exists but {root / 'test'} does not; "
+        raise UserError(f"--dataset {NAME}: {root / 'train'} exists but {root / 'test'} does not; "
                         "add test/<class>/ folders or use the one-folder-per-class layout")
-    classnames = [p.name for p in _class_folders(root / "train")]
-    label_of = {name: i for i, name in enumerate(classnames)}
-    train = _items(root / "train", label_of, "train")
-    test = _items(root / "test", label_of, "test")
-    val = _items(root / "val", label_of, "val") if (root / "val").is_dir() else train
-    _require_images(root, train, classnames)
-    return SplitDataset(train=train, val=val, test=test, classnames=classnames)
+    folders = [p.name for p in _class_folders(root / "train")]
+    label_of = {name: i for i, name in enumerate(folders)}
+    names = _renamed(root, folders, renames)
+    train = _items(root / "train", label_of, names, "train")
+    test = _items(root / "test", label_of, names, "test")
+    has_val = (root / "val").is_dir()
+    val = _items(root / "val", label_of, names, "val") if has_val else []
+    _require_images(root / "train", train, names)
+    return SplitDataset(train=train, val=val, test=test, classnames=names, val_from_train=not has_val)
 
 
-def _auto_split(root: Path) -> SplitDataset:
-    classnames = [p.name for p in _class_folders(root)]
+def _auto_split(root: Path, renames: dict[str, str]) -> SplitDataset:
+    folders = [p.name for p in _class_folders(root)]
+    names = _renamed(root, folders, renames)
     train, val, test = [], [], []
     rng = random.Random(SPLIT_SEED)
-    for label, name in enumerate(classnames):
-        paths = _images(root / name)
+    for label, folder in enumerate(folders):
+        paths = _images(root / folder)
         rng.shuffle(paths)
         n_train = max(1, round(FRACTIONS[0] * len(paths)))
         n_val = round(FRACTIONS[1] * len(paths))
-        items = [Item(str(p), label, name) for p in paths]
+        items = [Item(str(p), label, names[label]) for p in paths]
         train += items[:n_train]
         val += items[n_train:n_train + n_val]
         test += items[n_train + n_val:]
-    _require_images(root, train, classnames)
-    if not val:
-        val = train
-    return SplitDataset(train=train, val=val, test=test, classnames=classnames)
+    _require_images(root, train, names)
+    # Classes of one or two images leave nothing for val: draw val from train as ImageNet does.
+    return SplitDataset(train=train, val=val, test=test, classnames=names, val_from_train=not val)
 
 
-def _require_images(root: Path, train: list[Item], classnames: list[str]) -> None:
-    if len(classnames) < 2:
-        raise UserError(f"--dataset folder: {root} has {len(classnames)} class folder(s); "
-                        "few-shot classification needs at least two")
-    empty = set(classnames) - {item.classname for item in train}
+def _require_images(root: Path, train: list[Item], names: list[str]) -> None:
+    if len(names) < 2:
+        raise UserError(f"--dataset {NAME}: {root} has {len(names)} class folder(s); "
+                        "few-shot classification needs at least two (see DATASETS.md#folder)")
+    empty = sorted(set(names) - {item.classname for item in train})
     if empty:
-        raise UserError(f"--dataset folder: no images for class(es) {sorted(empty)} under {root}")
+        raise UserError(f"--dataset {NAME}: no images for class(es) {empty} under {root}")

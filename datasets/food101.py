@@ -1,0 +1,16 @@
+"""Food-101: 101 dishes, CoOp's fixed split (val carved out of the official train list)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import SplitDataset
+from .splits import read_coop_split
+
+FOLDERS = ("food-101", "Food101")  # CoOp's name, CLIP-LoRA's name
+IMAGE_DIR = "images"
+SPLIT_FILE = "split_zhou_Food101.json"
+TEMPLATE = "a photo of {}, a type of food."
+
+
+def load(root: Path) -> SplitDataset:
+    return read_coop_split("food101", root, FOLDERS, IMAGE_DIR, SPLIT_FILE, TEMPLATE)
