@@ -14,6 +14,7 @@ from pathlib import Path
 
 import bitsandbytes as bnb
 import torch
+from safetensors import safe_open
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
@@ -43,7 +44,10 @@ def resolve_backbone(backbone: str) -> str:
     """A paper alias, 'tiny', a local folder or a hub id -> what `from_pretrained` takes."""
     if backbone == "tiny":
         return str(tiny_checkpoint_dir())
-    return BACKBONE_ALIASES.get(backbone, backbone)
+    if backbone.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(backbone)):
+        raise UserError(f"--backbone {backbone}: no such checkpoint folder; give a folder with "
+                        "config.json, weights, tokenizer and preprocessor files, a hub id, or 'tiny'")
+    return os.path.expanduser(BACKBONE_ALIASES.get(backbone, backbone))
 
 
 def position_layers(position: str, num_layers: int) -> list[int]:
@@ -163,24 +167,30 @@ def load_clip(args: argparse.Namespace, device: torch.device, compute_dtype: tor
 
 
 # Fields of adapter_config.json that must agree with the flags for a saved adapter to be reused.
-_CHECKED_FIELDS = {"r": "--r", "lora_alpha": "--alpha", "use_dora": "--mode",
-                   "use_rslora": "--lora_scaling", "target_modules": "--encoder/--position/--params"}
+_CHECKED_FIELDS = {"r": "--r", "lora_alpha": "--alpha", "use_dora": "--mode", "use_rslora": "--lora_scaling"}
 
 
 def load_adapter(model: CLIPModel, folder: Path, expected: LoraConfig) -> PeftModel:
     config_file = folder / "adapter_config.json"
-    if not config_file.exists():
-        raise UserError(f"--eval_only: no saved adapter at {folder} ({config_file.name} missing). "
-                        "Train with the same flags and --save_path first, or fix --save_path.")
+    weights_file = folder / "adapter_model.safetensors"
+    if not (config_file.exists() and weights_file.exists()):
+        raise UserError(f"--eval_only: no saved adapter at {folder} (adapter_config.json and "
+                        "adapter_model.safetensors expected). Train with the same flags and --save_path "
+                        "first, or fix --save_path.")
     saved = json.loads(config_file.read_text())
     for field, flag in _CHECKED_FIELDS.items():
-        want, got = getattr(expected, field), saved.get(field)
-        if field == "target_modules":
-            want, got = sorted(want), sorted(got or [])
-        if want != got:
-            raise UserError(f"--eval_only: the adapter in {folder} was saved with {field}={got}, "
-                            f"but the flags ask for {want}; pass the {flag} it was trained with.")
-    return PeftModel.from_pretrained(model, os.fspath(folder), is_trainable=False)
+        if getattr(expected, field) != saved.get(field):
+            raise UserError(f"--eval_only: the adapter in {folder} was saved with {field}={saved.get(field)}, "
+                            f"but the flags ask for {getattr(expected, field)}; pass the {flag} it was trained with.")
+    # PEFT shortens target_modules to name suffixes when saving, so the weights say where adapters were.
+    with safe_open(weights_file, framework="pt") as f:
+        saved_modules = {key.split(".lora_")[0].removeprefix("base_model.model.") for key in f.keys()}
+    if saved_modules != set(expected.target_modules):
+        raise UserError(f"--eval_only: the adapter in {folder} sits on {len(saved_modules)} modules, but the "
+                        f"flags select {len(expected.target_modules)} other ones; pass the "
+                        "--encoder/--position/--params it was trained with.")
+    # Our own config, not the saved one: its shortened target list would widen the adapter's reach.
+    return PeftModel.from_pretrained(model, os.fspath(folder), config=expected, is_trainable=False)
 
 
 def trainable_parameter_count(model: torch.nn.Module) -> int:

@@ -1,0 +1,43 @@
+"""Shared fixtures: an isolated cache for the tiny checkpoint and small generated image folders."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Build the tiny checkpoint into a fresh folder, so the tests also cover building it on first use.
+os.environ.setdefault("QLORA_CLIP_CACHE", tempfile.mkdtemp(prefix="qlora-clip-test-cache-"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (40, 50, 230), "yellow": (230, 220, 30)}
+
+
+def make_color_folder(root: Path, per_class: int = 15, size: int = 32, seed: int = 0) -> Path:
+    """`root/<color>/<i>.png`: noisy images whose class is their dominant colour (easy to learn)."""
+    rng = np.random.default_rng(seed)
+    for name, rgb in COLORS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            noise = rng.integers(-60, 60, size=(size, size, 3))
+            pixels = np.clip(np.array(rgb) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def color_folder(tmp_path_factory) -> Path:
+    return make_color_folder(tmp_path_factory.mktemp("colors"))
+
+
+@pytest.fixture
+def tiny_argv(color_folder, tmp_path):
+    """argv for a fast run of the real entry point on the tiny model and the colour folder."""
+    def build(*extra: str) -> list[str]:
+        return ["--backbone", "tiny", "--dataset", "folder", "--root_path", str(color_folder),
+                "--shots", "4", "--n_iters", "1", "--batch_size", "8",
+                "--results_file", str(tmp_path / "results.jsonl"), *extra]
+    return build

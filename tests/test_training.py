@@ -1,0 +1,185 @@
+"""Training behaviour a user relies on, through the real entry point and the trainer."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import main
+import trainer
+from datasets import build_dataset
+from model import load_clip
+from precision import resolve_precision
+from run_utils import UserError, parse_args
+
+CPU = torch.device("cpu")
+
+
+def setup_run(*flags: str, root):
+    args = parse_args(["--backbone", "tiny", "--dataset", "folder", "--root_path", str(root),
+                       "--shots", "4", "--batch_size", "8", *flags])
+    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
+    torch.manual_seed(args.seed)
+    bundle = load_clip(args, CPU, torch.float32)
+    prompts = trainer.ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
+    loader = trainer.train_loader(data, bundle, args, CPU)
+    return args, bundle.model, prompts, loader
+
+
+def adapter_weights(model, tower: str) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad and tower in n}
+
+
+@pytest.mark.parametrize("mode", ["lora", "qlora", "dora", "qdora"])
+def test_one_step_trains_both_text_and_vision_adapters(mode, color_folder):
+    args, model, prompts, loader = setup_run("--mode", mode, "--n_iters", "1", "--shots", "1", root=color_folder)
+    assert args.n_iters * args.shots == 1
+    before = {tower: adapter_weights(model, tower) for tower in ("text_model", "vision_model")}
+    trainer.train(model, loader, prompts, args, resolve_precision("fp32", CPU))
+    for tower, weights in before.items():
+        after = adapter_weights(model, tower)
+        changed = [n for n in weights if not torch.equal(weights[n], after[n])]
+        # every adapter matrix of the tower moved, not just some of them
+        assert len(changed) == len(weights) > 0, f"{tower}: {len(changed)}/{len(weights)} changed"
+
+
+def count_text_passes(model) -> list[int]:
+    calls = [0]
+    model.base_model.model.text_model.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_text_is_reencoded_every_micro_step_when_it_has_adapters(color_folder):
+    args, model, prompts, loader = setup_run("--n_iters", "1", "--shots", "3",
+                                             "--gradient_accumulation_steps", "2", root=color_folder)
+    calls = count_text_passes(model)
+    trainer.train(model, loader, prompts, args, resolve_precision("fp32", CPU))
+    assert calls[0] == 3 * 2  # steps x micro-steps
+
+
+def test_frozen_text_is_encoded_once(color_folder):
+    args, model, prompts, loader = setup_run("--encoder", "vision", "--n_iters", "1", "--shots", "3",
+                                             root=color_folder)
+    calls = count_text_passes(model)
+    result = trainer.train(model, loader, prompts, args, resolve_precision("fp32", CPU))
+    assert result.steps == 3 and calls[0] == 1
+
+
+def test_gradient_accumulation_gives_the_same_update_as_one_big_batch(color_folder, monkeypatch):
+    """Two micro-batches of 4 produce the same gradient at the optimizer step as one batch of 8."""
+    grads = []
+    adamw_step = torch.optim.AdamW.step
+
+    def recording_step(self, *a, **k):
+        grads.append(torch.cat([p.grad.flatten() for g in self.param_groups for p in g["params"]]))
+        return adamw_step(self, *a, **k)
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    for accum in ("1", "2"):
+        args, model, prompts, loader = setup_run("--gradient_accumulation_steps", accum, "--dropout_rate", "0",
+                                                 "--n_iters", "1", "--shots", "2", root=color_folder)
+        assert loader.batch_size == 8 // int(accum) and len(loader.dataset) == 8
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(len(name)))
+        torch.manual_seed(0)  # same augmentation draws
+        trainer.train(model, loader, prompts, args, resolve_precision("fp32", CPU))
+    assert len(grads) == 4 and grads[0].abs().sum() > 0  # two runs of 2 steps; compare the first steps
+    torch.testing.assert_close(grads[0], grads[2], rtol=1e-4, atol=1e-6)
+
+
+def test_learning_rate_sets_the_first_step_size(color_folder):
+    """AdamW's first step moves each weight by about lr, whatever the gradient's size."""
+    for lr in (1e-3, 1e-2):
+        args, model, prompts, loader = setup_run("--lr", lr and str(lr), "--n_iters", "1", "--shots", "1",
+                                                 root=color_folder)
+        before = adapter_weights(model, "lora_B")
+        trainer.train(model, loader, prompts, args, resolve_precision("fp32", CPU))
+        after = adapter_weights(model, "lora_B")
+        largest = max((after[n] - before[n]).abs().max().item() for n in before)
+        assert largest == pytest.approx(lr, rel=0.05)
+
+
+def test_schedule_anneals_to_min_lr_over_n_iters_times_shots(color_folder, monkeypatch):
+    seen = []
+    original = torch.optim.lr_scheduler.CosineAnnealingLR
+
+    def spy(optimizer, **kwargs):
+        scheduler = original(optimizer, **kwargs)
+        seen.append((kwargs["T_max"], kwargs["eta_min"], optimizer))
+        return scheduler
+    monkeypatch.setattr(torch.optim.lr_scheduler, "CosineAnnealingLR", spy)
+    args, model, prompts, loader = setup_run("--n_iters", "2", "--shots", "2", root=color_folder)
+    result = trainer.train(model, loader, prompts, args, resolve_precision("fp32", CPU))
+    t_max, eta_min, optimizer = seen[0]
+    assert result.steps == t_max == 4 and eta_min == 1e-6
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)
+    assert optimizer.param_groups[0]["weight_decay"] == 1e-2 and optimizer.param_groups[0]["betas"] == (0.9, 0.999)
+
+
+def test_results_line_has_the_documented_schema(tiny_argv, tmp_path):
+    record = main.main(tiny_argv("--mode", "qlora"))
+    lines = (tmp_path / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and json.loads(lines[0]) == json.loads(json.dumps(record))
+    for key in ("mode", "dataset", "shots", "seed", "backbone", "config", "zero_shot_acc", "test_acc",
+                "train_seconds", "peak_memory_mb", "memory_kind", "model_footprint_mb", "trainable_params",
+                "total_steps", "device", "versions"):
+        assert key in record, key
+    assert record["memory_kind"] == "cpu_rss" and record["device"] == "cpu"
+    assert record["total_steps"] == 4 and record["config"]["mode"] == "qlora"
+    assert 0 <= record["test_acc"] <= 100 and record["peak_memory_mb"] > 0
+    assert set(record["versions"]) >= {"torch", "transformers", "peft", "bitsandbytes"}
+    main.main(tiny_argv("--mode", "lora"))
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2  # appended, not rewritten
+
+
+def test_zero_iterations_only_evaluates(tiny_argv):
+    record = main.main(tiny_argv("--n_iters", "0"))
+    assert record["total_steps"] == 0 and record["test_acc"] == record["zero_shot_acc"]
+
+
+def test_seed_and_shots_change_the_few_shot_draw(tiny_argv, tmp_path):
+    subsets = {}
+    for seed, shots in ((1, 4), (2, 4), (1, 2)):
+        record = main.main(tiny_argv("--n_iters", "0", "--seed", str(seed), "--shots", str(shots)))
+        subsets[seed, shots] = json.loads(open(record["subset_file"]).read())["train"]
+    assert len(subsets[1, 4]) == 16 and len(subsets[1, 2]) == 8
+    assert subsets[1, 4] != subsets[2, 4]
+
+
+@pytest.mark.parametrize("mode", ["lora", "qdora"])
+def test_saved_adapter_reproduces_its_accuracy_with_eval_only(mode, tiny_argv, tmp_path):
+    save = ["--save_path", str(tmp_path / "ckpt"), "--mode", mode, "--lr", "1e-2", "--n_iters", "2"]
+    trained = main.main(tiny_argv(*save))
+    folder = tmp_path / "ckpt" / "tiny" / "folder" / "4shots" / "seed1" / mode
+    assert (folder / "adapter_model.safetensors").exists() and (folder / "adapter_config.json").exists()
+    evaluated = main.main(tiny_argv(*save, "--eval_only"))
+    assert evaluated["test_acc"] == trained["test_acc"]
+    assert evaluated["total_steps"] == 0 and evaluated["zero_shot_acc"] == trained["zero_shot_acc"]
+
+
+def test_eval_only_refuses_a_missing_or_mismatched_adapter(tiny_argv, tmp_path):
+    save = ["--save_path", str(tmp_path / "ckpt")]
+    with pytest.raises(UserError, match=r"--eval_only: no saved adapter at .*Train with the same flags"):
+        main.main(tiny_argv(*save, "--eval_only"))
+    main.main(tiny_argv(*save))
+    with pytest.raises(UserError, match=r"saved with r=2, but the flags ask for 4; pass the --r"):
+        main.main(tiny_argv(*save, "--eval_only", "--r", "4"))
+    with pytest.raises(UserError, match=r"--encoder/--position/--params"):
+        main.main(tiny_argv(*save, "--eval_only", "--params", "q"))
+
+
+def test_worker_processes_load_the_same_images(tiny_argv):
+    serial = main.main(tiny_argv("--n_iters", "0"))
+    parallel = main.main(tiny_argv("--n_iters", "0", "--num_workers", "2"))
+    assert parallel["config"]["num_workers"] == 2 and parallel["test_acc"] == serial["test_acc"]
+
+
+def test_precision_is_decided_once():
+    assert resolve_precision("auto", CPU).dtype == torch.float32
+    assert resolve_precision("auto", torch.device("cuda")).dtype == torch.float16
+    bf16 = resolve_precision("bf16", CPU)
+    with bf16.autocast():
+        assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+    assert not bf16.grad_scaler().is_enabled()
+    assert resolve_precision("fp16", CPU).grad_scaler().is_enabled()
