@@ -1,0 +1,126 @@
+"""Image-loading throughput: decode + transform, images per second, through the real loaders.
+
+Runs trainer.train_loader and trainer.test_loader (the 224-pixel CLIP pipelines of training and
+evaluation) over a set of images for each --num_workers value and prints one JSON line per
+measurement. The images are a benchmark dataset's test split (--dataset, --root_path) or, by
+default, synthetic photo-like JPEGs of a typical ImageNet size written to a temporary folder.
+
+    python bench_data.py --num_workers 0 2
+    python bench_data.py --dataset food101 --root_path DATA --images 512 --num_workers 0 2 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datasets import FewShotDataset, Item, build_dataset
+from run_utils import UserError
+from trainer import test_loader, train_loader
+
+# What the ViT-B/16 image processor gives trainer's transforms (model.ClipBundle's image fields).
+CLIP_224 = SimpleNamespace(image_size=224, resize_size=224,
+                           image_mean=(0.48145466, 0.4578275, 0.40821073),
+                           image_std=(0.26862954, 0.26130258, 0.27577711))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default=None, help="a dataset to read (default: synthetic JPEGs)")
+    p.add_argument("--root_path", default="DATA")
+    p.add_argument("--images", type=int, default=256, help="images per measurement")
+    p.add_argument("--size", default="500x375", help="synthetic image size, WxH")
+    p.add_argument("--quality", type=int, default=90, help="synthetic JPEG quality")
+    p.add_argument("--num_workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--batch_size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=2, help="timed passes (after one warm-up pass)")
+    p.add_argument("--torch_threads", type=int, default=None,
+                   help="torch intra-op threads of the main process (default: torch's choice); "
+                        "DataLoader workers always use one")
+    return p.parse_args(argv)
+
+
+def synthetic_jpegs(folder: Path, count: int, size: tuple[int, int], quality: int) -> list[Item]:
+    """Photo-like JPEGs: smooth colour fields plus fine noise, so they neither compress to nothing
+    (flat images decode unrealistically fast) nor are pure noise (unrealistically slow)."""
+    rng = np.random.default_rng(0)
+    width, height = size
+    items = []
+    for i in range(count):
+        coarse = Image.fromarray(rng.integers(0, 256, (height // 40 + 2, width // 40 + 2, 3), dtype=np.uint8))
+        smooth = np.asarray(coarse.resize((width, height), Image.BICUBIC), dtype=np.float32)
+        pixels = np.clip(smooth + rng.normal(0, 12, smooth.shape), 0, 255).astype(np.uint8)
+        path = folder / f"{i:05d}.jpg"
+        Image.fromarray(pixels).save(path, quality=quality)
+        items.append(Item(str(path), i % 10, str(i % 10)))
+    return items
+
+
+def measure(loader, images: int, repeats: int) -> float:
+    for _ in loader:  # warm-up: worker start, file cache
+        pass
+    start = time.perf_counter()
+    seen = 0
+    for _ in range(repeats):
+        for batch, _labels in loader:
+            seen += batch.shape[0]
+    return seen / (time.perf_counter() - start)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run(args: argparse.Namespace, items: list[Item], source: str) -> None:
+    data = FewShotDataset(name=source, train=items, val=[], test=items, classnames=[], template="{}")
+    sizes = [os.path.getsize(item.source) for item in items[:64]]
+    context = {"source": source, "images": len(items), "mean_file_kb": round(sum(sizes) / len(sizes) / 1024, 1),
+               "nproc": os.cpu_count(), "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
+               "load_average": os.getloadavg()[0]}
+    for workers in args.num_workers:
+        run_args = argparse.Namespace(batch_size=args.batch_size, gradient_accumulation_steps=1,
+                                      seed=0, num_workers=workers)
+        for pipeline, make in (("train", train_loader), ("test", test_loader)):
+            loader = make(data, CLIP_224, run_args, torch.device("cpu"))
+            rate = measure(loader, len(items), args.repeats)
+            print(json.dumps({**context, "pipeline": pipeline, "num_workers": workers,
+                              "images_per_s": round(rate, 1)}), flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    if args.dataset:
+        data = build_dataset(args.dataset, args.root_path, shots=1, seed=1)
+        run(args, data.test[:args.images], f"{args.dataset} test split")
+        return
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as tmp:
+        items = synthetic_jpegs(Path(tmp), args.images, (width, height), args.quality)
+        run(args, items, f"synthetic {width}x{height} JPEG q{args.quality}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
