@@ -58,8 +58,8 @@ def load(root: Path) -> SplitDataset:
     renames = read_classnames(root / CLASSNAMES_FILE) if (root / CLASSNAMES_FILE).is_file() else {}
     split_files = sorted({p for pattern in SPLIT_PATTERNS for p in root.glob(pattern)})
     if len(split_files) > 1:
-        raise UserError(f"--dataset {NAME}: {root} holds several split files ({', '.join(p.name for p in split_files)}); "
-                        "keep one")
+        listed = ", ".join(p.name for p in split_files)
+        raise UserError(f"--dataset {NAME}: {root} holds several split files ({listed}); keep one")
     if split_files:
         return _json_split(root, split_files[0], renames)
     if (root / "train").is_dir():
