@@ -1,0 +1,133 @@
+"""The resumable sweep, through run_qlora.sh on the tiny CLIP.
+
+The runs use the small generated colour folder (conftest.py) rather than Fashion-MNIST, whose
+10,000 test images would make each run ten times slower without testing more of the sweep.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from results_io import read_results
+from sweep import main as sweep_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep_env(tmp_path: Path, datasets: str, root: Path) -> dict:
+    return {**os.environ, "DATASETS": datasets, "SHOTS": "1", "SEEDS": "1 2", "BACKBONE": "tiny",
+            "ROOT_PATH": str(root), "RESULTS_FILE": str(tmp_path / "results.jsonl"),
+            "LOG_DIR": str(tmp_path / "logs"), "EXTRA_ARGS": "--n_iters 1 --batch_size 4"}
+
+
+def run_script(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / "run_qlora.sh"), *args], env=env, cwd=Path(env["RESULTS_FILE"]).parent,
+                          capture_output=True, text=True, timeout=600)
+
+
+def log_of(tmp_path: Path, dataset: str, seed: int) -> Path:
+    return tmp_path / "logs" / "tiny" / dataset / f"1shots_seed{seed}_qlora.log"
+
+
+def finished(tmp_path: Path) -> list[tuple[str, int]]:
+    records, problems = read_results(tmp_path / "results.jsonl")
+    assert not problems
+    return [(r["dataset"], r["seed"]) for r in records]
+
+
+def wait_for(path: Path, child: subprocess.Popen, timeout: float = 400) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert child.poll() is None, f"the sweep ended before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear in {timeout}s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_failing_run(tmp_path, color_folder):
+    env = sweep_env(tmp_path, "folder", color_folder)
+
+    # Killed (SIGTERM to the whole process group, as a closing terminal or a scheduler does) while
+    # its second run is in progress.
+    child = subprocess.Popen([str(REPO / "run_qlora.sh")], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(log_of(tmp_path, "folder", 2), child)
+        time.sleep(0.5)
+    finally:
+        os.killpg(child.pid, signal.SIGTERM)
+        child.wait(timeout=60)
+    assert child.returncode == 130
+    assert finished(tmp_path) == [("folder", 1)]
+    assert "==> interrupted" in log_of(tmp_path, "folder", 2).read_text()
+
+    # Restarted with an unknown dataset first: its runs fail, are logged, and the sweep goes on to
+    # the missing folder run without redoing the finished one.
+    env = sweep_env(tmp_path, "no_such_dataset folder", color_folder)
+    done = run_script(env)
+    assert done.returncode == 1, done.stderr
+    assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
+    assert "4 runs of qlora on tiny: 1 already in" in done.stderr
+    assert "2 of 3 runs failed" in done.stderr
+    bad_log = log_of(tmp_path, "no_such_dataset", 1).read_text()
+    assert "--dataset no_such_dataset: unknown dataset" in bad_log and "==> exit status 2" in bad_log
+    assert log_of(tmp_path, "folder", 1).read_text().count("==> exit status 0") == 1
+    assert "zero-shot accuracy" in log_of(tmp_path, "folder", 2).read_text()
+    assert "zero-shot accuracy" in done.stdout  # the run's output is teed to the console too
+
+    # Dry run: lists what is finished and what is not, runs nothing.
+    listing = run_script(env, "--dry-run")
+    assert listing.returncode == 0, listing.stderr
+    states = [line.split()[:5] for line in listing.stdout.splitlines() if line.startswith(("done", "todo"))]
+    assert states == [["todo", "qlora", "no_such_dataset", "1-shot", "seed"]] * 2 + [
+        ["done", "qlora", "folder", "1-shot", "seed"]] * 2
+    assert "--n_iters 1 --batch_size 4" in listing.stdout
+    assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
+
+
+def test_dry_run_lists_the_paper_protocol_by_default(tmp_path, capsys, monkeypatch):
+    for name in ("DATASETS", "SHOTS", "SEEDS", "BACKBONE", "ROOT_PATH", "SAVE_PATH", "EXTRA_ARGS"):
+        monkeypatch.delenv(name, raising=False)
+    results = tmp_path / "results.jsonl"
+    assert sweep_main(["--mode", "lora", "--results_file", str(results), "--log_dir", str(tmp_path), "--dry-run"]) == 0
+    listing = [line for line in capsys.readouterr().out.splitlines() if line.startswith("todo")]
+    assert len(listing) == 11 * 5 * 3
+    assert listing[0].split()[:6] == ["todo", "lora", "imagenet", "1-shot", "seed", "1"]
+    assert "ViT-B-16/ucf101/16shots_seed3_lora.log" in listing[-1]
+    assert not results.exists()
+
+
+def test_a_finished_run_with_other_training_flags_is_not_taken_for_this_one(tmp_path, capsys, caplog):
+    """Skipping compares the run's flags, so n_iters 1 smoke runs never stand in for real runs."""
+    from run_utils import append_jsonl, build_parser
+
+    results = tmp_path / "results.jsonl"
+    flags = ["--mode", "qlora", "--dataset", "dtd", "--shots", "4", "--seed", "1", "--backbone", "tiny"]
+    for extra in (["--n_iters", "1"], ["--root_path", "/elsewhere"]):
+        config = vars(build_parser().parse_args(flags + extra))
+        append_jsonl(results, {"mode": "qlora", "dataset": "dtd", "shots": 4, "seed": 1, "backbone": "tiny",
+                               "config": config, "test_acc": 50.0})
+    with open(results, "a") as f:
+        f.write('{"mode": "qlora", "dataset": "dtd", "shots": 4,\n')  # a line torn by a crash
+    common = ["--mode", "qlora", "--datasets", "dtd", "--shots", "4", "--seeds", "1", "--backbone", "tiny",
+              "--results_file", str(results), "--log_dir", str(tmp_path), "--dry-run"]
+
+    assert sweep_main(common + ["--extra_args", "--n_iters 2"]) == 0
+    assert capsys.readouterr().out.startswith("todo")
+    # --root_path is bookkeeping: the run recorded under /elsewhere (default n_iters) is this run.
+    assert sweep_main(common + ["--root_path", "DATA"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("done")
+    assert f"{results}:3: not valid JSON" in caplog.text
+
+
+def test_extra_args_may_not_override_what_the_sweep_sets(tmp_path, capsys):
+    code = sweep_main(["--datasets", "dtd", "--results_file", str(tmp_path / "r.jsonl"),
+                       "--extra_args", "--shots 8", "--dry-run"])
+    assert code == 2
+    assert "sets --shots" in capsys.readouterr().err
