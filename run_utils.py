@@ -8,11 +8,13 @@ import logging
 import os
 import random
 import re
+import warnings
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 import torch
+from transformers.utils import logging as transformers_logging
 
 MODES = ("lora", "qlora", "dora", "qdora")
 ENCODERS = ("text", "vision", "both")
@@ -187,3 +189,10 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    # Our own progress bars and log lines say what is happening; the libraries' per-load bars and
+    # deprecation notices (transformers 5 renamed gradient checkpointing; PEFT still calls the
+    # old name) would bury them.
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
