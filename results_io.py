@@ -63,7 +63,7 @@ def _check_line(raw: bytes) -> str | None:
         record = json.loads(text)
     except json.JSONDecodeError as err:
         hint = " (a torn last line from a killed writer?)" if not text.endswith("\n") else ""
-        return f"not valid JSON: {err.msg} at column {err.colno}{hint}"
+        return f"not valid JSON: {err.msg.removesuffix(' at')} at column {err.colno}{hint}"
     if not isinstance(record, dict):
         return f"a JSON {type(record).__name__}, not an object"
     missing = [name for name in IDENTITY_FIELDS if name not in record]
