@@ -143,10 +143,10 @@ def _checked_config(argv: list[str], extra: list[str]) -> dict:
     return vars(ns)
 
 
-def finished_configs(results_file: str) -> list[dict]:
-    """The comparable configs of the runs the results file records; its bad lines are reported."""
+def finished_configs(results_file: str, report: bool = False) -> list[dict]:
+    """The comparable configs of the runs the results file records; with `report`, its bad lines are logged."""
     records, problems = read_results(results_file)
-    for problem in problems:
+    for problem in problems if report else ():
         log.warning("%s", problem)
     return [comparable_config(r["config"]) for r in records if isinstance(r.get("config"), dict)]
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    done = finished_configs(args.results_file)
+    done = finished_configs(args.results_file, report=True)
     todo = [run for run in runs if run.config not in done]
     log.info("%d runs of %s on %s: %d already in %s, %d to run", len(runs), args.mode, args.backbone,
              len(runs) - len(todo), args.results_file, len(todo))
