@@ -91,3 +91,25 @@ def test_step_timer_gives_the_gradients_of_one_backward():
     assert any(expected[n].abs().sum() > 0 for n in expected if "text_model" in n)
     for name, param in trainable.items():
         torch.testing.assert_close(param.grad, expected[name], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_adapter_dropout_dora_changes_only_where_dropout_acts(dropout):
+    """The proposed DoRA variant equals PEFT's DoRA in evaluation, and in training without dropout."""
+    _, _, bundle = bench.load("tiny", "dora", "both", "fp32", False, CPU, dropout=dropout)
+    model = bundle.model
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.2)
+    images = torch.randn(3, 3, bundle.image_size, bundle.image_size)
+
+    def features(train: bool) -> torch.Tensor:
+        model.train(train)
+        torch.manual_seed(0)
+        return image_features(model, images)
+
+    peft_eval, peft_train = features(False), features(True)
+    bench.use_adapter_dropout_dora(model)
+    torch.testing.assert_close(features(False), peft_eval)
+    assert torch.allclose(features(True), peft_train, atol=1e-6) == (dropout == 0.0)
