@@ -11,27 +11,31 @@ import torch
 
 from datasets import build_dataset, write_subset
 from memory import PeakMemory
-from model import QUANTIZED_MODES, adapter_parameter_count, load_clip, trainable_parameter_count
+from checkpointing import TrainCheckpoint
+from distributed import init_distributed
+from export import export_merged
+from model import (QUANTIZED_MODES, adapter_parameter_count, load_clip, resolve_backbone,
+                   trainable_parameter_count)
 from precision import resolve_precision
 from run_utils import (UserError, adapter_dir, append_jsonl, library_versions, parse_args,
-                       resolve_device, seed_everything, setup_logging)
+                       seed_everything, setup_logging)
 from trainer import ClassPrompts, TrainResult, evaluate, test_loader, train, train_loader
 
 log = logging.getLogger("qlora-clip")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run one experiment and return the results record it appended to --results_file."""
+def main(argv: list[str] | None = None) -> dict | None:
+    """Run one experiment; return the results record appended to --results_file (None off the main process)."""
     args = parse_args(argv)
     setup_logging()
-    device = resolve_device(args.device)
+    dist = init_distributed(args.device)
+    device = dist.device
     precision = resolve_precision(args.compute_dtype, device)
 
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed, args.template)
     log.info("%s: %d classes, %d train / %d val / %d test images", args.dataset, len(data.classnames),
              len(data.train), len(data.val), len(data.test))
     subset_file = Path(args.results_file).parent / "subsets" / f"{args.dataset}_{args.shots}shots_seed{args.seed}.json"
-    write_subset(data, subset_file)
 
     seed_everything(args.seed)
     saved = adapter_dir(args) if args.eval_only else None
@@ -40,16 +44,21 @@ def main(argv: list[str] | None = None) -> dict:
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), device)
     tests = test_loader(data, bundle, args, device)
 
-    with model.disable_adapter():
-        zero_shot_acc = evaluate(model, tests, prompts, precision, desc="zero-shot")
-    log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
+    if dist.is_main:
+        write_subset(data, subset_file)
+        with model.disable_adapter():
+            zero_shot_acc = evaluate(model, tests, prompts, precision, desc="zero-shot")
+        log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
 
     memory = PeakMemory(device)
     memory.reset()
     if args.eval_only:
         result = TrainResult(steps=0, seconds=0.0)
     else:
-        result = train(model, train_loader(data, bundle, args, device), prompts, args, precision)
+        loader = train_loader(data, bundle, args, device, dist.rank, dist.world)
+        result = train(model, loader, prompts, args, precision, dist, TrainCheckpoint(args, device))
+    if not dist.is_main:
+        return None
     test_acc = evaluate(model, tests, prompts, precision, desc="test")
     peak = memory.read()
 
@@ -65,12 +74,15 @@ def main(argv: list[str] | None = None) -> dict:
         "trainable_params": trainable_parameter_count(model),
         "adapter_params": adapter_parameter_count(model),
         "quantized": args.mode in QUANTIZED_MODES,
-        "compute_dtype": precision.name, "device": str(device),
+        "compute_dtype": precision.name, "device": str(device), "processes": dist.world,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": library_versions(),
     }
     if args.save_path and not args.eval_only:
         save_adapter(model, record, args)
+    if args.merge_export:
+        record["merge_export"] = str(export_merged(model, bundle.tokenizer, resolve_backbone(args.backbone),
+                                                   Path(args.merge_export)))
     append_jsonl(args.results_file, record)
     log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | peak %.0f MB (%s)",
              args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc,

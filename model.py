@@ -12,12 +12,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import bitsandbytes as bnb
 import torch
-
-# On AVX512-BF16 CPUs bitsandbytes warns at import that an optional kernel from the Hugging Face
-# hub is not installed; it then uses its built-in one, which is what we want offline.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-import bitsandbytes as bnb  # noqa: E402
 from safetensors import safe_open
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer

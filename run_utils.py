@@ -13,6 +13,11 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+
+# On AVX512-BF16 CPUs bitsandbytes warns at import that an optional kernel from the Hugging Face
+# hub is not installed and falls back to its built-in one, which is what we want offline. This
+# module is imported before anything that imports bitsandbytes.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 import torch
 from transformers.utils import logging as transformers_logging
 
@@ -85,6 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save the adapter under SAVE_PATH/<backbone>/<dataset>/<K>shots/seed<S>/<mode>")
     out.add_argument("--eval_only", action="store_true",
                      help="load the adapter saved under --save_path and only evaluate it")
+    out.add_argument("--checkpoint_every", type=int, default=0,
+                     help="save the full training state every N optimizer steps (0 = never)")
+    out.add_argument("--checkpoint_dir", default="checkpoints",
+                     help="training states go to CHECKPOINT_DIR/<backbone>/<dataset>/<K>shots/seed<S>/<mode>")
+    out.add_argument("--resume", action="store_true",
+                     help="continue from the last training state in --checkpoint_dir (start at 0 if none)")
+    out.add_argument("--merge_export", default=None, metavar="DIR",
+                     help="write a plain CLIPModel checkpoint with the adapter merged in (4-bit bases: "
+                          "into the dequantized weights)")
     out.add_argument("--results_file", default="results/results.jsonl",
                      help="JSON-lines file that gets one line per run")
     return p
@@ -120,6 +134,8 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
         need(args.batch_size % accum == 0,
              f"--gradient_accumulation_steps {accum} must divide --batch_size {args.batch_size} "
              "so every micro-batch has the same size")
+    need(args.checkpoint_every >= 0, f"--checkpoint_every must be >= 0 (got {args.checkpoint_every})")
+    need(not (args.resume and args.eval_only), "--resume continues training; it cannot go with --eval_only")
     need(len(set(args.params)) == len(args.params), f"--params lists a projection twice: {args.params}")
     need(not args.eval_only or args.save_path,
          "--eval_only needs --save_path, the folder the adapter was saved under")
@@ -147,9 +163,13 @@ def backbone_tag(backbone: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", backbone).strip("-")
 
 
+def run_subdir(args: argparse.Namespace) -> Path:
+    """<backbone>/<dataset>/<K>shots/seed<S>/<mode>: where a run's adapter and checkpoints live."""
+    return Path(backbone_tag(args.backbone)) / args.dataset / f"{args.shots}shots" / f"seed{args.seed}" / args.mode
+
+
 def adapter_dir(args: argparse.Namespace) -> Path:
-    return (Path(args.save_path) / backbone_tag(args.backbone) / args.dataset
-            / f"{args.shots}shots" / f"seed{args.seed}" / args.mode)
+    return Path(args.save_path) / run_subdir(args)
 
 
 def library_versions() -> dict[str, str]:

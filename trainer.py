@@ -5,7 +5,6 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +12,14 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 from tqdm import tqdm
 
+from batching import SeededAugmentation, TrainBatchSampler
+from checkpointing import TrainCheckpoint
 from datasets import FewShotDataset, ImageDataset
+from distributed import Distributed
 from metrics import accuracy_percent, count_correct
 from model import ClipBundle
 from precision import Precision
+from run_utils import UserError
 
 log = logging.getLogger(__name__)
 
@@ -44,32 +47,26 @@ def test_transform(bundle: ClipBundle) -> T.Compose:
     ])
 
 
-def _loader(dataset: ImageDataset, batch_size: int, device: torch.device, num_workers: int,
-            shuffle: bool = False, drop_last: bool = False,
-            generator: torch.Generator | None = None) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                      generator=generator, num_workers=num_workers,
-                      pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
-
-
 def test_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespace,
                 device: torch.device) -> DataLoader:
     dataset = ImageDataset(data.test, data.load_image, test_transform(bundle))
-    return _loader(dataset, max(args.batch_size, 64), device, args.num_workers)
+    return DataLoader(dataset, batch_size=max(args.batch_size, 64), num_workers=args.num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0)
 
 
 def train_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespace,
-                 device: torch.device) -> DataLoader:
-    """Shuffled micro-batches of batch_size / gradient_accumulation_steps images.
-
-    Every micro-batch has the same size (a short last batch is dropped) so that each carries the
-    same weight in an update; a train set smaller than one micro-batch is used whole every step.
-    """
+                 device: torch.device, rank: int = 0, world: int = 1) -> DataLoader:
+    """Endless micro-batches of batch_size / gradient_accumulation_steps images (see batching.py)."""
     micro_batch = args.batch_size // args.gradient_accumulation_steps
-    dataset = ImageDataset(data.train, data.load_image, train_transform(bundle))
-    generator = torch.Generator().manual_seed(args.seed)
-    return _loader(dataset, micro_batch, device, args.num_workers, shuffle=True,
-                   drop_last=len(dataset) >= micro_batch, generator=generator)
+    sampler = TrainBatchSampler(len(data.train), micro_batch, args.seed, rank, world)
+    if sampler.batch % world:
+        raise UserError(f"micro-batches of {sampler.batch} images cannot be shared equally by {world} "
+                        "processes; choose --batch_size / --gradient_accumulation_steps (or, with fewer "
+                        "train images than that, shots x classes) divisible by the process count")
+    dataset = SeededAugmentation(ImageDataset(data.train, data.load_image, lambda image: image),
+                                 train_transform(bundle))
+    return DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0)
 
 
 class ClassPrompts:
@@ -127,14 +124,11 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def _endless(loader: DataLoader) -> Iterator:
-    while True:
-        yield from loader
-
-
 def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, args: argparse.Namespace,
-          precision: Precision) -> TrainResult:
+          precision: Precision, dist: Distributed | None = None,
+          checkpoint: TrainCheckpoint | None = None) -> TrainResult:
     """AdamW on the adapter weights with a cosine schedule, for n_iters x shots optimizer steps."""
+    dist = dist or Distributed(rank=0, world=1, device=precision.device)
     total_steps = args.n_iters * args.shots
     accum = args.gradient_accumulation_steps
     device = precision.device
@@ -151,11 +145,19 @@ def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, arg
         with torch.no_grad(), precision.autocast():
             cached_text = prompts.features(model)
 
+    saved = checkpoint.load() if checkpoint is not None and args.resume else None
+    first_step = saved["step"] if saved else 0
+    losses = saved["losses"] if saved else []
+    loader.batch_sampler.start = first_step * accum
+    batches = iter(loader)
+    if saved:
+        # After the iterator exists: creating it draws from the global RNG.
+        checkpoint.restore(saved, model, optimizer, scheduler, scaler)
+
     model.train()
-    batches = _endless(loader)
-    losses = []
-    start = time.perf_counter()
-    for _ in tqdm(range(total_steps), desc=f"train {args.mode}", leave=False, disable=None):
+    start = time.perf_counter() - (saved["seconds"] if saved else 0.0)
+    for step in tqdm(range(first_step, total_steps), desc=f"train {args.mode}", leave=False,
+                     disable=None if dist.is_main else True, initial=first_step, total=total_steps):
         step_loss = 0.0
         for _ in range(accum):
             images, labels = next(batches)
@@ -167,11 +169,14 @@ def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, arg
                 loss = F.cross_entropy(logits.float(), labels) / accum
             scaler.scale(loss).backward()
             step_loss += loss.item()
+        dist.average_gradients(params)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         losses.append(step_loss)
+        if checkpoint is not None and dist.is_main and checkpoint.due(step + 1, total_steps):
+            checkpoint.save(step + 1, model, optimizer, scheduler, scaler, losses, time.perf_counter() - start)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return TrainResult(steps=total_steps, seconds=time.perf_counter() - start, losses=losses)

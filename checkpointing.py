@@ -1,0 +1,101 @@
+"""Mid-run training checkpoints for `--checkpoint_every` / `--resume`.
+
+A checkpoint holds everything the remaining steps depend on: adapter weights, optimizer,
+scheduler and gradient-scaler states, the RNG states, the step reached, the losses so far and
+the training time so far. It is written to a temporary file and renamed into place, so a run
+killed while saving leaves the previous checkpoint intact.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from run_utils import UserError, run_subdir
+
+log = logging.getLogger(__name__)
+
+# Flags that do not change the training trajectory, so a run may be resumed with others.
+_FREE_FLAGS = {"results_file", "checkpoint_every", "checkpoint_dir", "resume", "num_workers",
+               "save_path", "merge_export", "eval_only", "device"}
+
+
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    return Path(args.checkpoint_dir) / run_subdir(args) / "train_state.pt"
+
+
+def _fingerprint(args: argparse.Namespace) -> dict:
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _FREE_FLAGS}
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+class TrainCheckpoint:
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        self.path = checkpoint_path(args)
+        self.every = args.checkpoint_every
+        self.fingerprint = _fingerprint(args)
+        self.device = device
+
+    def due(self, step: int, total_steps: int) -> bool:
+        return self.every > 0 and step % self.every == 0 and step < total_steps
+
+    def save(self, step: int, model, optimizer, scheduler, scaler, losses: list[float], seconds: float) -> None:
+        state = {
+            "step": step, "losses": list(losses), "seconds": seconds, "fingerprint": self.fingerprint,
+            "adapter": trainable_state(model), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(self.device),
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def load(self) -> dict | None:
+        """The saved state, or None (and a log line) when there is nothing to resume."""
+        if not self.path.exists():
+            log.info("--resume: no checkpoint at %s; starting from step 0", self.path)
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=False)
+        if state["fingerprint"] != self.fingerprint:
+            changed = sorted(k for k in self.fingerprint if state["fingerprint"].get(k) != self.fingerprint[k])
+            raise UserError(f"--resume: {self.path} was written by a run with different "
+                            f"{', '.join('--' + k for k in changed)}; resume with the same flags, or delete it "
+                            "to start over")
+        return state
+
+    def restore(self, state: dict, model, optimizer, scheduler, scaler) -> None:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in state["adapter"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        _set_rng_state(state["rng"], self.device)
+        log.info("resumed from %s at step %d", self.path, state["step"])

@@ -1,0 +1,134 @@
+"""Interrupted runs resume exactly, merged exports match the adapter, 2 processes match 1."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import CLIPModel
+
+import main
+import trainer
+from datasets import build_dataset
+from model import load_clip
+from precision import resolve_precision
+from run_utils import UserError, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = torch.device("cpu")
+
+
+def adapter_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    found = list(folder.rglob("adapter_model.safetensors"))
+    assert len(found) == 1, found
+    return load_file(found[0])
+
+
+def assert_same_adapters(a: Path, b: Path, exact: bool) -> None:
+    ta, tb = adapter_tensors(a), adapter_tensors(b)
+    assert ta.keys() == tb.keys()
+    for key in ta:
+        if exact:
+            assert torch.equal(ta[key], tb[key]), key
+        else:
+            torch.testing.assert_close(ta[key], tb[key], rtol=1e-3, atol=1e-5)
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_argv, tmp_path):
+    run = ["--shots", "4", "--n_iters", "10", "--lr", "1e-2", "--mode", "dora"]  # 40 steps
+    uninterrupted = main.main(tiny_argv(*run, "--save_path", str(tmp_path / "a")))
+
+    resumable = tiny_argv(*run, "--save_path", str(tmp_path / "b"), "--checkpoint_every", "4",
+                          "--checkpoint_dir", str(tmp_path / "ck"))
+    state = tmp_path / "ck" / "tiny" / "folder" / "4shots" / "seed1" / "dora" / "train_state.pt"
+    proc = subprocess.Popen([sys.executable, "main.py", *resumable], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    still_running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert still_running, "the run finished before it could be killed"
+    killed_at = torch.load(state, weights_only=False)["step"]
+    assert 0 < killed_at < 40
+    assert not (tmp_path / "b").exists()  # it never got to save its adapter
+
+    resumed = main.main([*resumable, "--resume"])
+    assert_same_adapters(tmp_path / "a", tmp_path / "b", exact=True)
+    assert resumed["test_acc"] == uninterrupted["test_acc"]
+    assert resumed["final_loss"] == uninterrupted["final_loss"]
+
+
+def test_resume_without_a_checkpoint_starts_at_step_zero(tiny_argv, tmp_path):
+    fresh = main.main(tiny_argv("--save_path", str(tmp_path / "a")))
+    resumed = main.main(tiny_argv("--save_path", str(tmp_path / "b"), "--resume",
+                                  "--checkpoint_dir", str(tmp_path / "none")))
+    assert_same_adapters(tmp_path / "a", tmp_path / "b", exact=True)
+    assert resumed["total_steps"] == fresh["total_steps"]
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tiny_argv, tmp_path):
+    ck = ["--checkpoint_dir", str(tmp_path / "ck"), "--checkpoint_every", "1", "--n_iters", "2"]
+    main.main(tiny_argv(*ck))
+    with pytest.raises(UserError, match=r"--resume: .* different --lr"):
+        main.main(tiny_argv(*ck, "--resume", "--lr", "1e-3"))
+
+
+def test_checkpoint_every_writes_states_only_when_asked(tiny_argv, tmp_path):
+    main.main(tiny_argv("--checkpoint_dir", str(tmp_path / "never")))
+    assert not (tmp_path / "never").exists()
+    main.main(tiny_argv("--checkpoint_dir", str(tmp_path / "ck"), "--checkpoint_every", "2", "--n_iters", "1"))
+    assert len(list((tmp_path / "ck").rglob("train_state.pt"))) == 1
+
+
+@pytest.mark.parametrize("mode", ["lora", "qlora", "qdora"])
+def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv, tmp_path, color_folder):
+    export = tmp_path / "merged"
+    record = main.main(tiny_argv("--mode", mode, "--lr", "2e-2", "--n_iters", "2", "--merge_export", str(export),
+                                 "--save_path", str(tmp_path / "ckpt")))
+    assert record["merge_export"] == str(export)
+    assert not (export / "adapter_config.json").exists()
+    merged = CLIPModel.from_pretrained(export)  # nothing but transformers
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+
+    args = parse_args(tiny_argv("--mode", mode, "--save_path", str(tmp_path / "ckpt"), "--eval_only"))
+    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
+    bundle = load_clip(args, CPU, torch.float32, saved_adapter=main.adapter_dir(args))
+    images = next(iter(trainer.test_loader(data, bundle, args, CPU)))[0]
+    prompts = trainer.ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
+    bundle.model.eval()
+    with torch.no_grad():
+        adapted = trainer.image_features(bundle.model, images) @ prompts.features(bundle.model).T
+        plain = trainer.image_features(merged, images) @ prompts.features(merged).T
+    assert (adapted - plain).abs().max() > 0 or mode == "lora"  # computed through different layers
+    torch.testing.assert_close(plain, adapted, rtol=1e-4, atol=1e-4)
+    fp32 = resolve_precision("fp32", CPU)
+    assert trainer.evaluate(merged, trainer.test_loader(data, bundle, args, CPU), prompts, fp32) == record["test_acc"]
+
+
+def test_two_processes_match_one_with_the_same_effective_batch(tiny_argv, tmp_path):
+    run = tiny_argv("--shots", "4", "--n_iters", "2", "--lr", "1e-2", "--dropout_rate", "0", "--device", "cpu")
+    single = main.main([*run, "--save_path", str(tmp_path / "one")])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # accelerate's own CPU multi-process launcher needs MPI; its torchrun-based one (--multi_gpu)
+    # starts the processes, and --device cpu makes them a gloo group.
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+         "main.py", *run, "--save_path", str(tmp_path / "two"), "--results_file", str(tmp_path / "two.jsonl")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = (tmp_path / "two.jsonl").read_text().splitlines()
+    assert len(lines) == 1  # only the main process evaluates and writes
+    import json
+    double = json.loads(lines[0])
+    assert double["processes"] == 2 and double["total_steps"] == single["total_steps"]
+    assert_same_adapters(tmp_path / "one", tmp_path / "two", exact=False)
+    assert double["test_acc"] == single["test_acc"]
