@@ -68,13 +68,25 @@ def synthetic_jpegs(folder: Path, count: int, size: tuple[int, int], quality: in
 
 
 def measure(loader, images: int, repeats: int) -> float:
-    for _ in loader:  # warm-up: worker start, file cache
-        pass
-    start = time.perf_counter()
-    seen = 0
-    for _ in range(repeats):
-        for batch, _labels in loader:
+    """Images/s over `repeats` passes of `images` images (the train loader is endless: count, don't exhaust)."""
+    def one_pass(batches) -> int:
+        seen = 0
+        for batch, _labels in batches:
             seen += batch.shape[0]
+            if seen >= images:
+                break
+        return seen
+
+    # The train loader's sampler is endless (batching.TrainBatchSampler): keep one iterator.
+    endless = not hasattr(loader.batch_sampler, "__len__")
+    stream = iter(loader)
+
+    def batches():
+        return stream if endless else iter(loader)
+
+    one_pass(batches())  # warm-up: worker start, file cache
+    start = time.perf_counter()
+    seen = sum(one_pass(batches()) for _ in range(repeats))
     return seen / (time.perf_counter() - start)
 
 

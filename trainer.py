@@ -54,6 +54,10 @@ def test_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespa
                       pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0)
 
 
+def _unchanged(image):
+    return image  # the random transform is applied by SeededAugmentation
+
+
 def train_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespace,
                  device: torch.device, rank: int = 0, world: int = 1) -> DataLoader:
     """Endless micro-batches of batch_size / gradient_accumulation_steps images (see batching.py)."""
@@ -63,7 +67,7 @@ def train_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namesp
         raise UserError(f"micro-batches of {sampler.batch} images cannot be shared equally by {world} "
                         "processes; choose --batch_size / --gradient_accumulation_steps (or, with fewer "
                         "train images than that, shots x classes) divisible by the process count")
-    dataset = SeededAugmentation(ImageDataset(data.train, data.load_image, lambda image: image),
+    dataset = SeededAugmentation(ImageDataset(data.train, data.load_image, _unchanged),
                                  train_transform(bundle))
     return DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
                       pin_memory=device.type == "cuda", persistent_workers=args.num_workers > 0)

@@ -78,7 +78,7 @@ def test_gradient_accumulation_gives_the_same_update_as_one_big_batch(color_fold
     for accum in ("1", "2"):
         args, model, prompts, loader = setup_run("--gradient_accumulation_steps", accum, "--dropout_rate", "0",
                                                  "--n_iters", "1", "--shots", "2", root=color_folder)
-        assert loader.batch_size == 8 // int(accum) and len(loader.dataset) == 8
+        assert loader.batch_sampler.batch == 8 // int(accum) and len(loader.dataset) == 8
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(len(name)))
