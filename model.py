@@ -121,6 +121,9 @@ def load_base_model(source: str, args: argparse.Namespace, device: torch.device,
     if args.mode in QUANTIZED_MODES:
         # Freezes the base and puts the non-quantized parameters (norms, embeddings) in fp32.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        # PEFT upcasts every non-quantized weight to fp32 for stable norms; the frozen token table
+        # (49,408 x width, most of what is not 4-bit) is only looked up, so keep it in the compute dtype.
+        model.text_model.embeddings.token_embedding.to(compute_dtype)
         keep_cpu_4bit_layout_trainable(model)
     else:
         model.to(device)

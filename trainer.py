@@ -103,19 +103,36 @@ def text_has_adapters(model: torch.nn.Module) -> bool:
     return any(p.requires_grad and "text_model" in name for name, p in model.named_parameters())
 
 
+def vision_has_adapters(model: torch.nn.Module) -> bool:
+    return any("lora_" in name and "vision_model" in name for name, _ in model.named_parameters())
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts,
-             precision: Precision, desc: str = "eval") -> float:
-    """Top-1 accuracy (percent) of the model on the loader's images."""
+             precision: Precision, desc: str = "eval", image_cache: list | None = None) -> float:
+    """Top-1 accuracy (percent) of the model on the loader's images.
+
+    `image_cache`: a list shared by two evaluations whose vision towers are the same frozen
+    weights (zero-shot and test with text-only adapters): the first fills it with each batch's
+    image features, the second reads them instead of running the vision tower again.
+    """
     model.eval()
     device = precision.device
     correct = total = 0
+    reuse = image_cache is not None and len(image_cache) > 0
     with precision.autocast():
         text = prompts.features(model)
-        for images, labels in tqdm(loader, desc=desc, leave=False, disable=None):
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            logits = LOGIT_SCALE * image_features(model, images) @ text.T
+        batches = image_cache if reuse else tqdm(loader, desc=desc, leave=False, disable=None)
+        for batch in batches:
+            if reuse:
+                image, labels = batch
+            else:
+                images, labels = batch
+                image = image_features(model, images.to(device, non_blocking=True))
+                labels = labels.to(device, non_blocking=True)
+                if image_cache is not None:
+                    image_cache.append((image, labels))
+            logits = LOGIT_SCALE * image @ text.T
             correct += count_correct(logits, labels)
             total += labels.numel()
     return accuracy_percent(correct, total)

@@ -183,3 +183,17 @@ def test_precision_is_decided_once():
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
     assert not bf16.grad_scaler().is_enabled()
     assert resolve_precision("fp16", CPU).grad_scaler().is_enabled()
+
+
+@pytest.mark.parametrize("encoder, passes", [("text", 1), ("both", 2)])
+def test_frozen_vision_tower_encodes_the_test_images_once(encoder, passes, tiny_argv, monkeypatch):
+    encoded = []
+    image_features = trainer.image_features
+
+    def counting(model, images):
+        encoded.append(len(images))
+        return image_features(model, images)
+    monkeypatch.setattr(trainer, "image_features", counting)
+    record = main.main(tiny_argv("--encoder", encoder, "--n_iters", "0"))
+    assert sum(encoded) == passes * 16  # the colour folder's test split has 16 images
+    assert record["test_acc"] == record["zero_shot_acc"]
