@@ -12,7 +12,7 @@ import torch
 from datasets import build_dataset, write_subset
 from memory import PeakMemory
 from checkpointing import TrainCheckpoint
-from distributed import init_distributed
+from distributed import Distributed, init_distributed
 from export import export_merged
 from model import (QUANTIZED_MODES, adapter_parameter_count, load_clip, resolve_backbone,
                    trainable_parameter_count)
@@ -64,22 +64,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     test_acc = evaluate(model, tests, prompts, precision, desc="test", image_cache=image_cache)
     peak = memory.read()
 
-    record = {
-        "mode": args.mode, "dataset": args.dataset, "shots": args.shots, "seed": args.seed,
-        "backbone": args.backbone, "config": vars(args),
-        "zero_shot_acc": zero_shot_acc, "test_acc": test_acc,
-        "subset_file": str(subset_file),
-        "train_seconds": result.seconds, "total_steps": result.steps,
-        "final_loss": result.losses[-1] if result.losses else None,
-        **peak,
-        "model_footprint_mb": model.get_memory_footprint() / 2**20,
-        "trainable_params": trainable_parameter_count(model),
-        "adapter_params": adapter_parameter_count(model),
-        "quantized": args.mode in QUANTIZED_MODES,
-        "compute_dtype": precision.name, "device": str(device), "processes": dist.world,
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "versions": library_versions(),
-    }
+    record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, peak)
+    record["subset_file"] = str(subset_file)
     if args.save_path and not args.eval_only:
         save_adapter(model, record, args)
     if args.merge_export:
@@ -90,6 +76,27 @@ def main(argv: list[str] | None = None) -> dict | None:
              args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc,
              result.seconds, peak["peak_memory_mb"], peak["memory_kind"])
     return record
+
+
+def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distributed, compute_dtype: str,
+                   zero_shot_acc: float, test_acc: float, result: TrainResult, peak: dict) -> dict:
+    """One results line: the run's identity and full config, accuracy, time, memory, size, versions."""
+    device = dist.device
+    return {
+        "mode": args.mode, "dataset": args.dataset, "shots": args.shots, "seed": args.seed,
+        "backbone": args.backbone, "config": vars(args),
+        "zero_shot_acc": zero_shot_acc, "test_acc": test_acc,
+        "train_seconds": result.seconds, "total_steps": result.steps,
+        "final_loss": result.losses[-1] if result.losses else None,
+        **peak,
+        "model_footprint_mb": model.get_memory_footprint() / 2**20,
+        "trainable_params": trainable_parameter_count(model),
+        "adapter_params": adapter_parameter_count(model),
+        "quantized": args.mode in QUANTIZED_MODES,
+        "compute_dtype": compute_dtype, "device": str(device), "processes": dist.world,
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "versions": library_versions(),
+    }
 
 
 def save_adapter(model: torch.nn.Module, record: dict, args: argparse.Namespace) -> None:
