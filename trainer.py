@@ -5,6 +5,7 @@ import argparse
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -107,6 +108,19 @@ def vision_has_adapters(model: torch.nn.Module) -> bool:
     return any("lora_" in name and "vision_model" in name for name, _ in model.named_parameters())
 
 
+def _encoded_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, desc: str,
+                     cache: list | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(image features, labels) per test batch; read from `cache` when an earlier pass filled it."""
+    if cache:
+        yield from cache
+        return
+    for images, labels in tqdm(loader, desc=desc, leave=False, disable=None):
+        encoded = (image_features(model, images.to(device, non_blocking=True)), labels.to(device, non_blocking=True))
+        if cache is not None:
+            cache.append(encoded)
+        yield encoded
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts,
              precision: Precision, desc: str = "eval", image_cache: list | None = None) -> float:
@@ -117,23 +131,11 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts,
     image features, the second reads them instead of running the vision tower again.
     """
     model.eval()
-    device = precision.device
     correct = total = 0
-    reuse = image_cache is not None and len(image_cache) > 0
     with precision.autocast():
         text = prompts.features(model)
-        batches = image_cache if reuse else tqdm(loader, desc=desc, leave=False, disable=None)
-        for batch in batches:
-            if reuse:
-                image, labels = batch
-            else:
-                images, labels = batch
-                image = image_features(model, images.to(device, non_blocking=True))
-                labels = labels.to(device, non_blocking=True)
-                if image_cache is not None:
-                    image_cache.append((image, labels))
-            logits = LOGIT_SCALE * image @ text.T
-            correct += count_correct(logits, labels)
+        for features, labels in _encoded_batches(model, loader, precision.device, desc, image_cache):
+            correct += count_correct(LOGIT_SCALE * features @ text.T, labels)
             total += labels.numel()
     return accuracy_percent(correct, total)
 
