@@ -16,21 +16,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from run_utils import UserError, run_subdir
+from run_utils import BOOKKEEPING_FLAGS, UserError, run_subdir
 
 log = logging.getLogger(__name__)
-
-# Flags that do not change the training trajectory, so a run may be resumed with others.
-_FREE_FLAGS = {"results_file", "checkpoint_every", "checkpoint_dir", "resume", "num_workers",
-               "save_path", "merge_export", "eval_only", "device"}
-
 
 def checkpoint_path(args: argparse.Namespace) -> Path:
     return Path(args.checkpoint_dir) / run_subdir(args) / "train_state.pt"
 
 
 def _fingerprint(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in sorted(vars(args).items()) if k not in _FREE_FLAGS}
+    return {k: v for k, v in sorted(vars(args).items()) if k not in BOOKKEEPING_FLAGS}
 
 
 def _rng_state(device: torch.device) -> dict:

@@ -19,7 +19,7 @@ from model import (QUANTIZED_MODES, adapter_parameter_count, load_clip, resolve_
 from precision import resolve_precision
 from run_utils import (UserError, adapter_dir, append_jsonl, library_versions, parse_args,
                        seed_everything, setup_logging)
-from trainer import ClassPrompts, TrainResult, evaluate, test_loader, train, train_loader, vision_has_adapters
+from trainer import ClassPrompts, TrainResult, evaluate, test_loader, train, train_loader, has_adapters
 
 log = logging.getLogger("qlora-clip")
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     if dist.is_main:
         write_subset(data, subset_file)
         # With a frozen vision tower the test images' features are the zero-shot ones: encode them once.
-        image_cache = None if vision_has_adapters(model) else []
+        image_cache = None if has_adapters(model, "vision_model") else []
         with model.disable_adapter():
             zero_shot_acc = evaluate(model, tests, prompts, precision, desc="zero-shot", image_cache=image_cache)
         log.info("zero-shot accuracy %.2f%%", zero_shot_acc)

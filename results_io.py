@@ -12,14 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from run_utils import BOOKKEEPING_FLAGS
+
 # The fields that say which run a line belongs to; a line without them cannot be placed in a table.
 IDENTITY_FIELDS = ("mode", "dataset", "shots", "seed", "backbone")
-
-# Flags that say where inputs and outputs live or how a run is kept safe, not what is measured: two
-# runs that differ only in these are the same run (the same data under another mount point, a moved
-# results file, a run resumed from its checkpoint).
-BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
-                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export"})
 
 
 @dataclass(frozen=True)

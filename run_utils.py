@@ -28,6 +28,11 @@ PARAMS = ("q", "k", "v", "o")
 COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "cpu")
 
+# Flags that say where things are read or written, or how the work is spread, but not what a run
+# computes: two runs differing only in these are the same run (sweeps skip it, --resume accepts it).
+BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
+                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export"})
+
 # The backbones of the CLIP-LoRA paper, by the names its scripts use.
 BACKBONE_ALIASES = {
     "ViT-B/16": "openai/clip-vit-base-patch16",

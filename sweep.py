@@ -1,7 +1,7 @@
 """Run datasets x shots x seeds for one method, one `main.py` process per run, resumable.
 
 A run counts as finished when the results file holds a line for it with the same flags (bookkeeping
-flags such as --root_path aside, see results_io.BOOKKEEPING_FLAGS), so starting the sweep again after
+flags such as --root_path aside, see run_utils.BOOKKEEPING_FLAGS), so starting the sweep again after
 an interruption runs only what is missing. A run that fails is logged and the sweep goes on; the exit
 status is 1 when any run failed. Each run's output goes to the console and to
 LOG_DIR/<backbone>/<dataset>/<K>shots_seed<S>_<mode>.log.

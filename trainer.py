@@ -100,12 +100,9 @@ def image_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor
     return F.normalize(_pooled(model.get_image_features(pixel_values=images)), dim=-1)
 
 
-def text_has_adapters(model: torch.nn.Module) -> bool:
-    return any(p.requires_grad and "text_model" in name for name, p in model.named_parameters())
-
-
-def vision_has_adapters(model: torch.nn.Module) -> bool:
-    return any("lora_" in name and "vision_model" in name for name, _ in model.named_parameters())
+def has_adapters(model: torch.nn.Module, tower: str) -> bool:
+    """Whether `tower` ('text_model' or 'vision_model') carries adapter weights (trainable or loaded)."""
+    return any("lora_" in name and tower in name for name, _ in model.named_parameters())
 
 
 def _encoded_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, desc: str,
@@ -162,7 +159,7 @@ def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, arg
 
     # With adapters in the text tower the prompts must be re-encoded with gradients every
     # micro-step; caching them would silently freeze those adapters.
-    reencode_text = text_has_adapters(model)
+    reencode_text = has_adapters(model, "text_model")
     if not reencode_text:
         model.eval()
         with torch.no_grad(), precision.autocast():
