@@ -3,6 +3,7 @@
 Which images form micro-batch b, and how each is augmented, depend only on the run seed and b,
 never on how many worker processes or data-parallel ranks load them, nor on whether the run was
 interrupted. That is what makes `--resume` exact and lets a 2-process run match a 1-process one.
+The sampler is the one place that knows how a batch splits into micro-batches and ranks.
 """
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from errors import UserError
 
 # Keeps the per-image seeds of different run seeds apart (images drawn per run stay far below it).
 _SEED_STRIDE = 2**40
@@ -19,19 +22,29 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
     """Endless micro-batches of (item index, augmentation seed), each rank taking its share.
 
     Epoch e is a permutation of the train set drawn from a generator seeded with (seed, e); it is
-    cut into micro-batches of `micro_batch` images, dropping a short last one so every micro-batch
-    weighs the same (a train set smaller than one micro-batch is used whole every time).
-    With `world` ranks, rank r takes images r, r + world, ... of each micro-batch.
+    cut into micro-batches of batch_size / accumulation_steps images, dropping a short last one so
+    every micro-batch weighs the same (a train set smaller than one micro-batch is used whole every
+    time). With `world` ranks, rank r takes images r, r + world, ... of each micro-batch.
     """
 
-    def __init__(self, n_items: int, micro_batch: int, seed: int, rank: int = 0, world: int = 1):
+    def __init__(self, n_items: int, batch_size: int, accumulation_steps: int, seed: int,
+                 rank: int = 0, world: int = 1):
         self.n_items = n_items
-        self.batch = min(micro_batch, n_items)
+        self.micro_batches_per_step = accumulation_steps
+        self.batch = min(batch_size // accumulation_steps, n_items)
         self.per_epoch = n_items // self.batch
         self.seed = seed
         self.rank = rank
         self.world = world
         self.start = 0  # first micro-batch to yield; set when resuming
+        if self.batch % world:
+            raise UserError(f"micro-batches of {self.batch} images cannot be shared equally by {world} "
+                            "processes; choose --batch_size / --gradient_accumulation_steps (or, with fewer "
+                            "train images than that, shots x classes) divisible by the process count")
+
+    def start_at_step(self, step: int) -> None:
+        """Continue the stream at optimizer step `step` (for --resume)."""
+        self.start = step * self.micro_batches_per_step
 
     def micro_batch(self, b: int) -> list[tuple[int, int]]:
         epoch, within = divmod(b, self.per_epoch)

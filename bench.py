@@ -42,12 +42,15 @@ import torch
 import torch.nn.functional as F
 from peft.tuners.lora.variants import DoraLinearVariant
 
+from config import AdapterConfig, ModelConfig
+from features import ClassPrompts, image_features
 from memory import MB, PeakMemory
-from model import QUANTIZED_MODES, load_clip
+from methods import MODES
+from model import load_clip
 from precision import Precision, resolve_precision
-from run_utils import MODES, library_versions, parse_args
+from protocol import DROPOUT, LOGIT_SCALE
+from results import library_versions
 from tiny_clip import REAL_SHAPES, random_checkpoint_dir, tiny_checkpoint_dir
-from trainer import LOGIT_SCALE, ClassPrompts, image_features
 
 log = logging.getLogger("bench")
 
@@ -255,10 +258,7 @@ class FullContextPrompts(ClassPrompts):
     """CLIP-LoRA's prompts: every prompt padded to the full 77-token context."""
 
     def __init__(self, tokenizer, prompts: list[str], device: torch.device):
-        enc = tokenizer(prompts, padding="max_length", truncation=True, max_length=CLIP_CONTEXT,
-                        return_tensors="pt")
-        self.input_ids = enc["input_ids"].to(device)
-        self.attention_mask = enc["attention_mask"].to(device)
+        super().__init__(tokenizer, prompts, device, padding="max_length")
 
 
 # ------------------------------------------------------------------------------ one setting
@@ -294,16 +294,13 @@ def checkpoint_dir(backbone: str) -> Path:
 
 def load(backbone: str, mode: str, encoder: str, dtype: str, checkpointing: bool,
          device: torch.device, dropout: float | None = None):
-    """The model exactly as main.py builds it, through the real flags."""
-    argv = ["--backbone", str(checkpoint_dir(backbone)), "--mode", mode, "--encoder", encoder,
-            "--compute_dtype", dtype, "--device", device.type]
-    if checkpointing:
-        argv.append("--gradient_checkpointing")
-    if dropout is not None:
-        argv += ["--dropout_rate", str(dropout)]
-    run_args = parse_args(argv)
-    precision = resolve_precision(run_args.compute_dtype, device)
-    return run_args, precision, load_clip(run_args, device, precision.dtype)
+    """The model exactly as main.py builds it, through model.load_clip."""
+    config = ModelConfig(backbone=str(checkpoint_dir(backbone)),
+                         adapter=AdapterConfig(mode=mode, encoder=encoder,
+                                               dropout=DROPOUT if dropout is None else dropout),
+                         gradient_checkpointing=checkpointing)
+    precision = resolve_precision(dtype, device)
+    return config, precision, load_clip(config, device, precision.dtype)
 
 
 class StepTimer:
@@ -419,10 +416,10 @@ def measure_setting(args, device, mode, encoder, batch, dtype, checkpointing, pe
     prompt_len = prompts.input_ids.shape[1]
     row = {"backbone": args.backbone, "mode": mode, "encoder": encoder, "batch": batch, "dtype": dtype,
            "checkpointing": checkpointing, "num_classes": num_classes, "prompt_len": prompt_len,
-           "dropout": run_args.dropout_rate, "adapter_dropout_dora": adapter_dropout_dora,
+           "dropout": run_args.adapter.dropout, "adapter_dropout_dora": adapter_dropout_dora,
            "footprint_mb": model.get_memory_footprint() / MB}
     rate_before = gemm_rate(device, precision.dtype)
-    row.update(time_training(model, prompts, precision, encoder != "vision", batch, bundle.image_size,
+    row.update(time_training(model, prompts, precision, encoder != "vision", batch, bundle.image.image_size,
                              num_classes, args.steps, args.warmup))
     row["gemm_rate_around"] = (rate_before + gemm_rate(device, precision.dtype)) / 2
     peak = memory.read()
@@ -432,14 +429,14 @@ def measure_setting(args, device, mode, encoder, batch, dtype, checkpointing, pe
         row["peak_reserved_mb"] = peak["peak_memory_reserved_mb"]
     else:
         row["peak_rss_above_loaded_mb"] = peak["peak_memory_mb"] - rss_before
-    flops = train_step_flops(model.config, batch, num_classes, prompt_len, encoder, r=run_args.r,
-                             n_params=len(run_args.params))
+    flops = train_step_flops(model.config, batch, num_classes, prompt_len, encoder, r=run_args.adapter.r,
+                             n_params=len(run_args.adapter.params))
     row["step_gflop"] = flops / 1e9
     row["achieved_gflops"] = flops / row["step_s"] / 1e9
     row["utilization"] = flops / row["step_s"] / peak_flops[dtype]
     row["utilization_vs_gemm_around"] = flops / row["step_s"] / row["gemm_rate_around"]
     if with_eval:
-        row["eval_images_per_s"] = eval_images_per_s(model, precision, batch, bundle.image_size, reps=2)
+        row["eval_images_per_s"] = eval_images_per_s(model, precision, batch, bundle.image.image_size, reps=2)
     log.info("%s %s b%d %s ckpt=%s C=%d L=%d: step %.3fs (%.1f img/s, text %.0f%%, image %.0f%%), "
              "peak %.0f MB, util %.0f%%", mode, encoder, batch, dtype, checkpointing, num_classes, prompt_len,
              row["step_s"], row["images_per_s"], 100 * row["text_share"], 100 * row["image_share"],
@@ -471,7 +468,7 @@ def padding_logits_max_diff(args, device) -> float:
         if "lora_B" in name:
             param.copy_(0.05 * torch.randn(param.shape, generator=g))
     prompts = synthetic_prompts(bundle.tokenizer, args.num_classes, args.prompt_tokens)
-    images, _ = random_batch(4, bundle.image_size, 2, device, seed=2)
+    images, _ = random_batch(4, bundle.image.image_size, 2, device, seed=2)
     image = image_features(model, images)
     short = LOGIT_SCALE * image @ ClassPrompts(bundle.tokenizer, prompts, device).features(model).T
     full = LOGIT_SCALE * image @ FullContextPrompts(bundle.tokenizer, prompts, device).features(model).T

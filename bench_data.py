@@ -1,6 +1,6 @@
 """Image-loading throughput: decode + transform, images per second, through the real loaders.
 
-Runs trainer.train_loader and trainer.test_loader (the 224-pixel CLIP pipelines of training and
+Runs loaders.train_loader and loaders.eval_loader (the 224-pixel CLIP pipelines of training and
 evaluation) over a set of images for each --num_workers value and prints one JSON line per
 measurement. The images are a benchmark dataset's test split (--dataset, --root_path) or, by
 default, synthetic photo-like JPEGs of a typical ImageNet size written to a temporary folder.
@@ -18,20 +18,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from datasets import FewShotDataset, Item, build_dataset
-from run_utils import UserError
-from trainer import test_loader, train_loader
+from batching import TrainBatchSampler
+from datasets import Item, build_dataset
+from datasets.base import open_rgb
+from errors import UserError
+from loaders import ImageSettings, eval_loader, train_loader
 
-# What the ViT-B/16 image processor gives trainer's transforms (model.ClipBundle's image fields).
-CLIP_224 = SimpleNamespace(image_size=224, resize_size=224,
-                           image_mean=(0.48145466, 0.4578275, 0.40821073),
-                           image_std=(0.26862954, 0.26130258, 0.27577711))
+# What the ViT-B/16 image processor gives the transforms (model.ClipBundle.image).
+CLIP_224 = ImageSettings(image_size=224, resize_size=224, mean=(0.48145466, 0.4578275, 0.40821073),
+                         std=(0.26862954, 0.26130258, 0.27577711))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -100,17 +100,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run(args: argparse.Namespace, items: list[Item], source: str) -> None:
-    data = FewShotDataset(name=source, train=items, val=[], test=items, classnames=[], template="{}")
-    sizes = [os.path.getsize(item.source) for item in items[:64]]
-    context = {"source": source, "images": len(items), "mean_file_kb": round(sum(sizes) / len(sizes) / 1024, 1),
+def run(args: argparse.Namespace, items: list[Item], source: str, load_image=open_rgb) -> None:
+    sizes = [os.path.getsize(item.source) for item in items[:64] if isinstance(item.source, str)]
+    context = {"source": source, "images": len(items),
+               "mean_file_kb": round(sum(sizes) / len(sizes) / 1024, 1) if sizes else None,
                "nproc": os.cpu_count(), "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
                "load_average": os.getloadavg()[0]}
     for workers in args.num_workers:
-        run_args = argparse.Namespace(batch_size=args.batch_size, gradient_accumulation_steps=1,
-                                      seed=0, num_workers=workers)
-        for pipeline, make in (("train", train_loader), ("test", test_loader)):
-            loader = make(data, CLIP_224, run_args, torch.device("cpu"))
+        cpu = torch.device("cpu")
+        sampler = TrainBatchSampler(len(items), args.batch_size, 1, seed=0)
+        loaders = {"train": train_loader(items, load_image, CLIP_224, sampler, workers, cpu),
+                   "test": eval_loader(items, load_image, CLIP_224, args.batch_size, workers, cpu)}
+        for pipeline, loader in loaders.items():
             rate = measure(loader, len(items), args.repeats)
             print(json.dumps({**context, "pipeline": pipeline, "num_workers": workers,
                               "images_per_s": round(rate, 1)}), flush=True)
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.torch_threads)
     if args.dataset:
         data = build_dataset(args.dataset, args.root_path, shots=1, seed=1)
-        run(args, data.test[:args.images], f"{args.dataset} test split")
+        run(args, data.test[:args.images], f"{args.dataset} test split", data.load_image)
         return
     width, height = (int(v) for v in args.size.lower().split("x"))
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,6 @@ killed while saving leaves the previous checkpoint intact.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import random
@@ -16,16 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from run_utils import BOOKKEEPING_FLAGS, UserError, run_subdir
+from errors import UserError
 
 log = logging.getLogger(__name__)
-
-def checkpoint_path(args: argparse.Namespace) -> Path:
-    return Path(args.checkpoint_dir) / run_subdir(args) / "train_state.pt"
-
-
-def _fingerprint(args: argparse.Namespace) -> dict:
-    return {k: v for k, v in sorted(vars(args).items()) if k not in BOOKKEEPING_FLAGS}
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -48,10 +40,16 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class TrainCheckpoint:
-    def __init__(self, args: argparse.Namespace, device: torch.device):
-        self.path = checkpoint_path(args)
-        self.every = args.checkpoint_every
-        self.fingerprint = _fingerprint(args)
+    """The training state of one run at `path`, saved every `every` steps (0: never).
+
+    `fingerprint`: what makes the run this run (results.comparable_config of its flags); a state
+    saved by a run with another fingerprint is refused on resume.
+    """
+
+    def __init__(self, path: Path, every: int, fingerprint: dict, device: torch.device):
+        self.path = Path(path)
+        self.every = every
+        self.fingerprint = fingerprint
         self.device = device
 
     def due(self, step: int, total_steps: int) -> bool:

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-from run_utils import resolve_device
-
 
 @dataclass(frozen=True)
 class Distributed:
@@ -40,9 +38,12 @@ class Distributed:
             p.grad = flat[offset:offset + n].view_as(p).clone()
             offset += n
 
-    def barrier(self) -> None:
-        if self.world > 1:
-            torch.distributed.barrier()
+
+def resolve_device(name: str) -> torch.device:
+    """--device: 'auto' is the GPU when one is visible."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def init_distributed(device_flag: str) -> Distributed:

@@ -9,17 +9,22 @@ from pathlib import Path
 
 import torch
 
-from datasets import build_dataset, write_subset
-from memory import PeakMemory
+from batching import TrainBatchSampler
 from checkpointing import TrainCheckpoint
+from datasets import FewShotDataset, build_dataset, write_subset
 from distributed import Distributed, init_distributed
+from errors import UserError
+from evaluation import Evaluator, EvalSet, eval_batch_size
 from export import export_merged
-from model import (QUANTIZED_MODES, adapter_parameter_count, load_clip, resolve_backbone,
-                   trainable_parameter_count)
+from features import ClassPrompts
+from loaders import eval_loader, train_loader
+from memory import PeakMemory
+from methods import METHODS
+from model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
 from precision import resolve_precision
-from run_utils import (UserError, adapter_dir, append_jsonl, library_versions, parse_args,
-                       seed_everything, setup_logging)
-from trainer import ClassPrompts, TrainResult, evaluate, test_loader, train, train_loader, has_adapters
+from results import append_jsonl, comparable_config, library_versions
+from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging)
+from trainer import TrainResult, train
 
 log = logging.getLogger("qlora-clip")
 
@@ -28,9 +33,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     """Run one experiment; return the results record appended to --results_file (None off the main process)."""
     args = parse_args(argv)
     setup_logging()
+    run = run_config(args)
     dist = init_distributed(args.device)
-    device = dist.device
-    precision = resolve_precision(args.compute_dtype, device)
+    precision = resolve_precision(args.compute_dtype, dist.device)
 
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed, args.template)
     log.info("%s: %d classes, %d train / %d val / %d test images", args.dataset, len(data.classnames),
@@ -38,36 +43,39 @@ def main(argv: list[str] | None = None) -> dict | None:
     subset_file = Path(args.results_file).parent / "subsets" / f"{args.dataset}_{args.shots}shots_seed{args.seed}.json"
 
     seed_everything(args.seed)
-    saved = adapter_dir(args) if args.eval_only else None
-    bundle = load_clip(args, device, precision.dtype, saved_adapter=saved)
+    bundle = load_clip(run.model, dist.device, precision.dtype,
+                       saved_adapter=adapter_dir(args) if args.eval_only else None)
     model = bundle.model
-    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), device)
-    tests = test_loader(data, bundle, args, device)
+    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device)
+    test = EvalSet(args.dataset, eval_loader(data.test, data.load_image, bundle.image,
+                                             eval_batch_size(args.batch_size), args.num_workers, dist.device),
+                   prompts)
+    evaluator = Evaluator(model, precision)
 
     if dist.is_main:
         write_subset(data, subset_file)
-        # With a frozen vision tower the test images' features are the zero-shot ones: encode them once.
-        image_cache = None if has_adapters(model, "vision_model") else []
-        with model.disable_adapter():
-            zero_shot_acc = evaluate(model, tests, prompts, precision, desc="zero-shot", image_cache=image_cache)
+        zero_shot_acc = evaluator.zero_shot(test)
         log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
 
-    memory = PeakMemory(device)
+    memory = PeakMemory(dist.device)
     memory.reset()
     if args.eval_only:
         result = TrainResult(steps=0, seconds=0.0)
     else:
-        loader = train_loader(data, bundle, args, device, dist.rank, dist.world)
-        result = train(model, loader, prompts, args, precision, dist, TrainCheckpoint(args, device))
+        loader = build_train_loader(data, bundle, args, dist)
+        checkpoint = TrainCheckpoint(checkpoint_path(args), args.checkpoint_every,
+                                     comparable_config(vars(args)), dist.device)
+        result = train(model, loader, prompts, run.train, precision, dist, checkpoint, resume=args.resume,
+                       desc=f"train {args.mode}")
     if not dist.is_main:
         return None
-    test_acc = evaluate(model, tests, prompts, precision, desc="test", image_cache=image_cache)
+    test_acc = evaluator.accuracy(test)
     peak = memory.read()
 
     record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, peak)
     record["subset_file"] = str(subset_file)
     if args.save_path and not args.eval_only:
-        save_adapter(model, record, args)
+        save_adapter(model, record, adapter_dir(args))
     if args.merge_export:
         record["merge_export"] = str(export_merged(model, bundle.tokenizer, resolve_backbone(args.backbone),
                                                    Path(args.merge_export)))
@@ -76,6 +84,12 @@ def main(argv: list[str] | None = None) -> dict | None:
              args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc,
              result.seconds, peak["peak_memory_mb"], peak["memory_kind"])
     return record
+
+
+def build_train_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespace, dist: Distributed):
+    sampler = TrainBatchSampler(len(data.train), args.batch_size, args.gradient_accumulation_steps, args.seed,
+                                dist.rank, dist.world)
+    return train_loader(data.train, data.load_image, bundle.image, sampler, args.num_workers, dist.device)
 
 
 def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distributed, compute_dtype: str,
@@ -92,15 +106,14 @@ def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distr
         "model_footprint_mb": model.get_memory_footprint() / 2**20,
         "trainable_params": trainable_parameter_count(model),
         "adapter_params": adapter_parameter_count(model),
-        "quantized": args.mode in QUANTIZED_MODES,
+        "quantized": METHODS[args.mode].quantized,
         "compute_dtype": compute_dtype, "device": str(device), "processes": dist.world,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "versions": library_versions(),
     }
 
 
-def save_adapter(model: torch.nn.Module, record: dict, args: argparse.Namespace) -> None:
-    folder = adapter_dir(args)
+def save_adapter(model: torch.nn.Module, record: dict, folder: Path) -> None:
     model.save_pretrained(folder)
     # The run that produced the adapter, so a later --eval_only can be checked against it.
     (folder / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True))

@@ -5,26 +5,27 @@ modes) and, for the Q modes, a 4-bit NF4 base from bitsandbytes.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import bitsandbytes as bnb
+from compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
+
 import torch
-from safetensors import safe_open
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from safetensors import safe_open
 from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from run_utils import BACKBONE_ALIASES, UserError
+from config import AdapterConfig, ModelConfig
+from errors import UserError
+from loaders import ImageSettings
+from protocol import BACKBONE_ALIASES
 from tiny_clip import tiny_checkpoint_dir
 
 log = logging.getLogger(__name__)
 
-QUANTIZED_MODES = ("qlora", "qdora")
-DORA_MODES = ("dora", "qdora")
 PROJECTION_NAMES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
 TOWERS = {"text": ("text_model",), "vision": ("vision_model",), "both": ("text_model", "vision_model")}
 
@@ -34,10 +35,7 @@ class ClipBundle:
     """The adapted model and what the data pipeline needs to feed it."""
     model: torch.nn.Module
     tokenizer: CLIPTokenizer
-    image_size: int   # side of the square crop the vision tower expects
-    resize_size: int  # shorter side before the centre crop at test time
-    image_mean: tuple[float, ...]
-    image_std: tuple[float, ...]
+    image: ImageSettings
 
 
 def resolve_backbone(backbone: str) -> str:
@@ -82,21 +80,22 @@ def target_module_names(config, encoder: str, position: str, params: list[str]) 
     return names
 
 
-def lora_config(args: argparse.Namespace, targets: list[str]) -> LoraConfig:
+def lora_config(adapter: AdapterConfig, targets: list[str]) -> LoraConfig:
     return LoraConfig(
-        r=args.r,
-        lora_alpha=args.alpha,
-        lora_dropout=args.dropout_rate,
+        r=adapter.r,
+        lora_alpha=adapter.alpha,
+        lora_dropout=adapter.dropout,
         target_modules=targets,
-        use_rslora=args.lora_scaling == "rslora",
-        use_dora=args.mode in DORA_MODES,
+        use_rslora=adapter.rslora,
+        use_dora=adapter.method.dora,
         bias="none",
     )
 
 
-def load_base_model(source: str, args: argparse.Namespace, device: torch.device,
+def load_base_model(source: str, config: ModelConfig, device: torch.device,
                     compute_dtype: torch.dtype) -> CLIPModel:
-    if args.mode in QUANTIZED_MODES:
+    quantized = config.adapter.method.quantized
+    if quantized:
         kwargs = {
             "quantization_config": BitsAndBytesConfig(
                 load_in_4bit=True,
@@ -113,12 +112,12 @@ def load_base_model(source: str, args: argparse.Namespace, device: torch.device,
         model = CLIPModel.from_pretrained(source, **kwargs)
     except OSError as err:
         raise UserError(
-            f"--backbone {args.backbone}: could not load '{source}' ({err.__class__.__name__}: "
+            f"--backbone {config.backbone}: could not load '{source}' ({err.__class__.__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'no detail'}). Without network access, use "
             "--backbone tiny or a local checkpoint folder (config.json, weights, tokenizer and "
             "preprocessor files)."
         ) from err
-    if args.mode in QUANTIZED_MODES:
+    if quantized:
         # Freezes the base and puts the non-quantized parameters (norms, embeddings) in fp32.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         # PEFT upcasts every non-quantized weight to fp32 for stable norms; the frozen token table
@@ -127,46 +126,30 @@ def load_base_model(source: str, args: argparse.Namespace, device: torch.device,
         keep_cpu_4bit_layout_trainable(model)
     else:
         model.to(device)
-    if args.gradient_checkpointing:
+    if config.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input-embedding hooks and works for every mode.
         model.activation_checkpointing_enable({"use_reentrant": False})
     return model
 
 
-def keep_cpu_4bit_layout_trainable(model: torch.nn.Module) -> None:
-    """Stop bitsandbytes from repacking 4-bit weights for CPU inference.
-
-    On CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a Linear4bit's weight into an
-    inference-only layout the first time it runs under no_grad in eval mode (our zero-shot
-    evaluation) and never packs it back, so the training steps that follow fail (or would pass
-    no gradient to the layers below). Keeping the standard layout costs some CPU eval speed only.
-    """
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            module.support_avx512bf16_for_cpu = False
-
-
-def load_clip(args: argparse.Namespace, device: torch.device, compute_dtype: torch.dtype,
+def load_clip(config: ModelConfig, device: torch.device, compute_dtype: torch.dtype,
               saved_adapter: Path | None = None) -> ClipBundle:
     """Base CLIP + tokenizer + image settings, with a fresh adapter or the one saved in `saved_adapter`."""
-    source = resolve_backbone(args.backbone)
-    model = load_base_model(source, args, device, compute_dtype)
-    targets = target_module_names(model.config, args.encoder, args.position, args.params)
-    config = lora_config(args, targets)
+    source = resolve_backbone(config.backbone)
+    model = load_base_model(source, config, device, compute_dtype)
+    adapter = config.adapter
+    targets = target_module_names(model.config, adapter.encoder, adapter.position, list(adapter.params))
+    peft_config = lora_config(adapter, targets)
     if saved_adapter is not None:
-        model = load_adapter(model, saved_adapter, config)
+        model = load_adapter(model, saved_adapter, peft_config)
     else:
-        model = get_peft_model(model, config)
+        model = get_peft_model(model, peft_config)
     processor = CLIPImageProcessor.from_pretrained(source)
     crop = processor.crop_size
-    return ClipBundle(
-        model=model,
-        tokenizer=CLIPTokenizer.from_pretrained(source),
-        image_size=int(crop["height"]),
-        resize_size=int(processor.size.get("shortest_edge", crop["height"])),
-        image_mean=tuple(processor.image_mean),
-        image_std=tuple(processor.image_std),
-    )
+    image = ImageSettings(image_size=int(crop["height"]),
+                          resize_size=int(processor.size.get("shortest_edge", crop["height"])),
+                          mean=tuple(processor.image_mean), std=tuple(processor.image_std))
+    return ClipBundle(model=model, tokenizer=CLIPTokenizer.from_pretrained(source), image=image)
 
 
 # Fields of adapter_config.json that must agree with the flags for a saved adapter to be reused.

@@ -7,10 +7,13 @@
 #   DEMO_N_ITERS   iterations per shot (default 20; total steps = DEMO_N_ITERS x 16)
 #   DEMO_RESULTS   results file (default: a new results/demo-<time>.jsonl)
 #   DEMO_MODES     methods to run (default: lora qlora dora)
+#   SKIP_SETUP=1   skip setup.sh (pip and apt), for a machine set up beforehand
 set -euo pipefail
 cd "$(dirname "$0")"
 
-bash setup.sh
+if [ "${SKIP_SETUP:-0}" != 1 ]; then
+  bash setup.sh
+fi
 
 N_ITERS="${DEMO_N_ITERS:-20}"
 RESULTS="${DEMO_RESULTS:-results/demo-$(date +%Y%m%d-%H%M%S).jsonl}"

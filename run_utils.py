@@ -1,87 +1,67 @@
-"""Command-line flags, their validation, and small run-level helpers (seeding, paths, results file)."""
+"""The command line of main.py: flags, their validation, the typed config built from them, paths.
+
+Library modules never import this one (their errors come from errors.py); only the entry points
+(main.py, sweep.py) and results.py, for the flags' defaults, do. It imports no torch at module
+level, so reading results files stays cheap.
+"""
 from __future__ import annotations
 
 import argparse
-import fcntl
-import json
 import logging
 import os
 import random
 import re
 import warnings
-from importlib import metadata
 from pathlib import Path
 
-import numpy as np
+import protocol
+from config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
+from datasets import DATASET_NAMES, TEMPLATES
+from methods import MODES
 
-# On AVX512-BF16 CPUs bitsandbytes warns at import that an optional kernel from the Hugging Face
-# hub is not installed and falls back to its built-in one, which is what we want offline. This
-# module is imported before anything that imports bitsandbytes.
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-import torch
-from transformers.utils import logging as transformers_logging
-
-MODES = ("lora", "qlora", "dora", "qdora")
-ENCODERS = ("text", "vision", "both")
-POSITIONS = ("bottom", "mid", "up", "half-up", "half-bottom", "all", "top", "top3")
-PARAMS = ("q", "k", "v", "o")
 COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "cpu")
-
-# Flags that say where things are read or written, or how the work is spread, but not what a run
-# computes: two runs differing only in these are the same run (sweeps skip it, --resume accepts it).
-BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
-                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export"})
-
-# The backbones of the CLIP-LoRA paper, by the names its scripts use.
-BACKBONE_ALIASES = {
-    "ViT-B/16": "openai/clip-vit-base-patch16",
-    "ViT-B/32": "openai/clip-vit-base-patch32",
-    "ViT-L/14": "openai/clip-vit-large-patch14",
-}
-
-
-class UserError(Exception):
-    """A problem with the user's input; the message names the flag or path and what to do."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="main.py",
-        description="Few-shot LoRA / QLoRA / DoRA / QDoRA adaptation of CLIP (CLIP-LoRA protocol).",
+        description="Few-shot LoRA / QLoRA / DoRA / QDoRA adaptation of CLIP (CLIP-LoRA protocol, "
+                    "docs/protocol.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = p.add_argument_group("data")
     data.add_argument("--root_path", default="DATA", help="folder holding the datasets")
-    data.add_argument("--dataset", default="fashion_mnist", help="dataset name (see datasets/)")
+    data.add_argument("--dataset", default="fashion_mnist", choices=DATASET_NAMES,
+                      help="dataset (DATASETS.md); 'folder' = your own images under --root_path")
     data.add_argument("--shots", type=int, default=16, help="training images per class")
     data.add_argument("--seed", type=int, default=1, help="seed of the few-shot draw and of training")
-    data.add_argument("--template", choices=("clip-lora", "dataset"), default="clip-lora",
+    data.add_argument("--template", choices=TEMPLATES, default="clip-lora",
                       help="clip-lora: 'a photo of a {}.' for every dataset; dataset: CoOp's per-dataset prompt")
     data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
 
     model = p.add_argument_group("model")
     model.add_argument(
-        "--backbone", default="ViT-B/16",
+        "--backbone", default=protocol.BACKBONE,
         help="ViT-B/16, ViT-B/32, ViT-L/14, any Hugging Face hub id, a local checkpoint folder, "
              "or 'tiny' (a small random CLIP built offline)",
     )
     model.add_argument("--mode", choices=MODES, default="lora", help="adapter method")
-    model.add_argument("--r", type=int, default=2, help="adapter rank")
-    model.add_argument("--alpha", type=float, default=1.0, help="adapter alpha")
-    model.add_argument("--dropout_rate", type=float, default=0.25, help="dropout on the adapter input")
-    model.add_argument("--encoder", choices=ENCODERS, default="both", help="encoders that get adapters")
-    model.add_argument("--position", choices=POSITIONS, default="all", help="layers that get adapters")
-    model.add_argument("--params", nargs="+", choices=PARAMS, default=["q", "k", "v"],
+    model.add_argument("--r", type=int, default=protocol.RANK, help="adapter rank")
+    model.add_argument("--alpha", type=float, default=protocol.ALPHA, help="adapter alpha")
+    model.add_argument("--dropout_rate", type=float, default=protocol.DROPOUT, help="dropout on the adapter input")
+    model.add_argument("--encoder", choices=protocol.ENCODERS, default="both", help="encoders that get adapters")
+    model.add_argument("--position", choices=protocol.POSITIONS, default="all", help="layers that get adapters")
+    model.add_argument("--params", nargs="+", choices=protocol.PARAMS, default=["q", "k", "v"],
                        help="attention projections that get adapters (o = output projection)")
     model.add_argument("--lora_scaling", choices=("rslora", "standard"), default="rslora",
                        help="rslora: alpha/sqrt(r) as CLIP-LoRA; standard: alpha/r")
 
     train = p.add_argument_group("training")
-    train.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate")
-    train.add_argument("--n_iters", type=int, default=500,
+    train.add_argument("--lr", type=float, default=protocol.LR, help="AdamW learning rate")
+    train.add_argument("--n_iters", type=int, default=protocol.N_ITERS,
                        help="optimizer steps per shot: total steps = n_iters x shots (0 = evaluate only)")
-    train.add_argument("--batch_size", type=int, default=32, help="images per optimizer step")
+    train.add_argument("--batch_size", type=int, default=protocol.BATCH_SIZE, help="images per optimizer step")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1,
                        help="split each batch into this many micro-batches (same update, less memory)")
     train.add_argument("--gradient_checkpointing", action="store_true",
@@ -145,17 +125,32 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     need(not args.eval_only or args.save_path,
          "--eval_only needs --save_path, the folder the adapter was saved under")
     if args.device == "cuda":
+        import torch
+
         need(torch.cuda.is_available(), "--device cuda: no CUDA GPU is visible; use --device cpu or auto")
     return errors
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The typed config of a run, built once from the parsed flags."""
+    return RunConfig(
+        data=DataConfig(dataset=args.dataset, root_path=args.root_path, shots=args.shots, seed=args.seed,
+                        template=args.template, num_workers=args.num_workers),
+        model=ModelConfig(
+            backbone=args.backbone,
+            adapter=AdapterConfig(mode=args.mode, r=args.r, alpha=args.alpha, dropout=args.dropout_rate,
+                                  encoder=args.encoder, position=args.position, params=tuple(args.params),
+                                  rslora=args.lora_scaling == "rslora"),
+            gradient_checkpointing=args.gradient_checkpointing),
+        train=TrainConfig(shots=args.shots, seed=args.seed, lr=args.lr, n_iters=args.n_iters,
+                          batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps),
+    )
 
 
 def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -177,39 +172,8 @@ def adapter_dir(args: argparse.Namespace) -> Path:
     return Path(args.save_path) / run_subdir(args)
 
 
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("torch", "torchvision", "transformers", "peft", "bitsandbytes", "accelerate"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line so that earlier lines are never damaged.
-
-    One write() on an O_APPEND descriptor under an exclusive lock: concurrent runs cannot
-    interleave, and a crash leaves at worst a torn last line, never a changed earlier one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        size = os.fstat(fd).st_size
-        if size:
-            # A torn line from a killed writer would swallow ours: start on a fresh line.
-            with open(path, "rb") as f:
-                f.seek(size - 1)
-                if f.read(1) != b"\n":
-                    line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def checkpoint_path(args: argparse.Namespace) -> Path:
+    return Path(args.checkpoint_dir) / run_subdir(args) / "train_state.pt"
 
 
 def setup_logging() -> None:
@@ -217,7 +181,11 @@ def setup_logging() -> None:
     # Our own progress bars and log lines say what is happening; the libraries' per-load bars and
     # deprecation notices (transformers 5 renamed gradient checkpointing; PEFT still calls the
     # old name) would bury them.
+    from transformers.utils import logging as transformers_logging
+
     transformers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    # On AVX512-BF16 CPUs bitsandbytes warns that an optional kernel from the Hugging Face hub is
+    # not installed and falls back to its built-in one, which is what we want offline.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

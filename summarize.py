@@ -20,20 +20,12 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from results_io import comparable_config, read_results
-from run_utils import MODES
-from sweep import PAPER_DATASETS
+from methods import METHODS, MODES, zero_shot_label
+from protocol import DATASET_TITLES, PAPER_DATASETS, PUBLISHED_CLIP_LORA
+from results import IDENTITY_FIELDS, comparable_config, read_results
 
-# Column titles of the paper (CLIP-LoRA, REFERENCE.md section 5), in its column order.
-DATASET_TITLES = {
-    "imagenet": "ImageNet", "sun397": "SUN", "fgvc": "Aircraft", "eurosat": "EuroSAT",
-    "stanford_cars": "Cars", "food101": "Food", "oxford_pets": "Pets", "oxford_flowers": "Flowers",
-    "caltech101": "Caltech", "dtd": "DTD", "ucf101": "UCF",
-}
-# CLIP-LoRA's published averages over the 11 datasets, ViT-B/16 (REFERENCE.md section 5).
-PUBLISHED_CLIP_LORA = {1: 72.5, 2: 75.4, 4: 77.4, 8: 80.3, 16: 83.0}
 # Flags that place a record in a table cell rather than tell two methods apart.
-CELL_FLAGS = {"mode", "dataset", "shots", "seed", "backbone"}
+CELL_FLAGS = set(IDENTITY_FIELDS)
 TABLES = ("paper", "efficiency")
 FLAG = "⚠"
 
@@ -165,7 +157,8 @@ def latest_by_run(records: list[dict]) -> list[dict]:
 
 def zero_shot_method(record: dict) -> str:
     # QLoRA/QDoRA evaluate zero-shot on the 4-bit base, which is a different model from the fp one.
-    return "zero-shot (4-bit base)" if record.get("quantized", record["mode"] in ("qlora", "qdora")) else "zero-shot"
+    method = METHODS.get(record["mode"])
+    return zero_shot_label(record.get("quantized", bool(method and method.quantized)))
 
 
 def ordered_datasets(records: list[dict]) -> list[str]:

@@ -1,7 +1,7 @@
 """Run datasets x shots x seeds for one method, one `main.py` process per run, resumable.
 
 A run counts as finished when the results file holds a line for it with the same flags (bookkeeping
-flags such as --root_path aside, see run_utils.BOOKKEEPING_FLAGS), so starting the sweep again after
+flags such as --root_path aside, see results.BOOKKEEPING_FLAGS), so starting the sweep again after
 an interruption runs only what is missing. A run that fails is logged and the sweep goes on; the exit
 status is 1 when any run failed. Each run's output goes to the console and to
 LOG_DIR/<backbone>/<dataset>/<K>shots_seed<S>_<mode>.log.
@@ -23,16 +23,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from results_io import comparable_config, read_results
-from run_utils import MODES, backbone_tag, build_parser, setup_logging, validation_errors
+from datasets import DATASET_NAMES
+from methods import MODES
+from protocol import PAPER_DATASETS, PAPER_SEEDS, PAPER_SHOTS
+from results import comparable_config, finished_configs as read_finished
+from run_utils import backbone_tag, build_parser, setup_logging, validation_errors
 
 log = logging.getLogger("sweep")
 
 MAIN = Path(__file__).resolve().with_name("main.py")
-PAPER_DATASETS = ("imagenet", "sun397", "fgvc", "eurosat", "stanford_cars", "food101", "oxford_pets",
-                  "oxford_flowers", "caltech101", "dtd", "ucf101")
-PAPER_SHOTS = (1, 2, 4, 8, 16)
-PAPER_SEEDS = (1, 2, 3)
 # main.py flags the sweep sets itself; EXTRA_ARGS may not override them.
 SWEEP_FLAGS = ("mode", "dataset", "shots", "seed", "backbone", "root_path", "results_file", "save_path")
 
@@ -103,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("datasets", "shots", "seeds"):
         if not getattr(args, name):
             p.error(f"--{name} ({name.upper()}) is empty")
+    unknown = [d for d in args.datasets if d not in DATASET_NAMES]
+    if unknown:
+        p.error(f"--datasets (DATASETS): unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(DATASET_NAMES)}")
     return args
 
 
@@ -145,10 +147,10 @@ def _checked_config(argv: list[str], extra: list[str]) -> dict:
 
 def finished_configs(results_file: str, report: bool = False) -> list[dict]:
     """The comparable configs of the runs the results file records; with `report`, its bad lines are logged."""
-    records, problems = read_results(results_file)
+    configs, problems = read_finished(results_file)
     for problem in problems if report else ():
         log.warning("%s", problem)
-    return [comparable_config(r["config"]) for r in records if isinstance(r.get("config"), dict)]
+    return configs
 
 
 def execute(run: Run, results_file: str) -> bool:

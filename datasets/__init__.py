@@ -2,44 +2,55 @@
 
 Each dataset is a short module with `load(root) -> SplitDataset` declaring its folders, split
 files, class-name fixes and prompt template; the shared split reading lives in `splits.py`, and
-few-shot sampling happens here, once, for all of them (REFERENCE.md section 3).
+few-shot sampling happens here, once, for all of them (docs/protocol.md, "Few-shot sampling").
+Modules are imported when a dataset is built, so listing the names (the CLI's --dataset choices)
+costs nothing.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from pathlib import Path
+from types import ModuleType
 
-from run_utils import UserError
+from errors import UserError
+from protocol import CLIP_LORA_TEMPLATE
 
-from . import (caltech101, dtd, eurosat, fashion_mnist, fgvc, folder, food101, imagenet, oxford_flowers,
-               oxford_pets, stanford_cars, sun397, ucf101)
-from .base import DEFAULT_TEMPLATE, FewShotDataset, ImageDataset, Item, SplitDataset
+from .base import FewShotDataset, Item, SplitDataset
 from .sampling import sample_train_then_val, sample_train_val
 
-# The 11 datasets of the CLIP-LoRA table, by the names its scripts use, then our own two.
+# --dataset name -> module of this package. The 11 datasets of the CLIP-LoRA table, by the names
+# its scripts use, then our own two.
 DATASETS = {
-    "imagenet": imagenet,
-    "caltech101": caltech101,
-    "oxford_pets": oxford_pets,
-    "stanford_cars": stanford_cars,
-    "oxford_flowers": oxford_flowers,
-    "food101": food101,
-    "fgvc": fgvc,
-    "sun397": sun397,
-    "dtd": dtd,
-    "eurosat": eurosat,
-    "ucf101": ucf101,
-    "fashion_mnist": fashion_mnist,
-    "folder": folder,
+    "imagenet": "imagenet",
+    "caltech101": "caltech101",
+    "oxford_pets": "oxford_pets",
+    "stanford_cars": "stanford_cars",
+    "oxford_flowers": "oxford_flowers",
+    "food101": "food101",
+    "fgvc": "fgvc",
+    "sun397": "sun397",
+    "dtd": "dtd",
+    "eurosat": "eurosat",
+    "ucf101": "ucf101",
+    "fashion_mnist": "fashion_mnist",
+    "folder": "folder",
 }
+DATASET_NAMES = tuple(DATASETS)
 TEMPLATES = ("clip-lora", "dataset")
-CLIP_LORA_TEMPLATE = DEFAULT_TEMPLATE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DATASETS", "TEMPLATES", "FewShotDataset", "ImageDataset", "Item", "SplitDataset",
-           "build_dataset", "write_subset"]
+__all__ = ["DATASETS", "DATASET_NAMES", "TEMPLATES", "FewShotDataset", "Item", "SplitDataset",
+           "build_dataset", "dataset_module", "write_subset"]
+
+
+def dataset_module(name: str) -> ModuleType:
+    """The module that reads dataset `name` from disk."""
+    if name not in DATASETS:
+        raise UserError(f"--dataset {name}: unknown dataset; choose one of {', '.join(DATASETS)}")
+    return importlib.import_module(f"{__name__}.{DATASETS[name]}")
 
 
 def build_dataset(name: str, root: str | Path, shots: int, seed: int,
@@ -49,11 +60,9 @@ def build_dataset(name: str, root: str | Path, shots: int, seed: int,
     `template` is 'clip-lora' ('a photo of a {}.' for every dataset, as CLIP-LoRA trains) or
     'dataset' (CoOp's per-dataset prompt).
     """
-    if name not in DATASETS:
-        raise UserError(f"--dataset {name}: unknown dataset; choose one of {', '.join(DATASETS)}")
     if template not in TEMPLATES:
         raise UserError(f"--template {template}: choose one of {', '.join(TEMPLATES)}")
-    split = DATASETS[name].load(Path(root))
+    split = dataset_module(name).load(Path(root))
     # The full split's sizes, to compare with the counts in DATASETS.md.
     log.info("%s: %d classes; split of %d train / %d val / %d test images", name, len(split.classnames),
              len(split.train), len(split.val), len(split.test))

@@ -1,13 +1,12 @@
-"""What every dataset module returns, and the torch Dataset that turns items into tensors."""
+"""What every dataset module returns: labelled items, the fixed split, the few-shot view."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from PIL import Image
-from torch.utils.data import Dataset
 
-DEFAULT_TEMPLATE = "a photo of a {}."
+from protocol import CLIP_LORA_TEMPLATE
 
 
 @dataclass(frozen=True)
@@ -34,7 +33,7 @@ class SplitDataset:
     val: list[Item]
     test: list[Item]
     classnames: list[str]
-    template: str = DEFAULT_TEMPLATE
+    template: str = CLIP_LORA_TEMPLATE
     load_image: Callable[[Any], Image.Image] = open_rgb
     val_from_train: bool = False
 
@@ -55,17 +54,3 @@ class FewShotDataset:
     def prompts(self) -> list[str]:
         """One prompt per class, in label order (underscores in class names become spaces)."""
         return [self.template.format(name.replace("_", " ")) for name in self.classnames]
-
-
-class ImageDataset(Dataset):
-    def __init__(self, items: list[Item], load_image: Callable[[Any], Image.Image], transform: Callable):
-        self.items = items
-        self.load_image = load_image
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        item = self.items[index]
-        return self.transform(self.load_image(item.source)), item.label

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from run_utils import UserError
+from errors import UserError
 
 from .base import Item, SplitDataset
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from run_utils import UserError
+from errors import UserError
 
 from .base import Item, SplitDataset
 from .splits import PARTS, checked_split, find_folder, require_file

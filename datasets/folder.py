@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from run_utils import UserError
+from errors import UserError
 
 from .base import Item, SplitDataset
 from .splits import checked_split, read_split_json

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from run_utils import UserError
+from errors import UserError
 
 from .base import Item, SplitDataset
 from .splits import find_folder, require_file, see_docs

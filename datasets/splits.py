@@ -12,9 +12,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from run_utils import UserError
+from errors import UserError
+from protocol import CLIP_LORA_TEMPLATE
 
-from .base import DEFAULT_TEMPLATE, Item, SplitDataset
+from .base import Item, SplitDataset
 
 PARTS = ("train", "val", "test")
 
@@ -41,7 +42,7 @@ def require_file(name: str, path: Path, what: str) -> Path:
 
 
 def read_coop_split(name: str, root: Path, folders: Sequence[str], image_dir: str, split_file: str,
-                    template: str = DEFAULT_TEMPLATE,
+                    template: str = CLIP_LORA_TEMPLATE,
                     fix_classname: Callable[[str], str] | None = None) -> SplitDataset:
     """A dataset whose split is one of CoOp's `split_zhou_*.json` files, beside its image folder.
 
@@ -83,8 +84,8 @@ def read_split_json(split_path: Path, image_dir: Path,
 
 
 def checked_split(name: str, parts: dict[str, list[Item]], listed_in: Path | str,
-                  template: str = DEFAULT_TEMPLATE, check_files: bool = True) -> SplitDataset:
-    """The SplitDataset of `parts`, after checking labels, class names and (optionally) the files."""
+                  template: str = CLIP_LORA_TEMPLATE) -> SplitDataset:
+    """The SplitDataset of `parts`, after checking labels, class names and that every image exists."""
     classnames = classnames_by_label(name, parts["train"], listed_in)
     for part in ("val", "test"):
         for item in parts[part]:
@@ -92,8 +93,7 @@ def checked_split(name: str, parts: dict[str, list[Item]], listed_in: Path | str
                 raise UserError(f"--dataset {name}: {listed_in}: {part} image {item.source} has label "
                                 f"{item.label} ({item.classname!r}), which no train image has; "
                                 "the split file is damaged, download it again")
-    if check_files:
-        require_images(name, (item.source for part in PARTS for item in parts[part]), listed_in)
+    require_images(name, (item.source for part in PARTS for item in parts[part]), listed_in)
     return SplitDataset(train=parts["train"], val=parts["val"], test=parts["test"],
                         classnames=classnames, template=template)
 

@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import bench
-from trainer import LOGIT_SCALE, ClassPrompts, image_features
+from features import ClassPrompts, image_features
+from protocol import LOGIT_SCALE
 
 CPU = torch.device("cpu")
 
@@ -59,7 +60,7 @@ def test_flop_formula_matches_pytorch_flop_counter(encoder):
     model.base_model.model.set_attn_implementation("eager")
     prompts = ClassPrompts(tokenizer, bench.synthetic_prompts(tokenizer, 7, 14), CPU)
     timer = bench.StepTimer(model, prompts, precision, reencode_text=encoder != "vision")
-    images, labels = bench.random_batch(3, bundle.image_size, 7, CPU)
+    images, labels = bench.random_batch(3, bundle.image.image_size, 7, CPU)
     with FlopCounterMode(display=False) as counter:
         timer.step(images, labels)
     expected = bench.train_step_flops(model.config, 3, 7, 14, encoder)
@@ -75,7 +76,7 @@ def test_step_timer_gives_the_gradients_of_one_backward():
             if "lora_B" in name:
                 param.normal_(0, 0.1)
     prompts = ClassPrompts(bundle.tokenizer, bench.synthetic_prompts(bundle.tokenizer, 4, 10), CPU)
-    images, labels = bench.random_batch(2, bundle.image_size, 4, CPU)
+    images, labels = bench.random_batch(2, bundle.image.image_size, 4, CPU)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
 
     model.train()
@@ -102,7 +103,7 @@ def test_adapter_dropout_dora_changes_only_where_dropout_acts(dropout):
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.2)
-    images = torch.randn(3, 3, bundle.image_size, bundle.image_size)
+    images = torch.randn(3, 3, bundle.image.image_size, bundle.image.image_size)
 
     def features(train: bool) -> torch.Tensor:
         model.train(train)

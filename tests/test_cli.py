@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 import main
 from model import resolve_backbone
-from run_utils import UserError, adapter_dir, parse_args
+from errors import UserError
+from run_utils import adapter_dir, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -88,9 +90,10 @@ def test_cli_prints_error_and_exits_2(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_unknown_dataset_lists_choices(tiny_argv):
-    with pytest.raises(UserError, match=r"--dataset nope: unknown dataset; choose one of .*fashion_mnist"):
+def test_unknown_dataset_lists_choices(tiny_argv, capsys):
+    with pytest.raises(SystemExit):
         main.main(tiny_argv("--dataset", "nope"))
+    assert re.search(r"--dataset: invalid choice: 'nope' \(choose from .*'fashion_mnist'", capsys.readouterr().err)
 
 
 def test_missing_fashion_mnist_explains_install(tiny_argv, tmp_path, monkeypatch):

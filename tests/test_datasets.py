@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from torchvision.datasets import ImageFolder
 
-from datasets import DATASETS, ImageDataset, build_dataset, write_subset
-from run_utils import UserError
+from datasets import DATASETS, build_dataset, dataset_module, write_subset
+from errors import UserError
+from loaders import ImageDataset
 
 import dataset_trees as trees
 
@@ -265,7 +266,7 @@ def test_folder_auto_split_is_50_20_30_and_fixed(tmp_path):
     assert a.classnames == ["cat", "dog"]
     assert len(a.test) == 3 + 6
     assert a.test == b.test  # the split does not depend on the run's seed
-    split = DATASETS["folder"].load(tmp_path)
+    split = dataset_module("folder").load(tmp_path)
     assert (len(split.train), len(split.val), len(split.test)) == (5 + 10, 2 + 4, 3 + 6)
     sources = [item.source for part in (split.train, split.val, split.test) for item in part]
     assert len(set(sources)) == 30

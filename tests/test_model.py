@@ -11,7 +11,8 @@ from transformers import CLIPConfig, CLIPModel
 
 from model import (adapter_parameter_count, lora_config, load_clip, position_layers,
                    target_module_names, trainable_parameter_count)
-from run_utils import parse_args
+from config import AdapterConfig
+from run_utils import parse_args, run_config
 
 CPU = torch.device("cpu")
 
@@ -29,7 +30,7 @@ def b16_config() -> CLIPConfig:
 
 def adapted_tiny(*flags: str):
     args = parse_args(["--backbone", "tiny", *flags])
-    return args, load_clip(args, CPU, torch.float32).model
+    return args, load_clip(run_config(args).model, CPU, torch.float32).model
 
 
 def adapted_module_names(model) -> list[str]:
@@ -58,7 +59,7 @@ def test_vit_b16_shapes_give_the_published_trainable_count():
     with torch.device("meta"):
         model = CLIPModel(config)
     args = parse_args([])
-    peft_model = get_peft_model(model, lora_config(args, target_module_names(config, "both", "all", args.params)))
+    peft_model = get_peft_model(model, lora_config(AdapterConfig(), target_module_names(config, "both", "all", args.params)))
     # text 12 x 3 x 2 x (512+512) + vision 12 x 3 x 2 x (768+768)
     assert trainable_parameter_count(peft_model) == 184_320
 
@@ -128,7 +129,7 @@ def test_quantized_modes_have_an_nf4_base_with_a_smaller_footprint(mode):
 
 def test_lora_base_is_stored_in_the_compute_dtype_and_adapters_in_fp32():
     args = parse_args(["--backbone", "tiny"])
-    model = load_clip(args, CPU, torch.bfloat16).model
+    model = load_clip(run_config(args).model, CPU, torch.bfloat16).model
     layer = model.base_model.model.vision_model.encoder.layers[0].self_attn.q_proj
     assert layer.base_layer.weight.dtype == torch.bfloat16
     assert layer.lora_A["default"].weight.dtype == torch.float32

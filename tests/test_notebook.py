@@ -1,6 +1,8 @@
 """notebooks/quickstart.ipynb executes end to end, headless, on the tiny model (DEMO_N_ITERS=1)."""
 from __future__ import annotations
 
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -38,6 +40,14 @@ def outputs(cell: dict, kind: str) -> str:
 @pytest.mark.skipif(not (REPO / "run_demo.sh").exists(), reason="run_demo.sh (the demo the notebook runs) is missing")
 def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     repo = copy_working_tree(tmp_path / "repo")
+    # No pip or apt inside a test: the machine is set up; fake installers on PATH prove nothing calls them.
+    monkeypatch.setenv("SKIP_SETUP", "1")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    for tool in ("pip", "pip3", "apt-get", "apt"):
+        (fake_bin / tool).write_text(f"#!/bin/sh\necho '{tool} called' >> {tmp_path / 'installers.log'}\nexit 1\n")
+        (fake_bin / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     monkeypatch.setenv("DEMO_N_ITERS", "1")
     monkeypatch.setenv("DEMO_MODES", "qlora")  # one method keeps the test short: each run evaluates 10,000 images twice
     for name in ("DEMO_RESULTS", "RUN_REAL", "DATASETS", "SHOTS", "SEEDS", "BACKBONE", "EXTRA_ARGS"):
@@ -47,8 +57,14 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(repo / "notebooks")}}).execute()
 
+    # Every repository file the notebook's text names is where it says.
+    named = {m for cell in notebook.cells if cell.cell_type == "markdown"
+             for m in re.findall(r"`([\w./-]+\.(?:md|sh|py|ipynb))`", cell.source)}
+    assert "DATASETS.md" in named and [n for n in named if not (repo / n).exists()] == []
+
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert "ready in" in outputs(code[0], "stream")
+    assert "setup skipped (SKIP_SETUP=1)" in outputs(code[0], "stream") and "ready in" in outputs(code[0], "stream")
+    assert "setup.sh" not in outputs(code[1], "stream") and not (tmp_path / "installers.log").exists()
     table = outputs(code[2], "text/markdown")
     assert "| Method | Shots |" in table and "| Dataset | Shots | Method | Training time |" in table
     assert "image/png" in code[2].outputs[-1]["data"]

@@ -14,11 +14,14 @@ from safetensors.torch import load_file
 from transformers import CLIPModel
 
 import main
-import trainer
 from datasets import build_dataset
+from errors import UserError
+from evaluation import Evaluator, EvalSet
+from features import ClassPrompts, image_features
+from loaders import eval_loader
 from model import load_clip
 from precision import resolve_precision
-from run_utils import UserError, parse_args
+from run_utils import parse_args, run_config
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -100,17 +103,18 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
 
     args = parse_args(tiny_argv("--mode", mode, "--save_path", str(tmp_path / "ckpt"), "--eval_only"))
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
-    bundle = load_clip(args, CPU, torch.float32, saved_adapter=main.adapter_dir(args))
-    images = next(iter(trainer.test_loader(data, bundle, args, CPU)))[0]
-    prompts = trainer.ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
+    bundle = load_clip(run_config(args).model, CPU, torch.float32, saved_adapter=main.adapter_dir(args))
+    loader = eval_loader(data.test, data.load_image, bundle.image, 64, 0, CPU)
+    images = next(iter(loader))[0]
+    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
     bundle.model.eval()
     with torch.no_grad():
-        adapted = trainer.image_features(bundle.model, images) @ prompts.features(bundle.model).T
-        plain = trainer.image_features(merged, images) @ prompts.features(merged).T
+        adapted = image_features(bundle.model, images) @ prompts.features(bundle.model).T
+        plain = image_features(merged, images) @ prompts.features(merged).T
     assert (adapted - plain).abs().max() > 0 or mode == "lora"  # computed through different layers
     torch.testing.assert_close(plain, adapted, rtol=1e-4, atol=1e-4)
     fp32 = resolve_precision("fp32", CPU)
-    assert trainer.evaluate(merged, trainer.test_loader(data, bundle, args, CPU), prompts, fp32) == record["test_acc"]
+    assert Evaluator(merged, fp32).accuracy(EvalSet("folder", loader, prompts)) == record["test_acc"]
 
 
 def test_two_processes_match_one_with_the_same_effective_batch(tiny_argv, tmp_path):

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from run_utils import append_jsonl, build_parser
+from results import append_jsonl
+from run_utils import build_parser
 from summarize import main as summarize_main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from results_io import read_results
+from results import read_results
 from sweep import main as sweep_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,16 +66,16 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
     assert finished(tmp_path) == [("folder", 1)]
     assert "==> interrupted" in log_of(tmp_path, "folder", 2).read_text()
 
-    # Restarted with an unknown dataset first: its runs fail, are logged, and the sweep goes on to
-    # the missing folder run without redoing the finished one.
-    env = sweep_env(tmp_path, "no_such_dataset folder", color_folder)
+    # Restarted with a dataset that is not under ROOT_PATH first: its runs fail, are logged, and the
+    # sweep goes on to the missing folder run without redoing the finished one.
+    env = sweep_env(tmp_path, "dtd folder", color_folder)
     done = run_script(env)
     assert done.returncode == 1, done.stderr
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
     assert "4 runs of qlora on tiny: 1 already in" in done.stderr
     assert "2 of 3 runs failed" in done.stderr
-    bad_log = log_of(tmp_path, "no_such_dataset", 1).read_text()
-    assert "--dataset no_such_dataset: unknown dataset" in bad_log and "==> exit status 2" in bad_log
+    bad_log = log_of(tmp_path, "dtd", 1).read_text()
+    assert "--dataset dtd: " in bad_log and "not found" in bad_log and "==> exit status 2" in bad_log
     assert log_of(tmp_path, "folder", 1).read_text().count("==> exit status 0") == 1
     assert "zero-shot accuracy" in log_of(tmp_path, "folder", 2).read_text()
     assert "zero-shot accuracy" in done.stdout  # the run's output is teed to the console too
@@ -84,7 +84,7 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
     listing = run_script(env, "--dry-run")
     assert listing.returncode == 0, listing.stderr
     states = [line.split()[:5] for line in listing.stdout.splitlines() if line.startswith(("done", "todo"))]
-    assert states == [["todo", "qlora", "no_such_dataset", "1-shot", "seed"]] * 2 + [
+    assert states == [["todo", "qlora", "dtd", "1-shot", "seed"]] * 2 + [
         ["done", "qlora", "folder", "1-shot", "seed"]] * 2
     assert "--n_iters 1 --batch_size 4" in listing.stdout
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
@@ -104,7 +104,8 @@ def test_dry_run_lists_the_paper_protocol_by_default(tmp_path, capsys, monkeypat
 
 def test_a_finished_run_with_other_training_flags_is_not_taken_for_this_one(tmp_path, capsys, caplog):
     """Skipping compares the run's flags, so n_iters 1 smoke runs never stand in for real runs."""
-    from run_utils import append_jsonl, build_parser
+    from results import append_jsonl
+    from run_utils import build_parser
 
     results = tmp_path / "results.jsonl"
     flags = ["--mode", "qlora", "--dataset", "dtd", "--shots", "4", "--seed", "1", "--backbone", "tiny"]
@@ -124,6 +125,12 @@ def test_a_finished_run_with_other_training_flags_is_not_taken_for_this_one(tmp_
     captured = capsys.readouterr()
     assert captured.out.startswith("done")
     assert f"{results}:3: not valid JSON" in caplog.text
+
+
+def test_unknown_datasets_stop_the_sweep_before_any_run(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        sweep_main(["--datasets", "dtd", "no_such_dataset", "--results_file", str(tmp_path / "r.jsonl"), "--dry-run"])
+    assert "--datasets (DATASETS): unknown dataset(s) no_such_dataset" in capsys.readouterr().err
 
 
 def test_extra_args_may_not_override_what_the_sweep_sets(tmp_path, capsys):

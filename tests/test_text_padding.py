@@ -8,8 +8,9 @@ import torch
 
 from model import load_clip
 from precision import resolve_precision
-from run_utils import parse_args
-from trainer import LOGIT_SCALE, ClassPrompts, image_features
+from features import ClassPrompts, image_features
+from protocol import LOGIT_SCALE
+from run_utils import parse_args, run_config
 
 CLASSNAMES = ["cat", "dog", "sea horse", "windsor chair", "brontosaurus", "yin yang", "x"]
 
@@ -17,7 +18,7 @@ CLASSNAMES = ["cat", "dog", "sea horse", "windsor chair", "brontosaurus", "yin y
 def _model(mode: str):
     args = parse_args(["--backbone", "tiny", "--mode", mode, "--encoder", "both", "--device", "cpu"])
     device = torch.device("cpu")
-    bundle = load_clip(args, device, resolve_precision("fp32", device).dtype)
+    bundle = load_clip(run_config(args).model, device, resolve_precision("fp32", device).dtype)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in bundle.model.named_parameters():
@@ -48,7 +49,7 @@ def test_longest_padding_gives_the_77_token_logits(mode, with_mask):
     assert longest.input_ids.shape[1] == lengths.max() < 77  # really shorter, and prompts differ in length
     assert lengths.min() < lengths.max()
 
-    images = torch.randn(5, 3, bundle.image_size, bundle.image_size, generator=torch.Generator().manual_seed(1))
+    images = torch.randn(5, 3, bundle.image.image_size, bundle.image.image_size, generator=torch.Generator().manual_seed(1))
     image = image_features(model, images)
     logits_longest = LOGIT_SCALE * image @ longest.features(model).T
     logits_full = LOGIT_SCALE * image @ full.features(model).T

@@ -2,16 +2,21 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 
+import evaluation
 import main
 import trainer
 from datasets import build_dataset
+from distributed import Distributed
+from errors import UserError
+from features import ClassPrompts
 from model import load_clip
 from precision import resolve_precision
-from run_utils import UserError, parse_args
+from run_utils import parse_args, run_config
 
 CPU = torch.device("cpu")
 
@@ -19,12 +24,13 @@ CPU = torch.device("cpu")
 def setup_run(*flags: str, root):
     args = parse_args(["--backbone", "tiny", "--dataset", "folder", "--root_path", str(root),
                        "--shots", "4", "--batch_size", "8", *flags])
+    run = run_config(args)
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
     torch.manual_seed(args.seed)
-    bundle = load_clip(args, CPU, torch.float32)
-    prompts = trainer.ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
-    loader = trainer.train_loader(data, bundle, args, CPU)
-    return args, bundle.model, prompts, loader
+    bundle = load_clip(run.model, CPU, torch.float32)
+    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
+    loader = main.build_train_loader(data, bundle, args, Distributed(rank=0, world=1, device=CPU))
+    return run.train, bundle.model, prompts, loader
 
 
 def adapter_weights(model, tower: str) -> dict[str, torch.Tensor]:
@@ -188,12 +194,76 @@ def test_precision_is_decided_once():
 @pytest.mark.parametrize("encoder, passes", [("text", 1), ("both", 2)])
 def test_frozen_vision_tower_encodes_the_test_images_once(encoder, passes, tiny_argv, monkeypatch):
     encoded = []
-    image_features = trainer.image_features
+    image_features = evaluation.image_features
 
     def counting(model, images):
         encoded.append(len(images))
         return image_features(model, images)
-    monkeypatch.setattr(trainer, "image_features", counting)
+    monkeypatch.setattr(evaluation, "image_features", counting)
     record = main.main(tiny_argv("--encoder", encoder, "--n_iters", "0"))
     assert sum(encoded) == passes * 16  # the colour folder's test split has 16 images
     assert record["test_acc"] == record["zero_shot_acc"]
+
+
+def saved_adapter(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    [path] = list(folder.rglob("adapter_model.safetensors"))
+    return load_file(path)
+
+
+@pytest.mark.parametrize("dtype, half", [("fp16", torch.float16), ("bf16", torch.bfloat16)])
+def test_half_precision_trains_end_to_end_under_cpu_autocast(dtype, half, tiny_argv, tmp_path, monkeypatch):
+    """--compute_dtype fp16/bf16 on the CPU: base stored in that dtype, autocast in the step, fp32 adapters."""
+    autocast_dtypes = []
+    real_train = main.train
+
+    def spying_train(model, loader, prompts, config, precision, *args, **kwargs):
+        with precision.autocast():
+            autocast_dtypes.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        layer = model.base_model.model.vision_model.encoder.layers[0].self_attn.q_proj
+        assert layer.base_layer.weight.dtype == precision.dtype and layer.lora_A["default"].weight.dtype == torch.float32
+        return real_train(model, loader, prompts, config, precision, *args, **kwargs)
+
+    monkeypatch.setattr(main, "train", spying_train)
+    run = ["--n_iters", "2", "--lr", "1e-2", "--dropout_rate", "0"]
+    full = main.main(tiny_argv(*run, "--compute_dtype", "fp32", "--save_path", str(tmp_path / "fp32")))
+    record = main.main(tiny_argv(*run, "--compute_dtype", dtype, "--save_path", str(tmp_path / dtype)))
+    assert autocast_dtypes == [None, half]
+    assert record["compute_dtype"] == dtype and record["total_steps"] == full["total_steps"] == 8
+    assert math.isfinite(record["final_loss"])
+    ours, reference = saved_adapter(tmp_path / dtype), saved_adapter(tmp_path / "fp32")
+    trained = [k for k in ours if "lora_B" in k]
+    assert all(ours[k].abs().sum() > 0 and torch.isfinite(ours[k]).all() for k in trained)  # B left zero
+    # The same run in lower precision computes something else (AdamW amplifies the difference).
+    assert any(not torch.equal(ours[k], reference[k]) for k in ours)
+
+
+def test_dataset_template_reaches_the_prompts_through_main(tmp_path, monkeypatch):
+    import dataset_trees as trees
+
+    trees.build("dtd", tmp_path / "data")
+    seen = []
+    real_prompts = main.ClassPrompts
+
+    def recording(tokenizer, prompts, device, *args, **kwargs):
+        seen.append(list(prompts))
+        return real_prompts(tokenizer, prompts, device, *args, **kwargs)
+
+    monkeypatch.setattr(main, "ClassPrompts", recording)
+    argv = ["--backbone", "tiny", "--dataset", "dtd", "--root_path", str(tmp_path / "data"), "--shots", "1",
+            "--n_iters", "0", "--results_file", str(tmp_path / "r.jsonl")]
+    main.main(argv)
+    record = main.main(argv + ["--template", "dataset"])
+    assert seen == [["a photo of a banded.", "a photo of a blotchy.", "a photo of a braided."],
+                    ["banded texture.", "blotchy texture.", "braided texture."]]
+    assert record["config"]["template"] == "dataset"
+
+
+def test_two_loader_workers_train_the_same_weights_as_none(tiny_argv, tmp_path):
+    run = ["--n_iters", "2", "--lr", "1e-2"]
+    serial = main.main(tiny_argv(*run, "--num_workers", "0", "--save_path", str(tmp_path / "w0")))
+    parallel = main.main(tiny_argv(*run, "--num_workers", "2", "--save_path", str(tmp_path / "w2")))
+    a, b = saved_adapter(tmp_path / "w0"), saved_adapter(tmp_path / "w2")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert parallel["final_loss"] == serial["final_loss"] and parallel["test_acc"] == serial["test_acc"]

@@ -1,0 +1,68 @@
+"""Typed settings of a run, built once from the flags (run_utils.run_config), passed down by part.
+
+The model loader gets a ModelConfig, the trainer a TrainConfig, the data pipeline a DataConfig;
+none of them sees the argparse Namespace, so the benchmark and the tests build these directly.
+Defaults are the published protocol's (protocol.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import protocol
+from methods import METHODS, Method
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Which PEFT adapter goes where: method, rank, scale, dropout and the modules it adapts."""
+    mode: str = "lora"
+    r: int = protocol.RANK
+    alpha: float = protocol.ALPHA
+    dropout: float = protocol.DROPOUT
+    encoder: str = "both"
+    position: str = "all"
+    params: tuple[str, ...] = ("q", "k", "v")
+    rslora: bool = True  # scale alpha / sqrt(r), as CLIP-LoRA; False: alpha / r
+
+    @property
+    def method(self) -> Method:
+        return METHODS[self.mode]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = protocol.BACKBONE  # paper alias, hub id, local folder or 'tiny'
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation: AdamW on the adapters, cosine schedule over n_iters x shots steps."""
+    shots: int
+    seed: int = 1
+    lr: float = protocol.LR
+    n_iters: int = protocol.N_ITERS
+    batch_size: int = protocol.BATCH_SIZE
+    gradient_accumulation_steps: int = 1
+
+    @property
+    def total_steps(self) -> int:
+        return self.n_iters * self.shots
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str
+    root_path: str
+    shots: int
+    seed: int = 1
+    template: str = "clip-lora"
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig

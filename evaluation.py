@@ -1,0 +1,72 @@
+"""Top-1 accuracy of the model on a test set: encode the images, compare with the class prompts, count.
+
+One Evaluator serves a run's evaluations (zero-shot before training, test after). When the
+vision tower carries no adapter, its features are the same in both, so the first evaluation of a
+test set keeps them and later ones only re-encode the prompts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from features import ClassPrompts, has_adapters, image_features, logits
+from metrics import accuracy_percent, count_correct
+from precision import Precision
+
+# Test batches are at least this large: no gradients, so memory allows more than training.
+MIN_EVAL_BATCH = 64
+
+
+def eval_batch_size(train_batch_size: int) -> int:
+    return max(train_batch_size, MIN_EVAL_BATCH)
+
+
+@dataclass
+class EvalSet:
+    """Test images with the prompts of their classes, in label order."""
+    name: str
+    loader: DataLoader
+    prompts: ClassPrompts
+    cached: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
+
+
+class Evaluator:
+    def __init__(self, model: torch.nn.Module, precision: Precision):
+        self.model = model
+        self.precision = precision
+        # With a frozen vision tower the zero-shot image features are also the trained model's.
+        self.reuse_image_features = not has_adapters(model, "vision_model")
+
+    def zero_shot(self, test: EvalSet) -> float:
+        """Accuracy of the frozen model (adapters switched off)."""
+        with self.model.disable_adapter():
+            return self.accuracy(test, desc=f"zero-shot {test.name}")
+
+    @torch.no_grad()
+    def accuracy(self, test: EvalSet, desc: str = "test") -> float:
+        """Top-1 accuracy (percent) of the model as it is now."""
+        self.model.eval()
+        correct = total = 0
+        with self.precision.autocast():
+            text = test.prompts.features(self.model)
+            for features, labels in self._encoded(test, desc):
+                correct += count_correct(logits(features, text), labels)
+                total += labels.numel()
+        return accuracy_percent(correct, total)
+
+    def _encoded(self, test: EvalSet, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(image features, labels) per test batch, from the cache when an earlier pass filled it."""
+        if test.cached:
+            yield from test.cached
+            return
+        device = self.precision.device
+        for images, labels in tqdm(test.loader, desc=desc, leave=False, disable=None):
+            encoded = (image_features(self.model, images.to(device, non_blocking=True)),
+                       labels.to(device, non_blocking=True))
+            if self.reuse_image_features:
+                test.cached.append(encoded)
+            yield encoded

@@ -1,0 +1,50 @@
+"""The published protocol's constants, in one place (docs/protocol.md says where each comes from).
+
+CLIP-LoRA (Zanella & Ben Ayed, CVPRW 2024) fixed these for its few-shot table; our flags default
+to them, the trainer and evaluator use them, and the sweep and the summaries lay out its grid.
+Nothing here imports torch, so the summaries can read it cheaply.
+"""
+from __future__ import annotations
+
+# --- model and training -------------------------------------------------------------------------
+# The backbones of the paper, by the names its scripts use.
+BACKBONE_ALIASES = {
+    "ViT-B/16": "openai/clip-vit-base-patch16",
+    "ViT-B/32": "openai/clip-vit-base-patch32",
+    "ViT-L/14": "openai/clip-vit-large-patch14",
+}
+BACKBONE = "ViT-B/16"
+ENCODERS = ("text", "vision", "both")
+POSITIONS = ("bottom", "mid", "up", "half-up", "half-bottom", "all", "top", "top3")
+PARAMS = ("q", "k", "v", "o")  # o = the attention output projection
+RANK = 2
+ALPHA = 1.0
+DROPOUT = 0.25  # on the adapter's input
+LR = 2e-4
+WEIGHT_DECAY = 1e-2
+BETAS = (0.9, 0.999)
+MIN_LR = 1e-6  # the cosine schedule's floor
+N_ITERS = 500  # optimizer steps per shot: n_iters x shots steps in all
+BATCH_SIZE = 32
+LOGIT_SCALE = 100.0  # CLIP's learned temperature, fixed as in CLIP-LoRA
+CONTEXT_LENGTH = 77  # CLIP's text context; prompts are truncated to it
+
+# --- prompts ------------------------------------------------------------------------------------
+# CLIP-LoRA trains and evaluates every dataset with this prompt; CoOp's per-dataset prompts are
+# declared by each dataset module (--template dataset).
+CLIP_LORA_TEMPLATE = "a photo of a {}."
+
+# --- the grid of the few-shot table -------------------------------------------------------------
+PAPER_DATASETS = ("imagenet", "sun397", "fgvc", "eurosat", "stanford_cars", "food101", "oxford_pets",
+                  "oxford_flowers", "caltech101", "dtd", "ucf101")  # the paper's column order
+PAPER_SHOTS = (1, 2, 4, 8, 16)
+PAPER_SEEDS = (1, 2, 3)
+DATASET_TITLES = {
+    "imagenet": "ImageNet", "sun397": "SUN", "fgvc": "Aircraft", "eurosat": "EuroSAT",
+    "stanford_cars": "Cars", "food101": "Food", "oxford_pets": "Pets", "oxford_flowers": "Flowers",
+    "caltech101": "Caltech", "dtd": "DTD", "ucf101": "UCF",
+}
+
+# --- published numbers --------------------------------------------------------------------------
+# CLIP-LoRA's averages over the 11 datasets, ViT-B/16, top-1 %, mean of 3 seeds, by shots.
+PUBLISHED_CLIP_LORA = {1: 72.5, 2: 75.4, 4: 77.4, 8: 80.3, 16: 83.0}
