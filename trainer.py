@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,21 @@ from protocol import BETAS, MIN_LR, WEIGHT_DECAY
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StepRecord:
+    """What one optimizer step did, handed to the `on_step` callbacks of `train` (e.g. tracking.py)."""
+    step: int            # 1-based: the number of optimizer steps taken so far
+    total_steps: int
+    loss: float          # mean loss of the step's images
+    lr: float            # the learning rate the step used
+    seconds: float       # wall time of the step, input wait included
+    images: int          # images the step trained on (all processes)
+    grad_scale: float | None  # GradScaler's scale after the step (fp16 only)
+
+
+StepCallback = Callable[[StepRecord], None]
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -35,10 +51,11 @@ class TrainResult:
 
 def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, config: TrainConfig,
           precision: Precision, dist: Distributed | None = None, checkpoint: TrainCheckpoint | None = None,
-          resume: bool = False, desc: str = "train") -> TrainResult:
+          resume: bool = False, desc: str = "train", on_step: Sequence[StepCallback] = ()) -> TrainResult:
     """Train the model's trainable (adapter) weights on the loader's micro-batches.
 
-    `loader.batch_sampler` is a batching.TrainBatchSampler; `resume` continues from `checkpoint`.
+    `loader.batch_sampler` is a batching.TrainBatchSampler; `resume` continues from `checkpoint`;
+    each of `on_step` is called after every optimizer step with its StepRecord.
     """
     dist = dist or Distributed(rank=0, world=1, device=precision.device)
     sampler = loader.batch_sampler
@@ -71,9 +88,12 @@ def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, con
     start = time.perf_counter() - (saved["seconds"] if saved else 0.0)
     for step in tqdm(range(first_step, total_steps), desc=desc, leave=False,
                      disable=None if dist.is_main else True, initial=first_step, total=total_steps):
+        step_start = time.perf_counter()
         step_loss = 0.0
+        step_images = 0
         for _ in range(accum):
             images, labels = next(batches)
+            step_images += len(labels)
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             with precision.autocast():
@@ -85,8 +105,15 @@ def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, con
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
+        lr = scheduler.get_last_lr()[0]
         scheduler.step()
         losses.append(step_loss)
+        if on_step:
+            record = StepRecord(step=step + 1, total_steps=total_steps, loss=step_loss, lr=lr,
+                                seconds=time.perf_counter() - step_start, images=step_images * dist.world,
+                                grad_scale=scaler.get_scale() if scaler.is_enabled() else None)
+            for callback in on_step:
+                callback(record)
         if checkpoint is not None and dist.is_main and checkpoint.due(step + 1, total_steps):
             checkpoint.save(step + 1, model, optimizer, scheduler, scaler, losses, time.perf_counter() - start)
     if device.type == "cuda":

@@ -267,3 +267,12 @@ def test_two_loader_workers_train_the_same_weights_as_none(tiny_argv, tmp_path):
     a, b = saved_adapter(tmp_path / "w0"), saved_adapter(tmp_path / "w2")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert parallel["final_loss"] == serial["final_loss"] and parallel["test_acc"] == serial["test_acc"]
+
+
+def test_on_step_callbacks_see_every_optimizer_step(color_folder):
+    config, model, prompts, loader = setup_run("--n_iters", "2", "--shots", "2", root=color_folder)
+    seen = []
+    result = trainer.train(model, loader, prompts, config, resolve_precision("fp32", CPU), on_step=[seen.append])
+    assert [r.step for r in seen] == [1, 2, 3, 4] and all(r.total_steps == 4 for r in seen)
+    assert [r.loss for r in seen] == result.losses and seen[0].lr == pytest.approx(2e-4)
+    assert seen[-1].lr < seen[0].lr and all(r.images == 8 and r.seconds > 0 and r.grad_scale is None for r in seen)
