@@ -117,6 +117,15 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
     assert Evaluator(merged, fp32).accuracy(EvalSet("folder", loader, prompts)) == record["test_acc"]
 
 
+def free_port() -> int:
+    """A port no other test run on this machine holds (several suites may run at once)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_processes_match_one_with_the_same_effective_batch(tiny_argv, tmp_path):
     run = tiny_argv("--shots", "4", "--n_iters", "2", "--lr", "1e-2", "--dropout_rate", "0", "--device", "cpu")
     single = main.main([*run, "--save_path", str(tmp_path / "one")])
@@ -125,7 +134,7 @@ def test_two_processes_match_one_with_the_same_effective_batch(tiny_argv, tmp_pa
     # starts the processes, and --device cpu makes them a gloo group.
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29533",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
          "main.py", *run, "--save_path", str(tmp_path / "two"), "--results_file", str(tmp_path / "two.jsonl")],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
