@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import socket
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from memory import PeakMemory
 from methods import METHODS
 from model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
 from precision import resolve_precision
-from results import append_jsonl, comparable_config, library_versions
+from results import append_jsonl, comparable_config, library_versions, timestamp
 from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging)
 from trainer import TrainResult, train
 
@@ -31,6 +33,7 @@ log = logging.getLogger("qlora-clip")
 
 def main(argv: list[str] | None = None) -> dict | None:
     """Run one experiment; return the results record appended to --results_file (None off the main process)."""
+    started_at = timestamp()
     args = parse_args(argv)
     setup_logging()
     run = run_config(args)
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     test_acc = evaluator.accuracy(test)
     peak = memory.read()
 
-    record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, peak)
+    record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, peak, started_at)
     record["subset_file"] = str(subset_file)
     if args.save_path and not args.eval_only:
         save_adapter(model, record, adapter_dir(args))
@@ -93,8 +96,8 @@ def build_train_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.
 
 
 def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distributed, compute_dtype: str,
-                   zero_shot_acc: float, test_acc: float, result: TrainResult, peak: dict) -> dict:
-    """One results line: the run's identity and full config, accuracy, time, memory, size, versions."""
+                   zero_shot_acc: float, test_acc: float, result: TrainResult, peak: dict, started_at: str) -> dict:
+    """One results line: the run's identity and full config, accuracy, time, memory, size, where and when, versions."""
     device = dist.device
     return {
         "mode": args.mode, "dataset": args.dataset, "shots": args.shots, "seed": args.seed,
@@ -109,6 +112,9 @@ def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distr
         "quantized": METHODS[args.mode].quantized,
         "compute_dtype": compute_dtype, "device": str(device), "processes": dist.world,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        # Where and when it ran: concurrent sweeps on several GPUs or machines share one results file.
+        "host": socket.gethostname(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "started_at": started_at, "finished_at": timestamp(),
         "versions": library_versions(),
     }
 

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -47,10 +48,17 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":
                     line = b"\n" + line
-        os.write(fd, line)
+        written = 0
+        while written < len(line):  # write() may stop short (a full disk, a signal); the lock keeps the rest ours
+            written += os.write(fd, line[written:])
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def timestamp() -> str:
+    """Now, as ISO 8601 with the local time zone and milliseconds (runs on several machines compare)."""
+    return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
 def library_versions() -> dict[str, str]:
