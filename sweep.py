@@ -1,13 +1,17 @@
-"""Run datasets x shots x seeds for one method, one `main.py` process per run, resumable.
+"""Run datasets x shots x seeds for one method, one `main.py` process per run: resumable, on every GPU of
+a machine or as a SLURM job array.
 
 A run counts as finished when the results file holds a line for it with the same flags (bookkeeping
 flags such as --root_path aside, see results.BOOKKEEPING_FLAGS), so starting the sweep again after
-an interruption runs only what is missing. A run that fails is logged and the sweep goes on; the exit
-status is 1 when any run failed. Each run's output goes to the console and to
-LOG_DIR/<backbone>/<dataset>/<K>shots_seed<S>_<mode>.log.
+an interruption runs only what is missing. A run another sweep is running or has queued in SLURM
+(sharing the results file, on this machine or another) is left to it; the marker of a killed sweep
+is recognised as stale and its run is done again (sweeps/claims.py). A failing run is retried
+--retries times, logged, and the sweep goes on; the exit status is 1 when any run failed for good.
+Each run's output goes to LOG_DIR/<backbone>/<dataset>/<K>shots_seed<S>_<mode>.log.
 
-Defaults are the paper's protocol and can be set by environment variables (the run_*.sh scripts):
-DATASETS, SHOTS, SEEDS, BACKBONE, ROOT_PATH, RESULTS_FILE, SAVE_PATH, LOG_DIR, EXTRA_ARGS.
+--launcher local (default) runs up to --jobs runs at once, each on its own GPU(s) (--devices,
+--gpus_per_run; on a machine without GPUs, one run at a time unless --jobs says more).
+--launcher slurm submits the missing runs as one submitit job array (--partition, --time, ...).
 """
 from __future__ import annotations
 
@@ -17,49 +21,27 @@ import os
 import re
 import shlex
 import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from datasets import DATASET_NAMES
 from methods import MODES
 from protocol import PAPER_DATASETS, PAPER_SEEDS, PAPER_SHOTS
-from results import comparable_config, finished_configs as read_finished
-from run_utils import backbone_tag, build_parser, setup_logging, validation_errors
+from results import finished_configs as read_finished
+from run_utils import setup_logging
+from sweeps import slurm
+from sweeps.claims import Claims
+from sweeps.local import LocalSweep, describe_slots, local_slots
+from sweeps.plan import Run, SweepError, default_group, plan_runs
+from sweeps.runner import Outcome
 
 log = logging.getLogger("sweep")
 
-MAIN = Path(__file__).resolve().with_name("main.py")
-# main.py flags the sweep sets itself; EXTRA_ARGS may not override them.
-SWEEP_FLAGS = ("mode", "dataset", "shots", "seed", "backbone", "root_path", "results_file", "save_path")
-
-
-class SweepError(Exception):
-    """The sweep cannot start: the message names the setting at fault."""
+SLURM_ONLY = ("partition", "time", "cpus_per_run", "mem", "array_parallelism", "sbatch")
+LOCAL_ONLY = ("jobs", "devices")
 
 
 class Interrupted(Exception):
-    """SIGTERM or Ctrl-C: stop after cleaning up the running child."""
-
-
-@dataclass(frozen=True)
-class Run:
-    mode: str
-    dataset: str
-    shots: int
-    seed: int
-    argv: tuple[str, ...]
-    log_file: Path
-    config: dict = field(compare=False, hash=False)
-
-    def __str__(self) -> str:
-        return f"{self.mode} {self.dataset} {self.shots}-shot seed {self.seed}"
-
-    @property
-    def command(self) -> str:
-        return shlex.join(["python", "main.py", *self.argv])
+    """SIGTERM: stop like Ctrl-C, after stopping the runs in progress."""
 
 
 def _words(values: list[str]) -> list[str]:
@@ -67,7 +49,7 @@ def _words(values: list[str]) -> list[str]:
     return [w for v in values for w in re.split(r"[\s,]+", v) if w]
 
 
-def _env(name: str, default: str) -> str:
+def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name) or default
 
 
@@ -75,7 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="sweep.py",
         description=__doc__.split("\n\n")[0],
-        epilog="Any flag's default comes from the environment variable named after it in capitals.",
+        epilog="A flag that takes a value gets its default from the environment variable named after it "
+               "in capitals (DATASETS, JOBS, PARTITION, ...); the flags of one launcher only from the "
+               "command line when the other launcher is chosen.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--mode", choices=MODES, default=_env("MODE", "qlora"))
@@ -90,59 +74,79 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--log_dir", default=_env("LOG_DIR", "logs"))
     p.add_argument("--extra_args", default=_env("EXTRA_ARGS", ""),
                    help="more main.py flags for every run, one shell-quoted string, e.g. '--n_iters 2'")
+    p.add_argument("--group", default=_env("GROUP"),
+                   help="experiment-tracking group of the runs (main.py --run_group) "
+                        "[default: <results file name>-<mode>-<backbone>]")
+    p.add_argument("--retries", type=int, default=_env("RETRIES", "0"),
+                   help="run a failed run up to this many more times")
+    p.add_argument("--gpus_per_run", type=int, default=_env("GPUS_PER_RUN", "1"),
+                   help="GPUs per run; above 1 the run is started with accelerate launch (one process per GPU); "
+                        "0 = the CPU")
+    p.add_argument("--launcher", choices=("local", "slurm"), default=_env("LAUNCHER", "local"))
     p.add_argument("--dry-run", "--dry_run", dest="dry_run", action="store_true",
-                   help="list the runs, finished or to do, and run nothing")
+                   help="list the runs, finished or to do, with the exact commands (and for SLURM the sbatch "
+                        "script); start nothing")
+
+    local = p.add_argument_group("--launcher local")
+    local.add_argument("--jobs", type=int,
+                       help="runs at once [default: one per --gpus_per_run GPUs of --devices; 1 without GPUs]")
+    local.add_argument("--devices", nargs="+",
+                       help="GPUs to spread the runs over, as CUDA_VISIBLE_DEVICES names them "
+                            "[default: every visible GPU]")
+
+    cluster = p.add_argument_group("--launcher slurm")
+    cluster.add_argument("--partition")
+    cluster.add_argument("--time", help="time limit of each run: minutes, or [D-]HH:MM:SS (required)")
+    cluster.add_argument("--cpus_per_run", type=int)
+    cluster.add_argument("--mem", help="memory per run, SLURM syntax: 64G, 500M")
+    cluster.add_argument("--array_parallelism", type=int, help="at most this many runs of the array at once [256]")
+    cluster.add_argument("--sbatch", help="more sbatch options, one shell-quoted string, e.g. '--account=lab --qos=high'")
+    cluster.add_argument("--wait", action="store_true",
+                         help="follow the jobs until they end (progress, failures, exit status) "
+                              "instead of returning once they are submitted")
     args = p.parse_args(argv)
+
+    # Flags of the other launcher are an error on the command line; their environment variables
+    # (TIME, MEM, ... are common names) are only read for the launcher in use.
+    other = LOCAL_ONLY if args.launcher == "slurm" else (*SLURM_ONLY, "wait")
+    misplaced = [f"--{name}" for name in other if getattr(args, name) not in (None, False)]
+    if misplaced:
+        p.error(f"{', '.join(misplaced)}: only for --launcher {'local' if args.launcher == 'slurm' else 'slurm'}")
+    for name in LOCAL_ONLY if args.launcher == "local" else SLURM_ONLY:
+        if getattr(args, name) is None and _env(name.upper()) is not None:
+            setattr(args, name, _env(name.upper()))
+
     args.datasets = _words(args.datasets)
     try:
         args.shots = [int(w) for w in _words(args.shots)]
         args.seeds = [int(w) for w in _words(args.seeds)]
+        for name in ("jobs", "cpus_per_run", "array_parallelism"):
+            if isinstance(getattr(args, name), str):  # from the environment
+                setattr(args, name, int(getattr(args, name)))
     except ValueError as err:
-        p.error(f"--shots / --seeds (SHOTS / SEEDS) take whole numbers: {err}")
+        p.error(f"SHOTS, SEEDS, JOBS, CPUS_PER_RUN and ARRAY_PARALLELISM take whole numbers: {err}")
     for name in ("datasets", "shots", "seeds"):
         if not getattr(args, name):
             p.error(f"--{name} ({name.upper()}) is empty")
     unknown = [d for d in args.datasets if d not in DATASET_NAMES]
     if unknown:
         p.error(f"--datasets (DATASETS): unknown dataset(s) {', '.join(unknown)}; choose from {', '.join(DATASET_NAMES)}")
+    for name, least in (("jobs", 1), ("retries", 0), ("gpus_per_run", 0), ("cpus_per_run", 1),
+                        ("array_parallelism", 1)):
+        value = getattr(args, name)
+        if value is not None and value < least:
+            p.error(f"--{name} ({name.upper()}) must be >= {least} (got {value})")
+    if args.devices is not None:
+        args.devices = _words(args.devices if isinstance(args.devices, list) else [args.devices])
+    args.group = args.group or default_group(args.mode, args.backbone, args.results_file)
+    if args.launcher == "slurm":
+        try:
+            args.time = slurm.minutes(args.time)
+            args.sbatch = slurm.sbatch_options(args.sbatch or "")
+            args.mem = slurm.memory(args.mem)
+        except SweepError as err:
+            p.error(str(err))
     return args
-
-
-def plan_runs(args: argparse.Namespace) -> list[Run]:
-    """Every run of the sweep, dataset by dataset, each checked by main.py's own flag parser."""
-    extra = shlex.split(args.extra_args)
-    runs = []
-    for dataset in dict.fromkeys(args.datasets):
-        for shots in dict.fromkeys(args.shots):
-            for seed in dict.fromkeys(args.seeds):
-                argv = ["--mode", args.mode, "--dataset", dataset, "--shots", str(shots), "--seed", str(seed),
-                        "--backbone", args.backbone, "--root_path", args.root_path,
-                        "--results_file", args.results_file]
-                if args.save_path:
-                    argv += ["--save_path", args.save_path]
-                config = _checked_config(argv, extra)
-                log_file = (Path(args.log_dir) / backbone_tag(args.backbone) / dataset
-                            / f"{shots}shots_seed{seed}_{args.mode}.log")
-                runs.append(Run(args.mode, dataset, shots, seed, tuple(argv + extra), log_file,
-                                comparable_config(config)))
-    return runs
-
-
-def _checked_config(argv: list[str], extra: list[str]) -> dict:
-    parser = build_parser()
-    try:
-        ns = parser.parse_args(argv + extra)
-    except SystemExit:  # argparse has printed which flag it rejected
-        raise SweepError(f"main.py rejects the flags {shlex.join(extra)!r} (EXTRA_ARGS / --extra_args)") from None
-    errors = validation_errors(ns)
-    if errors:
-        raise SweepError("main.py would reject every run: " + "; ".join(errors))
-    intended = vars(parser.parse_args(argv))
-    overridden = [f"--{k}" for k in SWEEP_FLAGS if vars(ns)[k] != intended[k]]
-    if overridden:
-        raise SweepError(f"EXTRA_ARGS / --extra_args sets {', '.join(overridden)}, which the sweep sets itself; "
-                         "use DATASETS, SHOTS, SEEDS, BACKBONE, ROOT_PATH, RESULTS_FILE or SAVE_PATH instead")
-    return vars(ns)
 
 
 def finished_configs(results_file: str, report: bool = False) -> list[dict]:
@@ -153,36 +157,30 @@ def finished_configs(results_file: str, report: bool = False) -> list[dict]:
     return configs
 
 
-def execute(run: Run, results_file: str) -> bool:
-    """Run main.py in a child process (a crash there cannot end the sweep), teeing its output to the log."""
-    run.log_file.parent.mkdir(parents=True, exist_ok=True)
-    console = getattr(sys.stdout, "buffer", None)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with open(run.log_file, "ab") as out:  # appended: the log of a failed attempt survives its retry
-        out.write(f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} {run.command}\n".encode())
-        out.flush()
-        child = subprocess.Popen([sys.executable, str(MAIN), *run.argv], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, env=env)
-        try:
-            for chunk in iter(lambda: child.stdout.read1(1 << 16), b""):
-                out.write(chunk)
-                if console:
-                    console.write(chunk)
-                    console.flush()
-            status = child.wait()
-        except (Interrupted, KeyboardInterrupt):
-            child.terminate()
-            child.wait()
-            out.write(b"\n==> interrupted\n")
-            raise
-        out.write(f"==> exit status {status}\n".encode())
-    if status != 0:
-        log.error("FAILED %s: exit status %d; see %s", run, status, run.log_file)
-        return False
-    if run.config not in finished_configs(results_file):
-        log.error("FAILED %s: main.py exited 0 but %s has no line for it; see %s", run, results_file, run.log_file)
-        return False
-    return True
+def print_plan(args: argparse.Namespace, runs: list[Run], todo: list[Run], slots: list) -> None:
+    """--dry-run: how the runs would be started, then every run with its state and exact command."""
+    claims = Claims(args.results_file)
+    holders = {run: claims.holder(run) for run in todo}
+    if args.launcher == "local":
+        log.info("local launcher: %s", describe_slots(slots))
+    else:
+        missing = [run for run in todo if holders[run] is None]
+        print(f"SLURM: the {len(missing)} missing run(s) would be one job array; its sbatch script:")
+        print(slurm.sbatch_script(slurm.slurm_parameters(args), slurm.job_folder(args.log_dir), len(missing)))
+    for run in runs:
+        holder = holders.get(run)
+        state = "done" if run not in holders else "todo" if holder is None else holder.state
+        print(f"{state}  {run}  log {run.log_file}" + (f"  [{holder}]" if holder else "")
+              + f"\n      {run.command}")
+
+
+def report(failed: list[Outcome], todo: list[Run], results_file: str) -> int:
+    if failed:
+        log.error("%d of %d runs failed:\n%s", len(failed), len(todo),
+                  "\n".join(f"  {o.run}: {o.detail}; log {o.run.log_file}" for o in failed))
+        return 1
+    log.info("sweep complete: every run is in %s", results_file)
+    return 0
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -194,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         runs = plan_runs(args)
+        slots = local_slots(args.devices, args.gpus_per_run, args.jobs) if args.launcher == "local" else []
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -202,31 +201,27 @@ def main(argv: list[str] | None = None) -> int:
     log.info("%d runs of %s on %s: %d already in %s, %d to run", len(runs), args.mode, args.backbone,
              len(runs) - len(todo), args.results_file, len(todo))
     if args.dry_run:
-        for run in runs:
-            state = "todo" if run in todo else "done"
-            print(f"{state}  {run}  log {run.log_file}\n      {run.command}")
+        print_plan(args, runs, todo, slots)
         return 0
 
-    signal.signal(signal.SIGTERM, _raise_interrupted)
-    failed: list[Run] = []
+    previous = signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        for i, run in enumerate(todo, start=1):
-            # Read again: another sweep sharing the results file may have finished this run meanwhile.
-            if run.config in finished_configs(args.results_file):
-                log.info("[%d/%d] %s: finished elsewhere, skipped", i, len(todo), run)
-                continue
-            log.info("[%d/%d] %s -> %s", i, len(todo), run, run.log_file)
-            if not execute(run, args.results_file):
-                failed.append(run)
+        if args.launcher == "local":
+            log.info("%s", describe_slots(slots))
+            return report(LocalSweep(todo, slots, args.results_file, args.retries).run(), todo, args.results_file)
+        failed = slurm.launch(todo, args)
+        return 0 if failed is None else report(failed, todo, args.results_file)
+    except SweepError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except (Interrupted, KeyboardInterrupt):
-        log.error("interrupted; start the sweep again to run what is missing")
+        if args.launcher == "local":
+            log.error("interrupted; start the sweep again to run what is missing")
+        else:
+            log.error("stopped following the SLURM jobs; they go on (scancel stops them)")
         return 130
-    if failed:
-        log.error("%d of %d runs failed:\n%s", len(failed), len(todo),
-                  "\n".join(f"  {run}: {run.log_file}" for run in failed))
-        return 1
-    log.info("sweep complete: every run is in %s", args.results_file)
-    return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""The runs of a sweep, one per dataset x shots x seed, each with the exact command that runs it."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from results import comparable_config
+from run_utils import backbone_tag, build_parser, validation_errors
+
+MAIN = Path(__file__).resolve().parents[1] / "main.py"
+# main.py flags the sweep sets itself; EXTRA_ARGS may not override them.
+SWEEP_FLAGS = ("mode", "dataset", "shots", "seed", "backbone", "root_path", "results_file", "save_path", "run_group")
+
+
+class SweepError(Exception):
+    """The sweep cannot start: the message names the setting at fault."""
+
+
+@dataclass(frozen=True)
+class Run:
+    mode: str
+    dataset: str
+    shots: int
+    seed: int
+    cmd: tuple[str, ...]  # the process the run is: python main.py ..., or python -m accelerate... main.py ...
+    log_file: Path
+    config: dict = field(compare=False, hash=False)  # results.comparable_config: what makes it this run
+
+    def __str__(self) -> str:
+        return f"{self.mode} {self.dataset} {self.shots}-shot seed {self.seed}"
+
+    @property
+    def name(self) -> str:
+        """A file-name-safe label (markers)."""
+        return f"{self.mode}-{self.dataset}-{self.shots}shots-seed{self.seed}"
+
+    @property
+    def command(self) -> str:
+        """The command line exactly as the sweep starts it (shown by --dry-run and in each log)."""
+        return shlex.join(self.cmd)
+
+
+def launcher_prefix(gpus_per_run: int) -> list[str]:
+    """`python main.py`, or for a run on several GPUs, `accelerate launch` with one process per GPU."""
+    if gpus_per_run <= 1:
+        return [sys.executable, str(MAIN)]
+    # Port 0: accelerate picks a free port, so concurrent multi-GPU runs on one machine never collide.
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(gpus_per_run),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+            "--main_process_port", "0", str(MAIN)]
+
+
+def default_group(mode: str, backbone: str, results_file: str) -> str:
+    """The experiment-tracking group of a sweep's runs, e.g. 'results-qlora-ViT-B-16'."""
+    return f"{Path(results_file).stem}-{mode}-{backbone_tag(backbone)}"
+
+
+def main_knows(flag: str) -> bool:
+    """Whether main.py has a flag (the sweep passes newer flags only to a main.py that takes them)."""
+    return flag in vars(build_parser().parse_args([]))
+
+
+def plan_runs(args: argparse.Namespace) -> list[Run]:
+    """Every run of the sweep, dataset by dataset, each checked by main.py's own flag parser."""
+    extra = shlex.split(args.extra_args)
+    prefix = launcher_prefix(args.gpus_per_run)
+    group = ["--run_group", args.group] if main_knows("run_group") else []
+    runs = []
+    for dataset in dict.fromkeys(args.datasets):
+        for shots in dict.fromkeys(args.shots):
+            for seed in dict.fromkeys(args.seeds):
+                flags = ["--mode", args.mode, "--dataset", dataset, "--shots", str(shots), "--seed", str(seed),
+                         "--backbone", args.backbone, "--root_path", args.root_path,
+                         "--results_file", args.results_file, *group]
+                if args.save_path:
+                    flags += ["--save_path", args.save_path]
+                config = _checked_config(flags, extra)
+                log_file = (Path(args.log_dir) / backbone_tag(args.backbone) / dataset
+                            / f"{shots}shots_seed{seed}_{args.mode}.log")
+                runs.append(Run(args.mode, dataset, shots, seed, tuple(prefix + flags + extra), log_file,
+                                comparable_config(config)))
+    return runs
+
+
+def _checked_config(flags: list[str], extra: list[str]) -> dict:
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(flags + extra)
+    except SystemExit:  # argparse has printed which flag it rejected
+        raise SweepError(f"main.py rejects the flags {shlex.join(extra)!r} (EXTRA_ARGS / --extra_args)") from None
+    errors = validation_errors(ns)
+    if errors:
+        raise SweepError("main.py would reject every run: " + "; ".join(errors))
+    intended = vars(parser.parse_args(flags))
+    overridden = [f"--{k}" for k in SWEEP_FLAGS if k in intended and vars(ns)[k] != intended[k]]
+    if overridden:
+        raise SweepError(f"EXTRA_ARGS / --extra_args sets {', '.join(overridden)}, which the sweep sets itself; "
+                         "use DATASETS, SHOTS, SEEDS, BACKBONE, ROOT_PATH, RESULTS_FILE, SAVE_PATH or GROUP instead")
+    return vars(ns)
