@@ -1,19 +1,25 @@
-"""The resumable sweep, through run_qlora.sh on the tiny CLIP.
+"""The resumable sweep, through run_qlora.sh on the tiny CLIP, and what --dry-run shows.
 
 The runs use the small generated colour folder (conftest.py) rather than Fashion-MNIST, whose
 10,000 test images would make each run ten times slower without testing more of the sweep.
 """
 from __future__ import annotations
 
+import argparse
+import logging
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from results import read_results
+from tiny_clip import tiny_checkpoint_dir
 from sweep import main as sweep_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,28 +72,60 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
     assert finished(tmp_path) == [("folder", 1)]
     assert "==> interrupted" in log_of(tmp_path, "folder", 2).read_text()
 
-    # Restarted with a dataset that is not under ROOT_PATH first: its runs fail, are logged, and the
-    # sweep goes on to the missing folder run without redoing the finished one.
+    # Restarted with a dataset that is not under ROOT_PATH first and one retry: its runs fail twice, are
+    # logged, and the sweep goes on to the missing folder run without redoing the finished one.
     env = sweep_env(tmp_path, "dtd folder", color_folder)
-    done = run_script(env)
+    done = run_script(env, "--retries", "1", "--jobs", "2")
     assert done.returncode == 1, done.stderr
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
     assert "4 runs of qlora on tiny: 1 already in" in done.stderr
     assert "2 of 3 runs failed" in done.stderr
+    assert f"dtd 1-shot seed 1: exit status 2; log {log_of(tmp_path, 'dtd', 1)}" in done.stderr
     bad_log = log_of(tmp_path, "dtd", 1).read_text()
-    assert "--dataset dtd: " in bad_log and "not found" in bad_log and "==> exit status 2" in bad_log
+    assert "--dataset dtd: " in bad_log and "not found" in bad_log and bad_log.count("==> exit status 2") == 2
     assert log_of(tmp_path, "folder", 1).read_text().count("==> exit status 0") == 1
     assert "zero-shot accuracy" in log_of(tmp_path, "folder", 2).read_text()
-    assert "zero-shot accuracy" in done.stdout  # the run's output is teed to the console too
+    assert f"start qlora folder 1-shot seed 2 -> {log_of(tmp_path, 'folder', 2)}" in done.stderr
 
-    # Dry run: lists what is finished and what is not, runs nothing.
+    # Dry run: lists what is finished and what is not, with the commands exactly as they ran, runs nothing.
     listing = run_script(env, "--dry-run")
     assert listing.returncode == 0, listing.stderr
     states = [line.split()[:5] for line in listing.stdout.splitlines() if line.startswith(("done", "todo"))]
     assert states == [["todo", "qlora", "dtd", "1-shot", "seed"]] * 2 + [
         ["done", "qlora", "folder", "1-shot", "seed"]] * 2
-    assert "--n_iters 1 --batch_size 4" in listing.stdout
+    commands = [line.strip() for line in listing.stdout.splitlines() if line.startswith("      ")]
+    assert all(c.endswith("--n_iters 1 --batch_size 4") for c in commands)
+    assert f"attempt 1 of 2: {commands[3]}\n" in log_of(tmp_path, "folder", 2).read_text()
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
+
+
+@pytest.mark.slow
+def test_a_concurrent_sweep_killed_outright_resumes_without_duplicates(tmp_path, color_folder):
+    """--jobs 2 on the CPU: two runs at once; SIGKILL leaves stale claims, which the next sweep redoes."""
+    tiny_checkpoint_dir()  # built once here: concurrent runs would each build it on first use
+    env = sweep_env(tmp_path, "folder", color_folder)
+    child = subprocess.Popen([str(REPO / "run_qlora.sh"), "--jobs", "2"], env=env, cwd=tmp_path,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(log_of(tmp_path, "folder", 1), child)
+        wait_for(log_of(tmp_path, "folder", 2), child)
+    finally:
+        os.killpg(child.pid, signal.SIGKILL)  # sweep and runs alike: nothing gets to clean up
+        child.wait(timeout=60)
+    assert not (tmp_path / "results.jsonl").exists()  # killed while both runs were starting
+    claims = list((tmp_path / "results.jsonl.claims").glob("*.json"))
+    assert len(claims) == 2
+
+    done = run_script(env, "--jobs", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("is stale; the run is done again") == 2
+    records, problems = read_results(tmp_path / "results.jsonl")
+    assert problems == [] and sorted(r["seed"] for r in records) == [1, 2]  # both lines, whole, once each
+    (start1, end1), (start2, end2) = [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+                                      for r in records]
+    assert start1 < end2 and start2 < end1  # the two runs overlapped
+    assert list((tmp_path / "results.jsonl.claims").glob("*.json")) == []
+    assert run_script(env, "--jobs", "2").stderr.count("2 already in") == 1  # and a third start runs nothing
 
 
 def test_dry_run_lists_the_paper_protocol_by_default(tmp_path, capsys, monkeypatch):
@@ -138,3 +176,40 @@ def test_extra_args_may_not_override_what_the_sweep_sets(tmp_path, capsys):
                        "--extra_args", "--shots 8", "--dry-run"])
     assert code == 2
     assert "sets --shots" in capsys.readouterr().err
+
+
+def test_dry_run_shows_the_exact_commands_and_runs_on_several_gpus_go_through_accelerate(tmp_path, capsys, caplog):
+    caplog.set_level(logging.INFO, logger="sweep")
+    assert sweep_main(["--datasets", "dtd", "--shots", "1", "--seeds", "1", "--backbone", "tiny",
+                       "--results_file", str(tmp_path / "r.jsonl"), "--log_dir", str(tmp_path),
+                       "--devices", "0,1,2,3", "--gpus_per_run", "2", "--dry-run"]) == 0
+    assert "2 run(s) at once, CUDA_VISIBLE_DEVICES 0,1 | 2,3" in caplog.text
+    command = shlex.split(capsys.readouterr().out.splitlines()[-1])
+    assert command[:16] == [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                            "--main_process_port", "0", str(REPO / "main.py"), "--mode"]
+
+
+def test_runs_get_the_sweeps_tracking_group_when_main_py_takes_one(tmp_path, capsys, monkeypatch):
+    import run_utils
+    from sweeps import plan
+
+    common = ["--datasets", "dtd", "--shots", "1", "--seeds", "1", "--backbone", "tiny",
+              "--results_file", str(tmp_path / "r.jsonl"), "--log_dir", str(tmp_path), "--dry-run"]
+    main_takes_groups = "run_group" in vars(run_utils.build_parser().parse_args([]))
+    assert sweep_main(common) == 0
+    assert ("--run_group r-qlora-tiny" in capsys.readouterr().out) == main_takes_groups
+
+    def parser_with_groups() -> argparse.ArgumentParser:  # main.py once experiment tracking is in
+        parser = run_utils.build_parser()
+        if not main_takes_groups:
+            parser.add_argument("--run_group")
+        return parser
+
+    monkeypatch.setattr(plan, "build_parser", parser_with_groups)
+    assert sweep_main(common) == 0
+    assert capsys.readouterr().out.count("--run_group r-qlora-tiny") == 1
+    assert sweep_main(common + ["--group", "ablation-3"]) == 0
+    assert "--run_group ablation-3" in capsys.readouterr().out
+    assert sweep_main(common + ["--extra_args", "--run_group other"]) == 2
+    assert "sets --run_group" in capsys.readouterr().err
