@@ -54,6 +54,14 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = _parser()
+    args = p.parse_args(argv)
+    _read_launcher_flags(p, args)
+    _check(p, args)
+    return args
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sweep.py",
         description=__doc__.split("\n\n")[0],
@@ -100,12 +108,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     cluster.add_argument("--cpus_per_run", type=int)
     cluster.add_argument("--mem", help="memory per run, SLURM syntax: 64G, 500M")
     cluster.add_argument("--array_parallelism", type=int, help="at most this many runs of the array at once [256]")
-    cluster.add_argument("--sbatch", help="more sbatch options, one shell-quoted string, e.g. '--account=lab --qos=high'")
+    cluster.add_argument("--sbatch",
+                         help="more sbatch options, one shell-quoted string, e.g. '--account=lab --qos=high'")
     cluster.add_argument("--wait", action="store_true",
                          help="follow the jobs until they end (progress, failures, exit status) "
                               "instead of returning once they are submitted")
-    args = p.parse_args(argv)
+    return p
 
+
+def _read_launcher_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     # Flags of the other launcher are an error on the command line; their environment variables
     # (TIME, MEM, ... are common names) are only read for the launcher in use.
     other = LOCAL_ONLY if args.launcher == "slurm" else (*SLURM_ONLY, "wait")
@@ -116,6 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(args, name) is None and _env(name.upper()) is not None:
             setattr(args, name, _env(name.upper()))
 
+
+def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Normalise the word lists and numbers, and stop with the flag at fault before anything runs."""
     args.datasets = _words(args.datasets)
     try:
         args.shots = [int(w) for w in _words(args.shots)]
@@ -146,7 +160,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             args.mem = slurm.memory(args.mem)
         except SweepError as err:
             p.error(str(err))
-    return args
 
 
 def finished_configs(results_file: str, report: bool = False) -> list[dict]:

@@ -58,7 +58,7 @@ class Claim:
     def __str__(self) -> str:
         if self.state == "queued":
             return f"queued in SLURM job {self.slurm_job or '(being submitted)'} from {self.host}"
-        where = f"SLURM job {self.slurm_job} on {self.host}" if self.slurm_job else f"{self.host}"
+        where = f"SLURM job {self.slurm_job} on {self.host}" if self.slurm_job else self.host
         return f"running on {where} (pid {', '.join(str(p) for p, _ in self.processes)}) since {self.since}"
 
 
@@ -70,8 +70,10 @@ def _alive(pid: int, started: float) -> bool:
     try:
         process = psutil.Process(pid)
         return abs(process.create_time() - started) < 1.0 and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:  # gone, or not ours to look at
+    except psutil.NoSuchProcess:  # zombies included
         return False
+    except psutil.AccessDenied:  # another user's process: it exists, which is all we can tell
+        return True
 
 
 class SlurmQueue:
@@ -173,8 +175,7 @@ class Claims:
                 reason = stale_reason(found[0], found[1], self.queue)
                 if reason is None:
                     return None, found[0]
-                log.warning("%s: the claim of a killed sweep (%s: %s) is stale; the run is done again",
-                            run, found[0], reason)
+                log.warning("%s: its claim (%s) is stale, %s; the run is done again", run, found[0], reason)
             claim = Claim(str(run), token or uuid.uuid4().hex, state, socket.gethostname(),
                           [process_entry(os.getpid())], slurm_job, timestamp(), str(run.log_file))
             self._write(run, claim)

@@ -1,11 +1,13 @@
 """The live progress line: done / running / failed / left, and an ETA from the finished runs' durations."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from typing import IO
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 
 def format_seconds(seconds: float) -> str:
@@ -27,7 +29,10 @@ class Progress:
         # Off when not on a terminal (CI, SLURM logs): the log lines below carry the same counts.
         self.bar = tqdm(total=total, unit="run", file=file, dynamic_ncols=True, leave=True,
                         disable=not file.isatty() if enabled is None else not enabled,
-                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}")
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}")
+        self._logging = contextlib.ExitStack()
+        if not self.bar.disable:  # log lines go above the bar instead of through it
+            self._logging.enter_context(logging_redirect_tqdm())
         self.refresh()
 
     @property
@@ -73,3 +78,4 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+        self._logging.close()

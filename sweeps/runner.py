@@ -70,6 +70,8 @@ def run_task(task: Task, devices: tuple[str, ...] | None = None, stop: threading
         started = time.monotonic()
         attempts = task.retries + 1
         for attempt in range(1, attempts + 1):
+            if stop is not None and stop.is_set():  # the sweep is stopping: no new attempt
+                return Outcome(run, INTERRUPTED, time.monotonic() - started, attempt - 1)
             status = _attempt(run, claims, token, devices, stop, f"attempt {attempt} of {attempts}")
             if status is None:
                 return Outcome(run, INTERRUPTED, time.monotonic() - started, attempt)
@@ -99,7 +101,9 @@ def _attempt(run: Run, claims: Claims, token: str, devices: tuple[str, ...] | No
         out.flush()
         child = subprocess.Popen(run.cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
         # With the run's own process in the claim, a run that outlives a killed sweep still counts.
-        claims.update(run, token, processes=[process_entry(os.getpid()), process_entry(child.pid)])
+        if not claims.update(run, token, processes=[process_entry(os.getpid()), process_entry(child.pid)]):
+            log.warning("%s: another sweep took its claim meanwhile (it looked stale there); "
+                        "the run may be recorded twice", run)
         beat = time.monotonic()
         while True:
             try:

@@ -121,21 +121,21 @@ def make_executor(folder: Path, params: dict) -> submitit.Executor:
 def launch(runs: list[Run], args: argparse.Namespace) -> list[Outcome] | None:
     """Submit the runs nobody holds as one job array; with --wait, follow it and return the failures."""
     claims = Claims(args.results_file)
-    tasks = []
-    for run in runs:
-        token, holder = claims.acquire(run, state="queued")
-        if token is None:
-            log.info("%s is %s; not submitted again", run, holder)
-        elif is_finished(run, args.results_file):  # finished by another sweep since we read the file
-            claims.release(run, token)
-        else:
-            tasks.append(Task(run, args.results_file, args.retries, token))
-    if not tasks:
-        log.info("nothing to submit")
-        return [] if args.wait else None
+    tasks: list[Task] = []
     try:
+        for run in runs:
+            token, holder = claims.acquire(run, state="queued")
+            if token is None:
+                log.info("%s is %s; not submitted again", run, holder)
+            elif is_finished(run, args.results_file):  # finished by another sweep since we read the file
+                claims.release(run, token)
+            else:
+                tasks.append(Task(run, args.results_file, args.retries, token))
+        if not tasks:
+            log.info("nothing to submit")
+            return [] if args.wait else None
         jobs = make_executor(job_folder(args.log_dir), slurm_parameters(args)).map_array(run_task, tasks)
-    except BaseException:
+    except BaseException:  # nothing was submitted: let the runs go
         for task in tasks:
             claims.release(task.run, task.token)
         raise
@@ -145,7 +145,8 @@ def launch(runs: list[Run], args: argparse.Namespace) -> list[Outcome] | None:
     log.info("submitted %d run(s) as SLURM job %s; submitit's files in %s, each run's log in %s",
              len(jobs), array, job_folder(args.log_dir).parent, args.log_dir)
     if not args.wait:
-        log.info("follow it with squeue -j %s, or start this command again with --wait", array)
+        log.info("watch it with squeue -j %s; this command with --dry-run lists what is done, queued or "
+                 "running, and started again it resubmits runs that failed", array)
         return None
     return follow(jobs, tasks, args.array_parallelism or 256)
 
@@ -168,9 +169,10 @@ def follow(jobs: list[submitit.Job], tasks: list[Task], parallel: int) -> list[O
                         failed.append(outcome)
                         log.error("FAILED %s: %s; see %s (%s)", task.run, outcome.detail, task.run.log_file,
                                   progress.line())
+                    elif outcome.state == DONE:
+                        log.info("done %s in %s (%s)", task.run, format_seconds(outcome.seconds), progress.line())
                     else:
-                        log.info("%s %s in %s (%s)", outcome.state, task.run, format_seconds(outcome.seconds),
-                                 progress.line())
+                        log.info("%s: %s %s (%s)", task.run, outcome.state, outcome.detail, progress.line())
                 elif run not in progress.running and job.state == "RUNNING":
                     progress.start(run)
             if waiting:

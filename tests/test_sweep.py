@@ -118,11 +118,11 @@ def test_a_concurrent_sweep_killed_outright_resumes_without_duplicates(tmp_path,
 
     done = run_script(env, "--jobs", "2")
     assert done.returncode == 0, done.stderr
-    assert done.stderr.count("is stale; the run is done again") == 2
+    assert done.stderr.count("its processes on this host are gone; the run is done again") == 2
     records, problems = read_results(tmp_path / "results.jsonl")
     assert problems == [] and sorted(r["seed"] for r in records) == [1, 2]  # both lines, whole, once each
-    (start1, end1), (start2, end2) = [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
-                                      for r in records]
+    (start1, end1), (start2, end2) = [(datetime.fromisoformat(r["started_at"]),
+                                       datetime.fromisoformat(r["finished_at"])) for r in records]
     assert start1 < end2 and start2 < end1  # the two runs overlapped
     assert list((tmp_path / "results.jsonl.claims").glob("*.json")) == []
     assert run_script(env, "--jobs", "2").stderr.count("2 already in") == 1  # and a third start runs nothing
