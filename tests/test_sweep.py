@@ -72,17 +72,17 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
     assert finished(tmp_path) == [("folder", 1)]
     assert "==> interrupted" in log_of(tmp_path, "folder", 2).read_text()
 
-    # Restarted with a dataset that is not under ROOT_PATH first and one retry: its runs fail twice, are
-    # logged, and the sweep goes on to the missing folder run without redoing the finished one.
+    # Restarted with a dataset that is not under ROOT_PATH first: its runs fail, are logged, and the
+    # sweep goes on to the missing folder run without redoing the finished one (retries: test_sweep_local.py).
     env = sweep_env(tmp_path, "dtd folder", color_folder)
-    done = run_script(env, "--retries", "1", "--jobs", "2")
+    done = run_script(env, "--jobs", "2")
     assert done.returncode == 1, done.stderr
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
     assert "4 runs of qlora on tiny: 1 already in" in done.stderr
     assert "2 of 3 runs failed" in done.stderr
     assert f"dtd 1-shot seed 1: exit status 2; log {log_of(tmp_path, 'dtd', 1)}" in done.stderr
     bad_log = log_of(tmp_path, "dtd", 1).read_text()
-    assert "--dataset dtd: " in bad_log and "not found" in bad_log and bad_log.count("==> exit status 2") == 2
+    assert "--dataset dtd: " in bad_log and "not found" in bad_log and "==> exit status 2" in bad_log
     assert log_of(tmp_path, "folder", 1).read_text().count("==> exit status 0") == 1
     assert "zero-shot accuracy" in log_of(tmp_path, "folder", 2).read_text()
     assert f"start qlora folder 1-shot seed 2 -> {log_of(tmp_path, 'folder', 2)}" in done.stderr
@@ -95,7 +95,7 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
         ["done", "qlora", "folder", "1-shot", "seed"]] * 2
     commands = [line.strip() for line in listing.stdout.splitlines() if line.startswith("      ")]
     assert all(c.endswith("--n_iters 1 --batch_size 4") for c in commands)
-    assert f"attempt 1 of 2: {commands[3]}\n" in log_of(tmp_path, "folder", 2).read_text()
+    assert f"attempt 1 of 1: {commands[3]}\n" in log_of(tmp_path, "folder", 2).read_text()
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
 
 
