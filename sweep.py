@@ -19,7 +19,6 @@ import argparse
 import logging
 import os
 import re
-import shlex
 import signal
 import sys
 
@@ -231,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.launcher == "local":
             log.error("interrupted; start the sweep again to run what is missing")
         else:
-            log.error("stopped following the SLURM jobs; they go on (scancel stops them)")
+            log.error("interrupted; runs already submitted go on in SLURM (scancel stops them)")
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)

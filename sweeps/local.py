@@ -91,18 +91,17 @@ class LocalSweep:
 
     def run(self) -> list[Outcome]:
         """Raises KeyboardInterrupt (or the sweep's Interrupted) after stopping the runs in progress."""
-        futures: dict[Future, Run] = {}
+        futures: set[Future] = set()
         with ThreadPoolExecutor(max_workers=len(self.slots), thread_name_prefix="slot") as pool:
             try:
                 while self.pending or futures or self.held:
                     while self.pending and len(futures) < len(self.slots):
-                        run = self.pending.popleft()
-                        futures[pool.submit(self._work, run)] = run
+                        futures.add(pool.submit(self._work, self.pending.popleft()))
                     if not futures:  # only runs that other sweeps hold: look at them again later
                         time.sleep(1.0)
                     finished, _ = wait(futures, timeout=1.0, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        del futures[future]
+                        futures.remove(future)
                         self._record(future.result())
                     self._note_started()
                     self._look_at_held()
