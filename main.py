@@ -47,18 +47,17 @@ def main(argv: list[str] | None = None) -> dict | None:
                        saved_adapter=adapter_dir(args) if args.eval_only else None)
     model = bundle.model
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device)
-    test = EvalSet(args.dataset, eval_loader(data.test, data.load_image, bundle.image,
-                                             eval_batch_size(args.batch_size), args.num_workers, dist.device),
-                   prompts)
-    evaluator = Evaluator(model, precision)
+    test = EvalSet(args.dataset, eval_loader(data.test, data.load_image, bundle.image, eval_batch_size(args.batch_size),
+                                             args.num_workers, dist.device, dist.rank, dist.world), prompts)
+    evaluator = Evaluator(model, precision, dist)
+    eval_memory = PeakMemory(dist.device)
 
     if dist.is_main:
         write_subset(data, subset_file)
+    with eval_memory.measure():
         zero_shot_acc = evaluator.zero_shot(test)
-        log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
+    log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
 
-    memory = PeakMemory(dist.device)
-    memory.reset()
     if args.eval_only:
         result = TrainResult(steps=0, seconds=0.0)
     else:
@@ -67,22 +66,24 @@ def main(argv: list[str] | None = None) -> dict | None:
                                      comparable_config(vars(args)), dist.device)
         result = train(model, loader, prompts, run.train, precision, dist, checkpoint, resume=args.resume,
                        desc=f"train {args.mode}")
+    with eval_memory.measure():
+        test_acc = evaluator.accuracy(test)
+    test_shards = dist.gather_count(len(test.loader.sampler))
     if not dist.is_main:
         return None
-    test_acc = evaluator.accuracy(test)
-    peak = memory.read()
 
-    record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, peak)
-    record["subset_file"] = str(subset_file)
+    record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result)
+    record.update(eval_memory.read(prefix="eval_"), test_images_per_process=test_shards,
+                  subset_file=str(subset_file))
     if args.save_path and not args.eval_only:
         save_adapter(model, record, adapter_dir(args))
     if args.merge_export:
         record["merge_export"] = str(export_merged(model, bundle.tokenizer, resolve_backbone(args.backbone),
                                                    Path(args.merge_export)))
     append_jsonl(args.results_file, record)
-    log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | peak %.0f MB (%s)",
-             args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc,
-             result.seconds, peak["peak_memory_mb"], peak["memory_kind"])
+    log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | training peak %s",
+             args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc, result.seconds,
+             f"{record['peak_memory_mb']:.0f} MB ({record['memory_kind']})" if result.peak_memory else "-")
     return record
 
 
@@ -93,16 +94,21 @@ def build_train_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.
 
 
 def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distributed, compute_dtype: str,
-                   zero_shot_acc: float, test_acc: float, result: TrainResult, peak: dict) -> dict:
-    """One results line: the run's identity and full config, accuracy, time, memory, size, versions."""
+                   zero_shot_acc: float, test_acc: float, result: TrainResult) -> dict:
+    """One results line: the run's identity and full config, accuracy, time, memory, size, versions.
+
+    peak_memory_mb is the training loop's peak (docs/protocol.md, "What a results line reports"); the
+    evaluations' peak is added as eval_peak_memory_mb.
+    """
     device = dist.device
     return {
         "mode": args.mode, "dataset": args.dataset, "shots": args.shots, "seed": args.seed,
         "backbone": args.backbone, "config": vars(args),
         "zero_shot_acc": zero_shot_acc, "test_acc": test_acc,
         "train_seconds": result.seconds, "total_steps": result.steps,
+        "train_images_seen": result.images_seen, "skipped_steps": result.skipped_steps,
         "final_loss": result.losses[-1] if result.losses else None,
-        **peak,
+        **result.peak_memory,
         "model_footprint_mb": model.get_memory_footprint() / 2**20,
         "trainable_params": trainable_parameter_count(model),
         "adapter_params": adapter_parameter_count(model),

@@ -25,7 +25,7 @@ def relative(items, base: Path) -> list[tuple[str, int]]:
 
 
 def protocol_draw(train: list, val: list, shots: int, seed: int) -> tuple[list, list]:
-    """REFERENCE.md section 3 written out on plain (path, label) pairs with the global generator."""
+    """docs/protocol.md's sampling rule written out on plain (path, label) pairs with the global generator."""
     def per_class(entries: list, k: int) -> list:
         groups: dict[int, list] = {}
         for entry in entries:
