@@ -12,10 +12,10 @@ This sampler is the one place that knows how a step's batch splits into micro-ba
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Sampler
 
 # Keeps the per-image seeds of different run seeds apart (images drawn per run stay far below it).
 _SEED_STRIDE = 2**40
@@ -87,26 +87,3 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
         while True:
             yield from self.micro_batches(step)
             step += 1
-
-
-class SeededAugmentation(Dataset):
-    """Applies a random transform with a seed chosen per image, isolated from every other RNG.
-
-    Only the CPU generator the transform draws from is seeded (and restored afterwards):
-    `torch.manual_seed` would also reseed every GPU, so with --num_workers 0 the dropout masks of
-    the next step would follow the last image's seed.
-    """
-
-    def __init__(self, dataset: Dataset, transform: Callable):
-        self.dataset = dataset  # an ImageDataset whose own transform is the identity
-        self.transform = transform
-
-    def __getitem__(self, key: tuple[int, int]):
-        index, seed = key
-        image, label = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            return self.transform(image), label
-
-    def __len__(self) -> int:
-        return len(self.dataset)

@@ -1,7 +1,7 @@
 """Top-1 accuracy of the model on a test set: encode the images, compare with the class prompts, count.
 
 One Evaluator serves a run's evaluations (zero-shot before training, test after). With several
-processes each encodes its share of the test images (loaders.eval_loader with its rank) and the
+processes each encodes its share of the test images (eval_images.prepared_test_images) and the
 counts are summed, so N GPUs evaluate N times faster and the accuracy is the 1-process one. When
 the vision tower carries no adapter, its features are the same in both evaluations, so the first
 evaluation of a test set keeps them and later ones only re-encode the prompts.
@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from distributed import Distributed
 from features import ClassPrompts, has_adapters, image_features, logits
+from loaders import EvalBatches
 from metrics import accuracy_percent, count_correct
 from precision import Precision
 
@@ -30,9 +30,9 @@ def eval_batch_size(train_batch_size: int) -> int:
 
 @dataclass
 class EvalSet:
-    """Test images with the prompts of their classes, in label order."""
+    """Test images (this process's share) with the prompts of their classes, in label order."""
     name: str
-    loader: DataLoader
+    loader: EvalBatches
     prompts: ClassPrompts
     cached: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
 
@@ -70,10 +70,8 @@ class Evaluator:
         if test.cached:
             yield from test.cached
             return
-        device = self.precision.device
         for images, labels in tqdm(test.loader, desc=desc, leave=False, disable=None if self.dist.is_main else True):
-            encoded = (image_features(self.model, images.to(device, non_blocking=True)),
-                       labels.to(device, non_blocking=True))
+            encoded = (image_features(self.model, images), labels)
             if self.reuse_image_features:
                 test.cached.append(encoded)
             yield encoded

@@ -10,11 +10,10 @@ import json
 import bitsandbytes as bnb
 import pytest
 import torch
-from PIL import Image
 
 import main
 import trainer
-from batching import SeededAugmentation, TrainBatchSampler
+from batching import TrainBatchSampler
 from config import AdapterConfig, ModelConfig
 from model import FULL_PRECISION_MODULES, load_clip
 from results import append_jsonl
@@ -70,28 +69,21 @@ def test_results_line_counts_the_images_trained_on(tiny_argv):
 
 # --- 2. augmentation touches no device RNG ------------------------------------------------------
 
-class _Images(torch.utils.data.Dataset):
-    def __getitem__(self, index):
-        pixels = torch.randint(0, 256, (30, 40, 3), generator=torch.Generator().manual_seed(index), dtype=torch.uint8)
-        return Image.fromarray(pixels.numpy()), index
-
-    def __len__(self):
-        return 4
-
-
 def test_augmentation_seeds_no_device_generator_and_leaves_the_global_one_alone(monkeypatch):
-    from loaders import ImageSettings, train_transform
+    from image_store import DecodedImages
+    from loaders import AugmentedImages
 
     device_seeds = []
     for name in ("manual_seed", "manual_seed_all"):
         monkeypatch.setattr(torch.cuda, name, lambda seed, name=name: device_seeds.append((name, seed)))
-    transform = train_transform(ImageSettings(16, 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
-    augmented = SeededAugmentation(_Images(), transform)
+    pixels = torch.randint(0, 256, (30 * 40 * 3,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = DecodedImages(pixels, torch.tensor([0]), torch.tensor([[30, 40]]))
+    augmented = AugmentedImages(images, [7], size=16)
     before = torch.get_rng_state()
-    first, _ = augmented[(1, 123)]
-    again, _ = augmented[(1, 123)]
-    other, _ = augmented[(1, 124)]
-    assert device_seeds == []
+    first, label = augmented[(0, 123)]
+    again, _ = augmented[(0, 123)]
+    other, _ = augmented[(0, 124)]
+    assert device_seeds == [] and label == 7
     assert torch.equal(torch.get_rng_state(), before)
     assert torch.equal(first, again) and not torch.equal(first, other)
 

@@ -16,9 +16,10 @@ from transformers import CLIPModel
 import main
 from datasets import build_dataset
 from errors import UserError
+from distributed import Distributed
 from evaluation import Evaluator, EvalSet
 from features import ClassPrompts, image_features
-from loaders import eval_loader
+from main import build_test_set
 from model import load_clip
 from precision import resolve_precision
 from run_utils import parse_args, run_config
@@ -104,9 +105,9 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
     args = parse_args(tiny_argv("--mode", mode, "--save_path", str(tmp_path / "ckpt"), "--eval_only"))
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
     bundle = load_clip(run_config(args).model, CPU, torch.float32, saved_adapter=main.adapter_dir(args))
-    loader = eval_loader(data.test, data.load_image, bundle.image, 64, 0, CPU)
-    images = next(iter(loader))[0]
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
+    test = build_test_set("folder", data, prompts, bundle, args, Distributed(rank=0, world=1, device=CPU), 0)
+    images = next(iter(test.loader))[0]
     bundle.model.eval()
     with torch.no_grad():
         adapted = image_features(bundle.model, images) @ prompts.features(bundle.model).T
@@ -114,7 +115,7 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
     assert (adapted - plain).abs().max() > 0 or mode == "lora"  # computed through different layers
     torch.testing.assert_close(plain, adapted, rtol=1e-4, atol=1e-4)
     fp32 = resolve_precision("fp32", CPU)
-    assert Evaluator(merged, fp32).accuracy(EvalSet("folder", loader, prompts)) == record["test_acc"]
+    assert Evaluator(merged, fp32).accuracy(EvalSet("folder", test.loader, prompts)) == record["test_acc"]
 
 
 def free_port() -> int:

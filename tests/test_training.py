@@ -29,8 +29,8 @@ def setup_run(*flags: str, root):
     torch.manual_seed(args.seed)
     bundle = load_clip(run.model, CPU, torch.float32)
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
-    loader = main.build_train_loader(data, bundle, args, Distributed(rank=0, world=1, device=CPU))
-    return run.train, bundle.model, prompts, loader
+    stream = main.build_train_stream(data, bundle, args, Distributed(rank=0, world=1, device=CPU), num_workers=0)
+    return run.train, bundle.model, prompts, stream
 
 
 def adapter_weights(model, tower: str) -> dict[str, torch.Tensor]:
@@ -94,7 +94,7 @@ def test_gradient_accumulation_gives_the_same_update_as_one_big_batch(shots, bat
         config, model, prompts, loader = setup_run("--gradient_accumulation_steps", steps_accum, "--dropout_rate", "0",
                                                    "--n_iters", "1", "--shots", str(shots), "--batch_size", str(batch),
                                                    root=color_folder)
-        assert len(loader.batch_sampler.micro_batches(0)) == int(steps_accum) and len(loader.dataset) == 4 * shots
+        assert len(loader.sampler.micro_batches(0)) == int(steps_accum) and len(loader.dataset) == 4 * shots
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(len(name)))
