@@ -1,78 +1,89 @@
 """The stream of training batches, reproducible from (seed, position) alone.
 
-Which images form micro-batch b, and how each is augmented, depend only on the run seed and b,
-never on how many worker processes or data-parallel ranks load them, nor on whether the run was
-interrupted. That is what makes `--resume` exact and lets a 2-process run match a 1-process one.
-The sampler is the one place that knows how a batch splits into micro-batches and ranks.
+CLIP-LoRA's batches (docs/protocol.md, "Batches"): each epoch is a fresh shuffle of the train set
+cut into batches of `batch_size` images, its short last batch kept as a step of its own (37 images
+at batch 32: steps of 32, 5, 32, 5, ...); a train set smaller than one batch is one batch.
+
+Which images form step s, and how each is augmented, depend only on the run seed and s, never on
+how many worker processes or data-parallel ranks load them, nor on whether the run was
+interrupted: that makes `--resume` exact and lets N processes reproduce the 1-process update.
+This sampler is the one place that knows how a step's batch splits into micro-batches
+(gradient accumulation) and across ranks; the trainer only asks it how many images a step has.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
-from torch.utils.data import Dataset, Sampler
-
-from errors import UserError
+from torch.utils.data import Sampler
 
 # Keeps the per-image seeds of different run seeds apart (images drawn per run stay far below it).
 _SEED_STRIDE = 2**40
 
 
-class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Endless micro-batches of (item index, augmentation seed), each rank taking its share.
+def split_sizes(n: int, parts: int) -> list[int]:
+    """Sizes of `parts` contiguous chunks of n items, as equal as possible, larger ones first."""
+    base, extra = divmod(n, parts)
+    return [base + (i < extra) for i in range(parts)]
 
-    Epoch e is a permutation of the train set drawn from a generator seeded with (seed, e); it is
-    cut into micro-batches of batch_size / accumulation_steps images, dropping a short last one so
-    every micro-batch weighs the same (a train set smaller than one micro-batch is used whole every
-    time). With `world` ranks, rank r takes images r, r + world, ... of each micro-batch.
+
+class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Endless micro-batches of (item index, augmentation seed) for one rank.
+
+    Step s is batch `within` of epoch e (s = e * steps_per_epoch + within); epoch e's order is a
+    permutation drawn from a generator seeded with (seed, e). The step's images are cut into
+    `accumulation_steps` contiguous micro-batches (sizes as equal as possible), and rank r of
+    `world` takes images r, r + world, ... of each. A micro-batch may be empty on some rank (a
+    short batch shared by many ranks); the loader then yields None for it.
     """
 
     def __init__(self, n_items: int, batch_size: int, accumulation_steps: int, seed: int,
                  rank: int = 0, world: int = 1):
+        if n_items < 1:
+            raise ValueError("a train set needs at least one image")
         self.n_items = n_items
+        self.batch_size = min(batch_size, n_items)
         self.micro_batches_per_step = accumulation_steps
-        self.batch = min(batch_size // accumulation_steps, n_items)
-        self.per_epoch = n_items // self.batch
+        self.steps_per_epoch = -(-n_items // self.batch_size)
         self.seed = seed
         self.rank = rank
         self.world = world
-        self.start = 0  # first micro-batch to yield; set when resuming
-        if self.batch % world:
-            raise UserError(f"micro-batches of {self.batch} images cannot be shared equally by {world} "
-                            "processes; choose --batch_size / --gradient_accumulation_steps (or, with fewer "
-                            "train images than that, shots x classes) divisible by the process count")
+        self.start = 0  # first step to yield; set when resuming
 
     def start_at_step(self, step: int) -> None:
         """Continue the stream at optimizer step `step` (for --resume)."""
-        self.start = step * self.micro_batches_per_step
+        self.start = step
 
-    def micro_batch(self, b: int) -> list[tuple[int, int]]:
-        epoch, within = divmod(b, self.per_epoch)
+    def step_images(self, step: int) -> int:
+        """Images in step `step`, all micro-batches and ranks together."""
+        within = step % self.steps_per_epoch
+        return min(self.batch_size, self.n_items - within * self.batch_size)
+
+    def images_seen(self, steps: int) -> int:
+        """Images through the model in the first `steps` steps (all ranks)."""
+        epochs, within = divmod(steps, self.steps_per_epoch)
+        return epochs * self.n_items + within * self.batch_size
+
+    def step_batch(self, step: int) -> list[tuple[int, int]]:
+        """The whole batch of step `step`: (item index, augmentation seed) per image."""
+        epoch, within = divmod(step, self.steps_per_epoch)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(self.n_items, generator=generator)[within * self.batch:(within + 1) * self.batch]
-        first = b * self.batch
-        return [(int(i), self.seed * _SEED_STRIDE + first + j) for j, i in enumerate(order)]
+        first = within * self.batch_size
+        order = torch.randperm(self.n_items, generator=generator)[first:first + self.batch_size]
+        position = self.images_seen(step)  # of the step's first image in the whole stream
+        return [(int(i), self.seed * _SEED_STRIDE + position + j) for j, i in enumerate(order)]
+
+    def micro_batches(self, step: int) -> list[list[tuple[int, int]]]:
+        """This rank's share of each micro-batch of step `step`."""
+        batch = self.step_batch(step)
+        shares, start = [], 0
+        for size in split_sizes(len(batch), self.micro_batches_per_step):
+            shares.append(batch[start:start + size][self.rank::self.world])
+            start += size
+        return shares
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        b = self.start
+        step = self.start
         while True:
-            yield self.micro_batch(b)[self.rank::self.world]
-            b += 1
-
-
-class SeededAugmentation(Dataset):
-    """Applies a random transform with a seed chosen per image, isolated from the global RNG."""
-
-    def __init__(self, dataset: Dataset, transform: Callable):
-        self.dataset = dataset  # an ImageDataset whose own transform is the identity
-        self.transform = transform
-
-    def __getitem__(self, key: tuple[int, int]):
-        index, seed = key
-        image, label = self.dataset[index]
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.transform(image), label
-
-    def __len__(self) -> int:
-        return len(self.dataset)
+            yield from self.micro_batches(step)
+            step += 1

@@ -27,7 +27,9 @@ from batching import TrainBatchSampler
 from datasets import Item, build_dataset
 from datasets.base import open_rgb
 from errors import UserError
-from loaders import ImageSettings, eval_loader, train_loader
+from eval_images import preprocess
+from image_store import decode_all
+from loaders import ImageSettings, TrainStream, eval_transform
 
 # What the ViT-B/16 image processor gives the transforms (model.ClipBundle.image).
 CLIP_224 = ImageSettings(image_size=224, resize_size=224, mean=(0.48145466, 0.4578275, 0.40821073),
@@ -77,12 +79,10 @@ def measure(loader, images: int, repeats: int) -> float:
                 break
         return seen
 
-    # The train loader's sampler is endless (batching.TrainBatchSampler): keep one iterator.
-    endless = not hasattr(loader.batch_sampler, "__len__")
-    stream = iter(loader)
+    stream = iter(loader)  # the train stream is endless: keep one iterator
 
     def batches():
-        return stream if endless else iter(loader)
+        return stream
 
     one_pass(batches())  # warm-up: worker start, file cache
     start = time.perf_counter()
@@ -106,15 +106,18 @@ def run(args: argparse.Namespace, items: list[Item], source: str, load_image=ope
                "mean_file_kb": round(sum(sizes) / len(sizes) / 1024, 1) if sizes else None,
                "nproc": os.cpu_count(), "cpu": cpu_model(), "torch_threads": torch.get_num_threads(),
                "load_average": os.getloadavg()[0]}
+    cpu = torch.device("cpu")
+    images = decode_all([item.source for item in items], load_image, budget_gb=16)
     for workers in args.num_workers:
-        cpu = torch.device("cpu")
         sampler = TrainBatchSampler(len(items), args.batch_size, 1, seed=0)
-        loaders = {"train": train_loader(items, load_image, CLIP_224, sampler, workers, cpu),
-                   "test": eval_loader(items, load_image, CLIP_224, args.batch_size, workers, cpu)}
-        for pipeline, loader in loaders.items():
-            rate = measure(loader, len(items), args.repeats)
-            print(json.dumps({**context, "pipeline": pipeline, "num_workers": workers,
-                              "images_per_s": round(rate, 1)}), flush=True)
+        stream = TrainStream(images, [item.label for item in items], CLIP_224, sampler, workers, cpu)
+        rate = measure(stream, len(items), args.repeats)
+        print(json.dumps({**context, "pipeline": "train", "num_workers": workers, "images_per_s": round(rate, 1)}),
+              flush=True)
+        start = time.perf_counter()
+        preprocess(items, load_image, eval_transform(CLIP_224), CLIP_224.image_size, workers)
+        print(json.dumps({**context, "pipeline": "test", "num_workers": workers,
+                          "images_per_s": round(len(items) / (time.perf_counter() - start), 1)}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,10 +6,17 @@ Defaults are the published protocol's (protocol.py).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import protocol
 from methods import METHODS, Method
+
+
+def cache_root() -> Path:
+    """Where built checkpoints and preprocessed test images go: $QLORA_CLIP_CACHE or ~/.cache/qlora-clip."""
+    return Path(os.environ.get("QLORA_CLIP_CACHE", Path.home() / ".cache" / "qlora-clip"))
 
 
 @dataclass(frozen=True)

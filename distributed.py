@@ -1,9 +1,12 @@
 """Data-parallel training across processes started by `accelerate launch` (one process: a no-op).
 
-Every rank holds the whole model and trains on its share of each micro-batch; after the
-micro-steps of an update the adapter gradients are averaged across ranks, so every rank takes
-the same optimizer step as one process with the full batch would. The adapters are small
-(184,320 weights for ViT-B/16), so one all-reduce of a flat buffer per update costs little.
+Every rank holds the whole model and trains on its share of each micro-batch. Each rank's loss is
+its images' summed loss divided by the image count of the whole step (all ranks), so after the
+micro-steps of an update the adapter gradients are summed across ranks and every rank takes the
+step one process with the full batch would take, also for a short batch split unevenly. The
+adapters are small (184,320 weights for ViT-B/16), so one all-reduce of a flat buffer per update
+(the step's loss rides along) costs little. Evaluation is sharded the same way: each rank counts
+its share of the test images and the counts are summed.
 CLIP's two towers are called through get_text_features/get_image_features rather than one
 forward(), which DistributedDataParallel would need; averaging gradients directly avoids that.
 """
@@ -25,18 +28,34 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
+    def sum_gradients(self, params: list[torch.nn.Parameter], loss: torch.Tensor) -> torch.Tensor:
+        """Sum the adapter gradients (and the step's loss, returned) over the ranks."""
         if self.world == 1:
-            return
+            return loss
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.flatten() for g in grads])
+        flat = torch.cat([g.flatten() for g in grads] + [loss.reshape(1).to(grads[0].dtype)])
         torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
-        flat /= self.world
         offset = 0
         for p in params:
             n = p.numel()
             p.grad = flat[offset:offset + n].view_as(p).clone()
             offset += n
+        return flat[-1]
+
+    def sum_counts(self, *counts: torch.Tensor) -> list[int]:
+        """Integer counts summed over the ranks (one all-reduce), as Python ints."""
+        stacked = torch.stack([c.to(torch.int64) for c in counts])
+        if self.world > 1:
+            torch.distributed.all_reduce(stacked, op=torch.distributed.ReduceOp.SUM)
+        return stacked.tolist()
+
+    def gather_count(self, count: int) -> list[int]:
+        """Every rank's value of `count`, in rank order."""
+        if self.world == 1:
+            return [count]
+        values = [None] * self.world
+        torch.distributed.all_gather_object(values, count)
+        return values
 
 
 def resolve_device(name: str) -> torch.device:

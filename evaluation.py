@@ -1,8 +1,10 @@
 """Top-1 accuracy of the model on a test set: encode the images, compare with the class prompts, count.
 
-One Evaluator serves a run's evaluations (zero-shot before training, test after). When the
-vision tower carries no adapter, its features are the same in both, so the first evaluation of a
-test set keeps them and later ones only re-encode the prompts.
+One Evaluator serves a run's evaluations (zero-shot before training, test after). With several
+processes each encodes its share of the test images (eval_images.prepared_test_images) and the
+counts are summed, so N GPUs evaluate N times faster and the accuracy is the 1-process one. When
+the vision tower carries no adapter, its features are the same in both evaluations, so the first
+evaluation of a test set keeps them and later ones only re-encode the prompts.
 """
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from distributed import Distributed
 from features import ClassPrompts, has_adapters, image_features, logits
+from loaders import EvalBatches
 from metrics import accuracy_percent, count_correct
 from precision import Precision
 
@@ -27,17 +30,18 @@ def eval_batch_size(train_batch_size: int) -> int:
 
 @dataclass
 class EvalSet:
-    """Test images with the prompts of their classes, in label order."""
+    """Test images (this process's share) with the prompts of their classes, in label order."""
     name: str
-    loader: DataLoader
+    loader: EvalBatches
     prompts: ClassPrompts
     cached: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
 
 
 class Evaluator:
-    def __init__(self, model: torch.nn.Module, precision: Precision):
+    def __init__(self, model: torch.nn.Module, precision: Precision, dist: Distributed | None = None):
         self.model = model
         self.precision = precision
+        self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
         # With a frozen vision tower the zero-shot image features are also the trained model's.
         self.reuse_image_features = not has_adapters(model, "vision_model")
 
@@ -48,14 +52,17 @@ class Evaluator:
 
     @torch.no_grad()
     def accuracy(self, test: EvalSet, desc: str = "test") -> float:
-        """Top-1 accuracy (percent) of the model as it is now."""
+        """Top-1 accuracy (percent) of the model as it is now, over every process's share."""
         self.model.eval()
-        correct = total = 0
+        device = self.precision.device
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        total = torch.zeros((), dtype=torch.int64, device=device)
         with self.precision.autocast():
             text = test.prompts.features(self.model)
             for features, labels in self._encoded(test, desc):
                 correct += count_correct(logits(features, text), labels)
                 total += labels.numel()
+        correct, total = self.dist.sum_counts(correct, total)
         return accuracy_percent(correct, total)
 
     def _encoded(self, test: EvalSet, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -63,10 +70,8 @@ class Evaluator:
         if test.cached:
             yield from test.cached
             return
-        device = self.precision.device
-        for images, labels in tqdm(test.loader, desc=desc, leave=False, disable=None):
-            encoded = (image_features(self.model, images.to(device, non_blocking=True)),
-                       labels.to(device, non_blocking=True))
+        for images, labels in tqdm(test.loader, desc=desc, leave=False, disable=None if self.dist.is_main else True):
+            encoded = (image_features(self.model, images), labels)
             if self.reuse_image_features:
                 test.cached.append(encoded)
             yield encoded

@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -19,11 +20,13 @@ from errors import UserError
 from evaluation import Evaluator, EvalSet, eval_batch_size
 from export import export_merged
 from features import ClassPrompts
-from loaders import eval_loader, train_loader
+from eval_images import prepared_test_images
+from image_store import decode_all
+from loaders import EvalBatches, TrainStream, default_num_workers, eval_transform
 from memory import PeakMemory
 from methods import METHODS
 from model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
-from precision import resolve_precision
+from precision import allow_tf32, resolve_precision
 from results import append_jsonl, comparable_config, library_versions, timestamp
 from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging)
 from trainer import TrainResult, train
@@ -39,6 +42,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     run = run_config(args)
     dist = init_distributed(args.device)
     precision = resolve_precision(args.compute_dtype, dist.device)
+    allow_tf32(dist.device)
 
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed, args.template)
     log.info("%s: %d classes, %d train / %d val / %d test images", args.dataset, len(data.classnames),
@@ -50,62 +54,86 @@ def main(argv: list[str] | None = None) -> dict | None:
                        saved_adapter=adapter_dir(args) if args.eval_only else None)
     model = bundle.model
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device)
-    test = EvalSet(args.dataset, eval_loader(data.test, data.load_image, bundle.image,
-                                             eval_batch_size(args.batch_size), args.num_workers, dist.device),
-                   prompts)
-    evaluator = Evaluator(model, precision)
+    num_workers = default_num_workers(dist.device) if args.num_workers is None else args.num_workers
+    test = build_test_set(args.dataset, data, prompts, bundle, args, dist, num_workers)
+    evaluator = Evaluator(model, precision, dist)
+    eval_memory = PeakMemory(dist.device)
 
     if dist.is_main:
         write_subset(data, subset_file)
+    eval_start = time.perf_counter()
+    with eval_memory.measure():
         zero_shot_acc = evaluator.zero_shot(test)
-        log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
+    eval_seconds = time.perf_counter() - eval_start
+    log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
 
-    memory = PeakMemory(dist.device)
-    memory.reset()
     if args.eval_only:
         result = TrainResult(steps=0, seconds=0.0)
     else:
-        loader = build_train_loader(data, bundle, args, dist)
+        stream = build_train_stream(data, bundle, args, dist, num_workers)
         checkpoint = TrainCheckpoint(checkpoint_path(args), args.checkpoint_every,
                                      comparable_config(vars(args)), dist.device)
-        result = train(model, loader, prompts, run.train, precision, dist, checkpoint, resume=args.resume,
+        result = train(model, stream, prompts, run.train, precision, dist, checkpoint, resume=args.resume,
                        desc=f"train {args.mode}")
+    eval_start = time.perf_counter()
+    with eval_memory.measure():
+        test_acc = evaluator.accuracy(test)
+    eval_seconds += time.perf_counter() - eval_start
+    test_shards = dist.gather_count(test.loader.images)
     if not dist.is_main:
         return None
-    test_acc = evaluator.accuracy(test)
-    peak = memory.read()
 
-    record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, peak, started_at)
-    record["subset_file"] = str(subset_file)
+    record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, started_at)
+    record.update(eval_memory.read(prefix="eval_"), test_images_per_process=test_shards,
+                  eval_seconds=eval_seconds, subset_file=str(subset_file))
     if args.save_path and not args.eval_only:
         save_adapter(model, record, adapter_dir(args))
     if args.merge_export:
         record["merge_export"] = str(export_merged(model, bundle.tokenizer, resolve_backbone(args.backbone),
                                                    Path(args.merge_export)))
     append_jsonl(args.results_file, record)
-    log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | peak %.0f MB (%s)",
-             args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc,
-             result.seconds, peak["peak_memory_mb"], peak["memory_kind"])
+    log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | training peak %s",
+             args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc, result.seconds,
+             f"{record['peak_memory_mb']:.0f} MB ({record['memory_kind']})" if result.peak_memory else "-")
     return record
 
 
-def build_train_loader(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespace, dist: Distributed):
+def build_train_stream(data: FewShotDataset, bundle: ClipBundle, args: argparse.Namespace, dist: Distributed,
+                       num_workers: int) -> TrainStream:
+    """The train images decoded once (or per step above --decode_budget_gb), augmented per image."""
+    images = decode_all([item.source for item in data.train], data.load_image, args.decode_budget_gb)
     sampler = TrainBatchSampler(len(data.train), args.batch_size, args.gradient_accumulation_steps, args.seed,
                                 dist.rank, dist.world)
-    return train_loader(data.train, data.load_image, bundle.image, sampler, args.num_workers, dist.device)
+    return TrainStream(images, [item.label for item in data.train], bundle.image, sampler, num_workers, dist.device)
+
+
+def build_test_set(name: str, data: FewShotDataset, prompts: ClassPrompts, bundle: ClipBundle,
+                   args: argparse.Namespace, dist: Distributed, num_workers: int) -> EvalSet:
+    """This process's share of the test images, preprocessed once (cached across a sweep's runs)."""
+    pixels, labels = prepared_test_images(name, data.test, data.load_image, eval_transform(bundle.image),
+                                          bundle.image.resize_size, bundle.image.image_size, args.eval_cache_dir,
+                                          num_workers, dist.rank, dist.world)
+    batches = EvalBatches(pixels, labels, bundle.image, eval_batch_size(args.batch_size), dist.device)
+    return EvalSet(name, batches, prompts)
 
 
 def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distributed, compute_dtype: str,
-                   zero_shot_acc: float, test_acc: float, result: TrainResult, peak: dict, started_at: str) -> dict:
-    """One results line: the run's identity and full config, accuracy, time, memory, size, where and when, versions."""
+                   zero_shot_acc: float, test_acc: float, result: TrainResult, started_at: str) -> dict:
+    """One results line: the run's identity and full config, accuracy, time, memory, size, where and when, versions.
+
+    peak_memory_mb is the training loop's peak (docs/protocol.md, "What a results line reports"); the
+    evaluations' peak is added as eval_peak_memory_mb.
+    """
     device = dist.device
     return {
         "mode": args.mode, "dataset": args.dataset, "shots": args.shots, "seed": args.seed,
         "backbone": args.backbone, "config": vars(args),
         "zero_shot_acc": zero_shot_acc, "test_acc": test_acc,
         "train_seconds": result.seconds, "total_steps": result.steps,
+        "train_images_seen": result.images_seen, "skipped_steps": result.skipped_steps,
+        "input_wait_seconds": result.input_wait_seconds,
         "final_loss": result.losses[-1] if result.losses else None,
-        **peak,
+        **result.peak_memory,
         "model_footprint_mb": model.get_memory_footprint() / 2**20,
         "trainable_params": trainable_parameter_count(model),
         "adapter_params": adapter_parameter_count(model),

@@ -1,8 +1,10 @@
-"""Peak memory of the training loop: CUDA allocator statistics on a GPU, resident set size on the CPU."""
+"""Peak memory of a part of a run: CUDA allocator statistics on a GPU, resident set size on the CPU."""
 from __future__ import annotations
 
+import contextlib
 import resource
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -10,11 +12,21 @@ MB = 1024 * 1024
 
 
 class PeakMemory:
-    """Reset before the part to measure, read after it."""
+    """Reset before the part to measure, read after it; or `measure()` several parts, keep the highest."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self._rss_resettable = True
+        self._highest: dict | None = None
+
+    @contextlib.contextmanager
+    def measure(self) -> Iterator[None]:
+        """Measure the block; read() then gives the highest peak over every measured block."""
+        self.reset()
+        yield
+        peak = self._read_now()
+        if self._highest is None or peak["peak_memory_mb"] > self._highest["peak_memory_mb"]:
+            self._highest = peak
 
     def reset(self) -> None:
         if self.device.type == "cuda":
@@ -27,7 +39,12 @@ class PeakMemory:
         except OSError:
             self._rss_resettable = False
 
-    def read(self) -> dict:
+    def read(self, prefix: str = "") -> dict:
+        """{peak_memory_mb, memory_kind, ...}, each key with `prefix`, since the last reset (or of measure())."""
+        peak = self._highest if self._highest is not None else self._read_now()
+        return {prefix + key: value for key, value in peak.items()}
+
+    def _read_now(self) -> dict:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             return {

@@ -24,6 +24,7 @@ METHODS = {m.name: m for m in (
 MODES = tuple(METHODS)
 
 
-def zero_shot_label(quantized: bool) -> str:
-    """Zero-shot CLIP, on the base a method evaluates: the 4-bit base is a different model."""
-    return "zero-shot (4-bit base)" if quantized else "zero-shot"
+def zero_shot_label(quantized: bool, details: list[str] = ()) -> str:
+    """Zero-shot CLIP, on the base a method evaluates (the 4-bit base is a different model)."""
+    details = (["4-bit base"] if quantized else []) + list(details)
+    return f"zero-shot ({', '.join(details)})" if details else "zero-shot"

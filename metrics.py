@@ -4,9 +4,9 @@ from __future__ import annotations
 import torch
 
 
-def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> int:
-    """Top-1 hits in one batch."""
-    return int((logits.argmax(dim=-1) == labels).sum().item())
+def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Top-1 hits in one batch, as a 0-d tensor on the logits' device (no host sync)."""
+    return (logits.argmax(dim=-1) == labels).sum()
 
 
 def accuracy_percent(correct: int, total: int) -> float:
@@ -14,3 +14,8 @@ def accuracy_percent(correct: int, total: int) -> float:
     if total <= 0:
         raise ValueError("accuracy of an empty set is undefined")
     return 100.0 * correct / total
+
+
+def harmonic_mean(a: float, b: float) -> float:
+    """2ab / (a + b); 0 when both are 0."""
+    return 2 * a * b / (a + b) if a + b else 0.0

@@ -33,3 +33,15 @@ def resolve_precision(compute_dtype: str, device: torch.device) -> Precision:
     if compute_dtype == "auto":
         compute_dtype = "fp16" if device.type == "cuda" else "fp32"
     return Precision(device=device, dtype=DTYPES[compute_dtype])
+
+
+def allow_tf32(device: torch.device) -> None:
+    """On CUDA, let fp32 matrix multiplies and convolutions use TF32 tensor cores (Ampere and later).
+
+    It matters for --compute_dtype fp32 and for the few fp32 operations of an autocast step (the
+    logits, the loss). TF32 keeps fp32's range with a 10-bit mantissa: ample for a frozen base and
+    a rank-2 adapter, and several times the fp32 matmul throughput. No effect on the CPU.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import protocol
 from config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
+from config import cache_root
 from datasets import DATASET_NAMES, TEMPLATES
 from methods import MODES
 
@@ -38,7 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int, default=1, help="seed of the few-shot draw and of training")
     data.add_argument("--template", choices=TEMPLATES, default="clip-lora",
                       help="clip-lora: 'a photo of a {}.' for every dataset; dataset: CoOp's per-dataset prompt")
-    data.add_argument("--num_workers", type=int, default=0, help="DataLoader worker processes")
+    data.add_argument("--num_workers", type=int, default=None,
+                      help="DataLoader worker processes (default: 0 on the CPU; on CUDA the CPUs per process, "
+                           "at most 8)")
+    data.add_argument("--decode_budget_gb", type=float, default=16.0,
+                      help="decode the train images once and keep them in memory when they fit in this many GB "
+                           "(0: decode at every step)")
+    data.add_argument("--eval_cache_dir", default=str(default_eval_cache_dir()),
+                      help="folder of the preprocessed test images a sweep's runs share ('' = no disk cache)")
 
     model = p.add_argument_group("model")
     model.add_argument(
@@ -112,7 +120,8 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     need(args.lr > 0, f"--lr must be > 0 (got {args.lr})")
     need(args.n_iters >= 0, f"--n_iters must be >= 0 (got {args.n_iters})")
     need(args.batch_size >= 1, f"--batch_size must be >= 1 (got {args.batch_size})")
-    need(args.num_workers >= 0, f"--num_workers must be >= 0 (got {args.num_workers})")
+    need(args.num_workers is None or args.num_workers >= 0, f"--num_workers must be >= 0 (got {args.num_workers})")
+    need(args.decode_budget_gb >= 0, f"--decode_budget_gb must be >= 0 (got {args.decode_budget_gb})")
     accum = args.gradient_accumulation_steps
     need(accum >= 1, f"--gradient_accumulation_steps must be >= 1 (got {accum})")
     if accum >= 1:
@@ -145,6 +154,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
         train=TrainConfig(shots=args.shots, seed=args.seed, lr=args.lr, n_iters=args.n_iters,
                           batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps),
     )
+
+
+def default_eval_cache_dir() -> Path:
+    return cache_root() / "test-images"
 
 
 def seed_everything(seed: int) -> None:

@@ -155,10 +155,34 @@ def latest_by_run(records: list[dict]) -> list[dict]:
     return list(latest.values())
 
 
-def zero_shot_method(record: dict) -> str:
-    # QLoRA/QDoRA evaluate zero-shot on the 4-bit base, which is a different model from the fp one.
+def zero_shot_settings(record: dict) -> dict:
+    """What changes a zero-shot accuracy besides the dataset: the 4-bit base, the prompt template,
+    the compute dtype (the backbone has a table of its own)."""
     method = METHODS.get(record["mode"])
-    return zero_shot_label(record.get("quantized", bool(method and method.quantized)))
+    return {"quantized": record.get("quantized", bool(method and method.quantized)),
+            "template": record.get("config", {}).get("template", "clip-lora"),
+            "compute_dtype": record.get("compute_dtype")}
+
+
+def label_zero_shot(records: list[dict]) -> None:
+    """Set record['zero_shot_method']: one zero-shot row per setting of zero_shot_settings.
+
+    The label names the settings that differ between the backbone's runs, so runs with another
+    template or dtype get their own row instead of overwriting each other's cells.
+    """
+    by_backbone: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        by_backbone[record["backbone"]].append(record)
+    for mine in by_backbone.values():
+        settings = [zero_shot_settings(r) for r in mine]
+        varies = {k for k in ("template", "compute_dtype") if len({s[k] for s in settings}) > 1}
+        for record, setting in zip(mine, settings):
+            details = []
+            if "template" in varies and setting["template"] != "clip-lora":
+                details.append(f"template={setting['template']}")
+            if "compute_dtype" in varies:
+                details.append(str(setting["compute_dtype"]))
+            record["zero_shot_method"] = zero_shot_label(setting["quantized"], details)
 
 
 def ordered_datasets(records: list[dict]) -> list[str]:
@@ -194,7 +218,7 @@ def paper_rows(records: list[dict], expected_seeds: tuple[int, ...] | None) -> l
         zero: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
         for r in mine:
             if r.get("zero_shot_acc") is not None:
-                zero[zero_shot_method(r)][r["dataset"]][r["seed"]] = r["zero_shot_acc"]
+                zero[r["zero_shot_method"]][r["dataset"]][r["seed"]] = r["zero_shot_acc"]
         for method in sorted(zero):
             cells = {d: Cell(v, tuple(v)) for d, v in zero[method].items()}
             rows.append(Row(backbone, method, 0, (), cells, row_average(cells, datasets, per_seed=False)))
@@ -261,7 +285,7 @@ def efficiency_section(records: list[dict], expected_seeds: tuple[int, ...] | No
             zero: dict[str, dict[int, float]] = defaultdict(dict)
             for r in here:
                 if r.get("zero_shot_acc") is not None:
-                    zero[zero_shot_method(r)][r["seed"]] = r["zero_shot_acc"]
+                    zero[r["zero_shot_method"]][r["seed"]] = r["zero_shot_acc"]
             for method, by_seed in sorted(zero.items()):
                 cell = Cell(by_seed, tuple(by_seed))
                 body.append([DATASET_TITLES.get(dataset, dataset), "0", method, "—", "—", "—", cell.text()])
@@ -400,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     label_methods(records)
+    label_zero_shot(records)
     records = latest_by_run(records)
     expected = tuple(sorted(set(args.seeds))) if args.seeds else None
     out = Path(args.out)

@@ -6,7 +6,6 @@ ViT-B/16. Its weights are random: it exists to run and test the pipeline without
 """
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -15,16 +14,14 @@ import torch
 from tokenizers import pre_tokenizers
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
+from config import cache_root
+
 # Bump when the recipe below changes, so stale caches are rebuilt rather than reused.
 TINY_VERSION = 1
 TINY_LAYERS = 6  # six layers so every --position selects a distinct, non-empty set
 # Every linear layer is 64 wide: bitsandbytes quantizes in blocks of 64, and its CPU kernels need
 # whole blocks per row.
 TINY_IMAGE_SIZE = 32
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("QLORA_CLIP_CACHE", Path.home() / ".cache" / "qlora-clip"))
 
 
 def tiny_checkpoint_dir() -> Path:

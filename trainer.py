@@ -2,29 +2,39 @@
 
 The protocol (docs/protocol.md, "Training"): CLIP-LoRA's optimizer and schedule, class prompts
 re-encoded with gradients at every step when the text tower has adapters, one optimizer step per
-batch of `batch_size` images, which may be split into micro-batches (gradient accumulation) and
-across processes (distributed.py) without changing the update.
+batch on the mean loss of that batch's images (a short last batch of an epoch included). A batch
+may be split into micro-batches (gradient accumulation) and across processes (distributed.py):
+each micro-batch's summed loss is divided by the image count of the whole step, so neither
+changes the update.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from checkpointing import TrainCheckpoint
 from config import TrainConfig
 from distributed import Distributed
+from errors import UserError
 from features import ClassPrompts, has_adapters, image_features, logits
+from loaders import TrainStream
+from memory import PeakMemory
 from precision import Precision
 from protocol import BETAS, MIN_LR, WEIGHT_DECAY
 
 log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite; the run stops without a results line."""
 
 
 @dataclass(frozen=True)
@@ -47,25 +57,33 @@ class TrainResult:
     steps: int
     seconds: float
     losses: list[float] = field(default_factory=list)
+    images_seen: int = 0               # images through the model in training, all processes
+    input_wait_seconds: float = 0.0    # time the loop waited for its next batch (this process)
+    skipped_steps: int | None = None   # steps GradScaler skipped (fp16); None without a scaler
+    peak_memory: dict = field(default_factory=dict)  # memory.PeakMemory.read() of the training loop
 
 
-def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, config: TrainConfig,
+def train(model: torch.nn.Module, stream: TrainStream, prompts: ClassPrompts, config: TrainConfig,
           precision: Precision, dist: Distributed | None = None, checkpoint: TrainCheckpoint | None = None,
           resume: bool = False, desc: str = "train", on_step: Sequence[StepCallback] = ()) -> TrainResult:
-    """Train the model's trainable (adapter) weights on the loader's micro-batches.
+    """Train the model's trainable (adapter) weights on the stream's micro-batches.
 
-    `loader.batch_sampler` is a batching.TrainBatchSampler; `resume` continues from `checkpoint`;
+    `resume` continues from `checkpoint`;
     each of `on_step` is called after every optimizer step with its StepRecord.
     """
     dist = dist or Distributed(rank=0, world=1, device=precision.device)
-    sampler = loader.batch_sampler
+    sampler = stream.sampler
     total_steps = config.total_steps
-    accum = sampler.micro_batches_per_step
     device = precision.device
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=BETAS, weight_decay=WEIGHT_DECAY)
+    # Fused AdamW updates all adapter tensors (about 150) in one kernel instead of a loop of small ones.
+    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=BETAS, weight_decay=WEIGHT_DECAY,
+                                  fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=MIN_LR)
     scaler = precision.grad_scaler()
+    # Without loss scaling a non-finite loss ruins the weights: stop. With it (fp16), GradScaler
+    # skips the steps whose gradients overflow, and we count them.
+    stop_on_non_finite = not scaler.is_enabled()
 
     # With adapters in the text tower the prompts must be re-encoded with gradients every
     # micro-step; caching them would silently freeze those adapters.
@@ -77,45 +95,87 @@ def train(model: torch.nn.Module, loader: DataLoader, prompts: ClassPrompts, con
 
     saved = checkpoint.load() if checkpoint is not None and resume else None
     first_step = saved["step"] if saved else 0
-    losses = saved["losses"] if saved else []
+    losses: list = list(saved["losses"]) if saved else []  # floats, then 0-d tensors (no per-step sync)
     sampler.start_at_step(first_step)
-    batches = iter(loader)
+    batches = iter(stream)
     if saved:
-        # After the iterator exists: creating it draws from the global RNG.
         checkpoint.restore(saved, model, optimizer, scheduler, scaler)
 
+    memory = PeakMemory(device)
+    memory.reset()
     model.train()
     start = time.perf_counter() - (saved["seconds"] if saved else 0.0)
-    for step in tqdm(range(first_step, total_steps), desc=desc, leave=False,
-                     disable=None if dist.is_main else True, initial=first_step, total=total_steps):
-        step_start = time.perf_counter()
-        step_loss = 0.0
-        step_images = 0
-        for _ in range(accum):
-            images, labels = next(batches)
-            step_images += len(labels)
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            with precision.autocast():
-                text = prompts.features(model) if reencode_text else cached_text
-                loss = F.cross_entropy(logits(image_features(model, images), text).float(), labels) / accum
-            scaler.scale(loss).backward()
-            step_loss += loss.item()
-        dist.average_gradients(params)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        lr = scheduler.get_last_lr()[0]
-        scheduler.step()
-        losses.append(step_loss)
-        if on_step:
-            record = StepRecord(step=step + 1, total_steps=total_steps, loss=step_loss, lr=lr,
-                                seconds=time.perf_counter() - step_start, images=step_images * dist.world,
-                                grad_scale=scaler.get_scale() if scaler.is_enabled() else None)
-            for callback in on_step:
-                callback(record)
-        if checkpoint is not None and dist.is_main and checkpoint.due(step + 1, total_steps):
-            checkpoint.save(step + 1, model, optimizer, scheduler, scaler, losses, time.perf_counter() - start)
+    unchecked = first_step  # losses[unchecked:] have not been checked for finiteness yet
+    with warnings.catch_warnings():
+        # A step GradScaler skips calls the scheduler without the optimizer; that is counted, not a bug.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        for step in tqdm(range(first_step, total_steps), desc=desc, leave=False,
+                         disable=None if dist.is_main else True, initial=first_step, total=total_steps):
+            step_start = time.perf_counter()
+            step_images = sampler.step_images(step)
+            step_loss = torch.zeros((), device=device)
+            for _ in range(sampler.micro_batches_per_step):
+                batch = next(batches)
+                if batch is None:  # this rank has no image in this micro-batch
+                    continue
+                images, labels = batch
+                with precision.autocast():
+                    text = prompts.features(model) if reencode_text else cached_text
+                    step_logits = logits(image_features(model, images), text).float()
+                    loss = F.cross_entropy(step_logits, labels, reduction="sum") / step_images
+                scaler.scale(loss).backward()
+                step_loss += loss.detach()
+            step_loss = dist.sum_gradients(params, step_loss)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            losses.append(step_loss)
+            if stop_on_non_finite and len(losses) - 1 > unchecked:
+                # The previous step's loss: by now the device has finished it, so reading it
+                # does not stall the step just queued.
+                unchecked = _check_finite(losses, unchecked, len(losses) - 1, total_steps, config)
+            if on_step:
+                record = StepRecord(step=step + 1, total_steps=total_steps, loss=float(step_loss), lr=lr,
+                                    seconds=time.perf_counter() - step_start, images=step_images,
+                                    grad_scale=scaler.get_scale() if scaler.is_enabled() else None)
+                for callback in on_step:
+                    callback(record)
+            if checkpoint is not None and dist.is_main and checkpoint.due(step + 1, total_steps):
+                if stop_on_non_finite:
+                    unchecked = _check_finite(losses, unchecked, len(losses), total_steps, config)
+                checkpoint.save(step + 1, model, optimizer, scheduler, scaler, _as_floats(losses),
+                                time.perf_counter() - start)
+    if stop_on_non_finite:
+        _check_finite(losses, unchecked, len(losses), total_steps, config)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return TrainResult(steps=total_steps, seconds=time.perf_counter() - start, losses=losses)
+    seconds = time.perf_counter() - start
+    return TrainResult(steps=total_steps, seconds=seconds, losses=_as_floats(losses),
+                       images_seen=sampler.images_seen(total_steps), input_wait_seconds=stream.input_wait_seconds,
+                       skipped_steps=total_steps - _optimizer_steps(optimizer) if scaler.is_enabled() else None,
+                       peak_memory=memory.read())
+
+
+def _as_floats(losses: list) -> list[float]:
+    return [float(loss) for loss in losses]
+
+
+def _check_finite(losses: list, first: int, end: int, total_steps: int, config: TrainConfig) -> int:
+    """Raise NonFiniteLoss naming the first of losses[first:end] that is NaN or infinite; return end."""
+    for index in range(first, end):
+        value = float(losses[index])
+        if not math.isfinite(value):
+            raise NonFiniteLoss(
+                f"step {index + 1} of {total_steps}: the training loss is {value}, so the adapter weights are "
+                f"no longer usable; the run stops without writing a results line (checkpoints already "
+                f"written are kept). The usual cause is a learning rate too high for this setting: try a "
+                f"lower --lr than {config.lr:g}; with --compute_dtype fp16 or bf16, also try fp32.")
+    return end
+
+
+def _optimizer_steps(optimizer: torch.optim.Optimizer) -> int:
+    """Steps the optimizer really took (GradScaler skips the step when gradients overflow)."""
+    state = next((s for s in optimizer.state.values() if "step" in s), None)
+    return int(state["step"]) if state is not None else 0

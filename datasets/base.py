@@ -27,7 +27,7 @@ class SplitDataset:
     """A dataset's fixed train/val/test split, as its module reads it from disk.
 
     `val_from_train`: the dataset has no val split (ImageNet); the few-shot val images are drawn
-    from train in the same draw as the train images (REFERENCE.md section 3), and `val` is empty.
+    from train in the same draw as the train images (docs/protocol.md, "Few-shot sampling"), and `val` is empty.
     """
     train: list[Item]
     val: list[Item]

@@ -1,7 +1,7 @@
 """ImageNet (ILSVRC-2012): 1,000 classes; train/ and val/ as one folder per WordNet id.
 
 There is no split file: train is every image of train/, test is val/, and the few-shot val set is
-drawn from train together with the train shots (REFERENCE.md section 3). Folders and images are
+drawn from train together with the train shots (docs/protocol.md, "Few-shot sampling"). Folders and images are
 listed exactly as torchvision's ImageFolder lists them (sorted), which is what CLIP-LoRA samples
 from, so a seed draws the same images. Class names come from classnames.txt ("n01440764 tench").
 """

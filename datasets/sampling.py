@@ -1,4 +1,4 @@
-"""Few-shot sampling exactly as CLIP-LoRA draws it (REFERENCE.md section 3).
+"""Few-shot sampling exactly as CLIP-LoRA draws it (docs/protocol.md, "Few-shot sampling").
 
 For the same seed and shot count these functions return the same subsets as CLIP-LoRA, so our
 numbers are comparable with its table. They use a `random.Random(seed)`, which produces the same

@@ -3,7 +3,7 @@
 Each builder writes a few tiny JPEGs per class and the dataset's real split files (CoOp's split
 json, FGVC's txt lists, ImageNet's folders + classnames.txt) under either folder convention, and
 returns what a correct loader must find. The json lists are shuffled so that classes first appear
-out of label order, as the sampling rule (REFERENCE.md section 3) has to cope with.
+out of label order, as the sampling rule (docs/protocol.md, "Few-shot sampling") has to cope with.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from PIL import Image
 PER_CLASS = {"train": 6, "val": 3, "test": 2}
 IMAGENET_TRAIN, IMAGENET_TEST = 9, 2
 
-# CoOp's per-dataset templates, as REFERENCE.md section 4 lists them.
+# CoOp's per-dataset templates, as DATASETS.md lists them.
 COOP_TEMPLATES = {
     "imagenet": "a photo of a {}.",
     "caltech101": "a photo of a {}.",

@@ -9,11 +9,12 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from torchvision.datasets import ImageFolder
 
 from datasets import DATASETS, build_dataset, dataset_module, write_subset
 from errors import UserError
-from loaders import ImageDataset
+from image_store import decode_all
 
 import dataset_trees as trees
 
@@ -25,7 +26,7 @@ def relative(items, base: Path) -> list[tuple[str, int]]:
 
 
 def protocol_draw(train: list, val: list, shots: int, seed: int) -> tuple[list, list]:
-    """REFERENCE.md section 3 written out on plain (path, label) pairs with the global generator."""
+    """docs/protocol.md's sampling rule written out on plain (path, label) pairs with the global generator."""
     def per_class(entries: list, k: int) -> list:
         groups: dict[int, list] = {}
         for entry in entries:
@@ -187,11 +188,12 @@ def test_write_subset_records_the_draw(tmp_path):
     assert record["test_images"] == len(data.test)
 
 
-def test_images_load_as_rgb_tensors(tmp_path):
+def test_images_load_as_rgb_pixels(tmp_path):
     trees.build("eurosat", tmp_path)
     data = build_dataset("eurosat", tmp_path, shots=1, seed=1)
-    image, label = ImageDataset(data.train, data.load_image, lambda img: img)[0]
-    assert image.mode == "RGB" and image.size == (8, 8) and label == data.train[0].label
+    assert data.load_image(data.train[0].source).mode == "RGB"
+    images = decode_all([item.source for item in data.train], data.load_image, budget_gb=1)
+    assert images[0].shape == (8, 8, 3) and images[0].dtype == torch.uint8
 
 
 # --- errors that say what to do ------------------------------------------------------------------

@@ -16,9 +16,10 @@ from transformers import CLIPModel
 import main
 from datasets import build_dataset
 from errors import UserError
+from distributed import Distributed
 from evaluation import Evaluator, EvalSet
 from features import ClassPrompts, image_features
-from loaders import eval_loader
+from main import build_test_set
 from model import load_clip
 from precision import resolve_precision
 from run_utils import parse_args, run_config
@@ -104,9 +105,9 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
     args = parse_args(tiny_argv("--mode", mode, "--save_path", str(tmp_path / "ckpt"), "--eval_only"))
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
     bundle = load_clip(run_config(args).model, CPU, torch.float32, saved_adapter=main.adapter_dir(args))
-    loader = eval_loader(data.test, data.load_image, bundle.image, 64, 0, CPU)
-    images = next(iter(loader))[0]
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
+    test = build_test_set("folder", data, prompts, bundle, args, Distributed(rank=0, world=1, device=CPU), 0)
+    images = next(iter(test.loader))[0]
     bundle.model.eval()
     with torch.no_grad():
         adapted = image_features(bundle.model, images) @ prompts.features(bundle.model).T
@@ -114,7 +115,7 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
     assert (adapted - plain).abs().max() > 0 or mode == "lora"  # computed through different layers
     torch.testing.assert_close(plain, adapted, rtol=1e-4, atol=1e-4)
     fp32 = resolve_precision("fp32", CPU)
-    assert Evaluator(merged, fp32).accuracy(EvalSet("folder", loader, prompts)) == record["test_acc"]
+    assert Evaluator(merged, fp32).accuracy(EvalSet("folder", test.loader, prompts)) == record["test_acc"]
 
 
 def free_port() -> int:
@@ -126,8 +127,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_with_the_same_effective_batch(tiny_argv, tmp_path):
-    run = tiny_argv("--shots", "4", "--n_iters", "2", "--lr", "1e-2", "--dropout_rate", "0", "--device", "cpu")
+def test_two_processes_match_one_process_and_share_the_evaluation(tiny_argv, tmp_path):
+    # 12 train images at batch 5: steps of 5, 5 and a short 2, and 5 images split 3 + 2 over the
+    # two processes; each process's loss is divided by the step's 5 images, so the summed
+    # gradient is the 1-process one.
+    run = tiny_argv("--shots", "3", "--batch_size", "5", "--n_iters", "2", "--lr", "1e-2", "--dropout_rate", "0",
+                    "--device", "cpu")
     single = main.main([*run, "--save_path", str(tmp_path / "one")])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # accelerate's own CPU multi-process launcher needs MPI; its torchrun-based one (--multi_gpu)
@@ -139,9 +144,13 @@ def test_two_processes_match_one_with_the_same_effective_batch(tiny_argv, tmp_pa
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = (tmp_path / "two.jsonl").read_text().splitlines()
-    assert len(lines) == 1  # only the main process evaluates and writes
+    assert len(lines) == 1  # only the main process writes
     import json
     double = json.loads(lines[0])
-    assert double["processes"] == 2 and double["total_steps"] == single["total_steps"]
+    assert double["processes"] == 2 and double["total_steps"] == single["total_steps"] == 6
+    assert double["train_images_seen"] == single["train_images_seen"] == 5 + 5 + 2 + 5 + 5 + 2
     assert_same_adapters(tmp_path / "one", tmp_path / "two", exact=False)
-    assert double["test_acc"] == single["test_acc"]
+    assert double["final_loss"] == pytest.approx(single["final_loss"], rel=1e-5)
+    # Each process encoded half of the 16 test images; the summed counts give the 1-process accuracy.
+    assert single["test_images_per_process"] == [16] and double["test_images_per_process"] == [8, 8]
+    assert double["test_acc"] == single["test_acc"] and double["zero_shot_acc"] == single["zero_shot_acc"]

@@ -29,8 +29,8 @@ def setup_run(*flags: str, root):
     torch.manual_seed(args.seed)
     bundle = load_clip(run.model, CPU, torch.float32)
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
-    loader = main.build_train_loader(data, bundle, args, Distributed(rank=0, world=1, device=CPU))
-    return run.train, bundle.model, prompts, loader
+    stream = main.build_train_stream(data, bundle, args, Distributed(rank=0, world=1, device=CPU), num_workers=0)
+    return run.train, bundle.model, prompts, stream
 
 
 def adapter_weights(model, tower: str) -> dict[str, torch.Tensor]:
@@ -72,8 +72,15 @@ def test_frozen_text_is_encoded_once(color_folder):
     assert result.steps == 3 and calls[0] == 1
 
 
-def test_gradient_accumulation_gives_the_same_update_as_one_big_batch(color_folder, monkeypatch):
-    """Two micro-batches of 4 produce the same gradient at the optimizer step as one batch of 8."""
+@pytest.mark.parametrize("shots, batch, accum", [
+    (2, 8, 2),    # two micro-batches of 4 vs one batch of 8
+    (3, 8, 8),    # 12 images: steps of 8 and a short 4, split into single images and empty micro-batches
+    (3, 14, 7),   # a train set smaller than one batch, used whole: 12 images in micro-batches of 2 and 1
+    (1, 8, 4),    # 4 images, smaller than the batch: one step of 4 single-image micro-batches
+])
+def test_gradient_accumulation_gives_the_same_update_as_one_big_batch(shots, batch, accum, color_folder,
+                                                                      monkeypatch):
+    """Micro-batches weigh by their image counts: every step's gradient equals the one without accumulation."""
     grads = []
     adamw_step = torch.optim.AdamW.step
 
@@ -81,17 +88,24 @@ def test_gradient_accumulation_gives_the_same_update_as_one_big_batch(color_fold
         grads.append(torch.cat([p.grad.flatten() for g in self.param_groups for p in g["params"]]))
         return adamw_step(self, *a, **k)
     monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
-    for accum in ("1", "2"):
-        args, model, prompts, loader = setup_run("--gradient_accumulation_steps", accum, "--dropout_rate", "0",
-                                                 "--n_iters", "1", "--shots", "2", root=color_folder)
-        assert loader.batch_sampler.batch == 8 // int(accum) and len(loader.dataset) == 8
+    runs = []
+    for steps_accum in ("1", str(accum)):
+        grads.clear()
+        config, model, prompts, loader = setup_run("--gradient_accumulation_steps", steps_accum, "--dropout_rate", "0",
+                                                   "--n_iters", "1", "--shots", str(shots), "--batch_size", str(batch),
+                                                   root=color_folder)
+        assert len(loader.sampler.micro_batches(0)) == int(steps_accum) and len(loader.dataset) == 4 * shots
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 torch.nn.init.normal_(p, std=0.02, generator=torch.Generator().manual_seed(len(name)))
-        torch.manual_seed(0)  # same augmentation draws
-        trainer.train(model, loader, prompts, args, resolve_precision("fp32", CPU))
-    assert len(grads) == 4 and grads[0].abs().sum() > 0  # two runs of 2 steps; compare the first steps
-    torch.testing.assert_close(grads[0], grads[2], rtol=1e-4, atol=1e-6)
+        result = trainer.train(model, loader, prompts, config, resolve_precision("fp32", CPU))
+        runs.append((list(grads), result))
+    (plain, plain_result), (accumulated, accumulated_result) = runs
+    assert len(plain) == len(accumulated) == shots and plain[0].abs().sum() > 0
+    for a, b in zip(plain, accumulated):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-5)
+    assert accumulated_result.images_seen == plain_result.images_seen
+    torch.testing.assert_close(accumulated_result.losses, plain_result.losses, rtol=1e-5, atol=1e-6)
 
 
 def test_learning_rate_sets_the_first_step_size(color_folder):
