@@ -29,7 +29,7 @@ from results import finished_configs as read_finished
 from run_utils import setup_logging
 from sweeps import slurm
 from sweeps.claims import Claims
-from sweeps.local import LocalSweep, describe_slots, local_slots
+from sweeps.local import LocalSweep, Slot, describe_slots, local_slots
 from sweeps.plan import Run, SweepError, default_group, plan_runs
 from sweeps.runner import Outcome
 
@@ -169,7 +169,7 @@ def finished_configs(results_file: str, report: bool = False) -> list[dict]:
     return configs
 
 
-def print_plan(args: argparse.Namespace, runs: list[Run], todo: list[Run], slots: list) -> None:
+def print_plan(args: argparse.Namespace, runs: list[Run], todo: list[Run], slots: list[Slot]) -> None:
     """--dry-run: how the runs would be started, then every run with its state and exact command."""
     claims = Claims(args.results_file)
     holders = {run: claims.holder(run) for run in todo}

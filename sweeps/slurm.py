@@ -119,7 +119,8 @@ def make_executor(folder: Path, params: dict) -> submitit.Executor:
 
 
 def launch(runs: list[Run], args: argparse.Namespace) -> list[Outcome] | None:
-    """Submit the runs nobody holds as one job array; with --wait, follow it and return the failures."""
+    """Submit the runs nobody holds as one job array; with --wait, follow it and return the failures
+    (None when it does not follow an array)."""
     claims = Claims(args.results_file)
     tasks: list[Task] = []
     try:
@@ -133,7 +134,7 @@ def launch(runs: list[Run], args: argparse.Namespace) -> list[Outcome] | None:
                 tasks.append(Task(run, args.results_file, args.retries, token))
         if not tasks:
             log.info("nothing to submit")
-            return [] if args.wait else None
+            return None
         jobs = make_executor(job_folder(args.log_dir), slurm_parameters(args)).map_array(run_task, tasks)
     except BaseException:  # nothing was submitted: let the runs go
         for task in tasks:
