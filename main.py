@@ -21,9 +21,12 @@ from loaders import eval_loader, train_loader
 from memory import PeakMemory
 from methods import METHODS
 from model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
+from modelcard import write_model_card
 from precision import resolve_precision
 from results import append_jsonl, comparable_config, library_versions
-from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging)
+from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging,
+                       tracking_config)
+from tracking import start_tracking
 from trainer import TrainResult, train
 
 log = logging.getLogger("qlora-clip")
@@ -51,11 +54,13 @@ def main(argv: list[str] | None = None) -> dict | None:
                                              eval_batch_size(args.batch_size), args.num_workers, dist.device),
                    prompts)
     evaluator = Evaluator(model, precision)
+    tracker = start_tracking(tracking_config(args), vars(args), main_process=dist.is_main)
 
     if dist.is_main:
         write_subset(data, subset_file)
         zero_shot_acc = evaluator.zero_shot(test)
         log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
+        tracker.log_eval({"zero_shot_accuracy": zero_shot_acc}, step=0)
 
     memory = PeakMemory(dist.device)
     memory.reset()
@@ -66,20 +71,24 @@ def main(argv: list[str] | None = None) -> dict | None:
         checkpoint = TrainCheckpoint(checkpoint_path(args), args.checkpoint_every,
                                      comparable_config(vars(args)), dist.device)
         result = train(model, loader, prompts, run.train, precision, dist, checkpoint, resume=args.resume,
-                       desc=f"train {args.mode}")
+                       desc=f"train {args.mode}", on_step=[tracker.on_step])
     if not dist.is_main:
         return None
     test_acc = evaluator.accuracy(test)
+    tracker.log_eval({"accuracy": test_acc}, step=result.steps)
     peak = memory.read()
 
     record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, peak)
     record["subset_file"] = str(subset_file)
+    record.update(tracker.fields())
+    base_model = resolve_backbone(args.backbone)
     if args.save_path and not args.eval_only:
-        save_adapter(model, record, adapter_dir(args))
+        save_adapter(model, record, adapter_dir(args), base_model)
     if args.merge_export:
-        record["merge_export"] = str(export_merged(model, bundle.tokenizer, resolve_backbone(args.backbone),
-                                                   Path(args.merge_export)))
+        record["merge_export"] = str(export_merged(model, bundle.tokenizer, base_model, Path(args.merge_export),
+                                                   record))
     append_jsonl(args.results_file, record)
+    tracker.finish(record)
     log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | peak %.0f MB (%s)",
              args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc,
              result.seconds, peak["peak_memory_mb"], peak["memory_kind"])
@@ -113,10 +122,11 @@ def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distr
     }
 
 
-def save_adapter(model: torch.nn.Module, record: dict, folder: Path) -> None:
+def save_adapter(model: torch.nn.Module, record: dict, folder: Path, base_model: str) -> None:
     model.save_pretrained(folder)
     # The run that produced the adapter, so a later --eval_only can be checked against it.
     (folder / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    write_model_card(folder, record, "adapter", base_model)
     log.info("adapter saved to %s", folder)
 
 

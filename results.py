@@ -21,7 +21,8 @@ IDENTITY_FIELDS = ("mode", "dataset", "shots", "seed", "backbone")
 # Flags that say where things are read or written, or how the work is spread, but not what a run
 # computes: two runs differing only in these are the same run (sweeps skip it, --resume accepts it).
 BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
-                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export"})
+                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export",
+                               "report_to", "run_name", "run_group", "logging_dir"})
 
 LIBRARIES = ("torch", "torchvision", "transformers", "peft", "bitsandbytes", "accelerate")
 
