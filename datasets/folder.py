@@ -1,7 +1,7 @@
 """Your own images (`--dataset folder --root_path <your folder>`), in one of three layouts:
 
 - a split json in CoOp's format (`split.json` or `split_zhou_<name>.json`, one of them) with
-  paths relative to the folder: used as is;
+  paths relative to the folder: used as is (an empty val part: val drawn from train, as below);
 - `train/<class>/<image>`, `test/<class>/<image>` and optionally `val/<class>/<image>`; without
   val/, the few-shot val images are drawn from train with the train shots, as for ImageNet;
 - `<class>/<image>`: split per class into 50% train, 20% val, 30% test with a fixed seed, so the
@@ -87,8 +87,10 @@ def _json_split(root: Path, split_file: Path, renames: dict[str, str]) -> SplitD
     def renamed(items: list[Item]) -> list[Item]:
         return [Item(item.source, item.label, names[item.label]) for item in items]
 
+    # An empty val part (e.g. a split written from train/ and test/ folders) draws val from train,
+    # as the folder layouts do, so pinning a split in a json does not change the few-shot draws.
     return SplitDataset(train=renamed(split.train), val=renamed(split.val), test=renamed(split.test),
-                        classnames=names)
+                        classnames=names, val_from_train=not split.val)
 
 
 def _items(folder: Path, label_of: dict[str, int], names: list[str], split: str) -> list[Item]:

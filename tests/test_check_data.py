@@ -133,6 +133,17 @@ def test_write_split_pins_an_own_folders_split(tmp_path):
     assert build_dataset("folder", root, shots=2, seed=3).test == before.test
 
 
+def test_write_split_of_train_and_test_folders_keeps_drawing_val_from_train(tmp_path):
+    root = tmp_path / "mine"
+    trees.write_folder_classes(root / "train", {"cat": 6, "dog": 6})
+    trees.write_folder_classes(root / "test", {"cat": 2, "dog": 2})
+    before = build_dataset("folder", root, shots=2, seed=5)
+    check_data.write_split(root)
+    after = build_dataset("folder", root, shots=2, seed=5)
+    assert json.loads((root / "split.json").read_text())["val"] == []
+    assert (after.train, after.val, after.test) == (before.train, before.val, before.test) and len(after.val) == 4
+
+
 def test_write_split_refuses_to_overwrite_or_to_touch_a_benchmark(tmp_path, capsys):
     root = tmp_path / "mine"
     trees.write_folder_classes(root, {"cat": 4, "dog": 4})
