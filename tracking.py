@@ -12,7 +12,8 @@ has no backend and every call does nothing; only the main process of a distribut
 
 A run logs into LOGGING_DIR/[RUN_GROUP/]RUN_NAME (TensorBoard's event files, W&B's offline files);
 a second run of the same name gets RUN_NAME-2 rather than mixing its curves into the first's,
-while a --resume run continues in the folder it was interrupted in.
+while a --resume run continues in the folder it was interrupted in, its steps replacing the
+interrupted run's from where it resumed.
 """
 from __future__ import annotations
 
@@ -97,18 +98,30 @@ def flat_scalars(record: dict, prefix: str = "") -> dict[str, float | int | str 
 class TensorBoardBackend:
     """Event files readable by `tensorboard --logdir LOGGING_DIR`; config and results as text and hparams."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, continues: bool = False):
         from torch.utils.tensorboard import SummaryWriter
 
         # Flushed every 30 s, so a running job shows up without waiting for its end.
         self.writer = SummaryWriter(log_dir=str(folder), flush_secs=30)
         self.config: dict = {}
+        # Continuing an interrupted run's folder: its steps from our first one on are replaced.
+        self.restart_pending = continues
         # A run that dies with an error still gets its buffered events written.
         atexit.register(self.close)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if self.restart_pending and any(tag.startswith("train/") for tag in metrics):
+            self.restart_at(step)
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, value, step)
+
+    def restart_at(self, step: int) -> None:
+        """Tell TensorBoard that training restarted at `step`: it then hides the events an interrupted
+        run logged at this step and later (what SummaryWriter's purge_step does at creation)."""
+        from tensorboard.compat.proto.event_pb2 import Event, SessionLog
+
+        self.writer.file_writer.add_event(Event(step=step, session_log=SessionLog(status=SessionLog.START)))
+        self.restart_pending = False
 
     def log_config(self, config: dict) -> None:
         self.config = config
@@ -210,10 +223,11 @@ def start_tracking(config: TrackingConfig, run_config: dict, main_process: bool 
     if not config.report_to or not main_process:
         return Tracker(config.run_name, config.run_group)
     folder = log_folder(config)
+    continues = folder.exists()  # only with --resume: log_folder picks a fresh folder otherwise
     backends: list[Backend] = []
     for name in config.report_to:
         if name == "tensorboard":
-            backends.append(TensorBoardBackend(folder))
+            backends.append(TensorBoardBackend(folder, continues))
         elif name == "wandb":
             backends.append(WandbBackend(folder, config))
         else:

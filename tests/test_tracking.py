@@ -92,6 +92,22 @@ def test_log_folder_is_group_then_name_and_never_mixes_two_runs(tmp_path):
     assert log_folder(ungrouped) == tmp_path / "x"
 
 
+def test_a_resumed_run_replaces_the_interrupted_runs_later_steps_in_its_folder(tmp_path):
+    config = TrackingConfig(report_to=("tensorboard",), logging_dir=tmp_path, run_name="r", resume=True)
+    interrupted = start_tracking(config, {})
+    for step in range(1, 6):  # killed after step 5, last checkpoint at step 3
+        interrupted.on_step(StepRecord(step, 8, loss=1.0, lr=1e-3, seconds=0.1, images=8, grad_scale=None))
+    interrupted.close()
+    resumed = start_tracking(config, {})
+    assert resumed.folder == interrupted.folder == tmp_path / "r"
+    resumed.log_eval({"zero_shot_accuracy": 25.0}, step=0)
+    for step in range(4, 9):
+        resumed.on_step(StepRecord(step, 8, loss=0.5, lr=1e-3, seconds=0.1, images=8, grad_scale=None))
+    resumed.close()
+    assert scalars(events(tmp_path / "r"), "train/loss") == [(1, 1.0), (2, 1.0), (3, 1.0), (4, 0.5), (5, 0.5),
+                                                             (6, 0.5), (7, 0.5), (8, 0.5)]
+
+
 def test_no_backend_or_another_process_writes_nothing(tmp_path):
     for report_to, main_process in (((), True), (("tensorboard",), False)):
         config = TrackingConfig(report_to=report_to, logging_dir=tmp_path / "runs", run_name="r", run_group="g")
