@@ -12,6 +12,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from datasets import dataset_module
 from methods import METHODS
 from protocol import CLIP_LORA_TEMPLATE, LOGIT_SCALE
 
@@ -43,7 +44,6 @@ def reproduce_command(config: dict, processes: int = 1) -> str:
 
 def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
     method = METHODS[record["mode"]]
-    name = record.get("run_name") or f"{record['mode']}-{record['dataset']}-{record['shots']}shot-seed{record['seed']}"
     tags = ["clip", "few-shot", "qlora-clip", "dora" if method.dora else "lora", record["mode"]]
     if method.quantized:
         tags.append("4-bit")
@@ -53,7 +53,7 @@ def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
         library_name="peft" if kind == "adapter" else "transformers",
         pipeline_tag="zero-shot-image-classification",
         tags=list(dict.fromkeys(tags)),
-        model_name=name,
+        model_name=record["run_name"],
         eval_results=[EvalResult(task_type="zero-shot-image-classification", dataset_type=record["dataset"],
                                  dataset_name=record["dataset"], dataset_split="test", metric_type="accuracy",
                                  metric_name=label, metric_value=round(value, 2))
@@ -80,6 +80,13 @@ def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
     )
 
 
+def prompt_template(record: dict) -> str:
+    """The prompt the run trained with: CLIP-LoRA's, or with --template dataset CoOp's for the dataset."""
+    if record["config"]["template"] == "dataset":
+        return getattr(dataset_module(record["dataset"]), "TEMPLATE", CLIP_LORA_TEMPLATE)
+    return CLIP_LORA_TEMPLATE
+
+
 def _base_link(base_model: str) -> str:
     """A hub id as a link to its page; a local folder as code."""
     if Path(base_model).expanduser().is_dir():
@@ -88,35 +95,53 @@ def _base_link(base_model: str) -> str:
 
 
 def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str:
-    quantized = METHODS[record["mode"]].quantized
+    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
     if kind == "merged":
         load = (f"from transformers import CLIPModel, CLIPProcessor\n\n"
                 f"model = CLIPModel.from_pretrained({str(folder)!r}).eval()  # this folder\n"
                 f"processor = CLIPProcessor.from_pretrained({str(folder)!r})\n")
+    elif METHODS[record["mode"]].quantized:
+        load = (f"from peft import PeftModel\n"
+                f"from transformers import BitsAndBytesConfig, CLIPModel, CLIPProcessor\n\n"
+                f"# The adapter was trained on the 4-bit NF4 base: load it the same way.\n"
+                f"quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
+                f"                                  bnb_4bit_use_double_quant=True,\n"
+                f"                                  bnb_4bit_compute_dtype="
+                f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')})\n"
+                f"base = CLIPModel.from_pretrained({base_model!r}, quantization_config=quantization)\n"
+                f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n"
+                f"processor = CLIPProcessor.from_pretrained({base_model!r})\n")
     else:
-        if quantized:
-            base = (f"from transformers import BitsAndBytesConfig\n\n"
-                    f"# The adapter was trained on the 4-bit NF4 base: load it the same way.\n"
-                    f"quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
-                    f"                                  bnb_4bit_use_double_quant=True,\n"
-                    f"                                  bnb_4bit_compute_dtype="
-                    f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')})\n"
-                    f"base = CLIPModel.from_pretrained({base_model!r}, quantization_config=quantization)\n")
-        else:
-            base = f"base = CLIPModel.from_pretrained({base_model!r})\n"
-        load = (f"from peft import PeftModel\nfrom transformers import CLIPModel, CLIPProcessor\n\n{base}"
+        load = (f"from peft import PeftModel\nfrom transformers import CLIPModel, CLIPProcessor\n\n"
+                f"base = CLIPModel.from_pretrained({base_model!r})\n"
                 f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n"
                 f"processor = CLIPProcessor.from_pretrained({base_model!r})\n")
     return (f"```python\nimport torch\n{load}\n"
             f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
             f"images = [...]      # PIL images\n"
-            f"inputs = processor(text=[{CLIP_LORA_TEMPLATE!r}.format(c) for c in classnames], images=images,\n"
-            f"                   return_tensors=\"pt\", padding=True)\n"
+            f"prompts = [{prompt_template(record)!r}.format(name.replace(\"_\", \" \")) for name in classnames]\n"
+            f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=True)\n"
             f"with torch.no_grad():\n"
             f"    out = model(**inputs)\n"
             f"# Cosine similarities times {LOGIT_SCALE:g}, the temperature the adapter was trained with.\n"
             f"logits = {LOGIT_SCALE:g} * out.image_embeds @ out.text_embeds.T\n"
             f"predicted = logits.argmax(dim=-1)\n```\n")
+
+
+def _summary_table(record: dict) -> str:
+    config = record["config"]
+    zero_shot = "zero-shot on the 4-bit NF4 base" if METHODS[record["mode"]].quantized else "zero-shot"
+    rows = [
+        ("test accuracy", f"{record['test_acc']:.2f}% ({zero_shot}: {record['zero_shot_acc']:.2f}%)"),
+        ("adapter", f"rank {config['r']}, alpha {config['alpha']}, {config['lora_scaling']} scaling, dropout "
+                    f"{config['dropout_rate']}; on the {' '.join(config['params'])} projections of "
+                    f"{ENCODERS[config['encoder']]}, {config['position']} layers"),
+        ("trainable parameters", f"{record['trainable_params']:,}"),
+        ("training", f"{record['total_steps']:,} optimizer steps in {record['train_seconds']:.1f} s on "
+                     f"{record['device_name']} ({record['compute_dtype']})"),
+        ("peak memory", f"{record['peak_memory_mb']:,.0f} MB ({record['memory_kind']})"),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 
 
 def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelCard:
@@ -125,26 +150,18 @@ def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelC
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     data = card_metadata(record, kind, base_model)
     method = METHODS[record["mode"]]
-    config = record["config"]
     base = _base_link(base_model)
     what = (f"A {method.label} adapter (PEFT) for {base}" if kind == "adapter"
             else f"{base} with a {method.label} adapter merged into its weights (a plain `CLIPModel`)")
-    base_note = " on the 4-bit NF4 base" if method.quantized else ""
     versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
     body = f"""
 # {data.model_name}
 
 {what}, trained for few-shot image classification on **{record['dataset']}** with {record['shots']} images
 per class (seed {record['seed']}) by qlora-clip's `main.py`, which follows the CLIP-LoRA protocol
-(Zanella & Ben Ayed, 2024): prompts "{CLIP_LORA_TEMPLATE}", logits = {LOGIT_SCALE:g} x cosine similarity.
+(Zanella & Ben Ayed, 2024): prompts "{prompt_template(record)}", logits = {LOGIT_SCALE:g} x cosine similarity.
 
-| | |
-|---|---|
-| test accuracy | {record['test_acc']:.2f}% (zero-shot{base_note}: {record['zero_shot_acc']:.2f}%) |
-| adapter | rank {config.get('r')}, alpha {config.get('alpha')}, {config.get('lora_scaling')} scaling, dropout {config.get('dropout_rate')}; on the {' '.join(config.get('params', []))} projections of {ENCODERS.get(config.get('encoder'), config.get('encoder'))}, {config.get('position')} layers |
-| trainable parameters | {record['trainable_params']:,} |
-| training | {record['total_steps']:,} optimizer steps in {record['train_seconds']:.1f} s on {record['device_name']} ({record['compute_dtype']}) |
-| peak memory | {record['peak_memory_mb']:,.0f} MB ({record['memory_kind']}) |
+{_summary_table(record)}
 
 ## Load it
 

@@ -21,9 +21,9 @@ from methods import MODES
 from tracking import REPORT_TO, WANDB_INSTALL, TrackingConfig, wandb_installed
 
 COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cuda", "cpu")
 # Run names and groups name folders under --logging_dir.
 FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=-]*")
-DEVICES = ("auto", "cuda", "cpu")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -125,7 +125,8 @@ def test_write_split_pins_an_own_folders_split(tmp_path):
     assert record["test"][0][0].count("/") == 1 and not Path(record["test"][0][0]).is_absolute()
 
     after = build_dataset("folder", root, shots=2, seed=3)
-    assert after.test == before.test and after.train == before.train and after.val == before.val  # the same few-shot draw
+    # The same split and the same few-shot draw.
+    assert (after.train, after.val, after.test) == (before.train, before.val, before.test)
     assert after.classnames == before.classnames == ["cat", "dog", "snowy owl"]  # classnames.txt still applies
     # Images added later no longer move others into or out of the test set.
     trees.write_folder_classes(tmp_path / "more", {"cat": 12})

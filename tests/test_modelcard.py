@@ -13,7 +13,7 @@ from PIL import Image
 import main
 from features import ClassPrompts, image_features, logits
 from model import load_clip
-from modelcard import reproduce_command
+from modelcard import prompt_template, reproduce_command
 from run_utils import adapter_dir, parse_args, run_config
 
 CPU = torch.device("cpu")
@@ -26,7 +26,8 @@ def python_block(card: ModelCard) -> str:
 def run_snippet(card: ModelCard, classnames: list[str], images: list) -> dict:
     """Execute the card's "Load it" code as a user would, with real class names and images."""
     code = python_block(card)
-    code = code.replace("classnames = [...]", f"classnames = {classnames!r}").replace("images = [...]", "images = IMAGES")
+    code = code.replace("classnames = [...]", f"classnames = {classnames!r}")
+    code = code.replace("images = [...]", "images = IMAGES")
     namespace = {"IMAGES": images}
     exec(compile(code, "<model card>", "exec"), namespace)  # noqa: S102 - our own card's snippet
     return namespace
@@ -41,6 +42,12 @@ def test_reproduce_command_parses_back_to_the_same_flags():
     assert vars(parse_args(words[2:])) == {**vars(args), "resume": False}
     assert shlex.split(reproduce_command(vars(args), processes=4))[:5] == [
         "accelerate", "launch", "--multi_gpu", "--num_processes", "4"]
+
+
+def test_card_prompt_is_the_one_the_run_trained_with():
+    assert prompt_template({"config": {"template": "clip-lora"}, "dataset": "dtd"}) == "a photo of a {}."
+    assert prompt_template({"config": {"template": "dataset"}, "dataset": "dtd"}) == "{} texture."
+    assert prompt_template({"config": {"template": "dataset"}, "dataset": "folder"}) == "a photo of a {}."
 
 
 @pytest.mark.parametrize("mode", ["lora", "qdora"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import struct
 import sys
 import time
@@ -163,10 +164,15 @@ def test_tensorboard_gets_every_step_the_evaluations_config_and_results(tiny_arg
     assert start.session_start_info.hparams["lr"].number_value == pytest.approx(2e-4)
     assert start.session_start_info.hparams["params"].string_value == "q k v"
 
-    # The same run again gets its own folder instead of mixing its curves into the first's.
+    # The same run again gets its own folder instead of mixing its curves into the first's; in
+    # fp16 (CPU autocast here) every step also reports the gradient scaler's scale.
     again = main.main(tiny_argv("--report_to", "tensorboard", "--logging_dir", str(logs), "--run_group", "sweep1",
-                                "--n_iters", "0", "--shots", "2"))
+                                "--n_iters", "1", "--shots", "2", "--compute_dtype", "fp16"))
     assert again["log_dir"] == str(folder) + "-2"
+    scales = scalars(events(Path(again["log_dir"])), "train/grad_scale")
+    assert [step for step, _ in scales] == [1, 2]
+    # GradScaler's scale after the step: 65536 to start, halved at every overflowing step.
+    assert all(math.log2(value).is_integer() and value <= 65536.0 for _, value in scales)
 
 
 # --- W&B, offline ---------------------------------------------------------------------------------
