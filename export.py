@@ -16,6 +16,8 @@ from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state
 from peft.utils.integrations import dequantize_module_weight
 from transformers import CLIPImageProcessor, CLIPModel
 
+from modelcard import write_model_card
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +31,9 @@ def _trained_value(trained_base: torch.nn.Module, name: str) -> torch.Tensor:
     return getattr(module, attr).detach().float()
 
 
-def export_merged(model, tokenizer, source: str, folder: Path) -> Path:
+def export_merged(model, tokenizer, source: str, folder: Path, record: dict | None = None) -> Path:
+    """Write the merged CLIPModel, tokenizer and image processor to `folder`; with the run's results
+    `record`, also its model card."""
     base = CLIPModel.from_pretrained(source, dtype=torch.float32)
     trained_base = model.get_base_model()
     with torch.no_grad():
@@ -42,5 +46,7 @@ def export_merged(model, tokenizer, source: str, folder: Path) -> Path:
     merged.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     CLIPImageProcessor.from_pretrained(source).save_pretrained(folder)
+    if record is not None:
+        write_model_card(folder, record, "merged", source)
     log.info("merged model written to %s", folder)
     return folder

@@ -26,9 +26,12 @@ from loaders import EvalBatches, TrainStream, default_num_workers, eval_transfor
 from memory import PeakMemory
 from methods import METHODS
 from model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
+from modelcard import write_model_card
 from precision import allow_tf32, resolve_precision
 from results import append_jsonl, comparable_config, library_versions, timestamp
-from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging)
+from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging,
+                       tracking_config)
+from tracking import start_tracking
 from trainer import TrainResult, train
 
 log = logging.getLogger("qlora-clip")
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     test = build_test_set(args.dataset, data, prompts, bundle, args, dist, num_workers)
     evaluator = Evaluator(model, precision, dist)
     eval_memory = PeakMemory(dist.device)
+    tracker = start_tracking(tracking_config(args), vars(args), main_process=dist.is_main)
 
     if dist.is_main:
         write_subset(data, subset_file)
@@ -66,6 +70,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         zero_shot_acc = evaluator.zero_shot(test)
     eval_seconds = time.perf_counter() - eval_start
     log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
+    tracker.log_eval({"zero_shot_accuracy": zero_shot_acc}, step=0)
 
     if args.eval_only:
         result = TrainResult(steps=0, seconds=0.0)
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         checkpoint = TrainCheckpoint(checkpoint_path(args), args.checkpoint_every,
                                      comparable_config(vars(args)), dist.device)
         result = train(model, stream, prompts, run.train, precision, dist, checkpoint, resume=args.resume,
-                       desc=f"train {args.mode}")
+                       desc=f"train {args.mode}", on_step=[tracker.on_step])
     eval_start = time.perf_counter()
     with eval_memory.measure():
         test_acc = evaluator.accuracy(test)
@@ -82,16 +87,20 @@ def main(argv: list[str] | None = None) -> dict | None:
     test_shards = dist.gather_count(test.loader.images)
     if not dist.is_main:
         return None
+    tracker.log_eval({"accuracy": test_acc}, step=result.steps)
 
     record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, started_at)
     record.update(eval_memory.read(prefix="eval_"), test_images_per_process=test_shards,
                   eval_seconds=eval_seconds, subset_file=str(subset_file))
+    record.update(tracker.fields())
+    base_model = resolve_backbone(args.backbone)
     if args.save_path and not args.eval_only:
-        save_adapter(model, record, adapter_dir(args))
+        save_adapter(model, record, adapter_dir(args), base_model)
     if args.merge_export:
-        record["merge_export"] = str(export_merged(model, bundle.tokenizer, resolve_backbone(args.backbone),
-                                                   Path(args.merge_export)))
+        record["merge_export"] = str(export_merged(model, bundle.tokenizer, base_model, Path(args.merge_export),
+                                                   record))
     append_jsonl(args.results_file, record)
+    tracker.finish(record)
     log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | training peak %s",
              args.mode, args.dataset, args.shots, args.seed, zero_shot_acc, test_acc, result.seconds,
              f"{record['peak_memory_mb']:.0f} MB ({record['memory_kind']})" if result.peak_memory else "-")
@@ -147,10 +156,11 @@ def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distr
     }
 
 
-def save_adapter(model: torch.nn.Module, record: dict, folder: Path) -> None:
+def save_adapter(model: torch.nn.Module, record: dict, folder: Path, base_model: str) -> None:
     model.save_pretrained(folder)
     # The run that produced the adapter, so a later --eval_only can be checked against it.
     (folder / "run.json").write_text(json.dumps(record, indent=2, sort_keys=True))
+    write_model_card(folder, record, "adapter", base_model)
     log.info("adapter saved to %s", folder)
 
 

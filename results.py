@@ -23,7 +23,8 @@ IDENTITY_FIELDS = ("mode", "dataset", "shots", "seed", "backbone")
 # computes: two runs differing only in these are the same run (sweeps skip it, --resume accepts it).
 BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
                                "checkpoint_every", "checkpoint_dir", "resume", "merge_export",
-                               "decode_budget_gb", "eval_cache_dir"})
+                               "decode_budget_gb", "eval_cache_dir",
+                               "report_to", "run_name", "run_group", "logging_dir"})
 
 LIBRARIES = ("torch", "torchvision", "transformers", "peft", "bitsandbytes", "accelerate")
 

@@ -19,9 +19,12 @@ from config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfi
 from config import cache_root
 from datasets import DATASET_NAMES, TEMPLATES
 from methods import MODES
+from tracking import REPORT_TO, WANDB_INSTALL, TrackingConfig, wandb_installed
 
 COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "cpu")
+# Run names and groups name folders under --logging_dir.
+FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=-]*")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +97,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "into the dequantized weights)")
     out.add_argument("--results_file", default="results/results.jsonl",
                      help="JSON-lines file that gets one line per run")
+
+    track = p.add_argument_group("experiment tracking")
+    track.add_argument("--report_to", nargs="+", choices=REPORT_TO, default=["none"],
+                       help="where to send per-step loss, learning rate, speed and the accuracies "
+                            "(several allowed; wandb is optional: pip install wandb)")
+    track.add_argument("--run_name", default=None,
+                       help="the run's name in TensorBoard / W&B and the results line; "
+                            "unset: <mode>-<dataset>-<K>shot-seed<S>")
+    track.add_argument("--run_group", default=None,
+                       help="a group of runs, e.g. a sweep: W&B's group, a TensorBoard folder level")
+    track.add_argument("--logging_dir", default="runs",
+                       help="tracking logs go to LOGGING_DIR/[RUN_GROUP/]RUN_NAME")
     return p
 
 
@@ -133,10 +148,26 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     need(len(set(args.params)) == len(args.params), f"--params lists a projection twice: {args.params}")
     need(not args.eval_only or args.save_path,
          "--eval_only needs --save_path, the folder the adapter was saved under")
+    errors += tracking_errors(args)
     if args.device == "cuda":
         import torch
 
         need(torch.cuda.is_available(), "--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    return errors
+
+
+def tracking_errors(args: argparse.Namespace) -> list[str]:
+    errors = []
+    if "none" in args.report_to and len(args.report_to) > 1:
+        errors.append(f"--report_to {' '.join(args.report_to)}: 'none' cannot go with a backend")
+    if len(set(args.report_to)) != len(args.report_to):
+        errors.append(f"--report_to lists a backend twice: {' '.join(args.report_to)}")
+    if "wandb" in args.report_to and not wandb_installed():
+        errors.append(WANDB_INSTALL)
+    for flag, value in (("--run_name", args.run_name), ("--run_group", args.run_group)):
+        if value is not None and not FOLDER_NAME.fullmatch(value):
+            errors.append(f"{flag} {value!r}: use letters, digits and . _ + = - (it names a folder), "
+                          "starting with a letter, digit or _")
     return errors
 
 
@@ -158,6 +189,15 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def default_eval_cache_dir() -> Path:
     return cache_root() / "test-images"
+def run_name(args: argparse.Namespace) -> str:
+    """--run_name, or one name per method, dataset, shots and seed: 'qlora-caltech101-4shot-seed1'."""
+    return args.run_name or f"{args.mode}-{args.dataset}-{args.shots}shot-seed{args.seed}"
+
+
+def tracking_config(args: argparse.Namespace) -> TrackingConfig:
+    return TrackingConfig(report_to=tuple(name for name in args.report_to if name != "none"),
+                          logging_dir=Path(args.logging_dir), run_name=run_name(args),
+                          run_group=args.run_group, resume=args.resume)
 
 
 def seed_everything(seed: int) -> None:

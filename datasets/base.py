@@ -22,6 +22,18 @@ def open_rgb(path: Any) -> Image.Image:
         return img.convert("RGB")
 
 
+@dataclass(frozen=True)
+class SplitSizes:
+    """A dataset's full split as published (the table in DATASETS.md): classes and images per part.
+
+    check_data.py compares a download with it; val is 0 where the dataset has no val part.
+    """
+    classes: int
+    train: int
+    val: int
+    test: int
+
+
 @dataclass
 class SplitDataset:
     """A dataset's fixed train/val/test split, as its module reads it from disk.

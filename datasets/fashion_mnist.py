@@ -14,7 +14,8 @@ from PIL import Image
 
 from errors import UserError
 
-from .base import Item, SplitDataset
+from .base import Item, SplitDataset, SplitSizes
+from .splits import NotFound
 
 FOLDERS = ("fashion_mnist", "fashion-mnist")
 SYSTEM_FOLDER = Path("/usr/share/datasets/fashion-mnist")
@@ -24,6 +25,7 @@ CLASSNAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
 TEMPLATE = "a photo of a {}."
 VAL_SIZE = 10_000
 SPLIT_SEED = 0
+SIZES = SplitSizes(classes=10, train=60_000 - VAL_SIZE, val=VAL_SIZE, test=10_000)
 
 
 def find_folder(root: Path) -> Path:
@@ -31,7 +33,7 @@ def find_folder(root: Path) -> Path:
     for folder in candidates:
         if _idx_path(folder, "train-images-idx3-ubyte") is not None:
             return folder
-    raise UserError(
+    raise NotFound(
         f"--dataset fashion_mnist: no Fashion-MNIST IDX files in {' or '.join(map(str, candidates))}. "
         "Install them with `apt-get install dataset-fashion-mnist`, or copy train-images-idx3-ubyte.gz, "
         f"train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz into "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from errors import UserError
 
-from .base import Item, SplitDataset
+from .base import Item, SplitDataset, SplitSizes
 from .splits import PARTS, checked_split, find_folder, require_file
 
 NAME = "fgvc"
@@ -21,6 +21,7 @@ IMAGE_DIR = "images"
 CLASSES_FILE = "variants.txt"
 SPLIT_FILES = {part: f"images_variant_{part}.txt" for part in PARTS}
 TEMPLATE = "a photo of a {}, a type of aircraft."
+SIZES = SplitSizes(classes=100, train=3_334, val=3_333, test=3_333)
 
 
 def read_variants(path: Path) -> list[str]:

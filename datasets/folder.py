@@ -1,7 +1,7 @@
 """Your own images (`--dataset folder --root_path <your folder>`), in one of three layouts:
 
 - a split json in CoOp's format (`split.json` or `split_zhou_<name>.json`, one of them) with
-  paths relative to the folder: used as is;
+  paths relative to the folder: used as is (an empty val part: val drawn from train, as below);
 - `train/<class>/<image>`, `test/<class>/<image>` and optionally `val/<class>/<image>`; without
   val/, the few-shot val images are drawn from train with the train shots, as for ImageNet;
 - `<class>/<image>`: split per class into 50% train, 20% val, 30% test with a fixed seed, so the
@@ -12,13 +12,14 @@ Class names are the folder names, sorted, and labels follow that order. An optio
 """
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 from errors import UserError
 
 from .base import Item, SplitDataset
-from .splits import checked_split, read_split_json
+from .splits import NotFound, checked_split, read_split_json
 
 NAME = "folder"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -50,13 +51,17 @@ def read_classnames(path: Path) -> dict[str, str]:
     return names
 
 
+def _split_files(root: Path) -> list[Path]:
+    return sorted({p for pattern in SPLIT_PATTERNS for p in root.glob(pattern)})
+
+
 def load(root: Path) -> SplitDataset:
     if not root.is_dir():
-        raise UserError(f"--dataset {NAME}: --root_path {root} is not a folder; point it at a folder "
+        raise NotFound(f"--dataset {NAME}: --root_path {root} is not a folder; point it at a folder "
                         "with one sub-folder of images per class (or train/ and test/ sub-folders); "
                         "see DATASETS.md#folder")
     renames = read_classnames(root / CLASSNAMES_FILE) if (root / CLASSNAMES_FILE).is_file() else {}
-    split_files = sorted({p for pattern in SPLIT_PATTERNS for p in root.glob(pattern)})
+    split_files = _split_files(root)
     if len(split_files) > 1:
         listed = ", ".join(p.name for p in split_files)
         raise UserError(f"--dataset {NAME}: {root} holds several split files ({listed}); keep one")
@@ -82,8 +87,10 @@ def _json_split(root: Path, split_file: Path, renames: dict[str, str]) -> SplitD
     def renamed(items: list[Item]) -> list[Item]:
         return [Item(item.source, item.label, names[item.label]) for item in items]
 
+    # An empty val part (e.g. a split written from train/ and test/ folders) draws val from train,
+    # as the folder layouts do, so pinning a split in a json does not change the few-shot draws.
     return SplitDataset(train=renamed(split.train), val=renamed(split.val), test=renamed(split.test),
-                        classnames=names)
+                        classnames=names, val_from_train=not split.val)
 
 
 def _items(folder: Path, label_of: dict[str, int], names: list[str], split: str) -> list[Item]:
@@ -138,3 +145,20 @@ def _require_images(root: Path, train: list[Item], names: list[str]) -> None:
     empty = sorted(set(names) - {item.classname for item in train})
     if empty:
         raise UserError(f"--dataset {NAME}: no images for class(es) {empty} under {root}")
+
+
+def coop_split(root: Path) -> dict[str, list[list]]:
+    """The split `load` reads from a folder without a split file, as a CoOp split json's content.
+
+    Paths are relative to `root` and class names are the folder names, so that the json, written
+    to `root/split.json`, reads back as the same split (classnames.txt still applies) and no longer
+    changes when images are added to the folder.
+    """
+    existing = _split_files(root) if root.is_dir() else []
+    if existing:
+        raise UserError(f"--dataset {NAME}: {existing[0]} already fixes the split of {root}; "
+                        "delete it first to write a new one")
+    split = load(root)
+    folders = [p.name for p in _class_folders(root / "train" if (root / "train").is_dir() else root)]
+    return {part: [[os.path.relpath(item.source, root), item.label, folders[item.label]] for item in items]
+            for part, items in (("train", split.train), ("val", split.val), ("test", split.test))}

@@ -13,14 +13,16 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from errors import UserError
 
-from .base import Item, SplitDataset
-from .splits import find_folder, require_file, see_docs
+from .base import Item, SplitDataset, SplitSizes
+from .splits import NotFound, find_folder, require_file, see_docs
 
 NAME = "imagenet"
 # CoOp keeps the image folders in imagenet/images/, CLIP-LoRA directly in imagenet/.
 FOLDERS = ("imagenet/images", "imagenet")
 CLASSNAMES_FILE = "imagenet/classnames.txt"
 TEMPLATE = "a photo of a {}."
+# No val part: the few-shot val images are drawn from train.
+SIZES = SplitSizes(classes=1_000, train=1_281_167, val=0, test=50_000)
 
 
 def read_classnames(path: Path) -> dict[str, str]:
@@ -45,7 +47,7 @@ def load(root: Path) -> SplitDataset:
     images = find_folder(NAME, root, FOLDERS, "train")
     names = read_classnames(require_file(NAME, root / CLASSNAMES_FILE, "class-name file"))
     if not (images / "val").is_dir():
-        raise UserError(f"--dataset {NAME}: {images / 'val'} not found (the test images, one folder "
+        raise NotFound(f"--dataset {NAME}: {images / 'val'} not found (the test images, one folder "
                         f"per class); {see_docs(NAME)}")
     wnids, label_of = find_classes(str(images / "train"))
     unnamed = [wnid for wnid in wnids if wnid not in names]

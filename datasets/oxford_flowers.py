@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SplitDataset
+from .base import SplitDataset, SplitSizes
 from .splits import read_coop_split
 
 FOLDERS = ("oxford_flowers", "Flower102")  # CoOp's name, CLIP-LoRA's name
 IMAGE_DIR = "jpg"
 SPLIT_FILE = "split_zhou_OxfordFlowers.json"
 TEMPLATE = "a photo of a {}, a type of flower."
+SIZES = SplitSizes(classes=102, train=4_093, val=1_633, test=2_463)
 
 
 def load(root: Path) -> SplitDataset:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SplitDataset
+from .base import SplitDataset, SplitSizes
 from .splits import read_coop_split
 
 FOLDERS = ("oxford_pets", "OxfordPets")  # CoOp's name, CLIP-LoRA's name
 IMAGE_DIR = "images"
 SPLIT_FILE = "split_zhou_OxfordPets.json"
 TEMPLATE = "a photo of a {}, a type of pet."
+SIZES = SplitSizes(classes=37, train=2_944, val=736, test=3_669)
 
 
 def load(root: Path) -> SplitDataset:

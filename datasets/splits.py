@@ -20,6 +20,20 @@ from .base import Item, SplitDataset
 PARTS = ("train", "val", "test")
 
 
+class NotFound(UserError):
+    """A dataset folder or file is not where --root_path says it should be."""
+
+
+class MissingImages(UserError):
+    """Images a split lists are not on disk. Carries what was read, so check_data.py can go on
+    checking the rest of the split instead of stopping at this error."""
+
+    def __init__(self, message: str, missing: list[str], split: SplitDataset):
+        super().__init__(message)
+        self.missing = missing
+        self.split = split
+
+
 def see_docs(name: str) -> str:
     return f"see DATASETS.md#{name}"
 
@@ -31,12 +45,12 @@ def find_folder(name: str, root: Path, folders: Sequence[str], inside: str = "")
         if path.is_dir():
             return root / folder
     also = f" (also looked for {', '.join(map(str, wanted[1:]))})" if len(wanted) > 1 else ""
-    raise UserError(f"--dataset {name}: {wanted[0]} not found{also}; {see_docs(name)}")
+    raise NotFound(f"--dataset {name}: {wanted[0]} not found{also}; {see_docs(name)}")
 
 
 def require_file(name: str, path: Path, what: str) -> Path:
     if not path.is_file():
-        raise UserError(f"--dataset {name}: {what} {path} not found; download it into {path.parent} "
+        raise NotFound(f"--dataset {name}: {what} {path} not found; download it into {path.parent} "
                         f"({see_docs(name)})")
     return path
 
@@ -93,9 +107,17 @@ def checked_split(name: str, parts: dict[str, list[Item]], listed_in: Path | str
                 raise UserError(f"--dataset {name}: {listed_in}: {part} image {item.source} has label "
                                 f"{item.label} ({item.classname!r}), which no train image has; "
                                 "the split file is damaged, download it again")
-    require_images(name, (item.source for part in PARTS for item in parts[part]), listed_in)
-    return SplitDataset(train=parts["train"], val=parts["val"], test=parts["test"],
-                        classnames=classnames, template=template)
+    split = SplitDataset(train=parts["train"], val=parts["val"], test=parts["test"],
+                         classnames=classnames, template=template)
+    # Fail now, naming the files, if any listed image is missing (not after an hour of training).
+    missing = missing_images(item.source for part in PARTS for item in parts[part])
+    if missing:
+        examples = ", ".join(missing[:3])
+        raise MissingImages(f"--dataset {name}: {len(missing)} image(s) listed in {listed_in} are missing on "
+                            f"disk, e.g. {examples}; the download is incomplete or in the wrong folder "
+                            f"({see_docs(name)}; `python check_data.py --dataset {name}` lists them all)",
+                            missing, split)
+    return split
 
 
 def classnames_by_label(name: str, train: Sequence[Item], listed_in: Path | str) -> list[str]:
@@ -114,8 +136,8 @@ def classnames_by_label(name: str, train: Sequence[Item], listed_in: Path | str)
     return [names[label] for label in range(len(names))]
 
 
-def require_images(name: str, paths: Iterable[str], listed_in: Path | str) -> None:
-    """Fail now, naming the files, if any listed image is missing (not after an hour of training).
+def missing_images(paths: Iterable[str]) -> list[str]:
+    """The paths that are not files on disk, grouped by folder.
 
     One directory listing per folder instead of one stat per image: fast on network file systems.
     """
@@ -130,7 +152,4 @@ def require_images(name: str, paths: Iterable[str], listed_in: Path | str) -> No
         except OSError:
             present = set()
         missing += [os.path.join(folder, f) for f in filenames if f not in present]
-    if missing:
-        examples = ", ".join(missing[:3])
-        raise UserError(f"--dataset {name}: {len(missing)} image(s) listed in {listed_in} are missing on disk, "
-                        f"e.g. {examples}; the download is incomplete or in the wrong folder ({see_docs(name)})")
+    return missing

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SplitDataset
+from .base import SplitDataset, SplitSizes
 from .splits import read_coop_split
 
 FOLDERS = ("stanford_cars", "StanfordCars")  # CoOp's name, CLIP-LoRA's name
@@ -11,6 +11,7 @@ FOLDERS = ("stanford_cars", "StanfordCars")  # CoOp's name, CLIP-LoRA's name
 IMAGE_DIR = ""
 SPLIT_FILE = "split_zhou_StanfordCars.json"
 TEMPLATE = "a photo of a {}."
+SIZES = SplitSizes(classes=196, train=6_509, val=1_635, test=8_041)
 
 
 def load(root: Path) -> SplitDataset:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SplitDataset
+from .base import SplitDataset, SplitSizes
 from .splits import read_coop_split
 
 FOLDERS = ("sun397", "SUN397")  # CoOp's name, CLIP-LoRA's name
 IMAGE_DIR = "SUN397"
 SPLIT_FILE = "split_zhou_SUN397.json"
 TEMPLATE = "a photo of a {}."
+SIZES = SplitSizes(classes=397, train=15_880, val=3_970, test=19_850)
 
 
 def load(root: Path) -> SplitDataset:

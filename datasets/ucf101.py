@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import SplitDataset
+from .base import SplitDataset, SplitSizes
 from .splits import read_coop_split
 
 FOLDERS = ("ucf101", "UCF101")  # CoOp's name, CLIP-LoRA's name
 IMAGE_DIR = "UCF-101-midframes"
 SPLIT_FILE = "split_zhou_UCF101.json"
 TEMPLATE = "a photo of a person doing {}."
+SIZES = SplitSizes(classes=101, train=7_639, val=1_898, test=3_783)
 
 
 def load(root: Path) -> SplitDataset:

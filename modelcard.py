@@ -1,0 +1,184 @@
+"""Model cards: a README.md in Hugging Face's format for every saved adapter and merged export.
+
+The YAML header carries what a model hub and a reader filter on (base model, library, method,
+dataset, shots, seed, both accuracies, trainable parameters, training time, peak memory, the
+command that reproduces the run, library versions); the body says the same in prose and shows how
+to load the model with plain PEFT / transformers, without this repository.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from datasets import dataset_module
+from methods import METHODS
+from protocol import CLIP_LORA_TEMPLATE, LOGIT_SCALE
+
+KINDS = ("adapter", "merged")
+TORCH_DTYPES = {"fp16": "torch.float16", "bf16": "torch.bfloat16", "fp32": "torch.float32"}
+ENCODERS = {"both": "the text and vision encoders", "text": "the text encoder", "vision": "the vision encoder"}
+# Flags left out of the reproducing command: continuing an interrupted run computes the same result.
+NOT_REPRODUCED = frozenset({"resume"})
+
+
+def reproduce_command(config: dict, processes: int = 1) -> str:
+    """The command line that runs `config` (a results line's "config") again, every flag spelled out.
+
+    Spelling out defaults too keeps the command exact when a later version changes a default.
+    """
+    words = ["python", "main.py"]
+    if processes > 1:
+        words = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes), "main.py"]
+    for flag, value in config.items():
+        if flag in NOT_REPRODUCED or value is None or value is False:
+            continue
+        words.append(f"--{flag}")
+        if isinstance(value, (list, tuple)):
+            words += [str(v) for v in value]
+        elif value is not True:
+            words.append(str(value))
+    return shlex.join(words)
+
+
+def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
+    method = METHODS[record["mode"]]
+    tags = ["clip", "few-shot", "qlora-clip", "dora" if method.dora else "lora", record["mode"]]
+    if method.quantized:
+        tags.append("4-bit")
+    accuracies = [("test accuracy", record["test_acc"]), ("zero-shot accuracy", record["zero_shot_acc"])]
+    return ModelCardData(
+        base_model=base_model,
+        library_name="peft" if kind == "adapter" else "transformers",
+        pipeline_tag="zero-shot-image-classification",
+        tags=list(dict.fromkeys(tags)),
+        model_name=record["run_name"],
+        eval_results=[EvalResult(task_type="zero-shot-image-classification", dataset_type=record["dataset"],
+                                 dataset_name=record["dataset"], dataset_split="test", metric_type="accuracy",
+                                 metric_name=label, metric_value=round(value, 2))
+                      for label, value in accuracies],
+        # Hugging Face's names for how this model derives from the base.
+        base_model_relation="adapter" if kind == "adapter" else "merge",
+        method=record["mode"],
+        dataset=record["dataset"],
+        shots=record["shots"],
+        seed=record["seed"],
+        backbone=record["backbone"],
+        zero_shot_accuracy=record["zero_shot_acc"],
+        test_accuracy=record["test_acc"],
+        trainable_parameters=record["trainable_params"],
+        adapter_parameters=record["adapter_params"],
+        training_seconds=round(record["train_seconds"], 1),
+        optimizer_steps=record["total_steps"],
+        peak_memory_mb=round(record["peak_memory_mb"], 1),
+        memory_kind=record["memory_kind"],
+        compute_dtype=record["compute_dtype"],
+        device=record["device_name"],
+        command=reproduce_command(record["config"], record.get("processes", 1)),
+        versions=record["versions"],
+    )
+
+
+def prompt_template(record: dict) -> str:
+    """The prompt the run trained with: CLIP-LoRA's, or with --template dataset CoOp's for the dataset."""
+    if record["config"]["template"] == "dataset":
+        return getattr(dataset_module(record["dataset"]), "TEMPLATE", CLIP_LORA_TEMPLATE)
+    return CLIP_LORA_TEMPLATE
+
+
+def _base_link(base_model: str) -> str:
+    """A hub id as a link to its page; a local folder as code."""
+    if Path(base_model).expanduser().is_dir():
+        return f"`{base_model}`"
+    return f"[{base_model}](https://huggingface.co/{base_model})"
+
+
+def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str:
+    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
+    if kind == "merged":
+        load = (f"from transformers import CLIPModel, CLIPProcessor\n\n"
+                f"model = CLIPModel.from_pretrained({str(folder)!r}).eval()  # this folder\n"
+                f"processor = CLIPProcessor.from_pretrained({str(folder)!r})\n")
+    elif METHODS[record["mode"]].quantized:
+        load = (f"from peft import PeftModel\n"
+                f"from transformers import BitsAndBytesConfig, CLIPModel, CLIPProcessor\n\n"
+                f"# The adapter was trained on the 4-bit NF4 base: load it the same way.\n"
+                f"quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
+                f"                                  bnb_4bit_use_double_quant=True,\n"
+                f"                                  bnb_4bit_compute_dtype="
+                f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')})\n"
+                f"base = CLIPModel.from_pretrained({base_model!r}, quantization_config=quantization)\n"
+                f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n"
+                f"processor = CLIPProcessor.from_pretrained({base_model!r})\n")
+    else:
+        load = (f"from peft import PeftModel\nfrom transformers import CLIPModel, CLIPProcessor\n\n"
+                f"base = CLIPModel.from_pretrained({base_model!r})\n"
+                f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n"
+                f"processor = CLIPProcessor.from_pretrained({base_model!r})\n")
+    return (f"```python\nimport torch\n{load}\n"
+            f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
+            f"images = [...]      # PIL images\n"
+            f"prompts = [{prompt_template(record)!r}.format(name.replace(\"_\", \" \")) for name in classnames]\n"
+            f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=True)\n"
+            f"with torch.no_grad():\n"
+            f"    out = model(**inputs)\n"
+            f"# Cosine similarities times {LOGIT_SCALE:g}, the temperature the adapter was trained with.\n"
+            f"logits = {LOGIT_SCALE:g} * out.image_embeds @ out.text_embeds.T\n"
+            f"predicted = logits.argmax(dim=-1)\n```\n")
+
+
+def _summary_table(record: dict) -> str:
+    config = record["config"]
+    zero_shot = "zero-shot on the 4-bit NF4 base" if METHODS[record["mode"]].quantized else "zero-shot"
+    rows = [
+        ("test accuracy", f"{record['test_acc']:.2f}% ({zero_shot}: {record['zero_shot_acc']:.2f}%)"),
+        ("adapter", f"rank {config['r']}, alpha {config['alpha']}, {config['lora_scaling']} scaling, dropout "
+                    f"{config['dropout_rate']}; on the {' '.join(config['params'])} projections of "
+                    f"{ENCODERS[config['encoder']]}, {config['position']} layers"),
+        ("trainable parameters", f"{record['trainable_params']:,}"),
+        ("training", f"{record['total_steps']:,} optimizer steps in {record['train_seconds']:.1f} s on "
+                     f"{record['device_name']} ({record['compute_dtype']})"),
+        ("peak memory", f"{record['peak_memory_mb']:,.0f} MB ({record['memory_kind']})"),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
+
+
+def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelCard:
+    """The card of the adapter (kind 'adapter') or merged model ('merged') a run wrote to `folder`."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    data = card_metadata(record, kind, base_model)
+    method = METHODS[record["mode"]]
+    base = _base_link(base_model)
+    what = (f"A {method.label} adapter (PEFT) for {base}" if kind == "adapter"
+            else f"{base} with a {method.label} adapter merged into its weights (a plain `CLIPModel`)")
+    versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
+    body = f"""
+# {data.model_name}
+
+{what}, trained for few-shot image classification on **{record['dataset']}** with {record['shots']} images
+per class (seed {record['seed']}) by qlora-clip's `main.py`, which follows the CLIP-LoRA protocol
+(Zanella & Ben Ayed, 2024): prompts "{prompt_template(record)}", logits = {LOGIT_SCALE:g} x cosine similarity.
+
+{_summary_table(record)}
+
+## Load it
+
+{_load_snippet(record, kind, base_model, folder)}
+## Reproduce it
+
+```bash
+{data.command}
+```
+
+with {versions}.
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def write_model_card(folder: Path, record: dict, kind: str, base_model: str) -> Path:
+    """Write (or overwrite: PEFT writes a blank template) `folder`/README.md."""
+    path = folder / "README.md"
+    path.write_text(str(model_card(record, kind, base_model, folder)))
+    return path
