@@ -1,0 +1,17 @@
+"""ImageNet-Sketch: 50,889 black-and-white sketches of ImageNet's 1,000 classes.
+
+Test-only; CoOp's layout (DATASETS.md).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import SplitDataset
+from .imagenet_variants import load_wnid_folders
+
+FOLDER = "imagenet-sketch"
+IMAGE_DIR = "images"
+
+
+def load(root: Path) -> SplitDataset:
+    return load_wnid_folders("imagenet_sketch", root, FOLDER, IMAGE_DIR)
