@@ -1,4 +1,7 @@
-"""Entry point: one few-shot experiment (zero-shot eval, adapter training, test eval, report)."""
+"""Entry point: one few-shot experiment (zero-shot eval, adapter training, test eval, report).
+
+Base-to-novel and evaluation on other datasets are added by protocols.py.
+"""
 from __future__ import annotations
 
 import argparse
@@ -22,8 +25,10 @@ from memory import PeakMemory
 from methods import METHODS
 from model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
 from precision import resolve_precision
+from protocols import ProtocolEvaluation
 from results import append_jsonl, comparable_config, library_versions
-from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging)
+from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging,
+                       subset_path)
 from trainer import TrainResult, train
 
 log = logging.getLogger("qlora-clip")
@@ -37,10 +42,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     dist = init_distributed(args.device)
     precision = resolve_precision(args.compute_dtype, dist.device)
 
-    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed, args.template)
+    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed, args.template, args.protocol)
     log.info("%s: %d classes, %d train / %d val / %d test images", args.dataset, len(data.classnames),
              len(data.train), len(data.val), len(data.test))
-    subset_file = Path(args.results_file).parent / "subsets" / f"{args.dataset}_{args.shots}shots_seed{args.seed}.json"
+    subset_file = subset_path(args)
 
     seed_everything(args.seed)
     bundle = load_clip(run.model, dist.device, precision.dtype,
@@ -51,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict | None:
                                              eval_batch_size(args.batch_size), args.num_workers, dist.device),
                    prompts)
     evaluator = Evaluator(model, precision)
+    extra = ProtocolEvaluation(args, data, bundle, dist.device)  # new classes, --eval_datasets
 
     if dist.is_main:
         write_subset(data, subset_file)
@@ -73,6 +79,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     peak = memory.read()
 
     record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, peak)
+    record.update(extra.results(evaluator, test_acc, zero_shot_acc))
     record["subset_file"] = str(subset_file)
     if args.save_path and not args.eval_only:
         save_adapter(model, record, adapter_dir(args))
