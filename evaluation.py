@@ -9,14 +9,16 @@ evaluation of a test set keeps them and later ones only re-encode the prompts.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from tqdm import tqdm
 
+from datasets import Item
 from distributed import Distributed
+from eval_images import prepared_test_images
 from features import ClassPrompts, has_adapters, image_features, logits
-from loaders import EvalBatches
+from loaders import EvalBatches, ImageSettings, eval_transform
 from metrics import accuracy_percent, count_correct
 from precision import Precision
 
@@ -28,13 +30,35 @@ def eval_batch_size(train_batch_size: int) -> int:
     return max(train_batch_size, MIN_EVAL_BATCH)
 
 
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a run prepares its test sets: image settings, batch size, cache, workers, process share."""
+    image: ImageSettings
+    batch_size: int
+    cache_dir: str | None
+    num_workers: int
+    dist: Distributed
+
+
 @dataclass
 class EvalSet:
     """Test images (this process's share) with the prompts of their classes, in label order."""
     name: str
     loader: EvalBatches
     prompts: ClassPrompts
+    items: list[Item] = field(default_factory=list, repr=False)  # the images of `loader`, in its order
     cached: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
+
+
+def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: ClassPrompts,
+                   settings: EvalSettings) -> EvalSet:
+    """This process's share of the test images, preprocessed once (cached across a sweep's runs)."""
+    image, dist = settings.image, settings.dist
+    pixels, labels = prepared_test_images(name, items, load_image, eval_transform(image), image.resize_size,
+                                          image.image_size, settings.cache_dir, settings.num_workers, dist.rank,
+                                          dist.world)
+    return EvalSet(name, EvalBatches(pixels, labels, image, settings.batch_size, dist.device), prompts,
+                   list(items[dist.rank::dist.world]))
 
 
 class Evaluator:

@@ -1,4 +1,7 @@
-"""Entry point: one few-shot experiment (zero-shot eval, adapter training, test eval, report)."""
+"""Entry point: one few-shot experiment (zero-shot eval, adapter training, test eval, report).
+
+Base-to-novel and evaluation on other datasets are added by protocols.py.
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,20 +20,20 @@ from checkpointing import TrainCheckpoint
 from datasets import FewShotDataset, build_dataset, write_subset
 from distributed import Distributed, init_distributed
 from errors import UserError
-from evaluation import Evaluator, EvalSet, eval_batch_size
+from evaluation import EvalSettings, Evaluator, build_eval_set, eval_batch_size
 from export import export_merged
 from features import ClassPrompts
-from eval_images import prepared_test_images
 from image_store import decode_all
-from loaders import EvalBatches, TrainStream, default_num_workers, eval_transform
+from loaders import TrainStream, default_num_workers
 from memory import PeakMemory
 from methods import METHODS
 from model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
 from modelcard import write_model_card
 from precision import allow_tf32, resolve_precision
+from protocols import ProtocolEvaluation
 from results import append_jsonl, comparable_config, library_versions, timestamp
 from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging,
-                       tracking_config)
+                       subset_path, tracking_config)
 from tracking import start_tracking
 from trainer import TrainResult, train
 
@@ -47,10 +50,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     precision = resolve_precision(args.compute_dtype, dist.device)
     allow_tf32(dist.device)
 
-    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed, args.template)
+    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed, args.template, args.protocol)
     log.info("%s: %d classes, %d train / %d val / %d test images", args.dataset, len(data.classnames),
              len(data.train), len(data.val), len(data.test))
-    subset_file = Path(args.results_file).parent / "subsets" / f"{args.dataset}_{args.shots}shots_seed{args.seed}.json"
+    subset_file = subset_path(args)
 
     seed_everything(args.seed)
     bundle = load_clip(run.model, dist.device, precision.dtype,
@@ -58,8 +61,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     model = bundle.model
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device)
     num_workers = default_num_workers(dist.device) if args.num_workers is None else args.num_workers
-    test = build_test_set(args.dataset, data, prompts, bundle, args, dist, num_workers)
+    eval_settings = EvalSettings(bundle.image, eval_batch_size(args.batch_size), args.eval_cache_dir, num_workers,
+                                 dist)
+    test = build_eval_set(args.dataset, data.test, data.load_image, prompts, eval_settings)
     evaluator = Evaluator(model, precision, dist)
+    extra = ProtocolEvaluation(args, data, bundle.tokenizer, eval_settings)  # new classes, --eval_datasets
     eval_memory = PeakMemory(dist.device)
     tracker = start_tracking(tracking_config(args), vars(args), main_process=dist.is_main)
 
@@ -85,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         test_acc = evaluator.accuracy(test)
     eval_seconds += time.perf_counter() - eval_start
     test_shards = dist.gather_count(test.loader.images)
+    protocol_fields = extra.results(evaluator, test_acc, zero_shot_acc)
     if not dist.is_main:
         return None
     tracker.log_eval({"accuracy": test_acc}, step=result.steps)
@@ -92,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     record = results_record(args, model, dist, precision.name, zero_shot_acc, test_acc, result, started_at)
     record.update(eval_memory.read(prefix="eval_"), test_images_per_process=test_shards,
                   eval_seconds=eval_seconds, subset_file=str(subset_file))
+    record.update(protocol_fields)
     record.update(tracker.fields())
     base_model = resolve_backbone(args.backbone)
     if args.save_path and not args.eval_only:
@@ -114,16 +122,6 @@ def build_train_stream(data: FewShotDataset, bundle: ClipBundle, args: argparse.
     sampler = TrainBatchSampler(len(data.train), args.batch_size, args.gradient_accumulation_steps, args.seed,
                                 dist.rank, dist.world)
     return TrainStream(images, [item.label for item in data.train], bundle.image, sampler, num_workers, dist.device)
-
-
-def build_test_set(name: str, data: FewShotDataset, prompts: ClassPrompts, bundle: ClipBundle,
-                   args: argparse.Namespace, dist: Distributed, num_workers: int) -> EvalSet:
-    """This process's share of the test images, preprocessed once (cached across a sweep's runs)."""
-    pixels, labels = prepared_test_images(name, data.test, data.load_image, eval_transform(bundle.image),
-                                          bundle.image.resize_size, bundle.image.image_size, args.eval_cache_dir,
-                                          num_workers, dist.rank, dist.world)
-    batches = EvalBatches(pixels, labels, bundle.image, eval_batch_size(args.batch_size), dist.device)
-    return EvalSet(name, batches, prompts)
 
 
 def results_record(args: argparse.Namespace, model: torch.nn.Module, dist: Distributed, compute_dtype: str,

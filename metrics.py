@@ -1,7 +1,13 @@
-"""Accuracy from counts: sum the correct predictions, divide once at the end."""
+"""Accuracy from counts: sum the correct predictions, divide once at the end.
+
+No torch import at module level: the summaries use harmonic_mean without loading torch.
+"""
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -17,5 +23,5 @@ def accuracy_percent(correct: int, total: int) -> float:
 
 
 def harmonic_mean(a: float, b: float) -> float:
-    """2ab / (a + b); 0 when both are 0."""
+    """2ab / (a + b), base-to-novel's HM: high only when both are; 0 when both are 0."""
     return 2 * a * b / (a + b) if a + b else 0.0

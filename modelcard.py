@@ -14,6 +14,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from datasets import dataset_module
 from methods import METHODS
+from model import FULL_PRECISION_MODULES
 from protocol import CLIP_LORA_TEMPLATE, LOGIT_SCALE
 
 KINDS = ("adapter", "merged")
@@ -32,7 +33,7 @@ def reproduce_command(config: dict, processes: int = 1) -> str:
     if processes > 1:
         words = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes), "main.py"]
     for flag, value in config.items():
-        if flag in NOT_REPRODUCED or value is None or value is False:
+        if flag in NOT_REPRODUCED or value is None or value is False or value == []:
             continue
         words.append(f"--{flag}")
         if isinstance(value, (list, tuple)):
@@ -107,7 +108,9 @@ def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str
                 f"quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
                 f"                                  bnb_4bit_use_double_quant=True,\n"
                 f"                                  bnb_4bit_compute_dtype="
-                f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')})\n"
+                f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')},\n"
+                f"                                  # both projections stayed in full precision in training\n"
+                f"                                  llm_int8_skip_modules={FULL_PRECISION_MODULES!r})\n"
                 f"base = CLIPModel.from_pretrained({base_model!r}, quantization_config=quantization)\n"
                 f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n"
                 f"processor = CLIPProcessor.from_pretrained({base_model!r})\n")

@@ -43,8 +43,34 @@ DATASET_TITLES = {
     "imagenet": "ImageNet", "sun397": "SUN", "fgvc": "Aircraft", "eurosat": "EuroSAT",
     "stanford_cars": "Cars", "food101": "Food", "oxford_pets": "Pets", "oxford_flowers": "Flowers",
     "caltech101": "Caltech", "dtd": "DTD", "ucf101": "UCF",
+    "imagenetv2": "ImageNet-V2", "imagenet_sketch": "ImageNet-Sketch", "imagenet_a": "ImageNet-A",
+    "imagenet_r": "ImageNet-R",
 }
+
+# --- the other protocols of the field -----------------------------------------------------------
+# --protocol: 'fewshot' is the table above; 'base2new' is CoCoOp's base-to-novel generalization
+# (train on the first half of the classes, test on both halves with separate classifiers).
+PROTOCOLS = ("fewshot", "base2new")
+# Cross-dataset transfer and domain generalization: one adapter trained on ImageNet (16 shots, all
+# classes), evaluated on the full test sets of the other 10 datasets and of ImageNet's 4 variants.
+TRANSFER_SOURCE = "imagenet"
+DOMAIN_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+CROSS_DATASET_TARGETS = tuple(d for d in PAPER_DATASETS if d != TRANSFER_SOURCE)
+
 
 # --- published numbers --------------------------------------------------------------------------
 # CLIP-LoRA's averages over the 11 datasets, ViT-B/16, top-1 %, mean of 3 seeds, by shots.
 PUBLISHED_CLIP_LORA = {1: 72.5, 2: 75.4, 4: 77.4, 8: 80.3, 16: 83.0}
+
+# Base-to-novel generalization, ViT-B/16, 16 shots, averages over the 11 datasets (top-1 %):
+# (base, new, HM), as each method's authors published them; CLIP-LoRA's row is its run by
+# CLIP-SVD's authors (CLIP-LoRA published no base-to-novel numbers).
+PUBLISHED_BASE2NEW = {
+    "zero-shot CLIP": (69.34, 74.22, 71.70),
+    "CoOp": (82.69, 63.22, 71.66),
+    "CoCoOp": (80.47, 71.69, 75.83),
+    "MaPLe": (82.28, 75.14, 78.55),
+    "PromptSRC": (84.26, 76.10, 79.97),
+    "CLIP-LoRA (run by CLIP-SVD's authors)": (84.10, 74.80, 79.18),
+    "CLIP-SVD": (84.38, 76.29, 80.13),
+}

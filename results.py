@@ -21,6 +21,9 @@ IDENTITY_FIELDS = ("mode", "dataset", "shots", "seed", "backbone")
 
 # Flags that say where things are read or written, or how the work is spread, but not what a run
 # computes: two runs differing only in these are the same run (sweeps skip it, --resume accepts it).
+# --protocol and --eval_datasets are not among them: the first changes what is trained and tested,
+# and a line with --eval_datasets holds accuracies that a line without them lacks, so a sweep asked
+# for those targets must not count a run recorded without them as done.
 BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
                                "checkpoint_every", "checkpoint_dir", "resume", "merge_export",
                                "decode_budget_gb", "eval_cache_dir",

@@ -17,7 +17,7 @@ from pathlib import Path
 import protocol
 from config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
 from config import cache_root
-from datasets import DATASET_NAMES, TEMPLATES
+from datasets import DATASET_NAMES, TEMPLATES, TEST_ONLY, untrainable_message
 from methods import MODES
 from tracking import REPORT_TO, WANDB_INSTALL, TrackingConfig, wandb_installed
 
@@ -50,6 +50,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "(0: decode at every step)")
     data.add_argument("--eval_cache_dir", default=str(default_eval_cache_dir()),
                       help="folder of the preprocessed test images a sweep's runs share ('' = no disk cache)")
+
+    proto = p.add_argument_group("protocol")
+    proto.add_argument(
+        "--protocol", choices=protocol.PROTOCOLS, default="fewshot",
+        help="fewshot: train and test on all classes; base2new: CoCoOp's base-to-novel generalization, "
+             "train on the first half of the classes, test base and new classes with separate classifiers")
+    proto.add_argument(
+        "--eval_datasets", nargs="+", choices=DATASET_NAMES, default=[], metavar="NAME",
+        help="after training (or with --eval_only), also evaluate on each of these datasets' full test "
+             "sets with their own class prompts, zero-shot beside it (cross-dataset transfer, domain "
+             f"generalization); choose from {', '.join(n for n in DATASET_NAMES if n != 'folder')}")
 
     model = p.add_argument_group("model")
     model.add_argument(
@@ -149,6 +160,7 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     need(not args.eval_only or args.save_path,
          "--eval_only needs --save_path, the folder the adapter was saved under")
     errors += tracking_errors(args)
+    errors += protocol_errors(args)
     if args.device == "cuda":
         import torch
 
@@ -168,6 +180,29 @@ def tracking_errors(args: argparse.Namespace) -> list[str]:
         if value is not None and not FOLDER_NAME.fullmatch(value):
             errors.append(f"{flag} {value!r}: use letters, digits and . _ + = - (it names a folder), "
                           "starting with a letter, digit or _")
+    return errors
+
+
+def protocol_errors(args: argparse.Namespace) -> list[str]:
+    """What --dataset, --protocol and --eval_datasets cannot be together."""
+    errors = []
+    if args.dataset in TEST_ONLY:
+        errors.append(untrainable_message(args.dataset)
+                      + (" (base-to-novel needs train images too)" if args.protocol == "base2new" else ""))
+    targets = args.eval_datasets
+    repeated = sorted({name for name in targets if targets.count(name) > 1})
+    if repeated:
+        errors.append(f"--eval_datasets lists {', '.join(repeated)} more than once")
+    if args.dataset in targets:
+        errors.append(f"--eval_datasets {args.dataset}: that is the --dataset itself, whose test set every run "
+                      "evaluates; list only other datasets")
+    # --dataset folder reads --root_path itself, so it cannot also hold other datasets' folders.
+    if "folder" in targets:
+        errors.append("--eval_datasets folder: your own images can only be the --dataset (--root_path is that "
+                      "folder); evaluate a saved adapter on them with --dataset folder --eval_only")
+    elif targets and args.dataset == "folder":
+        errors.append("--eval_datasets with --dataset folder: targets are read from --root_path, which is your "
+                      "image folder here; train on a dataset under DATA/ to evaluate on others")
     return errors
 
 
@@ -217,8 +252,19 @@ def backbone_tag(backbone: str) -> str:
 
 
 def run_subdir(args: argparse.Namespace) -> Path:
-    """<backbone>/<dataset>/<K>shots/seed<S>/<mode>: where a run's adapter and checkpoints live."""
-    return Path(backbone_tag(args.backbone)) / args.dataset / f"{args.shots}shots" / f"seed{args.seed}" / args.mode
+    """<backbone>/<dataset>/<K>shots/seed<S>/<mode>: where a run's adapter and checkpoints live.
+
+    A base-to-novel run trains another adapter (base classes only) on the same draw, so it lives in
+    <dataset>/base2new/... and never replaces the few-shot run's.
+    """
+    dataset = Path(args.dataset) if args.protocol == "fewshot" else Path(args.dataset) / args.protocol
+    return Path(backbone_tag(args.backbone)) / dataset / f"{args.shots}shots" / f"seed{args.seed}" / args.mode
+
+
+def subset_path(args: argparse.Namespace) -> Path:
+    """Where a run records its few-shot draw: <results folder>/subsets/<dataset>[_base2new]_<K>shots_seed<S>.json."""
+    dataset = args.dataset if args.protocol == "fewshot" else f"{args.dataset}_{args.protocol}"
+    return Path(args.results_file).parent / "subsets" / f"{dataset}_{args.shots}shots_seed{args.seed}.json"
 
 
 def adapter_dir(args: argparse.Namespace) -> Path:

@@ -1,8 +1,9 @@
-"""Dataset factory: `build_dataset(name, root, shots, seed, template)`.
+"""Dataset factory: `build_dataset(name, root, shots, seed, template, protocol)`, `build_eval_images(...)`.
 
 Each dataset is a short module with `load(root) -> SplitDataset` declaring its folders, split
 files, class-name fixes and prompt template; the shared split reading lives in `splits.py`, and
-few-shot sampling happens here, once, for all of them (docs/protocol.md, "Few-shot sampling").
+few-shot sampling happens here, once, for all of them (docs/protocol.md, "Few-shot sampling"),
+followed by the base-to-novel class split when that protocol runs (base2new.py).
 Modules are imported when a dataset is built, so listing the names (the CLI's --dataset choices)
 costs nothing.
 """
@@ -15,13 +16,14 @@ from pathlib import Path
 from types import ModuleType
 
 from errors import UserError
-from protocol import CLIP_LORA_TEMPLATE
+from protocol import CLIP_LORA_TEMPLATE, PROTOCOLS
 
-from .base import FewShotDataset, Item, SplitDataset
+from .base import EvalImages, FewShotDataset, Item, SplitDataset
+from .base2new import base_to_new
 from .sampling import sample_train_then_val, sample_train_val
 
 # --dataset name -> module of this package. The 11 datasets of the CLIP-LoRA table, by the names
-# its scripts use, then our own two.
+# its scripts use, then ImageNet's four variants (CoOp's names), then our own two.
 DATASETS = {
     "imagenet": "imagenet",
     "caltech101": "caltech101",
@@ -34,16 +36,23 @@ DATASETS = {
     "dtd": "dtd",
     "eurosat": "eurosat",
     "ucf101": "ucf101",
+    "imagenetv2": "imagenetv2",
+    "imagenet_sketch": "imagenet_sketch",
+    "imagenet_a": "imagenet_a",
+    "imagenet_r": "imagenet_r",
     "fashion_mnist": "fashion_mnist",
     "folder": "folder",
 }
 DATASET_NAMES = tuple(DATASETS)
+# Datasets whose images are all test images: targets of --eval_datasets, never trained on.
+TEST_ONLY = frozenset({"imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"})
 TEMPLATES = ("clip-lora", "dataset")
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DATASETS", "DATASET_NAMES", "TEMPLATES", "FewShotDataset", "Item", "SplitDataset",
-           "build_dataset", "dataset_module", "write_subset"]
+__all__ = ["DATASETS", "DATASET_NAMES", "TEMPLATES", "TEST_ONLY", "EvalImages", "FewShotDataset", "Item",
+           "SplitDataset", "build_dataset", "build_eval_images", "dataset_module", "untrainable_message",
+           "write_subset"]
 
 
 def dataset_module(name: str) -> ModuleType:
@@ -53,34 +62,60 @@ def dataset_module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{DATASETS[name]}")
 
 
-def build_dataset(name: str, root: str | Path, shots: int, seed: int,
-                  template: str = "clip-lora") -> FewShotDataset:
+def untrainable_message(name: str) -> str:
+    return (f"--dataset {name} is a test-only dataset (all its images are test images), so no adapter can be "
+            f"trained on it; train on another dataset and evaluate on this one with --eval_datasets {name}")
+
+
+def build_dataset(name: str, root: str | Path, shots: int, seed: int, template: str = "clip-lora",
+                  protocol: str = "fewshot") -> FewShotDataset:
     """The few-shot view of a dataset, drawn as CLIP-LoRA draws it for this seed and shot count.
 
     `template` is 'clip-lora' ('a photo of a {}.' for every dataset, as CLIP-LoRA trains) or
-    'dataset' (CoOp's per-dataset prompt).
+    'dataset' (CoOp's per-dataset prompt). `protocol` 'base2new' restricts the drawn set to the
+    base classes afterwards and carries the new classes' test set beside it (base2new.py).
     """
+    if name in TEST_ONLY:
+        raise UserError(untrainable_message(name))
+    if protocol not in PROTOCOLS:
+        raise UserError(f"--protocol {protocol}: choose one of {', '.join(PROTOCOLS)}")
+    split = _load_split(name, root, template)
+    if split.val_from_train:
+        train, val = sample_train_then_val(split.train, shots, seed)
+    else:
+        train, val = sample_train_val(split.train, split.val, shots, seed)
+    data = FewShotDataset(name=name, train=train, val=val, test=split.test, classnames=split.classnames,
+                          template=_template(split, template), load_image=split.load_image, shots=shots,
+                          seed=seed)
+    return base_to_new(data) if protocol == "base2new" else data
+
+
+def build_eval_images(name: str, root: str | Path, template: str = "clip-lora") -> EvalImages:
+    """A dataset's full test set with all its class names, for evaluation only (--eval_datasets)."""
+    split = _load_split(name, root, template)
+    return EvalImages(name=name, test=split.test, classnames=split.classnames, template=_template(split, template),
+                      load_image=split.load_image)
+
+
+def _load_split(name: str, root: str | Path, template: str) -> SplitDataset:
     if template not in TEMPLATES:
         raise UserError(f"--template {template}: choose one of {', '.join(TEMPLATES)}")
     split = dataset_module(name).load(Path(root))
     # The full split's sizes, to compare with the counts in DATASETS.md.
     log.info("%s: %d classes; split of %d train / %d val / %d test images", name, len(split.classnames),
              len(split.train), len(split.val), len(split.test))
-    if split.val_from_train:
-        train, val = sample_train_then_val(split.train, shots, seed)
-    else:
-        train, val = sample_train_val(split.train, split.val, shots, seed)
-    return FewShotDataset(name=name, train=train, val=val, test=split.test,
-                          classnames=split.classnames,
-                          template=CLIP_LORA_TEMPLATE if template == "clip-lora" else split.template,
-                          load_image=split.load_image, shots=shots, seed=seed)
+    return split
+
+
+def _template(split: SplitDataset, template: str) -> str:
+    return CLIP_LORA_TEMPLATE if template == "clip-lora" else split.template
 
 
 def write_subset(data: FewShotDataset, path: str | Path) -> None:
     """Record which images a run trained and validated on, so the draw can be audited.
 
     Sources are written as the loader saw them (paths under --root_path; image indices for
-    Fashion-MNIST), train and val in the order they were drawn.
+    Fashion-MNIST), train and val in the order they were drawn, with the labels the run trained on.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,12 +123,17 @@ def write_subset(data: FewShotDataset, path: str | Path) -> None:
         "dataset": data.name,
         "shots": data.shots,
         "seed": data.seed,
+        "protocol": data.protocol,
         "template": data.template,
         "classnames": data.classnames,
         "test_images": len(data.test),
         "train": [[str(item.source), item.label] for item in data.train],
         "val": [[str(item.source), item.label] for item in data.val],
     }
+    if data.new is not None:
+        # Base-to-novel: the lists above are the base classes' (relabelled); these classes never trained.
+        record["new_classnames"] = data.new.classnames
+        record["new_test_images"] = len(data.new.test)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(path)

@@ -50,9 +50,31 @@ class SplitDataset:
     val_from_train: bool = False
 
 
+def class_prompts(template: str, classnames: list[str]) -> list[str]:
+    """One prompt per class, in label order (underscores in class names become spaces)."""
+    return [template.format(name.replace("_", " ")) for name in classnames]
+
+
+@dataclass
+class EvalImages:
+    """Test images and the class names their labels index: what one classifier is evaluated on."""
+    name: str
+    test: list[Item]
+    classnames: list[str]
+    template: str
+    load_image: Callable[[Any], Image.Image] = field(repr=False, default=open_rgb)
+
+    def prompts(self) -> list[str]:
+        return class_prompts(self.template, self.classnames)
+
+
 @dataclass
 class FewShotDataset:
-    """The few-shot view a run trains on: sampled train/val, the full test set."""
+    """The few-shot view a run trains on: sampled train/val, the full test set.
+
+    Under `protocol` 'base2new' train, val, test and classnames hold the base classes only
+    (relabelled 0..k-1), and `new` the new classes' test images and names (datasets/base2new.py).
+    """
     name: str
     train: list[Item]
     val: list[Item]
@@ -62,7 +84,9 @@ class FewShotDataset:
     load_image: Callable[[Any], Image.Image] = field(repr=False, default=open_rgb)
     shots: int | None = None
     seed: int | None = None
+    protocol: str = "fewshot"
+    new: EvalImages | None = None
 
     def prompts(self) -> list[str]:
         """One prompt per class, in label order (underscores in class names become spaces)."""
-        return [self.template.format(name.replace("_", " ")) for name in self.classnames]
+        return class_prompts(self.template, self.classnames)

@@ -1,9 +1,10 @@
-"""Miniature copies of the 11 benchmark datasets, in their real on-disk formats, for tests.
+"""Miniature copies of the 11 benchmark datasets and ImageNet's 4 variants, in their real on-disk formats.
 
 Each builder writes a few tiny JPEGs per class and the dataset's real split files (CoOp's split
 json, FGVC's txt lists, ImageNet's folders + classnames.txt) under either folder convention, and
 returns what a correct loader must find. The json lists are shuffled so that classes first appear
-out of label order, as the sampling rule (docs/protocol.md, "Few-shot sampling") has to cope with.
+out of label order, as the sampling rule (docs/protocol.md, "Few-shot sampling") has to cope with. The variants
+(`build_variant`) are folders of test images only, in CoOp's layouts.
 """
 from __future__ import annotations
 
@@ -186,6 +187,67 @@ def build_imagenet(root: Path, convention: str = "coop") -> Tree:
     n_classes = len(IMAGENET_CLASSES)
     return Tree("imagenet", root, images / "train", list(IMAGENET_CLASSES.values()),
                 {"train": n_classes * IMAGENET_TRAIN, "val": 0, "test": n_classes * IMAGENET_TEST})
+
+
+# --- ImageNet's variants (test-only), in CoOp's layouts --------------------------------------------
+
+# The first 12 ImageNet classes, in classnames.txt's (sorted) order; the real file has 1,000.
+VARIANT_CLASSES = {
+    "n01440764": "tench", "n01443537": "goldfish", "n01484850": "great white shark", "n01491361": "tiger shark",
+    "n01494475": "hammerhead shark", "n01496331": "electric ray", "n01498041": "stingray", "n01514668": "rooster",
+    "n01514859": "hen", "n01518878": "ostrich", "n01530575": "brambling", "n01531178": "goldfinch",
+}
+VARIANTS = ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
+# name: (CoOp folder, image folder, the WordNet ids with a folder; None = numbered folders 0..N-1)
+# ImageNet-A and -R hold a subset of the classes (200 of the 1,000), each its own.
+VARIANT_LAYOUTS: dict[str, tuple[str, str, list[str] | None]] = {
+    "imagenetv2": ("imagenetv2", "imagenetv2-matched-frequency-format-val", None),
+    "imagenet_sketch": ("imagenet-sketch", "images", list(VARIANT_CLASSES)),
+    "imagenet_a": ("imagenet-adversarial", "imagenet-a", ["n01443537", "n01491361", "n01514859", "n01531178"]),
+    "imagenet_r": ("imagenet-rendition", "imagenet-r", ["n01440764", "n01484850", "n01496331", "n01518878"]),
+}
+VARIANT_SUFFIX = {"imagenetv2": ".jpeg", "imagenet_sketch": ".JPEG", "imagenet_a": ".jpg", "imagenet_r": ".jpg"}
+VARIANT_IMAGES = 2  # per class
+
+
+@dataclass
+class VariantTree:
+    name: str
+    root: Path                  # what --root_path gets
+    images: Path                # the folder of class folders
+    classnames: list[str]       # the classifier the loader must build, in label order
+    labels: dict[str, int]      # image path -> the label the loader must give it
+    classnames_file: Path       # the copy in the variant's folder (absent with copy=False)
+
+
+def build_variant(name: str, root: Path, copy: bool = True) -> VariantTree:
+    """Write the miniature variant under `root`; `copy=False` leaves its classnames.txt copy out and
+    writes ImageNet's own (DATA/imagenet/classnames.txt) instead."""
+    folder, image_dir, wnids = VARIANT_LAYOUTS[name]
+    images = root / folder / image_dir
+    names = list(VARIANT_CLASSES.values())
+    if wnids is None:  # ImageNet-V2: folder i = line i of classnames.txt, all classes in the classifier
+        class_folders = [str(i) for i in range(len(names))]
+        classnames = names
+    else:  # by WordNet id: labels follow the sorted folder names, only those classes in the classifier
+        class_folders = sorted(wnids)
+        classnames = [VARIANT_CLASSES[wnid] for wnid in class_folders]
+    labels = {}
+    for label, class_folder in enumerate(class_folders):
+        for n in range(VARIANT_IMAGES):
+            path = images / class_folder / f"{name}_{label}_{n}{VARIANT_SUFFIX[name]}"
+            _write_image(path, label)
+            labels[str(path)] = label
+    if name == "imagenet_a":
+        (images / "README.txt").write_text("not a class")  # the archive's own, beside the class folders
+    lines = [f"{wnid} {classname}\n" for wnid, classname in VARIANT_CLASSES.items()]
+    if wnids is not None:
+        lines.reverse()  # folders named by WordNet id take their names by id, never by line position
+    classnames_file = root / folder / "classnames.txt"
+    target = classnames_file if copy else root / "imagenet" / "classnames.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text("".join(lines))
+    return VariantTree(name, root, images, classnames, labels, classnames_file)
 
 
 def write_folder_classes(root: Path, classes: dict[str, int]) -> None:
