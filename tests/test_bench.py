@@ -1,4 +1,4 @@
-"""The benchmark harness: a fast smoke run on the tiny model, and checks that what it reports is right."""
+"""The benchmark (bench/): a fast smoke run on the tiny model, and checks that what it reports is right."""
 import json
 
 import pytest
@@ -6,17 +6,27 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-import bench
-from features import ClassPrompts, image_features
-from protocol import LOGIT_SCALE
+from bench import classes, cli
+from bench.dora_dropout import use_adapter_dropout_dora
+from bench.flops import train_step_flops
+from bench.harness import load_model, random_batch
+from bench.prompts import synthetic_prompts
+from bench.step_time import StepTimer
+from bench.suite import STUDIES
+from features import ClassPrompts, image_features, logits
+from protocol import CONTEXT_LENGTH
 
 CPU = torch.device("cpu")
 
 
 def test_quick_preset_writes_json_and_table(tmp_path, capsys):
-    report = bench.main(["--preset", "quick", "--modes", "lora", "qlora", "--studies", "padding",
-                         "--out_dir", str(tmp_path)])
+    cli.main(["--preset", "quick", "--modes", "lora", "qlora", "--studies", "padding", "--out_dir", str(tmp_path)])
 
+    [json_file] = tmp_path.glob("*.json")
+    [md_file] = tmp_path.glob("*.md")
+    report = json.loads(json_file.read_text())
+    assert report["command"].startswith("bench.py --preset quick")
+    assert report["args"]["backbone"] == "tiny" and report["args"]["modes"] == ["lora", "qlora"]
     rows = [r for r in report["rows"] if not r.get("study")]
     assert [(r["mode"], r["encoder"]) for r in rows] == [("lora", "both"), ("qlora", "both")]
     for row in rows:
@@ -29,63 +39,88 @@ def test_quick_preset_writes_json_and_table(tmp_path, capsys):
     padding = report["studies"]["padding"]
     assert (padding["longest_len"], padding["full_len"]) == (16, 77)
     assert padding["logits_max_abs_diff"] < 1e-4
+    assert [r["study"] for r in report["rows"] if r.get("study")] == ["padding", "padding"]
+    assert set(report["studies"]) == {"padding", "footprint_mb", "train_hours_vs_shots"}
 
-    [json_file] = tmp_path.glob("*.json")
-    [md_file] = tmp_path.glob("*.md")
-    assert json.loads(json_file.read_text())["rows"][0]["mode"] == "lora"
     table = md_file.read_text()
     assert "| qlora | both | 4 | fp32 |" in table and table in capsys.readouterr().out
 
 
+def test_each_study_reports_its_summary_and_rows(monkeypatch):
+    monkeypatch.setattr(classes, "CLASS_COUNTS", (3, 5))  # the real counts cost a minute here
+    settings = cli.parse_bench_args(["--preset", "quick", "--warmup", "0"])
+    peak = {"fp32": 1e12}  # utilization is not looked at here
+
+    dequant, rows = STUDIES["dequant"](settings, peak)
+    assert dequant["layers"] > 0 and dequant["all_layers_once_s"] > 0 and rows == []
+
+    dora, rows = STUDIES["dora_dropout"](settings, peak)
+    assert [(r["mode"], r["dropout"], r["adapter_dropout_dora"]) for r in rows] == [
+        ("dora", 0.25, False), ("dora", 0.0, False), ("dora", 0.25, True), ("lora", 0.25, False)]
+    assert dora["step_s_dora_adapter_dropout"] == rows[2]["step_s"]
+    assert dora["peft_over_adapter_dropout"] == rows[0]["step_s"] / rows[2]["step_s"]
+
+    by_classes, rows = STUDIES["classes"](settings, peak)
+    assert [r["num_classes"] for r in rows] == [3, 5] and list(by_classes) == [3, 5]
+    assert by_classes[5]["step_s"] == rows[1]["step_s"]
+
+
 def test_bad_flags_name_the_flag(capsys):
     with pytest.raises(SystemExit):
-        bench.parse_bench_args(["--prompt_tokens", "100"])
+        cli.parse_bench_args(["--prompt_tokens", "100"])
     assert "--prompt_tokens" in capsys.readouterr().err
 
 
+def test_flags_override_the_preset():
+    settings = cli.parse_bench_args(["--preset", "scaling", "--batch_sizes", "2", "--studies"])
+    assert settings.batch_sizes == (2,) and settings.studies == ()
+    assert settings.modes == ("lora",) and settings.backbone == "ViT-B/16"
+
+
 def test_synthetic_prompts_have_the_requested_token_lengths():
-    _, _, bundle = bench.load("tiny", "lora", "both", "fp32", False, CPU)
-    prompts = ClassPrompts(bundle.tokenizer, bench.synthetic_prompts(bundle.tokenizer, 5, 12), CPU)
-    assert prompts.attention_mask.sum(1).tolist() == [8, 9, 10, 11, 12]
-    full = bench.FullContextPrompts(bundle.tokenizer, bench.synthetic_prompts(bundle.tokenizer, 5, 12), CPU)
-    assert full.input_ids.shape == (5, 77)
+    _, _, bundle = load_model("tiny", "fp32", CPU)
+    prompts = synthetic_prompts(bundle.tokenizer, 5, 12)
+    assert ClassPrompts(bundle.tokenizer, prompts, CPU).attention_mask.sum(1).tolist() == [8, 9, 10, 11, 12]
+    full = ClassPrompts(bundle.tokenizer, prompts, CPU, padding="max_length")
+    assert full.input_ids.shape == (5, CONTEXT_LENGTH)
 
 
 @pytest.mark.parametrize("encoder", ["both", "vision"])
 def test_flop_formula_matches_pytorch_flop_counter(encoder):
-    """The documented formula counts what the step's matrix multiplies really do."""
-    _, precision, bundle = bench.load("tiny", "lora", encoder, "fp32", False, CPU)
+    """The documented formula (bench/flops.py) counts what the step's matrix multiplies really do."""
+    _, precision, bundle = load_model("tiny", "fp32", CPU, encoder=encoder)
     tokenizer, model = bundle.tokenizer, bundle.model
     # The counter does not see the CPU's fused attention kernel; eager attention is plain matmuls.
     model.base_model.model.set_attn_implementation("eager")
-    prompts = ClassPrompts(tokenizer, bench.synthetic_prompts(tokenizer, 7, 14), CPU)
-    timer = bench.StepTimer(model, prompts, precision, reencode_text=encoder != "vision")
-    images, labels = bench.random_batch(3, bundle.image.image_size, 7, CPU)
+    prompts = ClassPrompts(tokenizer, synthetic_prompts(tokenizer, 7, 14), CPU)
+    timer = StepTimer(model, prompts, precision)
+    assert (timer.cached_text is None) == (encoder == "both")
+    images, labels = random_batch(3, bundle.image.image_size, 7, CPU)
     with FlopCounterMode(display=False) as counter:
         timer.step(images, labels)
-    expected = bench.train_step_flops(model.config, 3, 7, 14, encoder)
+    expected = train_step_flops(model.config, 3, 7, 14, encoder)
     assert counter.get_total_flops() == pytest.approx(expected, rel=0.005)
 
 
 def test_step_timer_gives_the_gradients_of_one_backward():
     """Splitting the backward by tower must not change what a training step computes."""
-    _, precision, bundle = bench.load("tiny", "lora", "both", "fp32", False, CPU, dropout=0.0)
+    _, precision, bundle = load_model("tiny", "fp32", CPU, dropout=0.0)
     model = bundle.model
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.1)
-    prompts = ClassPrompts(bundle.tokenizer, bench.synthetic_prompts(bundle.tokenizer, 4, 10), CPU)
-    images, labels = bench.random_batch(2, bundle.image.image_size, 4, CPU)
+    prompts = ClassPrompts(bundle.tokenizer, synthetic_prompts(bundle.tokenizer, 4, 10), CPU)
+    images, labels = random_batch(2, bundle.image.image_size, 4, CPU)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
 
     model.train()
-    loss = F.cross_entropy(LOGIT_SCALE * image_features(model, images) @ prompts.features(model).T, labels)
+    loss = F.cross_entropy(logits(image_features(model, images), prompts.features(model)), labels)
     loss.backward()
     expected = {n: p.grad.clone() for n, p in trainable.items()}
     model.zero_grad(set_to_none=True)
 
-    timer = bench.StepTimer(model, prompts, precision, reencode_text=True)
+    timer = StepTimer(model, prompts, precision)
     timer.optimizer.step = lambda: None  # keep the weights, look at the gradients
     timer.optimizer.zero_grad = lambda set_to_none=True: None
     timer.step(images, labels)
@@ -97,7 +132,7 @@ def test_step_timer_gives_the_gradients_of_one_backward():
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
 def test_adapter_dropout_dora_changes_only_where_dropout_acts(dropout):
     """The proposed DoRA variant equals PEFT's DoRA in evaluation, and in training without dropout."""
-    _, _, bundle = bench.load("tiny", "dora", "both", "fp32", False, CPU, dropout=dropout)
+    _, _, bundle = load_model("tiny", "fp32", CPU, "dora", dropout=dropout)
     model = bundle.model
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -111,6 +146,20 @@ def test_adapter_dropout_dora_changes_only_where_dropout_acts(dropout):
         return image_features(model, images)
 
     peft_eval, peft_train = features(False), features(True)
-    bench.use_adapter_dropout_dora(model)
+    use_adapter_dropout_dora(model)
     torch.testing.assert_close(features(False), peft_eval)
     assert torch.allclose(features(True), peft_train, atol=1e-6) == (dropout == 0.0)
+
+
+def test_protocol_study_runs_main_end_to_end_per_method(tmp_path):
+    """The GPU preset's end-to-end run, shrunk: the figures come from main.py's results lines."""
+    from bench import protocol_run
+
+    results = protocol_run.run_protocol("tiny", "cpu", n_iters=2, classes=4, train=9, test=8, size=(40, 30))
+    assert results["write_data_s"] > 0
+    for mode in ("lora", "qlora"):
+        run = results[mode]
+        assert run["steps"] == 2 * protocol_run.SHOTS and run["train_images_seen"] == 8 * 16
+        assert run["total_s"] > run["train_s"] > 0 and run["ms_per_step"] > 0 and run["input_wait_s"] >= 0
+        assert run["peak_memory_mb"] > 0 and run["memory_kind"] == "cpu_rss"
+    assert not results["lora"]["test_images_cached_before"] and results["qlora"]["test_images_cached_before"]

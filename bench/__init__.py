@@ -1,0 +1,23 @@
+"""The benchmark: what training, evaluation, the weights and the input pipeline cost, per method.
+
+`python bench.py` is the entry point (bench/cli.py reads its flags). One module per concern:
+
+    settings.py        what one benchmark run measures (BenchSettings, InputSettings)
+    cli.py             the flags, the presets, and which study a command runs
+    gpu.py             the GPU preset and the figure its memory target needs
+    suite.py           one benchmark run, in order: the step-time grid, footprints, studies, report
+    harness.py         the machine, the matmul peak, syncs and memory release, loading a model
+    flops.py           the FLOP count of one training step
+    prompts.py         class prompts of a chosen token length
+    step_time.py       one timed training step, one measured setting, the grid and its ratios
+    padding.py         study: prompts padded to the longest one vs CLIP's 77 tokens
+    classes.py         study: step time vs the number of classes
+    footprint.py       weight footprints; study: the 4-bit dequantization cost
+    dora_dropout.py    study: DoRA with PEFT's dropout vs dropout on the adapter branch only
+    input_pipeline.py  `python bench.py input`: decode + transform throughput of the real loaders
+    report.py          the Markdown table and the files in bench_results/
+
+Every model comes from model.load_clip(ModelConfig(...)), every step uses the features, precision
+and protocol constants main.py's run uses; only the images are random, and the weights are random
+checkpoints in the real shapes (tiny_clip.random_checkpoint_dir), so nothing is downloaded.
+"""

@@ -1,0 +1,58 @@
+"""The FLOP count of one training step, from the model's shapes (multiply-add = 2 FLOPs).
+
+For an encoder of width d, MLP width m, L layers, and N sequences of S tokens (T = N*S):
+  forward  linear    = 2*T*(4*d^2 + 2*d*m)*L           (q, k, v, out projections + two MLP layers)
+           attention = 2*2*N*S^2*d*L                    (Q K^T and P V)
+           + patch embedding 2*B*P*(3*p^2)*d (vision) and the output projection 2*N*d*proj
+  backward, base frozen: input gradients only, one more forward's worth of linear FLOPs (less layer
+           0's q, k, v, whose input needs no gradient), twice the attention matmuls, the projection
+           again; the patch embedding needs none.
+  adapters: 2*T*r*(d_in+d_out) per adapted projection forward, three times that per step.
+  logits:   2*B*C*proj forward, twice that backward (B images, C classes).
+The text pass counts only when the text tower has adapters (otherwise prompts are encoded once,
+outside the step, as trainer.train does). Recomputation (gradient checkpointing, DoRA's second
+base matmul) is not counted: utilization is useful FLOPs over time, so overheads lower it.
+tests/test_bench.py checks this count against torch.utils.flop_counter.
+"""
+from __future__ import annotations
+
+from transformers import CLIPConfig
+
+from protocol import RANK
+
+
+def _encoder_flops(d: int, m: int, layers: int, n_seqs: int, seq: int) -> tuple[float, float, float]:
+    """Forward FLOPs of a transformer stack: (all linear layers, layer 0's q/k/v, attention matmuls)."""
+    tokens = n_seqs * seq
+    linear = 2 * tokens * (4 * d * d + 2 * d * m) * layers
+    first_qkv = 2 * tokens * 3 * d * d
+    attention = 2 * 2 * n_seqs * seq * seq * d * layers
+    return linear, first_qkv, attention
+
+
+def train_step_flops(config: CLIPConfig, batch: int, num_classes: int, prompt_len: int, encoder: str,
+                     r: int = RANK, n_params: int = 3) -> float:
+    """Useful FLOPs of one training step of `batch` images against `num_classes` prompts of
+    `prompt_len` tokens, with rank-`r` adapters on `n_params` projections per layer of `encoder`."""
+    total = 0.0
+    v, t = config.vision_config, config.text_config
+    proj = config.projection_dim
+    adapted = {"vision": encoder in ("vision", "both"), "text": encoder in ("text", "both")}
+    patches = (v.image_size // v.patch_size) ** 2
+    patch_embedding = 2 * batch * patches * 3 * v.patch_size ** 2 * v.hidden_size
+    specs = {
+        "vision": (v.hidden_size, v.intermediate_size, v.num_hidden_layers, batch, patches + 1),
+        "text": (t.hidden_size, t.intermediate_size, t.num_hidden_layers, num_classes, prompt_len),
+    }
+    for tower, (d, m, layers, n_seqs, seq) in specs.items():
+        linear, first_qkv, attention = _encoder_flops(d, m, layers, n_seqs, seq)
+        head = 2 * n_seqs * d * proj
+        if adapted[tower]:
+            adapters = 3 * 2 * n_seqs * seq * r * 2 * d * n_params * layers
+            total += 2 * linear - first_qkv + 3 * attention + 2 * head + adapters
+        elif tower == "vision":  # a frozen vision tower still runs forward every step
+            total += linear + attention + head
+        if tower == "vision":
+            total += patch_embedding
+    total += 3 * 2 * batch * num_classes * proj  # logits and their gradients
+    return total

@@ -1,0 +1,27 @@
+"""The GPU preset: `python bench.py --preset gpu`, the prepared command for one CUDA GPU.
+
+One command, sized to finish within 8 minutes on one H200 (an estimate from the step counts: it
+has not run on one yet; BENCHMARKS.md records what it gives when it does):
+
+- the step-time grid at ViT-B/16 shapes and the protocol's batch 32, fp16 autocast (CLIP-LoRA's
+  precision on CUDA), gradient checkpointing off and on, the four modes on both encoders and on
+  the vision tower alone, 3 warm-up + 10 timed steps against 100 class prompts. Peaks are CUDA
+  allocated and reserved memory; the ratios include `qlora_ckpt_on_over_lora_ckpt_off_memory`
+  (QLoRA with checkpointing over LoRA without, at batch 32);
+- the padding and dequantization studies;
+- `protocol`: the 4-shot Caltech101-shaped protocol end to end through main.py for LoRA and QLoRA
+  (bench/protocol_run.py): total time, ms/step, input wait and peak memory per method. The goal
+  for that run is 60 s or less per method on an H200.
+
+bf16 and the DoRA-dropout study stay out to keep within the time; `--compute_dtypes fp16 bf16`
+or `--studies ... dora_dropout` add them. Another measurement joins this command by adding its
+name (a key of suite.STUDIES) to `studies`.
+"""
+from __future__ import annotations
+
+from methods import MODES
+
+GPU_PRESET = dict(backbone="ViT-B/16", device="cuda", modes=MODES, encoders=("both", "vision"),
+                  batch_sizes=(32,), compute_dtypes=("fp16",), checkpointing=("off", "on"), steps=10,
+                  warmup=3, num_classes=100, prompt_tokens=16, eval_encoder="both",
+                  studies=("padding", "dequant", "protocol"))

@@ -1,0 +1,59 @@
+"""The report of a benchmark run: the Markdown table it prints, and its files in the output folder.
+
+Each run writes bench_results/bench-<preset>-<backbone>-<time>.json (every figure, the command,
+machine, library versions, load average) and the same Markdown table as .md.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from bench.settings import BenchSettings
+from bench.step_time import grid_rows
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(report: dict) -> str:
+    """The grid as a table, then the ratios, then each study's summary as JSON."""
+    settings = report["args"]
+    peaks = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in report["gemm_peak_flops"].items())
+    lines = [f"Backbone {settings['backbone']} (random weights), {report['machine']['device_name']}, "
+             f"median of {settings['steps']} steps after {settings['warmup']} warm-up; GEMM peak {peaks}.",
+             "",
+             "| mode | encoder | batch | dtype | ckpt | step s | img/s | text % | image % | peak MB "
+             "| footprint MB | eval img/s | GFLOP/step | util % | util % (GEMM around) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in grid_rows(report["rows"]):
+        lines.append("| " + " | ".join([
+            r["mode"], r["encoder"], str(r["batch"]), r["dtype"], _fmt(r["checkpointing"]), _fmt(r["step_s"], 3),
+            _fmt(r["images_per_s"], 1), _fmt(100 * r["text_share"], 0), _fmt(100 * r["image_share"], 0),
+            _fmt(r["peak_memory_mb"], 0), _fmt(r["footprint_mb"], 0), _fmt(r.get("eval_images_per_s"), 1),
+            _fmt(r["step_gflop"], 0), _fmt(100 * r["utilization"], 0),
+            _fmt(100 * r["utilization_vs_gemm_around"], 0)]) + " |")
+    lines += ["", "| ratio | value |", "|---|---|"]
+    for setting, values in report["ratios"].items():
+        for name, value in values.items():
+            lines.append(f"| {setting}: {name} | {_fmt(value, 3)} |")
+    for name, result in report["studies"].items():
+        lines += ["", f"**{name}**: `{json.dumps(result, default=float)}`"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, bench: BenchSettings) -> Path:
+    """Write the report's JSON and Markdown into bench.out_dir; return their common path without suffix."""
+    out_dir = Path(bench.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"bench-{bench.preset}-{bench.backbone.replace('/', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
+    stem.with_suffix(".md").write_text(markdown(report))
+    return stem

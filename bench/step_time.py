@@ -1,0 +1,254 @@
+"""Step time: one training step as trainer.train takes it, timed per tower, for every setting of the grid.
+
+For every mode x encoder setting x batch size x dtype x checkpointing the grid reports the step
+time (median of `steps` after `warmup`), images/s, the share of the step spent in the text and in
+the image pass, peak memory, weight footprint, evaluation images/s and the step's achieved FLOP/s
+(bench/flops.py) against the matrix-multiply peak measured in the same run. Ratios between methods
+are always taken within one run, so machine load shared with other jobs affects both sides alike.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from bench.flops import train_step_flops
+from bench.harness import current_rss_mb, gemm_rate, load_model, random_batch, release_memory, sync
+from bench.prompts import synthetic_prompts
+from bench.settings import BenchSettings
+from features import ClassPrompts, has_adapters, image_features, logits
+from memory import MB, PeakMemory
+from precision import Precision
+from protocol import BETAS, DROPOUT, LR, N_ITERS, PAPER_SHOTS, WEIGHT_DECAY
+
+log = logging.getLogger("bench")
+
+
+class StepTimer:
+    """One training step as trainer.train takes it, split into timed phases.
+
+    The backward is taken in three calls (to the features, then through each tower) instead of
+    one loss.backward(): the same operations and gradients, but each tower's share is visible.
+    As in trainer.train, prompts are re-encoded every step only when the text tower has adapters.
+    """
+
+    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision):
+        self.model, self.prompts, self.precision = model, prompts, precision
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
+        self.scaler = precision.grad_scaler()
+        self.cached_text = None
+        if not has_adapters(model, "text_model"):
+            model.eval()
+            with torch.no_grad(), precision.autocast():
+                self.cached_text = prompts.features(model)
+        model.train()
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
+        """Train on one batch; return its wall time, the text and image passes' times, and the loss."""
+        device, p = self.precision.device, self.precision
+        marks = [time.perf_counter()]
+
+        def mark():
+            sync(device)
+            marks.append(time.perf_counter())
+
+        with p.autocast():
+            text = self.prompts.features(self.model) if self.cached_text is None else self.cached_text
+        mark()
+        with p.autocast():
+            image = image_features(self.model, images)
+        mark()
+        with p.autocast():
+            loss = F.cross_entropy(logits(image, text).float(), labels)
+        outputs = [image, text] if text.requires_grad else [image]
+        grads = torch.autograd.grad(self.scaler.scale(loss), outputs)
+        mark()
+        image.backward(grads[0])
+        mark()
+        if text.requires_grad:
+            text.backward(grads[1])
+        mark()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        mark()
+        t = [b - a for a, b in zip(marks, marks[1:])]
+        return {"step_s": marks[-1] - marks[0], "text_s": t[0] + t[4], "image_s": t[1] + t[3],
+                "loss": loss.item()}
+
+
+def time_training(model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, batch: int,
+                  image_size: int, steps: int, warmup: int) -> dict:
+    """Median step time and tower shares over `steps` steps after `warmup`, on one random batch."""
+    timer = StepTimer(model, prompts, precision)
+    images, labels = random_batch(batch, image_size, len(prompts), precision.device)
+    records = [timer.step(images, labels) for _ in range(warmup + steps)][warmup:]
+    step_s = statistics.median(r["step_s"] for r in records)
+    return {
+        "step_s": step_s, "step_s_all": [r["step_s"] for r in records],
+        "images_per_s": batch / step_s,
+        "text_share": statistics.median(r["text_s"] / r["step_s"] for r in records),
+        "image_share": statistics.median(r["image_s"] / r["step_s"] for r in records),
+        "finite_loss": all(math.isfinite(r["loss"]) for r in records),
+    }
+
+
+@torch.no_grad()
+def eval_images_per_s(model: torch.nn.Module, precision: Precision, batch: int, image_size: int,
+                      reps: int) -> float:
+    """Images/s of the evaluation's image pass (eval mode, no gradients), median of `reps` after one."""
+    model.eval()
+    images, _ = random_batch(batch, image_size, 2, precision.device, seed=1)
+    times = []
+    with precision.autocast():
+        for i in range(reps + 1):
+            sync(precision.device)
+            start = time.perf_counter()
+            image_features(model, images)
+            sync(precision.device)
+            if i:  # the first pass is warm-up
+                times.append(time.perf_counter() - start)
+    model.train()
+    return batch / statistics.median(times)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One measured configuration: what model is trained on what batch against which prompts."""
+    mode: str
+    encoder: str
+    batch: int
+    dtype: str
+    checkpointing: bool
+    num_classes: int
+    dropout: float = DROPOUT
+    padding: str = "longest"  # or 'max_length': every prompt padded to the 77-token context
+
+
+def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting: Setting,
+                    with_eval: bool = False,
+                    prepare_model: Callable[[torch.nn.Module], None] | None = None) -> dict:
+    """Load the model of `setting`, time its training steps and memory; one row of the report.
+
+    `prepare_model`, when given, changes the loaded model before it is measured (a variant under study).
+    """
+    device = torch.device(bench.device)
+    release_memory(device)
+    config, precision, bundle = load_model(bench.backbone, setting.dtype, device, setting.mode, setting.encoder,
+                                           setting.dropout, setting.checkpointing)
+    # As in main.py, the peak covers training with the model loaded, not the load itself (on the
+    # CPU a 4-bit load passes through the full-precision weights).
+    release_memory(device)
+    rss_before = current_rss_mb()
+    memory = PeakMemory(device)
+    memory.reset()
+    model = bundle.model
+    if prepare_model is not None:
+        prepare_model(model)
+    prompts = ClassPrompts(bundle.tokenizer, synthetic_prompts(bundle.tokenizer, setting.num_classes,
+                                                               bench.prompt_tokens),
+                           device, padding=setting.padding)
+    prompt_len = prompts.input_ids.shape[1]
+    row = {"backbone": bench.backbone, **asdict(setting), "prompt_len": prompt_len,
+           "footprint_mb": model.get_memory_footprint() / MB}
+    rate_before = gemm_rate(device, precision.dtype)
+    row.update(time_training(model, prompts, precision, setting.batch, bundle.image.image_size,
+                             bench.steps, bench.warmup))
+    row["gemm_rate_around"] = (rate_before + gemm_rate(device, precision.dtype)) / 2
+    peak = memory.read()
+    row["peak_memory_mb"] = peak["peak_memory_mb"]
+    row["memory_kind"] = peak["memory_kind"]
+    if device.type == "cuda":
+        row["peak_reserved_mb"] = peak["peak_memory_reserved_mb"]
+    else:
+        row["peak_rss_above_loaded_mb"] = peak["peak_memory_mb"] - rss_before
+    flops = train_step_flops(model.config, setting.batch, setting.num_classes, prompt_len, setting.encoder,
+                             r=config.adapter.r, n_params=len(config.adapter.params))
+    row["step_gflop"] = flops / 1e9
+    row["achieved_gflops"] = flops / row["step_s"] / 1e9
+    row["utilization"] = flops / row["step_s"] / peak_flops[setting.dtype]
+    row["utilization_vs_gemm_around"] = flops / row["step_s"] / row["gemm_rate_around"]
+    if with_eval:
+        row["eval_images_per_s"] = eval_images_per_s(model, precision, setting.batch, bundle.image.image_size,
+                                                     reps=2)
+    log.info("%s %s b%d %s ckpt=%s C=%d L=%d: step %.3fs (%.1f img/s, text %.0f%%, image %.0f%%), "
+             "peak %.0f MB, util %.0f%%", setting.mode, setting.encoder, setting.batch, setting.dtype,
+             setting.checkpointing, setting.num_classes, prompt_len, row["step_s"], row["images_per_s"],
+             100 * row["text_share"], 100 * row["image_share"], row["peak_memory_mb"], 100 * row["utilization"])
+    del model, bundle, prompts
+    release_memory(device)
+    return row
+
+
+def first_setting(bench: BenchSettings, mode: str = "lora", **changes) -> Setting:
+    """The studies' base setting: both encoders, the first batch size and dtype, no checkpointing."""
+    base = dict(mode=mode, encoder="both", batch=bench.batch_sizes[0], dtype=bench.compute_dtypes[0],
+                checkpointing=False, num_classes=bench.num_classes)
+    return Setting(**{**base, **changes})
+
+
+def measure_grid(bench: BenchSettings, peak_flops: dict[str, float]) -> list[dict]:
+    """One row per dtype x checkpointing x batch x encoder x mode; the eval_encoder rows also time evaluation."""
+    rows = []
+    for dtype in bench.compute_dtypes:
+        for checkpointing in bench.checkpointing:
+            for batch in bench.batch_sizes:
+                for encoder in bench.encoders:
+                    for mode in bench.modes:
+                        setting = Setting(mode, encoder, batch, dtype, checkpointing == "on", bench.num_classes)
+                        rows.append(measure_setting(bench, peak_flops, setting,
+                                                    with_eval=encoder == bench.eval_encoder))
+    return rows
+
+
+def grid_rows(rows: list[dict]) -> list[dict]:
+    """The rows of the main grid, without those the studies added."""
+    return [row for row in rows if not row.get("study")]
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _find(rows: list[dict], **keys) -> dict | None:
+    return next((row for row in rows if all(row.get(k) == v for k, v in keys.items())), None)
+
+
+def compute_ratios(rows: list[dict], footprint: dict | None) -> dict:
+    """QLoRA/LoRA memory and time, DoRA/LoRA and QDoRA/QLoRA time per grid setting, each from this run's rows."""
+    grid = grid_rows(rows)
+    out = {}
+    for base in grid:
+        if base["mode"] != "lora":
+            continue
+        key = f"{base['encoder']}_b{base['batch']}_{base['dtype']}_ckpt{'on' if base['checkpointing'] else 'off'}"
+        same = {k: base[k] for k in ("encoder", "batch", "dtype", "checkpointing", "backbone")}
+        q, d, qd = (_find(grid, mode=m, **same) for m in ("qlora", "dora", "qdora"))
+        out[key] = {
+            "qlora_over_lora_memory": _ratio(q and q["peak_memory_mb"], base["peak_memory_mb"]),
+            "qlora_over_lora_time": _ratio(q and q["step_s"], base["step_s"]),
+            "dora_over_lora_time": _ratio(d and d["step_s"], base["step_s"]),
+            "qdora_over_qlora_time": _ratio(qd and qd["step_s"], q and q["step_s"]),
+        }
+        if base["checkpointing"] is False:
+            with_checkpointing = _find(grid, mode="qlora", **{**same, "checkpointing": True})
+            if with_checkpointing:
+                out[key]["qlora_ckpt_on_over_lora_ckpt_off_memory"] = (
+                    with_checkpointing["peak_memory_mb"] / base["peak_memory_mb"])
+    if footprint:
+        out["footprint"] = {"qlora_over_lora_fp32": footprint["qlora_fp32"] / footprint["lora_fp32"],
+                            "qlora_over_lora_fp16": footprint["qlora_fp16"] / footprint["lora_fp16"]}
+    return out
+
+
+def shots_projection(rows: list[dict]) -> dict:
+    """Hours of the protocol's training (N_ITERS x shots steps) from each measured LoRA step time."""
+    return {f"{r['encoder']}_b{r['batch']}_{r['dtype']}": {s: N_ITERS * s * r["step_s"] / 3600 for s in PAPER_SHOTS}
+            for r in grid_rows(rows) if r["mode"] == "lora"}
