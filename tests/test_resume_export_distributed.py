@@ -17,9 +17,8 @@ import main
 from datasets import build_dataset
 from errors import UserError
 from distributed import Distributed
-from evaluation import Evaluator, EvalSet
+from evaluation import EvalSet, EvalSettings, Evaluator, build_eval_set
 from features import ClassPrompts, image_features
-from main import build_test_set
 from model import load_clip
 from precision import resolve_precision
 from run_utils import parse_args, run_config
@@ -106,7 +105,8 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
     bundle = load_clip(run_config(args).model, CPU, torch.float32, saved_adapter=main.adapter_dir(args))
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
-    test = build_test_set("folder", data, prompts, bundle, args, Distributed(rank=0, world=1, device=CPU), 0)
+    settings = EvalSettings(bundle.image, 64, None, 0, Distributed(rank=0, world=1, device=CPU))
+    test = build_eval_set("folder", data.test, data.load_image, prompts, settings)
     images = next(iter(test.loader))[0]
     bundle.model.eval()
     with torch.no_grad():
