@@ -17,7 +17,6 @@ import zlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import PIL
 import torch
 from PIL import Image

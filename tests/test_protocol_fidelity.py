@@ -5,7 +5,6 @@ projections, training and evaluation peaks apart, non-finite losses, zero-shot r
 """
 from __future__ import annotations
 
-import json
 
 import bitsandbytes as bnb
 import pytest
