@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         checkpoint = TrainCheckpoint(checkpoint_path(args), args.checkpoint_every,
                                      comparable_config(vars(args)), dist.device)
         result = train(model, stream, prompts, run.train, precision, dist, checkpoint, resume=args.resume,
-                       desc=f"train {args.mode}", on_step=[tracker.on_step])
+                       desc=f"train {args.mode}", on_step=tracker.step_callbacks())
     eval_start = time.perf_counter()
     with eval_memory.measure():
         test_acc = evaluator.accuracy(test)

@@ -188,6 +188,11 @@ class Tracker:
         return {"run_name": self.run_name, "run_group": self.run_group,
                 "log_dir": str(self.folder) if self.folder is not None else None}
 
+    def step_callbacks(self) -> list:
+        """What the trainer should call per step: nothing without backends, since building a
+        StepRecord reads the loss from the device (a host sync the step need not pay)."""
+        return [self.on_step] if self.backends else []
+
     def on_step(self, record: StepRecord) -> None:
         if self.backends:
             metrics = step_metrics(record)
