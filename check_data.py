@@ -26,8 +26,8 @@ from datasets import DATASET_NAMES, SplitDataset, dataset_module
 from datasets.base import SplitSizes
 from datasets.folder import coop_split
 from datasets.splits import PARTS, MissingImages, NotFound
-from errors import UserError
-from protocol import PAPER_DATASETS
+from qlora_clip.errors import UserError
+from qlora_clip.paper import PAPER_DATASETS
 
 DEFAULT_DATASETS = [name for name in DATASET_NAMES if name in PAPER_DATASETS]  # the 11 benchmarks
 SPLIT_JSON = "split.json"

@@ -15,26 +15,34 @@ from pathlib import Path
 
 import torch
 
-from batching import TrainBatchSampler
-from checkpointing import TrainCheckpoint
 from datasets import FewShotDataset, build_dataset, write_subset
-from distributed import Distributed, init_distributed
-from errors import UserError
-from evaluation import EvalSettings, Evaluator, build_eval_set, eval_batch_size
-from export import export_merged
-from features import ClassPrompts
-from image_store import decode_all
-from loaders import TrainStream, default_num_workers
-from memory import PeakMemory
-from methods import METHODS
-from model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
-from modelcard import write_model_card
-from precision import allow_tf32, resolve_precision
-from protocols import ProtocolEvaluation
-from results import append_jsonl, comparable_config, library_versions, timestamp
-from run_utils import (adapter_dir, checkpoint_path, parse_args, run_config, seed_everything, setup_logging,
-                       subset_path, tracking_config)
-from tracking import start_tracking
+from qlora_clip.checkpointing import TrainCheckpoint
+from qlora_clip.distributed import Distributed, init_distributed
+from qlora_clip.encode import ClassPrompts
+from qlora_clip.errors import UserError
+from qlora_clip.evaluator import EvalSettings, Evaluator, build_eval_set, eval_batch_size
+from qlora_clip.export import export_merged
+from qlora_clip.extra_evals import ProtocolEvaluation
+from qlora_clip.inputs.loaders import TrainStream, default_num_workers
+from qlora_clip.inputs.sampler import TrainBatchSampler
+from qlora_clip.inputs.train_images import decode_all
+from qlora_clip.memory import PeakMemory
+from qlora_clip.methods import METHODS
+from qlora_clip.model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
+from qlora_clip.modelcard import write_model_card
+from qlora_clip.precision import allow_tf32, resolve_precision
+from qlora_clip.results import append_jsonl, comparable_config, library_versions, timestamp
+from qlora_clip.tracking import start_tracking
+from run_utils import (
+    adapter_dir,
+    checkpoint_path,
+    parse_args,
+    run_config,
+    seed_everything,
+    setup_logging,
+    subset_path,
+    tracking_config,
+)
 from trainer import TrainResult, train
 
 log = logging.getLogger("qlora-clip")

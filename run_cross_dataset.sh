@@ -15,7 +15,7 @@ fi
 mode="$1"
 shift
 here="$(dirname "$0")"
-targets="${TARGETS:-$(PYTHONPATH="$here" python -c 'import protocol as p; print(*p.CROSS_DATASET_TARGETS, *p.DOMAIN_TARGETS)')}"
+targets="${TARGETS:-$(PYTHONPATH="$here" python -c 'from qlora_clip import paper as p; print(*p.CROSS_DATASET_TARGETS, *p.DOMAIN_TARGETS)')}"
 DATASETS="${DATASETS:-imagenet}" SHOTS="${SHOTS:-16}" LOG_DIR="${LOG_DIR:-logs/cross_dataset}" \
   EXTRA_ARGS="--eval_datasets $targets ${EXTRA_ARGS:-}" \
   exec python "$here/sweep.py" --mode "$mode" "$@"

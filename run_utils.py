@@ -14,12 +14,11 @@ import re
 import warnings
 from pathlib import Path
 
-import protocol
-from config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfig
-from config import cache_root
 from datasets import DATASET_NAMES, TEMPLATES, TEST_ONLY, untrainable_message
-from methods import MODES
-from tracking import REPORT_TO, WANDB_INSTALL, TrackingConfig, wandb_installed
+from qlora_clip import paper
+from qlora_clip.config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfig, cache_root
+from qlora_clip.methods import MODES
+from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, TrackingConfig, wandb_installed
 
 COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "cpu")
@@ -53,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     proto = p.add_argument_group("protocol")
     proto.add_argument(
-        "--protocol", choices=protocol.PROTOCOLS, default="fewshot",
+        "--protocol", choices=paper.PROTOCOLS, default="fewshot",
         help="fewshot: train and test on all classes; base2new: CoCoOp's base-to-novel generalization, "
              "train on the first half of the classes, test base and new classes with separate classifiers")
     proto.add_argument(
@@ -64,26 +63,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     model = p.add_argument_group("model")
     model.add_argument(
-        "--backbone", default=protocol.BACKBONE,
+        "--backbone", default=paper.BACKBONE,
         help="ViT-B/16, ViT-B/32, ViT-L/14, any Hugging Face hub id, a local checkpoint folder, "
              "or 'tiny' (a small random CLIP built offline)",
     )
     model.add_argument("--mode", choices=MODES, default="lora", help="adapter method")
-    model.add_argument("--r", type=int, default=protocol.RANK, help="adapter rank")
-    model.add_argument("--alpha", type=float, default=protocol.ALPHA, help="adapter alpha")
-    model.add_argument("--dropout_rate", type=float, default=protocol.DROPOUT, help="dropout on the adapter input")
-    model.add_argument("--encoder", choices=protocol.ENCODERS, default="both", help="encoders that get adapters")
-    model.add_argument("--position", choices=protocol.POSITIONS, default="all", help="layers that get adapters")
-    model.add_argument("--params", nargs="+", choices=protocol.PARAMS, default=["q", "k", "v"],
+    model.add_argument("--r", type=int, default=paper.RANK, help="adapter rank")
+    model.add_argument("--alpha", type=float, default=paper.ALPHA, help="adapter alpha")
+    model.add_argument("--dropout_rate", type=float, default=paper.DROPOUT, help="dropout on the adapter input")
+    model.add_argument("--encoder", choices=paper.ENCODERS, default="both", help="encoders that get adapters")
+    model.add_argument("--position", choices=paper.POSITIONS, default="all", help="layers that get adapters")
+    model.add_argument("--params", nargs="+", choices=paper.PARAMS, default=["q", "k", "v"],
                        help="attention projections that get adapters (o = output projection)")
     model.add_argument("--lora_scaling", choices=("rslora", "standard"), default="rslora",
                        help="rslora: alpha/sqrt(r) as CLIP-LoRA; standard: alpha/r")
 
     train = p.add_argument_group("training")
-    train.add_argument("--lr", type=float, default=protocol.LR, help="AdamW learning rate")
-    train.add_argument("--n_iters", type=int, default=protocol.N_ITERS,
+    train.add_argument("--lr", type=float, default=paper.LR, help="AdamW learning rate")
+    train.add_argument("--n_iters", type=int, default=paper.N_ITERS,
                        help="optimizer steps per shot: total steps = n_iters x shots (0 = evaluate only)")
-    train.add_argument("--batch_size", type=int, default=protocol.BATCH_SIZE, help="images per optimizer step")
+    train.add_argument("--batch_size", type=int, default=paper.BATCH_SIZE, help="images per optimizer step")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1,
                        help="split each batch into this many micro-batches (same update, less memory)")
     train.add_argument("--gradient_checkpointing", action="store_true",

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from methods import METHODS, MODES, zero_shot_label
 from metrics import harmonic_mean
-from protocol import DATASET_TITLES, DOMAIN_TARGETS, PAPER_DATASETS, PUBLISHED_BASE2NEW, PUBLISHED_CLIP_LORA
-from results import IDENTITY_FIELDS, comparable_config, read_results
+from qlora_clip.methods import METHODS, MODES, zero_shot_label
+from qlora_clip.paper import DATASET_TITLES, DOMAIN_TARGETS, PAPER_DATASETS, PUBLISHED_BASE2NEW, PUBLISHED_CLIP_LORA
+from qlora_clip.results import IDENTITY_FIELDS, comparable_config, read_results
 
 # Flags that place a record in a table cell rather than tell two methods apart.
 CELL_FLAGS = set(IDENTITY_FIELDS)

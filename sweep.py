@@ -23,9 +23,9 @@ import signal
 import sys
 
 from datasets import DATASET_NAMES
-from methods import MODES
-from protocol import PAPER_DATASETS, PAPER_SEEDS, PAPER_SHOTS
-from results import finished_configs as read_finished
+from qlora_clip.methods import MODES
+from qlora_clip.paper import PAPER_DATASETS, PAPER_SEEDS, PAPER_SHOTS
+from qlora_clip.results import finished_configs as read_finished
 from run_utils import setup_logging
 from sweeps import slurm
 from sweeps.claims import Claims

@@ -20,15 +20,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from checkpointing import TrainCheckpoint
-from config import TrainConfig
-from distributed import Distributed
-from errors import UserError
-from features import ClassPrompts, has_adapters, image_features, logits
-from loaders import TrainStream
-from memory import PeakMemory
-from precision import Precision
-from protocol import BETAS, MIN_LR, WEIGHT_DECAY
+from qlora_clip.checkpointing import TrainCheckpoint
+from qlora_clip.config import TrainConfig
+from qlora_clip.distributed import Distributed
+from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logits
+from qlora_clip.errors import UserError
+from qlora_clip.inputs.loaders import TrainStream
+from qlora_clip.memory import PeakMemory
+from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
+from qlora_clip.precision import Precision
 
 log = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from bench.report import markdown, write_report
 from bench.settings import BenchSettings, InputSettings
 from bench.suite import STUDIES, run_benchmark
 from datasets import DATASET_NAMES
-from errors import UserError
-from methods import MODES
-from protocol import CONTEXT_LENGTH
-from tiny_clip import REAL_SHAPES
+from qlora_clip.errors import UserError
+from qlora_clip.methods import MODES
+from qlora_clip.paper import CONTEXT_LENGTH
+from qlora_clip.tiny_clip import REAL_SHAPES
 
 log = logging.getLogger("bench")
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from transformers import CLIPConfig
 
-from protocol import RANK
+from qlora_clip.paper import RANK
 
 
 def _encoder_flops(d: int, m: int, layers: int, n_seqs: int, seq: int) -> tuple[float, float, float]:

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import time
 
-import compat  # noqa: F401  first: it quiets bitsandbytes' import-time warning, as in model.py
-
 import bitsandbytes as bnb
 import torch
 
 from bench.harness import load_model, release_memory, sync
 from bench.settings import BenchSettings
-from memory import MB
+from qlora_clip.memory import MB
 
 # (mode, dtype) pairs whose footprints the report lists; the footprint ratios need the first four.
 FOOTPRINTS = (("lora", "fp32"), ("lora", "fp16"), ("qlora", "fp32"), ("qlora", "fp16"), ("qdora", "fp32"))

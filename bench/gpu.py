@@ -10,7 +10,7 @@ has not run on one yet; BENCHMARKS.md records what it gives when it does):
   (QLoRA with checkpointing over LoRA without, at batch 32);
 - the padding and dequantization studies;
 - `protocol`: the 4-shot Caltech101-shaped protocol end to end through main.py for LoRA and QLoRA
-  (bench/protocol_run.py): total time, ms/step, input wait and peak memory per method. The goal
+  (bench/end_to_end.py): total time, ms/step, input wait and peak memory per method. The goal
   for that run is 60 s or less per method on an H200.
 
 bf16 and the DoRA-dropout study stay out to keep within the time; `--compute_dtypes fp16 bf16`
@@ -19,7 +19,7 @@ name (a key of suite.STUDIES) to `studies`.
 """
 from __future__ import annotations
 
-from methods import MODES
+from qlora_clip.methods import MODES
 
 GPU_PRESET = dict(backbone="ViT-B/16", device="cuda", modes=MODES, encoders=("both", "vision"),
                   batch_sizes=(32,), compute_dtypes=("fp16",), checkpointing=("off", "on"), steps=10,

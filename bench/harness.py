@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from config import AdapterConfig, ModelConfig
-from model import ClipBundle, load_clip
-from precision import Precision, resolve_precision
-from protocol import DROPOUT
-from results import library_versions
-from tiny_clip import random_checkpoint_dir, tiny_checkpoint_dir
+from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.model import ClipBundle, load_clip
+from qlora_clip.paper import DROPOUT
+from qlora_clip.precision import Precision, resolve_precision
+from qlora_clip.results import library_versions
+from qlora_clip.tiny_clip import random_checkpoint_dir, tiny_checkpoint_dir
 
 
 def sync(device: torch.device) -> None:

@@ -28,14 +28,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from batching import TrainBatchSampler
 from bench.harness import cpu_name, load_model, release_memory
 from bench.settings import InputSettings
 from datasets import Item, build_dataset
 from datasets.base import open_rgb
-from eval_images import preprocess
-from image_store import decode_all
-from loaders import ImageSettings, TrainStream, eval_transform
+from qlora_clip.inputs.loaders import ImageSettings, TrainStream, eval_transform
+from qlora_clip.inputs.sampler import TrainBatchSampler
+from qlora_clip.inputs.test_images import preprocess
+from qlora_clip.inputs.train_images import decode_all
 
 CPU = torch.device("cpu")
 # The GPU machine the projection is for: 16 cores, the run's default of at most 8 loader workers.

@@ -12,7 +12,7 @@ from bench.harness import load_model, random_batch
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
 from bench.step_time import first_setting, measure_setting
-from features import ClassPrompts, image_features, logits
+from qlora_clip.encode import ClassPrompts, image_features, logits
 
 PADDING_CLASSES = 100  # Caltech101's class count, where the seed reports its numbers
 

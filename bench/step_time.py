@@ -22,10 +22,10 @@ from bench.flops import train_step_flops
 from bench.harness import current_rss_mb, gemm_rate, load_model, random_batch, release_memory, sync
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
-from features import ClassPrompts, has_adapters, image_features, logits
-from memory import MB, PeakMemory
-from precision import Precision
-from protocol import BETAS, DROPOUT, LR, N_ITERS, PAPER_SHOTS, WEIGHT_DECAY
+from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logits
+from qlora_clip.memory import MB, PeakMemory
+from qlora_clip.paper import BETAS, DROPOUT, LR, N_ITERS, PAPER_SHOTS, WEIGHT_DECAY
+from qlora_clip.precision import Precision
 
 log = logging.getLogger("bench")
 

@@ -15,8 +15,8 @@ import logging
 from pathlib import Path
 from types import ModuleType
 
-from errors import UserError
-from protocol import CLIP_LORA_TEMPLATE, PROTOCOLS
+from qlora_clip.errors import UserError
+from qlora_clip.paper import CLIP_LORA_TEMPLATE, PROTOCOLS
 
 from .base import EvalImages, FewShotDataset, Item, SplitDataset
 from .base2new import base_to_new

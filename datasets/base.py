@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from PIL import Image
 
-from protocol import CLIP_LORA_TEMPLATE
+from qlora_clip.paper import CLIP_LORA_TEMPLATE
 
 
 @dataclass(frozen=True)

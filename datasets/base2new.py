@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 from .base import EvalImages, FewShotDataset, Item
 

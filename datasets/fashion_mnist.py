@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 from .base import Item, SplitDataset, SplitSizes
 from .splits import NotFound

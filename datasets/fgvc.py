@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 from .base import Item, SplitDataset, SplitSizes
 from .splits import PARTS, checked_split, find_folder, require_file

@@ -16,7 +16,7 @@ import os
 import random
 from pathlib import Path
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 from .base import Item, SplitDataset
 from .splits import NotFound, checked_split, read_split_json

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 from .base import Item, SplitDataset, SplitSizes
 from .splits import NotFound, find_folder, require_file, see_docs

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 from .base import Item, SplitDataset
 from .imagenet import read_classnames

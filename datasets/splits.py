@@ -12,8 +12,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from errors import UserError
-from protocol import CLIP_LORA_TEMPLATE
+from qlora_clip.errors import UserError
+from qlora_clip.paper import CLIP_LORA_TEMPLATE
 
 from .base import Item, SplitDataset
 

@@ -34,7 +34,7 @@ from typing import Iterator
 
 import psutil
 
-from results import timestamp
+from qlora_clip.results import timestamp
 from sweeps.plan import Run
 
 log = logging.getLogger("sweep")

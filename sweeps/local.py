@@ -18,8 +18,17 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from sweeps.claims import Claims
 from sweeps.plan import Run, SweepError
 from sweeps.progress import Progress, format_seconds
-from sweeps.runner import DONE, FAILED, FINISHED_ELSEWHERE, HELD_ELSEWHERE, INTERRUPTED, Outcome, Task, \
-    is_finished, run_task
+from sweeps.runner import (
+    DONE,
+    FAILED,
+    FINISHED_ELSEWHERE,
+    HELD_ELSEWHERE,
+    INTERRUPTED,
+    Outcome,
+    Task,
+    is_finished,
+    run_task,
+)
 
 log = logging.getLogger("sweep")
 

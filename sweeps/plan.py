@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from results import comparable_config
+from qlora_clip.results import comparable_config
 from run_utils import backbone_tag, build_parser, validation_errors
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"

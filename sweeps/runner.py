@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from results import finished_configs, timestamp
+from qlora_clip.results import finished_configs, timestamp
 from sweeps.claims import HEARTBEAT_S, Claims, process_entry
 from sweeps.plan import Run
 

@@ -5,19 +5,18 @@ import json
 import math
 from pathlib import Path
 
+import dataset_trees as trees
 import pytest
 
 import main
-import protocols
 from datasets import build_dataset, write_subset
 from datasets.base import FewShotDataset, Item
 from datasets.base2new import base_to_new, relabel, split_classes
-from errors import UserError
 from metrics import harmonic_mean
-from protocol import PUBLISHED_BASE2NEW
+from qlora_clip import extra_evals
+from qlora_clip.errors import UserError
+from qlora_clip.paper import PUBLISHED_BASE2NEW
 from run_utils import adapter_dir, parse_args, subset_path
-
-import dataset_trees as trees
 
 # Classes of each benchmark and the base / new counts the literature's tables use.
 PUBLISHED_SPLITS = {
@@ -119,7 +118,7 @@ def test_harmonic_mean_and_the_published_rows_agree_with_it():
     assert harmonic_mean(0.0, 0.0) == 0.0
     for method, (base, new, hm) in PUBLISHED_BASE2NEW.items():
         assert harmonic_mean(base, new) == pytest.approx(hm, abs=0.011), method
-    assert protocols.base2new_fields(80.0, 60.0, 70.0, 70.0) == {
+    assert extra_evals.base2new_fields(80.0, 60.0, 70.0, 70.0) == {
         "base_acc": 80.0, "new_acc": 60.0, "hm_acc": pytest.approx(68.571, abs=1e-3),
         "zero_shot_base_acc": 70.0, "zero_shot_new_acc": 70.0, "zero_shot_hm_acc": 70.0}
 

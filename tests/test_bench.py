@@ -13,8 +13,8 @@ from bench.harness import load_model, random_batch
 from bench.prompts import synthetic_prompts
 from bench.step_time import StepTimer
 from bench.suite import STUDIES
-from features import ClassPrompts, image_features, logits
-from protocol import CONTEXT_LENGTH
+from qlora_clip.encode import ClassPrompts, image_features, logits
+from qlora_clip.paper import CONTEXT_LENGTH
 
 CPU = torch.device("cpu")
 
@@ -153,13 +153,13 @@ def test_adapter_dropout_dora_changes_only_where_dropout_acts(dropout):
 
 def test_protocol_study_runs_main_end_to_end_per_method(tmp_path):
     """The GPU preset's end-to-end run, shrunk: the figures come from main.py's results lines."""
-    from bench import protocol_run
+    from bench import end_to_end
 
-    results = protocol_run.run_protocol("tiny", "cpu", n_iters=2, classes=4, train=9, test=8, size=(40, 30))
+    results = end_to_end.run_protocol("tiny", "cpu", n_iters=2, classes=4, train=9, test=8, size=(40, 30))
     assert results["write_data_s"] > 0
     for mode in ("lora", "qlora"):
         run = results[mode]
-        assert run["steps"] == 2 * protocol_run.SHOTS and run["train_images_seen"] == 8 * 16
+        assert run["steps"] == 2 * end_to_end.SHOTS and run["train_images_seen"] == 8 * 16
         assert run["total_s"] > run["train_s"] > 0 and run["ms_per_step"] > 0 and run["input_wait_s"] >= 0
         assert run["peak_memory_mb"] > 0 and run["memory_kind"] == "cpu_rss"
     assert not results["lora"]["test_images_cached_before"] and results["qlora"]["test_images_cached_before"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from dataset_trees import build
 
 from bench import cli
-from dataset_trees import build
 
 
 def test_input_study_reports_each_path_per_worker_count_the_speedup_and_the_input_wait(capsys):

@@ -7,14 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dataset_trees as trees
 import pytest
 
 import check_data
 from datasets import DATASET_NAMES, build_dataset, dataset_module
 from datasets.base import SplitSizes
 from datasets.splits import MissingImages
-
-import dataset_trees as trees
 
 REPO = Path(__file__).resolve().parent.parent
 

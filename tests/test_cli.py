@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 import main
-from model import resolve_backbone
-from errors import UserError
+from qlora_clip.errors import UserError
+from qlora_clip.model import resolve_backbone
 from run_utils import adapter_dir, parse_args
 
 REPO = Path(__file__).resolve().parents[1]

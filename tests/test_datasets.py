@@ -8,15 +8,14 @@ import random
 import re
 from pathlib import Path
 
+import dataset_trees as trees
 import pytest
 import torch
 from torchvision.datasets import ImageFolder
 
 from datasets import DATASETS, build_dataset, dataset_module, write_subset
-from errors import UserError
-from image_store import decode_all
-
-import dataset_trees as trees
+from qlora_clip.errors import UserError
+from qlora_clip.inputs.train_images import decode_all
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,14 +1,13 @@
 """--eval_datasets (cross-dataset transfer, domain generalization) and the protocol flags' validation."""
 from __future__ import annotations
 
+import dataset_trees as trees
 import pytest
 
 import main
-from errors import UserError
-from results import comparable_config
+from qlora_clip.errors import UserError
+from qlora_clip.results import comparable_config
 from run_utils import parse_args
-
-import dataset_trees as trees
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import re
 
+import dataset_trees as trees
 import pytest
 
 from datasets import DATASET_NAMES, TEST_ONLY, build_dataset, build_eval_images
-from errors import UserError
-
-import dataset_trees as trees
+from qlora_clip.errors import UserError
 
 
 @pytest.mark.parametrize("name", trees.VARIANTS)

@@ -9,13 +9,13 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-import eval_images
 import main
-from augment import crop_box, random_resized_crop_flip
 from datasets import Item
-from image_store import DecodedImages, DecodeOnRead, decode_all
 from datasets.base import open_rgb
-from loaders import ImageSettings, default_num_workers, eval_transform
+from qlora_clip.inputs import test_images
+from qlora_clip.inputs.augment import crop_box, random_resized_crop_flip
+from qlora_clip.inputs.loaders import ImageSettings, default_num_workers, eval_transform
+from qlora_clip.inputs.train_images import DecodedImages, DecodeOnRead, decode_all
 
 CPU = torch.device("cpu")
 
@@ -101,15 +101,15 @@ SETTINGS = ImageSettings(image_size=32, resize_size=32, mean=(0.5, 0.5, 0.5), st
 
 
 def prepared(items, cache_dir, **kwargs):
-    return eval_images.prepared_test_images("mini", items, open_rgb, eval_transform(SETTINGS), 32, 32,
+    return test_images.prepared_test_images("mini", items, open_rgb, eval_transform(SETTINGS), 32, 32,
                                             str(cache_dir), num_workers=0, **kwargs)
 
 
 def test_test_images_are_cached_and_reused_and_a_changed_list_gets_its_own_cache(tmp_path, monkeypatch):
     items = write_jpegs(tmp_path, [(50, 40), (40, 50), (64, 48), (30, 30)])
     fills = []
-    real_preprocess = eval_images.preprocess
-    monkeypatch.setattr(eval_images, "preprocess", lambda items, *a, **k: fills.append(len(items)) or
+    real_preprocess = test_images.preprocess
+    monkeypatch.setattr(test_images, "preprocess", lambda items, *a, **k: fills.append(len(items)) or
                         real_preprocess(items, *a, **k))
     pixels, labels = prepared(items, tmp_path / "cache")
     expected = torch.stack([eval_transform(SETTINGS)(open_rgb(item.source)) for item in items])
@@ -138,13 +138,13 @@ def test_a_partial_or_corrupt_cache_is_rebuilt_never_trusted(damage, tmp_path, c
     with caplog.at_level(logging.WARNING):
         rebuilt, _ = prepared(items, tmp_path / "cache")
     assert "is unusable" in caplog.text and torch.equal(rebuilt, expected)
-    assert eval_images.load_cached(path, eval_images.cache_key("mini", items, 32, 32)) is not None
+    assert test_images.load_cached(path, test_images.cache_key("mini", items, 32, 32)) is not None
 
 
 def test_a_second_run_on_a_dataset_reads_the_cached_test_images(tiny_argv, tmp_path, monkeypatch):
     fills = []
-    real_preprocess = eval_images.preprocess
-    monkeypatch.setattr(eval_images, "preprocess", lambda items, *a, **k: fills.append(len(items)) or
+    real_preprocess = test_images.preprocess
+    monkeypatch.setattr(test_images, "preprocess", lambda items, *a, **k: fills.append(len(items)) or
                         real_preprocess(items, *a, **k))
     cache = ["--eval_cache_dir", str(tmp_path / "cache"), "--n_iters", "1"]
     first = main.main(tiny_argv(*cache))
@@ -162,8 +162,8 @@ def test_a_second_run_on_a_dataset_reads_the_cached_test_images(tiny_argv, tmp_p
 # --- the GPU step -------------------------------------------------------------------------------
 
 def test_the_loaded_model_uses_pytorch_sdpa_attention():
-    from config import AdapterConfig, ModelConfig
-    from model import load_clip
+    from qlora_clip.config import AdapterConfig, ModelConfig
+    from qlora_clip.model import load_clip
 
     model = load_clip(ModelConfig("tiny", AdapterConfig("lora")), CPU, torch.float32).model
     assert model.base_model.model.config._attn_implementation == "sdpa"

@@ -9,9 +9,15 @@ import torch
 from peft import get_peft_model
 from transformers import CLIPConfig, CLIPModel
 
-from model import (adapter_parameter_count, lora_config, load_clip, position_layers,
-                   target_module_names, trainable_parameter_count)
-from config import AdapterConfig
+from qlora_clip.config import AdapterConfig
+from qlora_clip.model import (
+    adapter_parameter_count,
+    load_clip,
+    lora_config,
+    position_layers,
+    target_module_names,
+    trainable_parameter_count,
+)
 from run_utils import parse_args, run_config
 
 CPU = torch.device("cpu")

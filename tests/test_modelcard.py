@@ -11,9 +11,9 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 import main
-from features import ClassPrompts, image_features, logits
-from model import load_clip
-from modelcard import prompt_template, reproduce_command
+from qlora_clip.encode import ClassPrompts, image_features, logits
+from qlora_clip.model import load_clip
+from qlora_clip.modelcard import prompt_template, reproduce_command
 from run_utils import adapter_dir, parse_args, run_config
 
 CPU = torch.device("cpu")

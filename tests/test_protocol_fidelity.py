@@ -5,17 +5,16 @@ projections, training and evaluation peaks apart, non-finite losses, zero-shot r
 """
 from __future__ import annotations
 
-
 import bitsandbytes as bnb
 import pytest
 import torch
 
 import main
 import trainer
-from batching import TrainBatchSampler
-from config import AdapterConfig, ModelConfig
-from model import FULL_PRECISION_MODULES, load_clip
-from results import append_jsonl
+from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.inputs.sampler import TrainBatchSampler
+from qlora_clip.model import FULL_PRECISION_MODULES, load_clip
+from qlora_clip.results import append_jsonl
 from run_utils import build_parser
 from summarize import main as summarize_main
 
@@ -69,8 +68,8 @@ def test_results_line_counts_the_images_trained_on(tiny_argv):
 # --- 2. augmentation touches no device RNG ------------------------------------------------------
 
 def test_augmentation_seeds_no_device_generator_and_leaves_the_global_one_alone(monkeypatch):
-    from image_store import DecodedImages
-    from loaders import AugmentedImages
+    from qlora_clip.inputs.loaders import AugmentedImages
+    from qlora_clip.inputs.train_images import DecodedImages
 
     device_seeds = []
     for name in ("manual_seed", "manual_seed_all"):

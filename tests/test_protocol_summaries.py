@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from metrics import harmonic_mean
-from protocol import PUBLISHED_BASE2NEW
-from results import append_jsonl
+from qlora_clip.paper import PUBLISHED_BASE2NEW
+from qlora_clip.results import append_jsonl
 from run_utils import build_parser
 from summarize import main as summarize_main
 

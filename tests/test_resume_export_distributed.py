@@ -15,12 +15,12 @@ from transformers import CLIPModel
 
 import main
 from datasets import build_dataset
-from errors import UserError
-from distributed import Distributed
-from evaluation import EvalSet, EvalSettings, Evaluator, build_eval_set
-from features import ClassPrompts, image_features
-from model import load_clip
-from precision import resolve_precision
+from qlora_clip.distributed import Distributed
+from qlora_clip.encode import ClassPrompts, image_features
+from qlora_clip.errors import UserError
+from qlora_clip.evaluator import EvalSet, EvalSettings, Evaluator, build_eval_set
+from qlora_clip.model import load_clip
+from qlora_clip.precision import resolve_precision
 from run_utils import parse_args, run_config
 
 REPO = Path(__file__).resolve().parents[1]

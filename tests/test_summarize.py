@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from results import append_jsonl
+from qlora_clip.results import append_jsonl
 from run_utils import build_parser
 from summarize import main as summarize_main
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from results import append_jsonl, comparable_config, read_results
+from qlora_clip.results import append_jsonl, comparable_config, read_results
 from run_utils import build_parser
 from sweeps import local as local_module
 from sweeps import progress as progress_module

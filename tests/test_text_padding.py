@@ -6,10 +6,10 @@ the features. These tests check that on the real model code with adapters that a
 import pytest
 import torch
 
-from model import load_clip
-from precision import resolve_precision
-from features import ClassPrompts, image_features
-from protocol import LOGIT_SCALE
+from qlora_clip.encode import ClassPrompts, image_features
+from qlora_clip.model import load_clip
+from qlora_clip.paper import LOGIT_SCALE
+from qlora_clip.precision import resolve_precision
 from run_utils import parse_args, run_config
 
 CLASSNAMES = ["cat", "dog", "sea horse", "windsor chair", "brontosaurus", "yin yang", "x"]

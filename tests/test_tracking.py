@@ -13,10 +13,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import main
-from errors import UserError
-from results import comparable_config
+from qlora_clip.errors import UserError
+from qlora_clip.results import comparable_config
+from qlora_clip.tracking import TensorBoardBackend, Tracker, TrackingConfig, WandbBackend, log_folder, start_tracking
 from run_utils import parse_args, run_name, tracking_config
-from tracking import TensorBoardBackend, Tracker, TrackingConfig, WandbBackend, log_folder, start_tracking
 from trainer import StepRecord
 
 

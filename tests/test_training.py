@@ -7,15 +7,15 @@ import math
 import pytest
 import torch
 
-import evaluation
 import main
 import trainer
 from datasets import build_dataset
-from distributed import Distributed
-from errors import UserError
-from features import ClassPrompts
-from model import load_clip
-from precision import resolve_precision
+from qlora_clip import evaluator
+from qlora_clip.distributed import Distributed
+from qlora_clip.encode import ClassPrompts
+from qlora_clip.errors import UserError
+from qlora_clip.model import load_clip
+from qlora_clip.precision import resolve_precision
 from run_utils import parse_args, run_config
 
 CPU = torch.device("cpu")
@@ -208,12 +208,12 @@ def test_precision_is_decided_once():
 @pytest.mark.parametrize("encoder, passes", [("text", 1), ("both", 2)])
 def test_frozen_vision_tower_encodes_the_test_images_once(encoder, passes, tiny_argv, monkeypatch):
     encoded = []
-    image_features = evaluation.image_features
+    image_features = evaluator.image_features
 
     def counting(model, images):
         encoded.append(len(images))
         return image_features(model, images)
-    monkeypatch.setattr(evaluation, "image_features", counting)
+    monkeypatch.setattr(evaluator, "image_features", counting)
     record = main.main(tiny_argv("--encoder", encoder, "--n_iters", "0"))
     assert sum(encoded) == passes * 16  # the colour folder's test split has 16 images
     assert record["test_acc"] == record["zero_shot_acc"]

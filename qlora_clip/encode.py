@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from protocol import CONTEXT_LENGTH, LOGIT_SCALE
+from qlora_clip.paper import CONTEXT_LENGTH, LOGIT_SCALE
 
 
 class ClassPrompts:

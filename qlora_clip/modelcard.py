@@ -13,9 +13,9 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from datasets import dataset_module
-from methods import METHODS
-from model import FULL_PRECISION_MODULES
-from protocol import CLIP_LORA_TEMPLATE, LOGIT_SCALE
+from qlora_clip.methods import METHODS
+from qlora_clip.model import FULL_PRECISION_MODULES
+from qlora_clip.paper import CLIP_LORA_TEMPLATE, LOGIT_SCALE
 
 KINDS = ("adapter", "merged")
 TORCH_DTYPES = {"fp16": "torch.float16", "bf16": "torch.bfloat16", "fp32": "torch.float32"}

@@ -11,18 +11,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
-
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from safetensors import safe_open
 from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from config import AdapterConfig, ModelConfig
-from errors import UserError
-from loaders import ImageSettings
-from protocol import BACKBONE_ALIASES
-from tiny_clip import tiny_checkpoint_dir
+from qlora_clip.compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
+from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.errors import UserError
+from qlora_clip.inputs.loaders import ImageSettings
+from qlora_clip.paper import BACKBONE_ALIASES
+from qlora_clip.tiny_clip import tiny_checkpoint_dir
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import protocol
-from methods import METHODS, Method
+from qlora_clip import paper
+from qlora_clip.methods import METHODS, Method
 
 
 def cache_root() -> Path:
@@ -23,9 +23,9 @@ def cache_root() -> Path:
 class AdapterConfig:
     """Which PEFT adapter goes where: method, rank, scale, dropout and the modules it adapts."""
     mode: str = "lora"
-    r: int = protocol.RANK
-    alpha: float = protocol.ALPHA
-    dropout: float = protocol.DROPOUT
+    r: int = paper.RANK
+    alpha: float = paper.ALPHA
+    dropout: float = paper.DROPOUT
     encoder: str = "both"
     position: str = "all"
     params: tuple[str, ...] = ("q", "k", "v")
@@ -38,7 +38,7 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = protocol.BACKBONE  # paper alias, hub id, local folder or 'tiny'
+    backbone: str = paper.BACKBONE  # paper alias, hub id, local folder or 'tiny'
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     gradient_checkpointing: bool = False
 
@@ -48,9 +48,9 @@ class TrainConfig:
     """The optimisation: AdamW on the adapters, cosine schedule over n_iters x shots steps."""
     shots: int
     seed: int = 1
-    lr: float = protocol.LR
-    n_iters: int = protocol.N_ITERS
-    batch_size: int = protocol.BATCH_SIZE
+    lr: float = paper.LR
+    n_iters: int = paper.N_ITERS
+    batch_size: int = paper.BATCH_SIZE
     gradient_accumulation_steps: int = 1
 
     @property

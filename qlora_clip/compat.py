@@ -6,16 +6,9 @@ the shim still has its effect, so an upgrade that fixes the library makes that t
 """
 from __future__ import annotations
 
-import logging
-
-# bitsandbytes on AVX512-BF16 CPUs warns at import that an optional kernel from the Hugging Face
-# hub is missing and falls back to its built-in one, which is what we want offline. Silence it
-# before anything imports bitsandbytes (model.py imports this module first).
-logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
-
-import bitsandbytes as bnb  # noqa: E402
-import torch  # noqa: E402
-from packaging.version import Version  # noqa: E402
+import bitsandbytes as bnb
+import torch
+from packaging.version import Version
 
 # bitsandbytes 0.49 added the CPU inference repacking below (its fused AVX512-BF16 kernel);
 # 0.50.2 is the version this project pins and tests.

@@ -14,7 +14,7 @@ import torch
 from tokenizers import pre_tokenizers
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from config import cache_root
+from qlora_clip.config import cache_root
 
 # Bump when the recipe below changes, so stale caches are rebuilt rather than reused.
 TINY_VERSION = 1

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 if TYPE_CHECKING:
     from trainer import StepRecord

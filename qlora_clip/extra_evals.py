@@ -16,10 +16,10 @@ import argparse
 import logging
 
 from datasets import EvalImages, FewShotDataset, build_eval_images
-from errors import UserError
-from evaluation import EvalSettings, Evaluator, EvalSet, build_eval_set
-from features import ClassPrompts
 from metrics import harmonic_mean
+from qlora_clip.encode import ClassPrompts
+from qlora_clip.errors import UserError
+from qlora_clip.evaluator import EvalSet, EvalSettings, Evaluator, build_eval_set
 
 log = logging.getLogger("qlora-clip")
 

@@ -16,7 +16,7 @@ from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state
 from peft.utils.integrations import dequantize_module_weight
 from transformers import CLIPImageProcessor, CLIPModel
 
-from modelcard import write_model_card
+from qlora_clip.modelcard import write_model_card
 
 log = logging.getLogger(__name__)
 

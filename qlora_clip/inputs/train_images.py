@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 log = logging.getLogger(__name__)
 

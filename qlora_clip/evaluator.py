@@ -15,12 +15,12 @@ import torch
 from tqdm import tqdm
 
 from datasets import Item
-from distributed import Distributed
-from eval_images import prepared_test_images
-from features import ClassPrompts, has_adapters, image_features, logits
-from loaders import EvalBatches, ImageSettings, eval_transform
 from metrics import accuracy_percent, count_correct
-from precision import Precision
+from qlora_clip.distributed import Distributed
+from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logits
+from qlora_clip.inputs.loaders import EvalBatches, ImageSettings, eval_transform
+from qlora_clip.inputs.test_images import prepared_test_images
+from qlora_clip.precision import Precision
 
 # Test batches are at least this large: no gradients, so memory allows more than training.
 MIN_EVAL_BATCH = 64

@@ -17,9 +17,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms as T
 
-from augment import random_resized_crop_flip
-from batching import TrainBatchSampler
-from image_store import DecodedImages, DecodeOnRead
+from qlora_clip.inputs.augment import random_resized_crop_flip
+from qlora_clip.inputs.sampler import TrainBatchSampler
+from qlora_clip.inputs.train_images import DecodedImages, DecodeOnRead
 
 # Batches a worker prepares ahead of the step that needs them.
 PREFETCH_BATCHES = 4

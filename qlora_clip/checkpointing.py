@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from errors import UserError
+from qlora_clip.errors import UserError
 
 log = logging.getLogger(__name__)
 
