@@ -1,4 +1,4 @@
-"""Check datasets on disk before training: `python check_data.py --root_path DATA [--dataset NAME ...]`.
+"""Check datasets on disk before training: `python check_data.py --root_path DATA [--datasets NAME ...]`.
 
 For each dataset: is its folder where --root_path says (under CoOp's or CLIP-LoRA's folder name),
 is its split file there and readable, is every image it lists present and decodable (decoded in
@@ -6,7 +6,7 @@ parallel worker processes, with a progress bar), and do the per-split image coun
 published ones (each dataset module's SIZES, the table in DATASETS.md). Prints one table row per
 dataset, then the first few missing or corrupt files; exits with 1 when anything is wrong.
 
-`--dataset folder --write_split` also writes the split of your own image folder as a CoOp split
+`--datasets folder --write_split` also writes the split of your own image folder as a CoOp split
 json (split.json), so its test set stays the same when images are added later.
 """
 from __future__ import annotations
@@ -202,9 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check that datasets are where main.py looks for them, complete and decodable.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--root_path", default="DATA", help="folder holding the datasets, as for main.py")
-    p.add_argument("--dataset", nargs="+", choices=DATASET_NAMES, default=DEFAULT_DATASETS,
-                   help="datasets to check (default: the 11 benchmark datasets)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+    # --datasets and --num_workers as sweep.py and main.py spell them; the singular --dataset (one
+    # folder: `--datasets folder --write_split`) and the older --workers are accepted too.
+    p.add_argument("--datasets", "--dataset", dest="datasets", nargs="+", choices=DATASET_NAMES,
+                   default=DEFAULT_DATASETS, metavar="NAME",
+                   help=f"datasets to check (default: the 11 benchmark datasets); from {', '.join(DATASET_NAMES)}")
+    p.add_argument("--num_workers", "--workers", dest="num_workers", type=int, default=os.cpu_count() or 1,
                    help="processes decoding images (1 = decode in this process)")
     p.add_argument("--examples", type=int, default=5, help="missing or corrupt files listed per dataset")
     p.add_argument("--write_split", action="store_true",
@@ -216,12 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be >= 1 (got {args.workers})")
+    if args.num_workers < 1:
+        parser.error(f"--num_workers must be >= 1 (got {args.num_workers})")
     if args.examples < 0:
         parser.error(f"--examples must be >= 0 (got {args.examples})")
-    if args.write_split and args.dataset != ["folder"]:
-        parser.error("--write_split writes the split of your own images: use it with --dataset folder only")
+    if args.write_split and args.datasets != ["folder"]:
+        parser.error("--write_split writes the split of your own images: use it with --datasets folder only")
     return args
 
 
@@ -231,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root_path)
     if args.write_split:
         print(f"split written to {write_split(root)}")
-    reports = [check_dataset(name, root, args.workers) for name in dict.fromkeys(args.dataset)]
+    reports = [check_dataset(name, root, args.num_workers) for name in dict.fromkeys(args.datasets)]
     print(format_table(reports))
     details = format_details(reports, args.examples)
     if details:

@@ -1,24 +1,25 @@
-"""The command line of main.py: flags, their validation, the typed config built from them, paths.
+"""The command line of main.py: its flags, their validation, and the RunSpec built from them.
 
-Library modules never import this one (their errors come from errors.py); only the entry points
-(main.py, sweep.py) and results.py, for the flags' defaults, do. It imports no torch at module
-level, so reading results files stays cheap.
+Library modules (qlora_clip/) never import this one: their errors come from errors.py, and what
+needs the flags' defaults gets them passed (flag_defaults). Only the commands (main.py, sweep.py,
+summarize.py, bench.py) import it. It imports no torch at module level, so planning a sweep or
+reading results files stays cheap.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
-import os
 import random
 import re
-import warnings
 from pathlib import Path
 
 from datasets import DATASET_NAMES, TEMPLATES, TEST_ONLY, untrainable_message
 from qlora_clip import paper
-from qlora_clip.config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfig, cache_root
+from qlora_clip.config import cache_root
 from qlora_clip.methods import MODES
-from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, TrackingConfig, wandb_installed
+from qlora_clip.spec import RunSpec
+from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, wandb_installed
 
 COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "cpu")
@@ -127,6 +128,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     for message in validation_errors(args):
         parser.error(message)
+    return normalised(args)
+
+
+def normalised(args: argparse.Namespace) -> argparse.Namespace:
+    """Flag values in the form a results line records them (after validation)."""
+    if args.dataset == "folder":
+        # Your own images are the dataset: record where they are, so a run on another folder (or on
+        # the same folder named from elsewhere) is told apart from this one (spec.dataset_tag).
+        args.root_path = str(Path(args.root_path).expanduser().resolve())
     return args
 
 
@@ -205,33 +215,19 @@ def protocol_errors(args: argparse.Namespace) -> list[str]:
     return errors
 
 
-def run_config(args: argparse.Namespace) -> RunConfig:
-    """The typed config of a run, built once from the parsed flags."""
-    return RunConfig(
-        data=DataConfig(dataset=args.dataset, root_path=args.root_path, shots=args.shots, seed=args.seed,
-                        template=args.template, num_workers=args.num_workers),
-        model=ModelConfig(
-            backbone=args.backbone,
-            adapter=AdapterConfig(mode=args.mode, r=args.r, alpha=args.alpha, dropout=args.dropout_rate,
-                                  encoder=args.encoder, position=args.position, params=tuple(args.params),
-                                  rslora=args.lora_scaling == "rslora"),
-            gradient_checkpointing=args.gradient_checkpointing),
-        train=TrainConfig(shots=args.shots, seed=args.seed, lr=args.lr, n_iters=args.n_iters,
-                          batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps),
-    )
+@functools.lru_cache(maxsize=1)
+def flag_defaults() -> dict:
+    """Every flag's default: what a results line that predates a flag is read with (results.comparable_config)."""
+    return vars(build_parser().parse_args([]))
+
+
+def run_spec(args: argparse.Namespace) -> RunSpec:
+    """The run the parsed flags describe: the one place the Namespace becomes typed settings."""
+    return RunSpec.from_flags(vars(args), flag_defaults())
 
 
 def default_eval_cache_dir() -> Path:
     return cache_root() / "test-images"
-def run_name(args: argparse.Namespace) -> str:
-    """--run_name, or one name per method, dataset, shots and seed: 'qlora-caltech101-4shot-seed1'."""
-    return args.run_name or f"{args.mode}-{args.dataset}-{args.shots}shot-seed{args.seed}"
-
-
-def tracking_config(args: argparse.Namespace) -> TrackingConfig:
-    return TrackingConfig(report_to=tuple(name for name in args.report_to if name != "none"),
-                          logging_dir=Path(args.logging_dir), run_name=run_name(args),
-                          run_group=args.run_group, resume=args.resume)
 
 
 def seed_everything(seed: int) -> None:
@@ -243,47 +239,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def backbone_tag(backbone: str) -> str:
-    """A folder-safe name for a backbone: 'ViT-B/16' -> 'ViT-B-16', a local path -> its folder name."""
-    if os.path.isdir(backbone):
-        backbone = Path(backbone).resolve().name
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", backbone).strip("-")
-
-
-def run_subdir(args: argparse.Namespace) -> Path:
-    """<backbone>/<dataset>/<K>shots/seed<S>/<mode>: where a run's adapter and checkpoints live.
-
-    A base-to-novel run trains another adapter (base classes only) on the same draw, so it lives in
-    <dataset>/base2new/... and never replaces the few-shot run's.
-    """
-    dataset = Path(args.dataset) if args.protocol == "fewshot" else Path(args.dataset) / args.protocol
-    return Path(backbone_tag(args.backbone)) / dataset / f"{args.shots}shots" / f"seed{args.seed}" / args.mode
-
-
-def subset_path(args: argparse.Namespace) -> Path:
-    """Where a run records its few-shot draw: <results folder>/subsets/<dataset>[_base2new]_<K>shots_seed<S>.json."""
-    dataset = args.dataset if args.protocol == "fewshot" else f"{args.dataset}_{args.protocol}"
-    return Path(args.results_file).parent / "subsets" / f"{dataset}_{args.shots}shots_seed{args.seed}.json"
-
-
-def adapter_dir(args: argparse.Namespace) -> Path:
-    return Path(args.save_path) / run_subdir(args)
-
-
-def checkpoint_path(args: argparse.Namespace) -> Path:
-    return Path(args.checkpoint_dir) / run_subdir(args) / "train_state.pt"
-
-
 def setup_logging() -> None:
+    """One log format for the entry points (main.py, sweep.py)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    # Our own progress bars and log lines say what is happening; the libraries' per-load bars and
-    # deprecation notices (transformers 5 renamed gradient checkpointing; PEFT still calls the
-    # old name) would bury them.
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
-    # On AVX512-BF16 CPUs bitsandbytes warns that an optional kernel from the Hugging Face hub is
-    # not installed and falls back to its built-in one, which is what we want offline.
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

@@ -32,6 +32,7 @@ from metrics import harmonic_mean
 from qlora_clip.methods import METHODS, MODES, zero_shot_label
 from qlora_clip.paper import DATASET_TITLES, DOMAIN_TARGETS, PAPER_DATASETS, PUBLISHED_BASE2NEW, PUBLISHED_CLIP_LORA
 from qlora_clip.results import IDENTITY_FIELDS, comparable_config, read_results
+from run_utils import flag_defaults
 
 # Flags that place a record in a table cell rather than tell two methods apart.
 CELL_FLAGS = set(IDENTITY_FIELDS)
@@ -139,11 +140,11 @@ def label_methods(records: list[dict]) -> None:
     Smoke runs of 'qlora' with --n_iters 1 must not be averaged with the real ones: they become
     'qlora (n_iters=1)' while the runs with main.py's defaults stay 'qlora'.
     """
-    defaults = comparable_config({})
+    defaults = comparable_config({}, flag_defaults())
     variants: dict[tuple, dict[str, dict]] = defaultdict(dict)
     keys = []
     for record in records:
-        config = {k: v for k, v in comparable_config(record.get("config", {})).items()
+        config = {k: v for k, v in comparable_config(record.get("config", {}), flag_defaults()).items()
                   if k not in CELL_FLAGS | TABLE_FLAGS}
         key = (record["backbone"], record["mode"])
         variants[key][repr(sorted(config.items()))] = config

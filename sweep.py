@@ -7,7 +7,7 @@ an interruption runs only what is missing. A run another sweep is running or has
 (sharing the results file, on this machine or another) is left to it; the marker of a killed sweep
 is recognised as stale and its run is done again (sweeps/claims.py). A failing run is retried
 --retries times, logged, and the sweep goes on; the exit status is 1 when any run failed for good.
-Each run's output goes to LOG_DIR/<backbone>/<dataset>/<K>shots_seed<S>_<mode>.log.
+Each run's output goes to LOG_DIR/<backbone>/<dataset>/<K>shots/seed<S>/<method>.log (RunSpec.log_file).
 
 --launcher local (default) runs up to --jobs runs at once, each on its own GPU(s) (--devices,
 --gpus_per_run; on a machine without GPUs, one run at a time unless --jobs says more).
@@ -25,8 +25,8 @@ import sys
 from datasets import DATASET_NAMES
 from qlora_clip.methods import MODES
 from qlora_clip.paper import PAPER_DATASETS, PAPER_SEEDS, PAPER_SHOTS
-from qlora_clip.results import finished_configs as read_finished
-from run_utils import setup_logging
+from qlora_clip.results import recorded_configs
+from run_utils import flag_defaults, setup_logging
 from sweeps import slurm
 from sweeps.claims import Claims
 from sweeps.local import LocalSweep, Slot, describe_slots, local_slots
@@ -161,10 +161,10 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(str(err))
 
 
-def finished_configs(results_file: str, report: bool = False) -> list[dict]:
-    """The comparable configs of the runs the results file records; with `report`, its bad lines are logged."""
-    configs, problems = read_finished(results_file)
-    for problem in problems if report else ():
+def done_configs(results_file: str) -> list[dict]:
+    """The identities of the runs the results file records (its unreadable lines are logged)."""
+    configs, problems = recorded_configs(results_file, flag_defaults())
+    for problem in problems:
         log.warning("%s", problem)
     return configs
 
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     except SweepError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    done = finished_configs(args.results_file, report=True)
+    done = done_configs(args.results_file)
     todo = [run for run in runs if run.config not in done]
     log.info("%d runs of %s on %s: %d already in %s, %d to run", len(runs), args.mode, args.backbone,
              len(runs) - len(todo), args.results_file, len(todo))

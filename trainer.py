@@ -14,7 +14,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,85 @@ class TrainResult:
     peak_memory: dict = field(default_factory=dict)  # memory.PeakMemory.read() of the training loop
 
 
+def build_optimizer(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.AdamW:
+    """CLIP-LoRA's AdamW on the trainable (adapter) weights."""
+    # Fused AdamW updates all adapter tensors (about 150) in one kernel instead of a loop of small ones.
+    return torch.optim.AdamW(params, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=device.type == "cuda")
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine annealing from the learning rate to MIN_LR over the run's steps."""
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=MIN_LR)
+
+
+def _no_mark(phase: str) -> None:
+    pass
+
+
+class TrainStep:
+    """One optimizer step on a batch's micro-batches: the step every run takes, and the benchmark times.
+
+    Per micro-batch: the class prompts' features (re-encoded with gradients when the text tower has
+    adapters; caching them would silently freeze those adapters), the images' features, the loss
+    (the micro-batch's summed loss over the step's image count), and the backward, first to the two
+    feature sets and then through each tower (the same gradients as one loss.backward(), with each
+    tower's share visible to `mark`). Then the gradients are summed over processes and the
+    optimizer, scaler and schedule step.
+    """
+
+    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, config: TrainConfig, precision: Precision,
+                 dist: Distributed):
+        self.model, self.prompts, self.precision, self.dist = model, prompts, precision, dist
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.params, config.lr, precision.device)
+        self.scheduler = build_schedule(self.optimizer, config.total_steps)
+        self.scaler = precision.grad_scaler()
+        self.cached_text = None
+        if not has_adapters(model, "text_model"):
+            model.eval()
+            with torch.no_grad(), precision.autocast():
+                self.cached_text = prompts.features(model)
+        model.train()
+
+    def __call__(self, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor] | None], step_images: int,
+                 mark: Callable[[str], None] = _no_mark) -> tuple[torch.Tensor, float]:
+        """Train on one step's micro-batches (None: this rank has no image in it); return the step's
+        loss (a 0-d device tensor, summed over processes: no host sync) and the learning rate it used.
+
+        `mark(phase)` is called after each phase ('text', 'image', 'loss', 'image_backward',
+        'text_backward', 'optimizer'), for the benchmark's timing; it costs nothing otherwise.
+        """
+        step_loss = torch.zeros((), device=self.precision.device)
+        for batch in micro_batches:
+            if batch is None:
+                continue
+            images, labels = batch
+            with self.precision.autocast():
+                text = self.prompts.features(self.model) if self.cached_text is None else self.cached_text
+                mark("text")
+                image = image_features(self.model, images)
+                mark("image")
+                step_logits = logits(image, text).float()
+                loss = F.cross_entropy(step_logits, labels, reduction="sum") / step_images
+            # A tower without adapters (cached prompts, or a frozen vision tower) gets no backward.
+            towers = [(name, features) for name, features in (("image", image), ("text", text))
+                      if features.requires_grad]
+            grads = torch.autograd.grad(self.scaler.scale(loss), [features for _, features in towers])
+            mark("loss")
+            for (name, features), grad in zip(towers, grads):
+                features.backward(grad)
+                mark(f"{name}_backward")
+            step_loss += loss.detach()
+        step_loss = self.dist.sum_gradients(self.params, step_loss)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        mark("optimizer")
+        return step_loss, lr
+
+
 def train(model: torch.nn.Module, stream: TrainStream, prompts: ClassPrompts, config: TrainConfig,
           precision: Precision, dist: Distributed | None = None, checkpoint: TrainCheckpoint | None = None,
           resume: bool = False, desc: str = "train", on_step: Sequence[StepCallback] = ()) -> TrainResult:
@@ -75,23 +154,11 @@ def train(model: torch.nn.Module, stream: TrainStream, prompts: ClassPrompts, co
     sampler = stream.sampler
     total_steps = config.total_steps
     device = precision.device
-    params = [p for p in model.parameters() if p.requires_grad]
-    # Fused AdamW updates all adapter tensors (about 150) in one kernel instead of a loop of small ones.
-    optimizer = torch.optim.AdamW(params, lr=config.lr, betas=BETAS, weight_decay=WEIGHT_DECAY,
-                                  fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=MIN_LR)
-    scaler = precision.grad_scaler()
+    train_step = TrainStep(model, prompts, config, precision, dist)
+    optimizer, scheduler, scaler = train_step.optimizer, train_step.scheduler, train_step.scaler
     # Without loss scaling a non-finite loss ruins the weights: stop. With it (fp16), GradScaler
     # skips the steps whose gradients overflow, and we count them.
     stop_on_non_finite = not scaler.is_enabled()
-
-    # With adapters in the text tower the prompts must be re-encoded with gradients every
-    # micro-step; caching them would silently freeze those adapters.
-    reencode_text = has_adapters(model, "text_model")
-    if not reencode_text:
-        model.eval()
-        with torch.no_grad(), precision.autocast():
-            cached_text = prompts.features(model)
 
     saved = checkpoint.load() if checkpoint is not None and resume else None
     first_step = saved["step"] if saved else 0
@@ -113,24 +180,8 @@ def train(model: torch.nn.Module, stream: TrainStream, prompts: ClassPrompts, co
                          disable=None if dist.is_main else True, initial=first_step, total=total_steps):
             step_start = time.perf_counter()
             step_images = sampler.step_images(step)
-            step_loss = torch.zeros((), device=device)
-            for _ in range(sampler.micro_batches_per_step):
-                batch = next(batches)
-                if batch is None:  # this rank has no image in this micro-batch
-                    continue
-                images, labels = batch
-                with precision.autocast():
-                    text = prompts.features(model) if reencode_text else cached_text
-                    step_logits = logits(image_features(model, images), text).float()
-                    loss = F.cross_entropy(step_logits, labels, reduction="sum") / step_images
-                scaler.scale(loss).backward()
-                step_loss += loss.detach()
-            step_loss = dist.sum_gradients(params, step_loss)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            lr = scheduler.get_last_lr()[0]
-            scheduler.step()
+            micro_batches = (next(batches) for _ in range(sampler.micro_batches_per_step))
+            step_loss, lr = train_step(micro_batches, step_images)
             losses.append(step_loss)
             if stop_on_non_finite and len(losses) - 1 > unchecked:
                 # The previous step's loss: by now the device has finished it, so reading it

@@ -1,4 +1,4 @@
-"""Step time: one training step as trainer.train takes it, timed per tower, for every setting of the grid.
+"""Step time: the trainer's own step (trainer.TrainStep), timed per tower, for every setting of the grid.
 
 For every mode x encoder setting x batch size x dtype x checkpointing the grid reports the step
 time (median of `steps` after `warmup`), images/s, the share of the step spent in the text and in
@@ -16,78 +16,57 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from bench.flops import train_step_flops
 from bench.harness import current_rss_mb, gemm_rate, load_model, random_batch, release_memory, sync
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
-from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logits
+from qlora_clip.config import TrainConfig
+from qlora_clip.distributed import Distributed
+from qlora_clip.encode import ClassPrompts, image_features
 from qlora_clip.memory import MB, PeakMemory
-from qlora_clip.paper import BETAS, DROPOUT, LR, N_ITERS, PAPER_SHOTS, WEIGHT_DECAY
+from qlora_clip.paper import DROPOUT, LR, N_ITERS, PAPER_SHOTS
 from qlora_clip.precision import Precision
+from trainer import TrainStep
 
 log = logging.getLogger("bench")
 
 
 class StepTimer:
-    """One training step as trainer.train takes it, split into timed phases.
+    """trainer.TrainStep, the step every run takes (optimizer, loss, text rule), timed by phase.
 
-    The backward is taken in three calls (to the features, then through each tower) instead of
-    one loss.backward(): the same operations and gradients, but each tower's share is visible.
-    As in trainer.train, prompts are re-encoded every step only when the text tower has adapters.
+    The step reports its phases through `mark`; here each mark waits for the device, so the wall
+    time between two marks is that phase's. The text pass is the prompts' forward and backward,
+    the image pass the images' forward and backward.
     """
 
-    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision):
-        self.model, self.prompts, self.precision = model, prompts, precision
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=LR, betas=BETAS, weight_decay=WEIGHT_DECAY)
-        self.scaler = precision.grad_scaler()
-        self.cached_text = None
-        if not has_adapters(model, "text_model"):
-            model.eval()
-            with torch.no_grad(), precision.autocast():
-                self.cached_text = prompts.features(model)
-        model.train()
+    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, total_steps: int):
+        config = TrainConfig(shots=1, lr=LR, n_iters=total_steps)
+        self.step_fn = TrainStep(model, prompts, config, precision, Distributed(rank=0, world=1,
+                                                                                  device=precision.device))
+        self.device = precision.device
 
     def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
         """Train on one batch; return its wall time, the text and image passes' times, and the loss."""
-        device, p = self.precision.device, self.precision
-        marks = [time.perf_counter()]
+        phases: dict[str, float] = {}
+        last = [time.perf_counter()]
 
-        def mark():
-            sync(device)
-            marks.append(time.perf_counter())
+        def mark(phase: str) -> None:
+            sync(self.device)
+            now = time.perf_counter()
+            phases[phase] = phases.get(phase, 0.0) + now - last[0]
+            last[0] = now
 
-        with p.autocast():
-            text = self.prompts.features(self.model) if self.cached_text is None else self.cached_text
-        mark()
-        with p.autocast():
-            image = image_features(self.model, images)
-        mark()
-        with p.autocast():
-            loss = F.cross_entropy(logits(image, text).float(), labels)
-        outputs = [image, text] if text.requires_grad else [image]
-        grads = torch.autograd.grad(self.scaler.scale(loss), outputs)
-        mark()
-        image.backward(grads[0])
-        mark()
-        if text.requires_grad:
-            text.backward(grads[1])
-        mark()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        mark()
-        t = [b - a for a, b in zip(marks, marks[1:])]
-        return {"step_s": marks[-1] - marks[0], "text_s": t[0] + t[4], "image_s": t[1] + t[3],
-                "loss": loss.item()}
+        start = last[0]
+        loss, _ = self.step_fn([(images, labels)], len(labels), mark)
+        return {"step_s": last[0] - start, "text_s": phases.get("text", 0.0) + phases.get("text_backward", 0.0),
+                "image_s": phases.get("image", 0.0) + phases.get("image_backward", 0.0), "loss": loss.item()}
 
 
 def time_training(model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, batch: int,
                   image_size: int, steps: int, warmup: int) -> dict:
     """Median step time and tower shares over `steps` steps after `warmup`, on one random batch."""
-    timer = StepTimer(model, prompts, precision)
+    timer = StepTimer(model, prompts, precision, total_steps=warmup + steps)
     images, labels = random_batch(batch, image_size, len(prompts), precision.device)
     records = [timer.step(images, labels) for _ in range(warmup + steps)][warmup:]
     step_s = statistics.median(r["step_s"] for r in records)

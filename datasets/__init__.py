@@ -6,6 +6,10 @@ few-shot sampling happens here, once, for all of them (docs/protocol.md, "Few-sh
 followed by the base-to-novel class split when that protocol runs (base2new.py).
 Modules are imported when a dataset is built, so listing the names (the CLI's --dataset choices)
 costs nothing.
+
+The package has the name of Hugging Face's `datasets`, and inside this repository it shadows it
+(also on Colab, where that one is preinstalled): never import Hugging Face's `datasets` here.
+tests/test_datasets_package.py checks that no library we use imports it on our code paths.
 """
 from __future__ import annotations
 
@@ -22,44 +26,43 @@ from .base import EvalImages, FewShotDataset, Item, SplitDataset
 from .base2new import base_to_new
 from .sampling import sample_train_then_val, sample_train_val
 
-# --dataset name -> module of this package. The 11 datasets of the CLIP-LoRA table, by the names
+# --dataset names, each the module of this package that reads it. The 11 datasets of the CLIP-LoRA table, by the names
 # its scripts use, then ImageNet's four variants (CoOp's names), then our own two.
-DATASETS = {
-    "imagenet": "imagenet",
-    "caltech101": "caltech101",
-    "oxford_pets": "oxford_pets",
-    "stanford_cars": "stanford_cars",
-    "oxford_flowers": "oxford_flowers",
-    "food101": "food101",
-    "fgvc": "fgvc",
-    "sun397": "sun397",
-    "dtd": "dtd",
-    "eurosat": "eurosat",
-    "ucf101": "ucf101",
-    "imagenetv2": "imagenetv2",
-    "imagenet_sketch": "imagenet_sketch",
-    "imagenet_a": "imagenet_a",
-    "imagenet_r": "imagenet_r",
-    "fashion_mnist": "fashion_mnist",
-    "folder": "folder",
-}
-DATASET_NAMES = tuple(DATASETS)
+DATASET_NAMES = (
+    "imagenet",
+    "caltech101",
+    "oxford_pets",
+    "stanford_cars",
+    "oxford_flowers",
+    "food101",
+    "fgvc",
+    "sun397",
+    "dtd",
+    "eurosat",
+    "ucf101",
+    "imagenetv2",
+    "imagenet_sketch",
+    "imagenet_a",
+    "imagenet_r",
+    "fashion_mnist",
+    "folder",
+)
 # Datasets whose images are all test images: targets of --eval_datasets, never trained on.
 TEST_ONLY = frozenset({"imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"})
 TEMPLATES = ("clip-lora", "dataset")
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DATASETS", "DATASET_NAMES", "TEMPLATES", "TEST_ONLY", "EvalImages", "FewShotDataset", "Item",
+__all__ = ["DATASET_NAMES", "TEMPLATES", "TEST_ONLY", "EvalImages", "FewShotDataset", "Item",
            "SplitDataset", "build_dataset", "build_eval_images", "dataset_module", "untrainable_message",
            "write_subset"]
 
 
 def dataset_module(name: str) -> ModuleType:
     """The module that reads dataset `name` from disk."""
-    if name not in DATASETS:
-        raise UserError(f"--dataset {name}: unknown dataset; choose one of {', '.join(DATASETS)}")
-    return importlib.import_module(f"{__name__}.{DATASETS[name]}")
+    if name not in DATASET_NAMES:
+        raise UserError(f"--dataset {name}: unknown dataset; choose one of {', '.join(DATASET_NAMES)}")
+    return importlib.import_module(f"{__name__}.{name}")
 
 
 def untrainable_message(name: str) -> str:

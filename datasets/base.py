@@ -55,8 +55,17 @@ def class_prompts(template: str, classnames: list[str]) -> list[str]:
     return [template.format(name.replace("_", " ")) for name in classnames]
 
 
+class PromptedClasses:
+    """What has class names and a template: one prompt per class, in label order."""
+    classnames: list[str]
+    template: str
+
+    def prompts(self) -> list[str]:
+        return class_prompts(self.template, self.classnames)
+
+
 @dataclass
-class EvalImages:
+class EvalImages(PromptedClasses):
     """Test images and the class names their labels index: what one classifier is evaluated on."""
     name: str
     test: list[Item]
@@ -64,12 +73,9 @@ class EvalImages:
     template: str
     load_image: Callable[[Any], Image.Image] = field(repr=False, default=open_rgb)
 
-    def prompts(self) -> list[str]:
-        return class_prompts(self.template, self.classnames)
-
 
 @dataclass
-class FewShotDataset:
+class FewShotDataset(PromptedClasses):
     """The few-shot view a run trains on: sampled train/val, the full test set.
 
     Under `protocol` 'base2new' train, val, test and classnames hold the base classes only
@@ -86,7 +92,3 @@ class FewShotDataset:
     seed: int | None = None
     protocol: str = "fewshot"
     new: EvalImages | None = None
-
-    def prompts(self) -> list[str]:
-        """One prompt per class, in label order (underscores in class names become spaces)."""
-        return class_prompts(self.template, self.classnames)

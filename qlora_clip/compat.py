@@ -6,6 +6,8 @@ the shim still has its effect, so an upgrade that fixes the library makes that t
 """
 from __future__ import annotations
 
+import logging
+
 import bitsandbytes as bnb
 import torch
 from packaging.version import Version
@@ -35,3 +37,21 @@ def keep_cpu_4bit_layout_trainable(model: torch.nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit) and hasattr(module, CPU_REPACK_ATTRIBUTE):
             setattr(module, CPU_REPACK_ATTRIBUTE, False)
+
+
+def quiet_library_logs() -> None:
+    """Keep a run's output to our own progress bars and log lines.
+
+    The libraries' per-load progress bars and deprecation notices (transformers 5 renamed gradient
+    checkpointing; PEFT still calls the old name) would bury them; bitsandbytes on AVX512-BF16 CPUs
+    warns that an optional hub kernel is missing and falls back to its built-in one, which is what
+    we want offline.
+    """
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)

@@ -1,8 +1,9 @@
-"""Typed settings of a run, built once from the flags (run_utils.run_config), passed down by part.
+"""Typed settings of a run, one dataclass per part of the system, gathered in a RunSpec (spec.py).
 
-The model loader gets a ModelConfig, the trainer a TrainConfig, the data pipeline a DataConfig;
-none of them sees the argparse Namespace, so the benchmark and the tests build these directly.
-Defaults are the published protocol's (protocol.py).
+run_utils.run_spec builds them once from the flags; below main() every function takes the part it
+uses (the model loader a ModelConfig, the trainer and the sampler a TrainConfig, the data pipeline
+a DataConfig, the extra evaluations an EvalConfig), so the benchmark and the tests build them
+directly. Defaults are the published protocol's (paper.py).
 """
 from __future__ import annotations
 
@@ -37,6 +38,15 @@ class AdapterConfig:
 
 
 @dataclass(frozen=True)
+class ImageSettings:
+    """What the vision tower expects, from the checkpoint's image processor."""
+    image_size: int   # side of the square crop
+    resize_size: int  # shorter side before the centre crop at test time
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: str = paper.BACKBONE  # paper alias, hub id, local folder or 'tiny'
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -45,7 +55,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation: AdamW on the adapters, cosine schedule over n_iters x shots steps."""
+    """The optimisation and its batches: AdamW on the adapters, cosine schedule over n_iters x shots
+    steps of batch_size images, each split into gradient_accumulation_steps micro-batches."""
     shots: int
     seed: int = 1
     lr: float = paper.LR
@@ -60,16 +71,31 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """The few-shot draw and how its images are read."""
     dataset: str
     root_path: str
     shots: int
     seed: int = 1
     template: str = "clip-lora"
-    num_workers: int = 0
+    protocol: str = "fewshot"
+    num_workers: int | None = None  # None: loaders.default_num_workers for the device
+    decode_budget_gb: float = 16.0
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    data: DataConfig
-    model: ModelConfig
-    train: TrainConfig
+class EvalConfig:
+    """What a run evaluates besides training: other datasets' test sets, and where test images are cached."""
+    eval_datasets: tuple[str, ...] = ()
+    cache_dir: str | None = None  # None or '': no disk cache
+    eval_only: bool = False       # evaluate a saved adapter, train nothing
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where a run writes: its results line, adapter, training states and merged export."""
+    results_file: Path = Path("results/results.jsonl")
+    save_path: Path | None = None
+    checkpoint_dir: Path = Path("checkpoints")
+    checkpoint_every: int = 0
+    resume: bool = False
+    merge_export: Path | None = None

@@ -12,11 +12,12 @@ images are prepared (and cached, as the run's own) one set at a time when they a
 """
 from __future__ import annotations
 
-import argparse
 import logging
 
 from datasets import EvalImages, FewShotDataset, build_eval_images
 from metrics import harmonic_mean
+from qlora_clip import schema
+from qlora_clip.config import DataConfig, EvalConfig
 from qlora_clip.encode import ClassPrompts
 from qlora_clip.errors import UserError
 from qlora_clip.evaluator import EvalSet, EvalSettings, Evaluator, build_eval_set
@@ -26,9 +27,9 @@ log = logging.getLogger("qlora-clip")
 
 def base2new_fields(base_acc: float, new_acc: float, zero_shot_base_acc: float, zero_shot_new_acc: float) -> dict:
     """Base-to-novel's results fields: base, new and HM = 2BN/(B+N), of the adapted and the zero-shot model."""
-    return {"base_acc": base_acc, "new_acc": new_acc, "hm_acc": harmonic_mean(base_acc, new_acc),
-            "zero_shot_base_acc": zero_shot_base_acc, "zero_shot_new_acc": zero_shot_new_acc,
-            "zero_shot_hm_acc": harmonic_mean(zero_shot_base_acc, zero_shot_new_acc)}
+    return schema.fields(base_acc=base_acc, new_acc=new_acc, hm_acc=harmonic_mean(base_acc, new_acc),
+                         zero_shot_base_acc=zero_shot_base_acc, zero_shot_new_acc=zero_shot_new_acc,
+                         zero_shot_hm_acc=harmonic_mean(zero_shot_base_acc, zero_shot_new_acc))
 
 
 def target_images(name: str, root: str, template: str) -> EvalImages:
@@ -40,13 +41,15 @@ def target_images(name: str, root: str, template: str) -> EvalImages:
         raise UserError(f"--eval_datasets {name}: {str(err).replace(f'--dataset {name}: ', '', 1)}") from err
 
 
-class ProtocolEvaluation:
+class ExtraEvaluations:
     """The test sets a run evaluates beside its own: base-to-novel's new classes, --eval_datasets targets."""
 
-    def __init__(self, args: argparse.Namespace, data: FewShotDataset, tokenizer, settings: EvalSettings):
-        self.protocol = args.protocol
+    def __init__(self, data_config: DataConfig, eval_config: EvalConfig, data: FewShotDataset, tokenizer,
+                 settings: EvalSettings):
+        self.protocol = data_config.protocol
         self.new_classes = data.new
-        self.targets = [target_images(name, args.root_path, args.template) for name in args.eval_datasets]
+        self.targets = [target_images(name, data_config.root_path, data_config.template)
+                        for name in eval_config.eval_datasets]
         self.tokenizer = tokenizer
         self.settings = settings
         if self.new_classes is not None:
@@ -67,7 +70,7 @@ class ProtocolEvaluation:
 
     def results(self, evaluator: Evaluator, test_acc: float, zero_shot_acc: float) -> dict:
         """The results fields of the protocol and the targets; `test_acc`/`zero_shot_acc` are the run's own."""
-        fields: dict = {"protocol": self.protocol}
+        fields = schema.fields(protocol=self.protocol)
         if self.new_classes is not None:
             new_acc, zero_shot_new_acc = self.accuracies(evaluator, self.new_classes)
             fields.update(base2new_fields(test_acc, new_acc, zero_shot_acc, zero_shot_new_acc))
@@ -75,10 +78,11 @@ class ProtocolEvaluation:
                      fields["base_acc"], fields["new_acc"], fields["hm_acc"], fields["zero_shot_base_acc"],
                      fields["zero_shot_new_acc"], fields["zero_shot_hm_acc"])
         if self.targets:
-            fields["eval_datasets"] = {}
+            per_target = {}
             for target in self.targets:
                 test, zero_shot = self.accuracies(evaluator, target)
-                fields["eval_datasets"][target.name] = {"test_acc": test, "zero_shot_acc": zero_shot}
+                per_target[target.name] = {"test_acc": test, "zero_shot_acc": zero_shot}
                 log.info("on %s (%d classes, %d images): zero-shot %.2f%% -> test %.2f%%", target.name,
                          len(target.classnames), len(target.test), zero_shot, test)
+            fields.update(schema.fields(eval_datasets=per_target))
         return fields

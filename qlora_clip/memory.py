@@ -40,7 +40,8 @@ class PeakMemory:
             self._rss_resettable = False
 
     def read(self, prefix: str = "") -> dict:
-        """{peak_memory_mb, memory_kind, ...}, each key with `prefix`, since the last reset (or of measure())."""
+        """{peak_memory_mb, memory_kind, peak_memory_reserved_mb (None on the CPU)}, each key with `prefix`,
+        since the last reset (or the highest of measure()); the names are results fields (schema.py)."""
         peak = self._highest if self._highest is not None else self._read_now()
         return {prefix + key: value for key, value in peak.items()}
 
@@ -53,7 +54,7 @@ class PeakMemory:
                 "peak_memory_reserved_mb": torch.cuda.max_memory_reserved(self.device) / MB,
             }
         return {"memory_kind": "cpu_rss" if self._rss_resettable else "cpu_rss_process_lifetime",
-                "peak_memory_mb": _peak_rss_mb()}
+                "peak_memory_mb": _peak_rss_mb(), "peak_memory_reserved_mb": None}
 
 
 def _peak_rss_mb() -> float:

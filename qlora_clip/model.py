@@ -17,9 +17,8 @@ from safetensors import safe_open
 from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from qlora_clip.compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
-from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.config import AdapterConfig, ImageSettings, ModelConfig
 from qlora_clip.errors import UserError
-from qlora_clip.inputs.loaders import ImageSettings
 from qlora_clip.paper import BACKBONE_ALIASES
 from qlora_clip.tiny_clip import tiny_checkpoint_dir
 

@@ -8,13 +8,13 @@ skipped, never silently dropped and never allowed to stop the reading of the lin
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any, Mapping
 
 # The fields that say which run a line belongs to; a line without them cannot be placed in a table.
 IDENTITY_FIELDS = ("mode", "dataset", "shots", "seed", "backbone")
@@ -134,27 +134,24 @@ def _check_line(raw: bytes) -> str | None:
 
 # --- run identity -------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=1)
-def _flag_defaults() -> dict:
-    from run_utils import build_parser  # the flags' defaults are the CLI's
-
-    return vars(build_parser().parse_args([]))
-
-
-def comparable_config(config: dict) -> dict:
-    """The flags of a run that decide what it computes, with today's defaults for flags it predates.
+def comparable_config(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
+    """The flags of a run that decide what it computes, with `defaults` (main.py's, run_utils.flag_defaults)
+    for flags it predates.
 
     Two runs are the same run exactly when these are equal. Filling defaults keeps older lines
     comparable after a flag is added; the bookkeeping flags are dropped, so moving the data or the
-    results file does not make finished runs look unfinished.
+    results file does not make finished runs look unfinished. `--root_path` is bookkeeping except
+    for `--dataset folder`, where it is the dataset: two image folders are two datasets.
     """
-    merged = {**_flag_defaults(), **config}
+    merged = {**defaults, **config}
+    kept = {k: v for k, v in merged.items() if k not in BOOKKEEPING_FLAGS}
+    if merged.get("dataset") == "folder":
+        kept["root_path"] = str(Path(str(merged.get("root_path", ""))).expanduser().resolve())
     # JSON round trip, so a config from a fresh Namespace compares equal to the same one read back.
-    return json.loads(json.dumps({k: v for k, v in merged.items() if k not in BOOKKEEPING_FLAGS},
-                                 sort_keys=True))
+    return json.loads(json.dumps(kept, sort_keys=True))
 
 
-def finished_configs(path: str | os.PathLike) -> tuple[list[dict], list[Problem]]:
+def recorded_configs(path: str | os.PathLike, defaults: Mapping[str, Any]) -> tuple[list[dict], list[Problem]]:
     """The comparable configs of the runs a results file records, and its unreadable lines."""
     records, problems = read_results(path)
-    return [comparable_config(r["config"]) for r in records if isinstance(r.get("config"), dict)], problems
+    return [comparable_config(r["config"], defaults) for r in records if isinstance(r.get("config"), dict)], problems

@@ -18,7 +18,9 @@ from qlora_clip.config import cache_root
 
 # Bump when the recipe below changes, so stale caches are rebuilt rather than reused.
 TINY_VERSION = 1
-TINY_LAYERS = 6  # six layers so every --position selects a distinct, non-empty set
+# Six layers: every --position selects a non-empty set of layers (half-up and top3 coincide at this
+# depth, both 3-5).
+TINY_LAYERS = 6
 # Every linear layer is 64 wide: bitsandbytes quantizes in blocks of 64, and its CPU kernels need
 # whole blocks per row.
 TINY_IMAGE_SIZE = 32

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Sequence
 
+from qlora_clip import schema
 from qlora_clip.errors import UserError
 
 if TYPE_CHECKING:
@@ -185,8 +186,8 @@ class Tracker:
 
     def fields(self) -> dict:
         """What the results line records about the tracking: run name, group, log folder."""
-        return {"run_name": self.run_name, "run_group": self.run_group,
-                "log_dir": str(self.folder) if self.folder is not None else None}
+        return schema.fields(run_name=self.run_name, run_group=self.run_group,
+                             tracking_dir=str(self.folder) if self.folder is not None else None)
 
     def step_callbacks(self) -> list:
         """What the trainer should call per step: nothing without backends, since building a

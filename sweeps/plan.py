@@ -7,8 +7,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qlora_clip.results import comparable_config
-from run_utils import backbone_tag, build_parser, validation_errors
+from qlora_clip.spec import RunSpec, backbone_tag
+from run_utils import build_parser, flag_defaults, normalised, validation_errors
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"
 # main.py flags the sweep sets itself; EXTRA_ARGS may not override them.
@@ -21,21 +21,23 @@ class SweepError(Exception):
 
 @dataclass(frozen=True)
 class Run:
-    mode: str
-    dataset: str
-    shots: int
-    seed: int
+    spec: RunSpec = field(compare=False, hash=False)  # the run main.py will make of `cmd`'s flags
     cmd: tuple[str, ...]  # the process the run is: python main.py ..., or python -m accelerate... main.py ...
     log_file: Path
-    config: dict = field(compare=False, hash=False)  # results.comparable_config: what makes it this run
 
     def __str__(self) -> str:
-        return f"{self.mode} {self.dataset} {self.shots}-shot seed {self.seed}"
+        protocol = f" {self.spec.protocol}" if self.spec.protocol != "fewshot" else ""
+        return f"{self.spec.method} {self.spec.dataset}{protocol} {self.spec.shots}-shot seed {self.spec.seed}"
+
+    @property
+    def config(self) -> dict:
+        """What makes it this run (RunSpec.identity): a results line with this config is this run finished."""
+        return self.spec.identity
 
     @property
     def name(self) -> str:
-        """A file-name-safe label (markers)."""
-        return f"{self.mode}-{self.dataset}-{self.shots}shots-seed{self.seed}"
+        """A file-name-safe label (claim markers)."""
+        return self.spec.name
 
     @property
     def command(self) -> str:
@@ -58,16 +60,11 @@ def default_group(mode: str, backbone: str, results_file: str) -> str:
     return f"{Path(results_file).stem}-{mode}-{backbone_tag(backbone)}"
 
 
-def main_knows(flag: str) -> bool:
-    """Whether main.py has a flag (the sweep passes newer flags only to a main.py that takes them)."""
-    return flag in vars(build_parser().parse_args([]))
-
-
 def plan_runs(args: argparse.Namespace) -> list[Run]:
     """Every run of the sweep, dataset by dataset, each checked by main.py's own flag parser."""
     extra = shlex.split(args.extra_args)
     prefix = launcher_prefix(args.gpus_per_run)
-    group = ["--run_group", args.group] if main_knows("run_group") else []
+    group = ["--run_group", args.group]
     runs = []
     for dataset in dict.fromkeys(args.datasets):
         for shots in dict.fromkeys(args.shots):
@@ -77,15 +74,12 @@ def plan_runs(args: argparse.Namespace) -> list[Run]:
                          "--results_file", args.results_file, *group]
                 if args.save_path:
                     flags += ["--save_path", args.save_path]
-                config = _checked_config(flags, extra)
-                log_file = (Path(args.log_dir) / backbone_tag(args.backbone) / dataset
-                            / f"{shots}shots_seed{seed}_{args.mode}.log")
-                runs.append(Run(args.mode, dataset, shots, seed, tuple(prefix + flags + extra), log_file,
-                                comparable_config(config)))
+                spec = _checked_spec(flags, extra)
+                runs.append(Run(spec, tuple(prefix + flags + extra), spec.log_file(args.log_dir)))
     return runs
 
 
-def _checked_config(flags: list[str], extra: list[str]) -> dict:
+def _checked_spec(flags: list[str], extra: list[str]) -> RunSpec:
     parser = build_parser()
     try:
         ns = parser.parse_args(flags + extra)
@@ -99,4 +93,4 @@ def _checked_config(flags: list[str], extra: list[str]) -> dict:
     if overridden:
         raise SweepError(f"EXTRA_ARGS / --extra_args sets {', '.join(overridden)}, which the sweep sets itself; "
                          "use DATASETS, SHOTS, SEEDS, BACKBONE, ROOT_PATH, RESULTS_FILE, SAVE_PATH or GROUP instead")
-    return vars(ns)
+    return RunSpec.from_flags(vars(normalised(ns)), flag_defaults())

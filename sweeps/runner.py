@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from qlora_clip.results import finished_configs, timestamp
+from qlora_clip.results import recorded_configs, timestamp
 from sweeps.claims import HEARTBEAT_S, Claims, process_entry
 from sweeps.plan import Run
 
@@ -46,7 +46,7 @@ class Outcome:
 
 
 def is_finished(run: Run, results_file: str) -> bool:
-    return run.config in finished_configs(results_file)[0]
+    return run.config in recorded_configs(results_file, run.spec.defaults)[0]
 
 
 def run_task(task: Task, devices: tuple[str, ...] | None = None, stop: threading.Event | None = None,

@@ -16,7 +16,7 @@ from metrics import harmonic_mean
 from qlora_clip import extra_evals
 from qlora_clip.errors import UserError
 from qlora_clip.paper import PUBLISHED_BASE2NEW
-from run_utils import adapter_dir, parse_args, subset_path
+from run_utils import parse_args, run_spec
 
 # Classes of each benchmark and the base / new counts the literature's tables use.
 PUBLISHED_SPLITS = {
@@ -105,10 +105,10 @@ def test_base2new_runs_keep_their_own_adapter_and_subset_paths():
     fewshot = parse_args(["--dataset", "dtd", "--save_path", "ckpt", "--results_file", "r/x.jsonl"])
     base2new = parse_args(["--dataset", "dtd", "--save_path", "ckpt", "--results_file", "r/x.jsonl",
                            "--protocol", "base2new"])
-    assert str(adapter_dir(fewshot)) == "ckpt/ViT-B-16/dtd/16shots/seed1/lora"
-    assert str(adapter_dir(base2new)) == "ckpt/ViT-B-16/dtd/base2new/16shots/seed1/lora"
-    assert str(subset_path(fewshot)) == "r/subsets/dtd_16shots_seed1.json"
-    assert str(subset_path(base2new)) == "r/subsets/dtd_base2new_16shots_seed1.json"
+    assert str(run_spec(fewshot).adapter_dir) == "ckpt/ViT-B-16/dtd/16shots/seed1/lora"
+    assert str(run_spec(base2new).adapter_dir) == "ckpt/ViT-B-16/dtd/base2new/16shots/seed1/lora"
+    assert str(run_spec(fewshot).subset_path) == "r/subsets/dtd_16shots_seed1.json"
+    assert str(run_spec(base2new).subset_path) == "r/subsets/dtd_base2new_16shots_seed1.json"
 
 
 # --- harmonic mean ---------------------------------------------------------------------------------
@@ -154,7 +154,9 @@ def test_base2new_run_tests_each_half_with_its_own_classifier(tiny_argv, monkeyp
     assert all(0 <= record[k] <= 100 for k in ("base_acc", "new_acc", "zero_shot_new_acc"))
     subset = json.loads(open(record["subset_file"]).read())
     assert subset["classnames"] == ["blue", "green"] and len(subset["train"]) == 2 * 4
-    assert (tmp_path / "ckpt" / "tiny" / "folder" / "base2new" / "4shots" / "seed1" / "lora" / "run.json").exists()
+    folder = Path(record["adapter_dir"])
+    assert (folder / "run.json").exists() and folder.parent.parent.parent.name == "base2new"
+    assert folder.is_relative_to(tmp_path / "ckpt" / "tiny") and folder.name.startswith("lora-")
 
     again = main.main(tiny_argv("--protocol", "base2new", "--n_iters", "1", "--save_path", str(tmp_path / "ckpt"),
                                 "--eval_only"))

@@ -12,7 +12,7 @@ import pytest
 import main
 from qlora_clip.errors import UserError
 from qlora_clip.model import resolve_backbone
-from run_utils import adapter_dir, parse_args
+from run_utils import parse_args, run_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,4 +106,4 @@ def test_missing_fashion_mnist_explains_install(tiny_argv, tmp_path, monkeypatch
 def test_adapter_dir_layout():
     args = parse_args(["--save_path", "ckpt", "--backbone", "ViT-B/16", "--dataset", "dtd",
                        "--shots", "4", "--seed", "3", "--mode", "qdora"])
-    assert adapter_dir(args) == Path("ckpt/ViT-B-16/dtd/4shots/seed3/qdora")
+    assert run_spec(args).adapter_dir == Path("ckpt/ViT-B-16/dtd/4shots/seed3/qdora")

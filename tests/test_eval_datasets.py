@@ -5,9 +5,10 @@ import dataset_trees as trees
 import pytest
 
 import main
+from qlora_clip import schema
 from qlora_clip.errors import UserError
 from qlora_clip.results import comparable_config
-from run_utils import parse_args
+from run_utils import flag_defaults, parse_args
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -28,10 +29,10 @@ def test_bad_protocol_flags_fail_naming_the_flag(argv, message, capsys):
 
 
 def test_protocol_flags_tell_runs_apart_and_default_for_older_lines():
-    plain = comparable_config(vars(parse_args(["--dataset", "imagenet"])))
-    assert plain == comparable_config({k: v for k, v in plain.items() if k not in ("protocol", "eval_datasets")})
-    assert plain != comparable_config(vars(parse_args(["--dataset", "imagenet", "--protocol", "base2new"])))
-    assert plain != comparable_config(vars(parse_args(["--dataset", "imagenet", "--eval_datasets", "imagenet_a"])))
+    plain = comparable_config(vars(parse_args(["--dataset", "imagenet"])), flag_defaults())
+    assert plain == comparable_config({k: v for k, v in plain.items() if k not in ("protocol", "eval_datasets")}, flag_defaults())
+    assert plain != comparable_config(vars(parse_args(["--dataset", "imagenet", "--protocol", "base2new"])), flag_defaults())
+    assert plain != comparable_config(vars(parse_args(["--dataset", "imagenet", "--eval_datasets", "imagenet_a"])), flag_defaults())
 
 
 @pytest.fixture
@@ -69,6 +70,8 @@ def test_adapter_is_evaluated_on_each_target_with_its_own_classes(data_root, tmp
                     ("imagenet_a", 4, imagenet_a_test), ("imagenet_a", 4, imagenet_a_test)]
     assert record["protocol"] == "fewshot"
     assert list(record["eval_datasets"]) == ["eurosat", "imagenet_a"]
+    assert set(record) == schema.expected_names(record) and "eval_datasets" in schema.expected_names(record)
+    schema.check(record)
     for accs in record["eval_datasets"].values():
         assert set(accs) == {"test_acc", "zero_shot_acc"} and all(0 <= v <= 100 for v in accs.values())
 

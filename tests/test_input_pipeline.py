@@ -12,9 +12,10 @@ from torchvision import transforms as T
 import main
 from datasets import Item
 from datasets.base import open_rgb
+from qlora_clip.config import ImageSettings
 from qlora_clip.inputs import test_images
 from qlora_clip.inputs.augment import crop_box, random_resized_crop_flip
-from qlora_clip.inputs.loaders import ImageSettings, default_num_workers, eval_transform
+from qlora_clip.inputs.loaders import default_num_workers, eval_transform
 from qlora_clip.inputs.train_images import DecodedImages, DecodeOnRead, decode_all
 
 CPU = torch.device("cpu")
@@ -74,7 +75,7 @@ def test_train_images_are_decoded_once_into_one_shared_buffer(tmp_path, caplog):
     with caplog.at_level(logging.INFO):
         images = decode_all(sources, open_rgb, budget_gb=1)
     assert isinstance(images, DecodedImages) and images.pixels.is_shared()
-    assert images.nbytes == 3 * (50 * 40 + 33 * 61 + 64 * 64) and "decoded 3 train images once" in caplog.text
+    assert images.pixels.numel() == 3 * (50 * 40 + 33 * 61 + 64 * 64) and "decoded 3 train images once" in caplog.text
     for i, source in enumerate(sources):
         assert torch.equal(images[i], torch.from_numpy(np.array(Image.open(source).convert("RGB"))))
 

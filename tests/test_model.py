@@ -18,7 +18,7 @@ from qlora_clip.model import (
     target_module_names,
     trainable_parameter_count,
 )
-from run_utils import parse_args, run_config
+from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
 
@@ -36,7 +36,7 @@ def b16_config() -> CLIPConfig:
 
 def adapted_tiny(*flags: str):
     args = parse_args(["--backbone", "tiny", *flags])
-    return args, load_clip(run_config(args).model, CPU, torch.float32).model
+    return args, load_clip(run_spec(args).model, CPU, torch.float32).model
 
 
 def adapted_module_names(model) -> list[str]:
@@ -135,7 +135,7 @@ def test_quantized_modes_have_an_nf4_base_with_a_smaller_footprint(mode):
 
 def test_lora_base_is_stored_in_the_compute_dtype_and_adapters_in_fp32():
     args = parse_args(["--backbone", "tiny"])
-    model = load_clip(run_config(args).model, CPU, torch.bfloat16).model
+    model = load_clip(run_spec(args).model, CPU, torch.bfloat16).model
     layer = model.base_model.model.vision_model.encoder.layers[0].self_attn.q_proj
     assert layer.base_layer.weight.dtype == torch.bfloat16
     assert layer.lora_A["default"].weight.dtype == torch.float32

@@ -14,7 +14,7 @@ import main
 from qlora_clip.encode import ClassPrompts, image_features, logits
 from qlora_clip.model import load_clip
 from qlora_clip.modelcard import prompt_template, reproduce_command
-from run_utils import adapter_dir, parse_args, run_config
+from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
 
@@ -56,7 +56,7 @@ def test_saved_adapter_has_a_card_and_plain_peft_reproduces_our_logits(mode, tin
                      "--merge_export", str(tmp_path / "merged"))
     record = main.main(argv)
     args = parse_args(argv)
-    folder = adapter_dir(args)
+    folder = run_spec(args).adapter_dir
     card = ModelCard.load(folder / "README.md")
     meta = card.data.to_dict()
     assert meta["library_name"] == "peft" and meta["base_model_relation"] == "adapter"
@@ -80,7 +80,7 @@ def test_saved_adapter_has_a_card_and_plain_peft_reproduces_our_logits(mode, tin
     assert type(plain["model"]).__name__ == "PeftModel"
 
     # Our model, loaded from the same folder the way --eval_only loads it, on the same inputs.
-    bundle = load_clip(run_config(args).model, CPU, torch.float32, saved_adapter=folder)
+    bundle = load_clip(run_spec(args).model, CPU, torch.float32, saved_adapter=folder)
     bundle.model.eval()
     pixels = plain["inputs"]["pixel_values"]
     prompts = ClassPrompts(bundle.tokenizer, [f"a photo of a {name}." for name in classnames], CPU)

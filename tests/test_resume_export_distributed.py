@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from qlora_clip.errors import UserError
 from qlora_clip.evaluator import EvalSet, EvalSettings, Evaluator, build_eval_set
 from qlora_clip.model import load_clip
 from qlora_clip.precision import resolve_precision
-from run_utils import parse_args, run_config
+from run_utils import parse_args, run_spec
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
@@ -49,7 +50,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_argv, tmp_path):
 
     resumable = tiny_argv(*run, "--save_path", str(tmp_path / "b"), "--checkpoint_every", "4",
                           "--checkpoint_dir", str(tmp_path / "ck"))
-    state = tmp_path / "ck" / "tiny" / "folder" / "4shots" / "seed1" / "dora" / "train_state.pt"
+    state = run_spec(parse_args(resumable)).checkpoint_path
     proc = subprocess.Popen([sys.executable, "main.py", *resumable], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -77,11 +78,19 @@ def test_resume_without_a_checkpoint_starts_at_step_zero(tiny_argv, tmp_path):
     assert resumed["total_steps"] == fresh["total_steps"]
 
 
-def test_resume_refuses_a_checkpoint_of_other_settings(tiny_argv, tmp_path):
+def test_other_settings_never_share_a_checkpoint_and_a_misplaced_one_is_refused(tiny_argv, tmp_path):
     ck = ["--checkpoint_dir", str(tmp_path / "ck"), "--checkpoint_every", "1", "--n_iters", "2"]
     main.main(tiny_argv(*ck))
+    first = run_spec(parse_args(tiny_argv(*ck))).checkpoint_path
+    other = run_spec(parse_args(tiny_argv(*ck, "--lr", "1e-3"))).checkpoint_path
+    assert first.exists() and other != first and not other.exists()
+    # A state copied to another run's folder (by hand, or by a tool that flattened the layout).
+    other.parent.mkdir(parents=True)
+    shutil.copy(first, other)
     with pytest.raises(UserError, match=r"--resume: .* different --lr"):
         main.main(tiny_argv(*ck, "--resume", "--lr", "1e-3"))
+    # Evaluation-only differences train the same adapter: the state is resumed, not refused.
+    assert run_spec(parse_args(tiny_argv(*ck, "--gradient_checkpointing"))).checkpoint_path == first
 
 
 def test_checkpoint_every_writes_states_only_when_asked(tiny_argv, tmp_path):
@@ -103,7 +112,7 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
 
     args = parse_args(tiny_argv("--mode", mode, "--save_path", str(tmp_path / "ckpt"), "--eval_only"))
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
-    bundle = load_clip(run_config(args).model, CPU, torch.float32, saved_adapter=main.adapter_dir(args))
+    bundle = load_clip(run_spec(args).model, CPU, torch.float32, saved_adapter=Path(record["adapter_dir"]))
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
     settings = EvalSettings(bundle.image, 64, None, 0, Distributed(rank=0, world=1, device=CPU))
     test = build_eval_set("folder", data.test, data.load_image, prompts, settings)

@@ -5,7 +5,6 @@ The runs use the small generated colour folder (conftest.py) rather than Fashion
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import shlex
@@ -20,6 +19,7 @@ import pytest
 
 from qlora_clip.results import read_results
 from qlora_clip.tiny_clip import tiny_checkpoint_dir
+from run_utils import parse_args, run_spec
 from sweep import main as sweep_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,8 +36,11 @@ def run_script(env: dict, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-def log_of(tmp_path: Path, dataset: str, seed: int) -> Path:
-    return tmp_path / "logs" / "tiny" / dataset / f"1shots_seed{seed}_qlora.log"
+def log_of(tmp_path: Path, dataset: str, seed: int, root: Path) -> Path:
+    """Where the sweep of sweep_env logs this run (its RunSpec decides)."""
+    flags = ["--mode", "qlora", "--dataset", dataset, "--shots", "1", "--seed", str(seed), "--backbone", "tiny",
+             "--root_path", str(root), "--n_iters", "1", "--batch_size", "4"]
+    return run_spec(parse_args(flags)).log_file(tmp_path / "logs")
 
 
 def finished(tmp_path: Path) -> list[tuple[str, int]]:
@@ -63,14 +66,14 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
     child = subprocess.Popen([str(REPO / "run_qlora.sh")], env=env, cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(log_of(tmp_path, "folder", 2), child)
+        wait_for(log_of(tmp_path, "folder", 2, color_folder), child)
         time.sleep(0.5)
     finally:
         os.killpg(child.pid, signal.SIGTERM)
         child.wait(timeout=60)
     assert child.returncode == 130
     assert finished(tmp_path) == [("folder", 1)]
-    assert "==> interrupted" in log_of(tmp_path, "folder", 2).read_text()
+    assert "==> interrupted" in log_of(tmp_path, "folder", 2, color_folder).read_text()
 
     # Restarted with a dataset that is not under ROOT_PATH first: its runs fail, are logged, and the
     # sweep goes on to the missing folder run without redoing the finished one (retries: test_sweep_local.py).
@@ -80,12 +83,12 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
     assert "4 runs of qlora on tiny: 1 already in" in done.stderr
     assert "2 of 3 runs failed" in done.stderr
-    assert f"dtd 1-shot seed 1: exit status 2; log {log_of(tmp_path, 'dtd', 1)}" in done.stderr
-    bad_log = log_of(tmp_path, "dtd", 1).read_text()
+    assert f"dtd 1-shot seed 1: exit status 2; log {log_of(tmp_path, 'dtd', 1, color_folder)}" in done.stderr
+    bad_log = log_of(tmp_path, "dtd", 1, color_folder).read_text()
     assert "--dataset dtd: " in bad_log and "not found" in bad_log and "==> exit status 2" in bad_log
-    assert log_of(tmp_path, "folder", 1).read_text().count("==> exit status 0") == 1
-    assert "zero-shot accuracy" in log_of(tmp_path, "folder", 2).read_text()
-    assert f"start qlora folder 1-shot seed 2 -> {log_of(tmp_path, 'folder', 2)}" in done.stderr
+    assert log_of(tmp_path, "folder", 1, color_folder).read_text().count("==> exit status 0") == 1
+    assert "zero-shot accuracy" in log_of(tmp_path, "folder", 2, color_folder).read_text()
+    assert f"start qlora folder 1-shot seed 2 -> {log_of(tmp_path, 'folder', 2, color_folder)}" in done.stderr
 
     # Dry run: lists what is finished and what is not, with the commands exactly as they ran, runs nothing.
     listing = run_script(env, "--dry-run")
@@ -95,7 +98,7 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
         ["done", "qlora", "folder", "1-shot", "seed"]] * 2
     commands = [line.strip() for line in listing.stdout.splitlines() if line.startswith("      ")]
     assert all(c.endswith("--n_iters 1 --batch_size 4") for c in commands)
-    assert f"attempt 1 of 1: {commands[3]}\n" in log_of(tmp_path, "folder", 2).read_text()
+    assert f"attempt 1 of 1: {commands[3]}\n" in log_of(tmp_path, "folder", 2, color_folder).read_text()
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
 
 
@@ -107,8 +110,8 @@ def test_a_concurrent_sweep_killed_outright_resumes_without_duplicates(tmp_path,
     child = subprocess.Popen([str(REPO / "run_qlora.sh"), "--jobs", "2"], env=env, cwd=tmp_path,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        wait_for(log_of(tmp_path, "folder", 1), child)
-        wait_for(log_of(tmp_path, "folder", 2), child)
+        wait_for(log_of(tmp_path, "folder", 1, color_folder), child)
+        wait_for(log_of(tmp_path, "folder", 2, color_folder), child)
     finally:
         os.killpg(child.pid, signal.SIGKILL)  # sweep and runs alike: nothing gets to clean up
         child.wait(timeout=60)
@@ -136,7 +139,7 @@ def test_dry_run_lists_the_paper_protocol_by_default(tmp_path, capsys, monkeypat
     listing = [line for line in capsys.readouterr().out.splitlines() if line.startswith("todo")]
     assert len(listing) == 11 * 5 * 3
     assert listing[0].split()[:6] == ["todo", "lora", "imagenet", "1-shot", "seed", "1"]
-    assert "ViT-B-16/ucf101/16shots_seed3_lora.log" in listing[-1]
+    assert "ViT-B-16/ucf101/16shots/seed3/lora.log" in listing[-1]
     assert not results.exists()
 
 
@@ -190,23 +193,9 @@ def test_dry_run_shows_the_exact_commands_and_runs_on_several_gpus_go_through_ac
                             "--main_process_port", "0", str(REPO / "main.py"), "--mode"]
 
 
-def test_runs_get_the_sweeps_tracking_group_when_main_py_takes_one(tmp_path, capsys, monkeypatch):
-    import run_utils
-    from sweeps import plan
-
+def test_runs_get_the_sweeps_tracking_group(tmp_path, capsys):
     common = ["--datasets", "dtd", "--shots", "1", "--seeds", "1", "--backbone", "tiny",
               "--results_file", str(tmp_path / "r.jsonl"), "--log_dir", str(tmp_path), "--dry-run"]
-    main_takes_groups = "run_group" in vars(run_utils.build_parser().parse_args([]))
-    assert sweep_main(common) == 0
-    assert ("--run_group r-qlora-tiny" in capsys.readouterr().out) == main_takes_groups
-
-    def parser_with_groups() -> argparse.ArgumentParser:  # main.py once experiment tracking is in
-        parser = run_utils.build_parser()
-        if not main_takes_groups:
-            parser.add_argument("--run_group")
-        return parser
-
-    monkeypatch.setattr(plan, "build_parser", parser_with_groups)
     assert sweep_main(common) == 0
     assert capsys.readouterr().out.count("--run_group r-qlora-tiny") == 1
     assert sweep_main(common + ["--group", "ablation-3"]) == 0

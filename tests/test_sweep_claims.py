@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from run_utils import parse_args, run_spec
 from sweeps import claims as claims_module
 from sweeps.claims import LEASE_S, Claims, process_entry
 from sweeps.plan import Run
 
 
 def a_run(tmp_path: Path, seed: int = 1) -> Run:
-    return Run("qlora", "dtd", 4, seed, ("python", "main.py"), tmp_path / "run.log", {"seed": seed, "n_iters": 500})
+    spec = run_spec(parse_args(["--mode", "qlora", "--dataset", "dtd", "--shots", "4", "--seed", str(seed)]))
+    return Run(spec, ("python", "main.py"), tmp_path / "run.log")
 
 
 def rewrite(claims: Claims, run: Run, **changes) -> None:

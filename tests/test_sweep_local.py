@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from qlora_clip.results import append_jsonl, comparable_config, read_results
-from run_utils import build_parser
+from qlora_clip.results import append_jsonl, read_results
+from run_utils import build_parser, run_spec
 from sweeps import local as local_module
 from sweeps import progress as progress_module
 from sweeps.claims import Claims
@@ -29,11 +29,11 @@ FAKE = Path(__file__).with_name("fake_run.py")
 
 def fake_run(tmp_path: Path, seed: int, seconds: float = 0.0, failures: int = 0) -> Run:
     flags = ["--mode", "qlora", "--dataset", "dtd", "--shots", "1", "--seed", str(seed), "--backbone", "tiny"]
-    config = comparable_config(vars(build_parser().parse_args(flags)))
-    record = {"mode": "qlora", "dataset": "dtd", "shots": 1, "seed": seed, "backbone": "tiny", "config": config}
+    spec = run_spec(build_parser().parse_args(flags))
+    record = {"mode": "qlora", "dataset": "dtd", "shots": 1, "seed": seed, "backbone": "tiny", "config": spec.identity}
     cmd = (sys.executable, str(FAKE), str(tmp_path / "results.jsonl"), json.dumps(record), str(seconds),
            str(failures), str(tmp_path / f"attempts{seed}"))
-    return Run("qlora", "dtd", 1, seed, cmd, tmp_path / "logs" / f"seed{seed}.log", config)
+    return Run(spec, cmd, tmp_path / "logs" / f"seed{seed}.log")
 
 
 def by_seed(tmp_path: Path) -> dict[int, dict]:
@@ -61,7 +61,7 @@ def test_each_concurrent_run_gets_its_own_gpu_and_a_slot_is_refilled_as_soon_as_
 def test_failed_runs_are_retried_and_those_failing_for_good_are_returned(tmp_path):
     runs = [fake_run(tmp_path, 1, failures=1), fake_run(tmp_path, 2, failures=5)]
     failed = LocalSweep(runs, [()], str(tmp_path / "results.jsonl"), retries=1).run()
-    assert [(o.run.seed, o.attempts, o.detail) for o in failed] == [(2, 2, "exit status 3")]
+    assert [(o.run.spec.seed, o.attempts, o.detail) for o in failed] == [(2, 2, "exit status 3")]
     assert list(by_seed(tmp_path)) == [1]
     assert by_seed(tmp_path)[1]["cuda_visible_devices"] == ""  # a CPU slot hides any GPU
     bad = (tmp_path / "logs" / "seed2.log").read_text()

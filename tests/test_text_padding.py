@@ -10,7 +10,7 @@ from qlora_clip.encode import ClassPrompts, image_features
 from qlora_clip.model import load_clip
 from qlora_clip.paper import LOGIT_SCALE
 from qlora_clip.precision import resolve_precision
-from run_utils import parse_args, run_config
+from run_utils import parse_args, run_spec
 
 CLASSNAMES = ["cat", "dog", "sea horse", "windsor chair", "brontosaurus", "yin yang", "x"]
 
@@ -18,7 +18,7 @@ CLASSNAMES = ["cat", "dog", "sea horse", "windsor chair", "brontosaurus", "yin y
 def _model(mode: str):
     args = parse_args(["--backbone", "tiny", "--mode", mode, "--encoder", "both", "--device", "cpu"])
     device = torch.device("cpu")
-    bundle = load_clip(run_config(args).model, device, resolve_precision("fp32", device).dtype)
+    bundle = load_clip(run_spec(args).model, device, resolve_precision("fp32", device).dtype)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, param in bundle.model.named_parameters():

@@ -16,7 +16,7 @@ import main
 from qlora_clip.errors import UserError
 from qlora_clip.results import comparable_config
 from qlora_clip.tracking import TensorBoardBackend, Tracker, TrackingConfig, WandbBackend, log_folder, start_tracking
-from run_utils import parse_args, run_name, tracking_config
+from run_utils import flag_defaults, parse_args, run_spec
 from trainer import StepRecord
 
 
@@ -39,11 +39,11 @@ def text(accumulator: EventAccumulator, tag: str) -> str:
 def test_tracking_is_off_by_default_and_runs_are_named_by_method_dataset_shots_seed():
     args = parse_args(["--mode", "qlora", "--dataset", "caltech101", "--shots", "4", "--seed", "1"])
     assert args.report_to == ["none"] and args.run_group is None and args.logging_dir == "runs"
-    assert run_name(args) == "qlora-caltech101-4shot-seed1"
-    assert run_name(parse_args(["--run_name", "mine"])) == "mine"
-    config = tracking_config(parse_args(["--report_to", "tensorboard", "--run_group", "sweep1", "--resume"]))
+    assert run_spec(args).name == "qlora-caltech101-4shot-seed1"
+    assert run_spec(parse_args(["--run_name", "mine"])).tracking.run_name == "mine"
+    config = run_spec(parse_args(["--report_to", "tensorboard", "--run_group", "sweep1", "--resume"])).tracking
     assert config.report_to == ("tensorboard",) and config.run_group == "sweep1" and config.resume
-    assert tracking_config(parse_args([])).report_to == ()
+    assert run_spec(parse_args([])).tracking.report_to == ()
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -70,9 +70,9 @@ def test_missing_wandb_says_how_to_install_it(monkeypatch, capsys, tmp_path):
 
 
 def test_tracking_flags_do_not_make_a_different_run():
-    plain = comparable_config(vars(parse_args([])))
+    plain = comparable_config(vars(parse_args([])), flag_defaults())
     tracked = comparable_config(vars(parse_args(["--report_to", "tensorboard", "--run_name", "x",
-                                                 "--run_group", "g", "--logging_dir", "elsewhere"])))
+                                                 "--run_group", "g", "--logging_dir", "elsewhere"])), flag_defaults())
     assert plain == tracked
 
 
@@ -116,7 +116,7 @@ def test_no_backend_or_another_process_writes_nothing(tmp_path):
         tracker.on_step(StepRecord(1, 2, 0.5, 1e-3, 0.1, 8, None))
         tracker.log_eval({"accuracy": 50.0}, step=1)
         tracker.finish({"test_acc": 50.0})
-        assert tracker.fields() == {"run_name": "r", "run_group": "g", "log_dir": None}
+        assert tracker.fields() == {"run_name": "r", "run_group": "g", "tracking_dir": None}
     assert not (tmp_path / "runs").exists()
 
 
@@ -139,9 +139,9 @@ def test_tensorboard_gets_every_step_the_evaluations_config_and_results(tiny_arg
                                  "--n_iters", "2", "--shots", "2"))
     folder = logs / "sweep1" / "lora-folder-2shot-seed1"
     assert record["run_name"] == "lora-folder-2shot-seed1" and record["run_group"] == "sweep1"
-    assert record["log_dir"] == str(folder)
+    assert record["tracking_dir"] == str(folder)
     line = json.loads((tmp_path / "results.jsonl").read_text())
-    assert line["log_dir"] == str(folder) and line["run_name"] == record["run_name"]
+    assert line["tracking_dir"] == str(folder) and line["run_name"] == record["run_name"]
 
     logged = events(folder)
     steps = list(range(1, record["total_steps"] + 1))
@@ -168,8 +168,8 @@ def test_tensorboard_gets_every_step_the_evaluations_config_and_results(tiny_arg
     # fp16 (CPU autocast here) every step also reports the gradient scaler's scale.
     again = main.main(tiny_argv("--report_to", "tensorboard", "--logging_dir", str(logs), "--run_group", "sweep1",
                                 "--n_iters", "1", "--shots", "2", "--compute_dtype", "fp16"))
-    assert again["log_dir"] == str(folder) + "-2"
-    scales = scalars(events(Path(again["log_dir"])), "train/grad_scale")
+    assert again["tracking_dir"] == str(folder) + "-2"
+    scales = scalars(events(Path(again["tracking_dir"])), "train/grad_scale")
     assert [step for step, _ in scales] == [1, 2]
     # GradScaler's scale after the step: 65536 to start, halved at every overflowing step.
     assert all(math.log2(value).is_integer() and value <= 65536.0 for _, value in scales)
@@ -219,7 +219,7 @@ def test_wandb_offline_run_has_the_steps_group_config_and_summary(tiny_argv, tmp
     logs = tmp_path / "runs"
     record = main.main(tiny_argv("--report_to", "wandb", "tensorboard", "--logging_dir", str(logs),
                                  "--run_group", "sweep1", "--n_iters", "1", "--shots", "2"))
-    folder = Path(record["log_dir"])
+    folder = Path(record["tracking_dir"])
     assert folder == logs / "sweep1" / "lora-folder-2shot-seed1"
     assert scalars(events(folder), "eval/accuracy") == [(2, pytest.approx(record["test_acc"]))]
     run_files = list(folder.glob("wandb/offline-run-*/run-*.wandb"))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from qlora_clip.encode import ClassPrompts
 from qlora_clip.errors import UserError
 from qlora_clip.model import load_clip
 from qlora_clip.precision import resolve_precision
-from run_utils import parse_args, run_config
+from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
 
@@ -24,12 +25,13 @@ CPU = torch.device("cpu")
 def setup_run(*flags: str, root):
     args = parse_args(["--backbone", "tiny", "--dataset", "folder", "--root_path", str(root),
                        "--shots", "4", "--batch_size", "8", *flags])
-    run = run_config(args)
+    run = run_spec(args)
     data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
     torch.manual_seed(args.seed)
     bundle = load_clip(run.model, CPU, torch.float32)
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
-    stream = main.build_train_stream(data, bundle, args, Distributed(rank=0, world=1, device=CPU), num_workers=0)
+    stream = main.build_train_stream(data, bundle, run.train, run.data, Distributed(rank=0, world=1, device=CPU),
+                                     num_workers=0)
     return run.train, bundle.model, prompts, stream
 
 
@@ -171,7 +173,8 @@ def test_seed_and_shots_change_the_few_shot_draw(tiny_argv, tmp_path):
 def test_saved_adapter_reproduces_its_accuracy_with_eval_only(mode, tiny_argv, tmp_path):
     save = ["--save_path", str(tmp_path / "ckpt"), "--mode", mode, "--lr", "1e-2", "--n_iters", "2"]
     trained = main.main(tiny_argv(*save))
-    folder = tmp_path / "ckpt" / "tiny" / "folder" / "4shots" / "seed1" / mode
+    folder = Path(trained["adapter_dir"])
+    assert folder == run_spec(parse_args(tiny_argv(*save))).adapter_dir
     assert (folder / "adapter_model.safetensors").exists() and (folder / "adapter_config.json").exists()
     evaluated = main.main(tiny_argv(*save, "--eval_only"))
     assert evaluated["test_acc"] == trained["test_acc"]
@@ -183,9 +186,9 @@ def test_eval_only_refuses_a_missing_or_mismatched_adapter(tiny_argv, tmp_path):
     with pytest.raises(UserError, match=r"--eval_only: no saved adapter at .*Train with the same flags"):
         main.main(tiny_argv(*save, "--eval_only"))
     main.main(tiny_argv(*save))
-    with pytest.raises(UserError, match=r"saved with r=2, but the flags ask for 4; pass the --r"):
+    with pytest.raises(UserError, match=r"saved with other settings \(lora-.*: --r 2 \(flags: 4\)\)"):
         main.main(tiny_argv(*save, "--eval_only", "--r", "4"))
-    with pytest.raises(UserError, match=r"--encoder/--position/--params"):
+    with pytest.raises(UserError, match=r"--params \['q', 'k', 'v'\] \(flags: \['q'\]\)"):
         main.main(tiny_argv(*save, "--eval_only", "--params", "q"))
 
 

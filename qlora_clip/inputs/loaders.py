@@ -10,13 +10,13 @@ from __future__ import annotations
 import functools
 import os
 import time
-from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms as T
 
+from qlora_clip.config import ImageSettings
 from qlora_clip.inputs.augment import random_resized_crop_flip
 from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.inputs.train_images import DecodedImages, DecodeOnRead
@@ -25,15 +25,6 @@ from qlora_clip.inputs.train_images import DecodedImages, DecodeOnRead
 PREFETCH_BATCHES = 4
 # DataLoader workers per process on CUDA when --num_workers is not given (CLIP-LoRA uses 8).
 MAX_AUTO_WORKERS = 8
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    """What the vision tower expects, from the checkpoint's image processor."""
-    image_size: int   # side of the square crop
-    resize_size: int  # shorter side before the centre crop at test time
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
 
 
 def eval_transform(image: ImageSettings) -> T.Compose:

@@ -62,10 +62,6 @@ class DecodedImages:
         start = int(self.offsets[index])
         return self.pixels[start:start + height * width * 3].view(height, width, 3)
 
-    @property
-    def nbytes(self) -> int:
-        return self.pixels.numel()
-
 
 def image_shape(source: Any, load_image: Callable[[Any], Image.Image]) -> tuple[int, int]:
     """(height, width) of an image; a file's from its header alone, without decoding it."""
