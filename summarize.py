@@ -31,7 +31,7 @@ from typing import Callable
 from metrics import harmonic_mean
 from qlora_clip.methods import METHODS, MODES, zero_shot_label
 from qlora_clip.paper import DATASET_TITLES, DOMAIN_TARGETS, PAPER_DATASETS, PUBLISHED_BASE2NEW, PUBLISHED_CLIP_LORA
-from qlora_clip.results import IDENTITY_FIELDS, comparable_config, read_results
+from qlora_clip.results import IDENTITY_FIELDS, comparable_config, format_seconds, read_results
 
 # Flags that place a record in a table cell rather than tell two methods apart.
 CELL_FLAGS = set(IDENTITY_FIELDS)
@@ -249,11 +249,6 @@ def paper_rows(records: list[dict], expected_seeds: tuple[int, ...] | None) -> l
     return rows
 
 
-def hms(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" :--- " for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -315,7 +310,7 @@ def efficiency_section(records: list[dict], expected_seeds: tuple[int, ...] | No
                 cell = Cell({r["seed"]: r["test_acc"] for r in runs if r.get("test_acc") is not None}, seeds)
                 row = _efficiency_csv(backbone, dataset, shots, method, runs, cell)
                 body.append([DATASET_TITLES.get(dataset, dataset), str(shots), method,
-                             hms(float(row["train_seconds"])) if row["train_seconds"] else "—",
+                             format_seconds(float(row["train_seconds"]), hour_digits=2) if row["train_seconds"] else "—",
                              _memory_text(row), f"{float(row['model_footprint_mb']):.1f}"
                              if row["model_footprint_mb"] else "—", cell.text()])
                 csv_rows.append(row)

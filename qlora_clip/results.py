@@ -66,6 +66,12 @@ def timestamp() -> str:
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
 
 
+def format_seconds(seconds: float, hour_digits: int = 1) -> str:
+    """A duration as H:MM:SS, the hours zero-padded to `hour_digits` (2 lines up a table column)."""
+    seconds = round(seconds)
+    return f"{seconds // 3600:0{hour_digits}d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def library_versions() -> dict[str, str]:
     versions = {}
     for name in LIBRARIES:
