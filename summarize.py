@@ -34,6 +34,7 @@ TABLES = ("paper", "efficiency", "base2new", "cross_dataset", "domain_generaliza
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags; --tables becomes a list, and tables_named says whether the user chose them."""
     p = argparse.ArgumentParser(prog="summarize.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("results", nargs="+", help="results files (JSON lines written by main.py)")
@@ -58,6 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the tables asked for and write their CSV files (and the plot); 2 when nothing could be read."""
     args = parse_args(argv)
     try:
         records = load(args.results)

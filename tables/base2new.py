@@ -6,84 +6,56 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qlora_clip.paper import DATASET_TITLES, PUBLISHED_BASE2NEW
-from tables.cells import FLAG, Cell, HarmonicCell, harmonic_average, row_average
-from tables.output import csv_number, markdown_table, write_csv
-from tables.records import method_sort_key, ordered_datasets
+from tables.cells import FLAG, Cell, HarmonicCell, Row, harmonic_average, row_average
+from tables.output import average_columns, cell_columns, markdown_table, write_csv
+from tables.records import by_backbone, expected_seeds, method_sort_key, ordered_datasets
 
 
 @dataclass
-class Base2NewRow:
-    backbone: str
-    method: str
-    shots: int
-    expected: tuple[int, ...]
+class Base2NewRow(Row):
     base: dict[str, Cell]
     new: dict[str, Cell]
 
     def cells(self, dataset: str) -> tuple[Cell, Cell]:
-        empty = Cell({}, self.expected)
-        return self.base.get(dataset, empty), self.new.get(dataset, empty)
+        return self.base.get(dataset, self.empty_cell()), self.new.get(dataset, self.empty_cell())
 
 
-def base2new_rows(records: list[dict], expected_seeds: tuple[int, ...] | None) -> list[Base2NewRow]:
-    """One row per method and shots (zero-shot rows first), base and new accuracies by dataset and seed."""
+def base2new_rows(records: list[dict], seeds: tuple[int, ...]) -> list[Base2NewRow]:
+    """One backbone's rows, one per method and shots (zero-shot rows first), with base and new accuracies
+    by dataset and seed."""
+    backbone = records[0]["backbone"]
+    groups: dict[tuple[str, int], dict[str, dict[str, dict[int, float]]]] = defaultdict(
+        lambda: {"base": defaultdict(dict), "new": defaultdict(dict)})
+    for r in records:
+        for key, base, new in (((r["zero_shot_method"], 0), "zero_shot_base_acc", "zero_shot_new_acc"),
+                               ((r["method"], r["shots"]), "base_acc", "new_acc")):
+            if r.get(base) is not None and r.get(new) is not None:
+                groups[key]["base"][r["dataset"]][r["seed"]] = r[base]
+                groups[key]["new"][r["dataset"]][r["seed"]] = r[new]
     rows = []
-    for backbone in sorted({r["backbone"] for r in records}):
-        mine = [r for r in records if r["backbone"] == backbone]
-        seeds = expected_seeds or tuple(sorted({r["seed"] for r in mine}))
-        groups: dict[tuple[str, int], dict[str, dict[str, dict[int, float]]]] = defaultdict(
-            lambda: {"base": defaultdict(dict), "new": defaultdict(dict)})
-        for r in mine:
-            if r.get("zero_shot_base_acc") is not None and r.get("zero_shot_new_acc") is not None:
-                group = groups[(r["zero_shot_method"], 0)]
-                group["base"][r["dataset"]][r["seed"]] = r["zero_shot_base_acc"]
-                group["new"][r["dataset"]][r["seed"]] = r["zero_shot_new_acc"]
-            if r.get("base_acc") is not None and r.get("new_acc") is not None:
-                group = groups[(r["method"], r["shots"])]
-                group["base"][r["dataset"]][r["seed"]] = r["base_acc"]
-                group["new"][r["dataset"]][r["seed"]] = r["new_acc"]
-        for method, shots in sorted(groups, key=lambda k: (k[1] > 0, method_sort_key(k[0]), k[1])):
-            group = groups[(method, shots)]
-            # Zero-shot accuracy does not depend on the seed: no seed is expected.
-            cells = {part: {d: Cell(v, seeds if shots else tuple(v)) for d, v in group[part].items()}
-                     for part in ("base", "new")}
-            rows.append(Base2NewRow(backbone, method, shots, seeds if shots else (), cells["base"], cells["new"]))
+    for method, shots in sorted(groups, key=lambda k: (k[1] > 0, method_sort_key(k[0]), k[1])):
+        cells = {part: {d: Cell.for_row(v, shots, seeds) for d, v in by_dataset.items()}
+                 for part, by_dataset in groups[(method, shots)].items()}
+        rows.append(Base2NewRow(backbone, method, shots, seeds if shots else (), cells["base"], cells["new"]))
     return rows
 
 
-def base2new_section(records: list[dict], expected_seeds: tuple[int, ...] | None, out: Path,
+def base2new_section(records: list[dict], seeds_given: tuple[int, ...] | None, out: Path,
                      reference: bool) -> str:
-    rows = base2new_rows(records, expected_seeds)
+    """The table of each backbone as Markdown (and the published averages with `reference`);
+    out/base2new_table.csv gets every cell and average."""
     parts, csv_rows = [], []
-    for backbone in dict.fromkeys(row.backbone for row in rows):
-        mine = [row for row in rows if row.backbone == backbone]
-        datasets = ordered_datasets([r for r in records if r["backbone"] == backbone])
+    for backbone, mine in by_backbone(records):
+        rows = base2new_rows(mine, expected_seeds(mine, seeds_given))
+        if not rows:
+            continue
+        datasets = ordered_datasets(mine)
         header = ["Method", "Shots", "Classes"] + [DATASET_TITLES.get(d, d) for d in datasets] + ["Average"]
         body = []
-        for row in mine:
-            per_seed = bool(row.shots)
-            cells = {d: row.cells(d) for d in datasets}
-            averages = {"base": row_average(row.base, datasets, per_seed),
-                        "new": row_average(row.new, datasets, per_seed),
-                        "HM": harmonic_average(row.base, row.new, datasets, per_seed)}
-            for part, pick in (("base", 0), ("new", 1)):
-                body.append([row.method, str(row.shots), part] + [cells[d][pick].text() for d in datasets]
-                            + [averages[part].text()])
-            hm_cells = {d: HarmonicCell(*cells[d]) for d in datasets}
-            body.append([row.method, str(row.shots), "HM"] + [hm_cells[d].text() for d in datasets]
-                        + [averages["HM"].text()])
-            for d in datasets:
-                for part, cell in (("base", cells[d][0]), ("new", cells[d][1]), ("HM", hm_cells[d].per_seed())):
-                    mean = hm_cells[d].mean if part == "HM" else cell.mean
-                    csv_rows.append({"backbone": backbone, "method": row.method, "shots": row.shots, "dataset": d,
-                                     "classes": part, "mean": csv_number(mean), "std": csv_number(cell.std), "n_seeds": cell.n,
-                                     "missing_seeds": " ".join(map(str, cell.missing)),
-                                     "complete": bool(cell.n) and not cell.missing})
-            for part, average in averages.items():
-                csv_rows.append({"backbone": backbone, "method": row.method, "shots": row.shots, "dataset": "average",
-                                 "classes": part, "mean": csv_number(average.mean), "std": csv_number(average.std),
-                                 "n_seeds": average.n, "missing_seeds": "; ".join(average.problems),
-                                 "complete": not average.problems})
+        for row in rows:
+            lines, row_csv = _row_lines(row, datasets)
+            body += lines
+            csv_rows += row_csv
         parts.append(f"## Base-to-novel generalization, top-1 accuracy (%), {backbone}\n\n"
                      "Trained on the base half of each dataset's classes; base and new test images are each "
                      "classified among their own half's classes. Mean ± sample std over seeds (n = seeds). HM = "
@@ -96,7 +68,27 @@ def base2new_section(records: list[dict], expected_seeds: tuple[int, ...] | None
     return "\n\n".join(parts)
 
 
+def _row_lines(row: Base2NewRow, datasets: list[str]) -> tuple[list[list[str]], list[dict]]:
+    """A row's three Markdown lines (base, new, HM) and its CSV rows: each dataset's, then the averages."""
+    per_seed = bool(row.shots)
+    by_part: dict[str, dict[str, Cell | HarmonicCell]] = {"base": {}, "new": {}, "HM": {}}
+    for d in datasets:
+        base, new = row.cells(d)
+        by_part["base"][d], by_part["new"][d], by_part["HM"][d] = base, new, HarmonicCell(base, new)
+    averages = {"base": row_average(row.base, datasets, per_seed),
+                "new": row_average(row.new, datasets, per_seed),
+                "HM": harmonic_average(row.base, row.new, datasets, per_seed)}
+    lines = [[row.method, str(row.shots), part] + [cells[d].text() for d in datasets] + [averages[part].text()]
+             for part, cells in by_part.items()]
+    csv_rows = [{**row.columns(), "dataset": d, "classes": part, **cell_columns(by_part[part][d])}
+                for d in datasets for part in by_part]
+    csv_rows += [{**row.columns(), "dataset": "average", "classes": part, **average_columns(average)}
+                 for part, average in averages.items()]
+    return lines, csv_rows
+
+
 def published_base2new_section() -> str:
+    """The averages other methods' papers report, to set the table above against."""
     body = [[method, f"{base:.2f}", f"{new:.2f}", f"{hm:.2f}"]
             for method, (base, new, hm) in PUBLISHED_BASE2NEW.items()]
     return ("## Published base-to-novel averages (ViT-B/16, 16 shots, 11 datasets)\n\n"

@@ -1,6 +1,7 @@
-"""Table cells: the accuracies of one method on one dataset by seed, and the averages of a row."""
+"""Table cells: the accuracies of one method on one dataset by seed, a row's average, and the row itself."""
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass
 
@@ -32,13 +33,16 @@ class Cell:
     def missing(self) -> list[int]:
         return [s for s in self.expected if s not in self.by_seed]
 
+    @classmethod
+    def for_row(cls, by_seed: dict[int, float], shots: int, seeds: tuple[int, ...]) -> Cell:
+        """A cell of a row with `shots`; a zero-shot row (0 shots) expects just the seeds it has, since a
+        frozen model scored on the full test set gets the same accuracy whatever the seed."""
+        return cls(by_seed, seeds if shots else tuple(by_seed))
+
     def text(self) -> str:
         if not self.by_seed:
             return "—"
-        value = f"{self.mean:.2f}" + (f" ± {self.std:.2f}" if self.std is not None else "") + f" (n={self.n})"
-        if self.missing:
-            value = f"{FLAG} {value} no seed {','.join(map(str, self.missing))}"
-        return value
+        return _flagged(f"{_mean_std(self.mean, self.std)} (n={self.n})", self.missing)
 
 
 @dataclass
@@ -54,8 +58,7 @@ class Average:
             return "—"
         if self.problems:
             return f"{FLAG} {self.mean:.2f} partial: {'; '.join(self.problems)}"
-        return f"{self.mean:.2f}" + (f" ± {self.std:.2f}" if self.std is not None else "") + (
-            f" (n={self.n})" if self.n else "")
+        return _mean_std(self.mean, self.std) + (f" (n={self.n})" if self.n else "")
 
 
 def row_average(cells: dict[str, Cell], datasets: list[str], per_seed: bool = True) -> Average:
@@ -96,18 +99,30 @@ class HarmonicCell:
             return None
         return harmonic_mean(self.base.mean, self.new.mean)
 
+    @functools.cached_property
     def per_seed(self) -> Cell:
+        """Each seed's HM: where the spread, the seed count and the missing seeds come from."""
         seeds = sorted(set(self.base.by_seed) & set(self.new.by_seed))
         return Cell({s: harmonic_mean(self.base.by_seed[s], self.new.by_seed[s]) for s in seeds}, self.base.expected)
+
+    @property
+    def std(self) -> float | None:
+        return self.per_seed.std
+
+    @property
+    def n(self) -> int:
+        return self.per_seed.n
+
+    @property
+    def missing(self) -> list[int]:
+        return self.per_seed.missing
 
     def text(self) -> str:
         if self.mean is None:
             return "—"
-        per_seed = self.per_seed()
-        std = f" ± {per_seed.std:.2f}" if per_seed.std is not None else ""
-        value = f"{self.mean:.2f}{std} (n={per_seed.n})"
+        # The seeds either part lacks of its own expected ones (a zero-shot part expects only its own).
         missing = sorted(set(self.base.missing) | set(self.new.missing))
-        return f"{FLAG} {value} no seed {','.join(map(str, missing))}" if missing else value
+        return _flagged(f"{_mean_std(self.mean, self.std)} (n={self.n})", missing)
 
 
 def harmonic_average(base: dict[str, Cell], new: dict[str, Cell], datasets: list[str], per_seed: bool) -> Average:
@@ -123,3 +138,29 @@ def harmonic_average(base: dict[str, Cell], new: dict[str, Cell], datasets: list
     per_seed_hm = [harmonic_mean(statistics.fmean(base[d].by_seed[s] for d in datasets),
                                  statistics.fmean(new[d].by_seed[s] for d in datasets)) for s in seeds]
     return Average(mean, statistics.stdev(per_seed_hm) if len(per_seed_hm) >= 2 else None, len(per_seed_hm), [])
+
+
+@dataclass
+class Row:
+    """What every table's row has: one method at one number of shots (0: zero-shot) on one backbone,
+    and the seeds each of its cells should have."""
+    backbone: str
+    method: str
+    shots: int
+    expected: tuple[int, ...]
+
+    def empty_cell(self) -> Cell:
+        """The cell of a dataset the row has no run for."""
+        return Cell({}, self.expected)
+
+    def columns(self) -> dict:
+        """The CSV columns that say which row a CSV line belongs to."""
+        return {"backbone": self.backbone, "method": self.method, "shots": self.shots}
+
+
+def _mean_std(mean: float, std: float | None) -> str:
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def _flagged(value: str, missing: list[int]) -> str:
+    return f"{FLAG} {value} no seed {','.join(map(str, missing))}" if missing else value

@@ -3,43 +3,28 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 from qlora_clip.paper import DATASET_TITLES
 from qlora_clip.results import format_seconds
 from tables.cells import Cell
 from tables.output import csv_number, markdown_table, write_csv
-from tables.records import method_sort_key, ordered_datasets
+from tables.records import by_backbone, expected_seeds, method_sort_key, ordered_datasets
 
 
-def efficiency_section(records: list[dict], expected_seeds: tuple[int, ...] | None, out: Path) -> str:
+def efficiency_section(records: list[dict], seeds_given: tuple[int, ...] | None, out: Path) -> str:
+    """The table of each backbone as Markdown; out/efficiency_table.csv gets the raw numbers."""
     parts = []
     csv_rows = []
-    for backbone in sorted({r["backbone"] for r in records}):
-        mine = [r for r in records if r["backbone"] == backbone]
-        seeds = expected_seeds or tuple(sorted({r["seed"] for r in mine}))
+    for backbone, mine in by_backbone(records):
+        seeds = expected_seeds(mine, seeds_given)
         body = []
         for dataset in ordered_datasets(mine):
-            here = [r for r in mine if r["dataset"] == dataset]
-            zero: dict[str, dict[int, float]] = defaultdict(dict)
-            for r in here:
-                if r.get("zero_shot_acc") is not None:
-                    zero[r["zero_shot_method"]][r["seed"]] = r["zero_shot_acc"]
-            for method, by_seed in sorted(zero.items()):
-                cell = Cell(by_seed, tuple(by_seed))
-                body.append([DATASET_TITLES.get(dataset, dataset), "0", method, "—", "—", "—", cell.text()])
-                csv_rows.append(_efficiency_csv(backbone, dataset, 0, method, [], cell))
-            groups: dict[tuple[int, str], list[dict]] = defaultdict(list)
-            for r in here:
-                groups[(r["shots"], r["method"])].append(r)
-            for shots, method in sorted(groups, key=lambda k: (k[0], method_sort_key(k[1]))):
-                runs = groups[(shots, method)]
-                cell = Cell({r["seed"]: r["test_acc"] for r in runs if r.get("test_acc") is not None}, seeds)
+            for shots, method, runs, cell in _groups([r for r in mine if r["dataset"] == dataset], seeds):
                 row = _efficiency_csv(backbone, dataset, shots, method, runs, cell)
-                body.append([DATASET_TITLES.get(dataset, dataset), str(shots), method,
-                             format_seconds(float(row["train_seconds"]), hour_digits=2) if row["train_seconds"] else "—",
-                             _memory_text(row), f"{float(row['model_footprint_mb']):.1f}"
-                             if row["model_footprint_mb"] else "—", cell.text()])
+                body.append([DATASET_TITLES.get(dataset, dataset), str(shots), method, _time_text(row),
+                             _memory_text(row), _footprint_text(row), cell.text()])
                 csv_rows.append(row)
         header = ["Dataset", "Shots", "Method", "Training time", "Peak memory (MB)", "Model footprint (MB)",
                   "Accuracy (%)"]
@@ -49,6 +34,31 @@ def efficiency_section(records: list[dict], expected_seeds: tuple[int, ...] | No
                      + markdown_table(header, body))
     write_csv(out / "efficiency_table.csv", csv_rows)
     return "\n\n".join(parts)
+
+
+def _groups(records: list[dict], seeds: tuple[int, ...]) -> Iterator[tuple[int, str, list[dict], Cell]]:
+    """(shots, method, runs, accuracy cell) of one dataset's rows: the zero-shot ones first, with no
+    runs (training costs nothing there), then the trained ones by shots."""
+    zero: dict[str, dict[int, float]] = defaultdict(dict)
+    trained: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for r in records:
+        if r.get("zero_shot_acc") is not None:
+            zero[r["zero_shot_method"]][r["seed"]] = r["zero_shot_acc"]
+        trained[(r["shots"], r["method"])].append(r)
+    for method, by_seed in sorted(zero.items()):
+        yield 0, method, [], Cell.for_row(by_seed, 0, seeds)
+    for shots, method in sorted(trained, key=lambda k: (k[0], method_sort_key(k[1]))):
+        runs = trained[(shots, method)]
+        yield shots, method, runs, Cell.for_row({r["seed"]: r["test_acc"] for r in runs
+                                                if r.get("test_acc") is not None}, shots, seeds)
+
+
+def _time_text(row: dict) -> str:
+    return format_seconds(float(row["train_seconds"]), hour_digits=2) if row["train_seconds"] else "—"
+
+
+def _footprint_text(row: dict) -> str:
+    return f"{float(row['model_footprint_mb']):.1f}" if row["model_footprint_mb"] else "—"
 
 
 def _memory_text(row: dict) -> str:
@@ -61,6 +71,7 @@ def _memory_text(row: dict) -> str:
 
 
 def _efficiency_csv(backbone: str, dataset: str, shots: int, method: str, runs: list[dict], cell: Cell) -> dict:
+    """One CSV row: the runs' means (time, steps, footprint) and highest values (memory, parameters)."""
     def mean_of(field: str) -> str:
         values = [r[field] for r in runs if r.get(field) is not None]
         return csv_number(statistics.fmean(values)) if values else ""

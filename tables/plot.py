@@ -2,26 +2,27 @@
 from __future__ import annotations
 
 import sys
+from operator import attrgetter
 from pathlib import Path
 
 from qlora_clip.paper import PAPER_DATASETS, PUBLISHED_CLIP_LORA
-from tables.fewshot import Row
-from tables.records import method_sort_key
+from tables.fewshot import PaperRow
+from tables.output import replaced_when_written
+from tables.records import by_backbone, method_sort_key
 
 
-def plot(rows: list[Row], records: list[dict], path: Path, reference: bool) -> None:
+def plot(rows: list[PaperRow], records: list[dict], path: Path, reference: bool) -> None:
     """Average accuracy vs shots, one line per method (and backbone); hollow markers are partial averages."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global figure state
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    backbones = list(dict.fromkeys(row.backbone for row in rows))
+    one_backbone = len({row.backbone for row in rows}) == 1
     trained = [row for row in rows if row.shots and row.average.mean is not None]
-    for backbone in backbones:
-        for method in sorted({row.method for row in trained if row.backbone == backbone}, key=method_sort_key):
-            line = sorted((row for row in trained if (row.backbone, row.method) == (backbone, method)),
-                          key=lambda row: row.shots)
-            label = method if len(backbones) == 1 else f"{method}, {backbone}"
+    for backbone, mine in by_backbone(trained, attrgetter("backbone")):
+        for method in sorted({row.method for row in mine}, key=method_sort_key):
+            line = sorted((row for row in mine if row.method == method), key=lambda row: row.shots)
+            label = method if one_backbone else f"{method}, {backbone}"
             drawn = ax.plot([r.shots for r in line], [r.average.mean for r in line], "-", label=label)[0]
             for r in line:
                 partial = bool(r.average.problems)
@@ -45,7 +46,5 @@ def plot(rows: list[Row], records: list[dict], path: Path, reference: bool) -> N
     ax.set_title(f"Average over {n} dataset{'s' * (n != 1)} (hollow: partial average)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=120)
-    tmp.replace(path)
+    with replaced_when_written(path, ".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=120)

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
+from typing import TypeVar
 
 from qlora_clip.methods import METHODS, MODES, zero_shot_label
-from qlora_clip.paper import PAPER_DATASETS
+from qlora_clip.paper import DOMAIN_TARGETS, PAPER_DATASETS
 from qlora_clip.results import IDENTITY_FIELDS, comparable_config, read_results
 
 # Flags that place a record in a table cell rather than tell two methods apart.
@@ -16,12 +19,15 @@ CELL_FLAGS = set(IDENTITY_FIELDS)
 # apart: a base-to-novel 'lora' run is still 'lora', in its own table.
 TABLE_FLAGS = {"protocol", "eval_datasets"}
 
+T = TypeVar("T")
+
 
 class SummaryError(Exception):
     """Nothing to summarize: the message names the file at fault."""
 
 
 def load(paths: list[str]) -> list[dict]:
+    """The records of every file, in order; unreadable lines are reported on stderr and left out."""
     records = []
     for path in paths:
         if not Path(path).is_file():
@@ -70,6 +76,23 @@ def latest_by_run(records: list[dict]) -> list[dict]:
     return list(latest.values())
 
 
+def by_backbone(items: Iterable[T], backbone_of: Callable[[T], str] = itemgetter("backbone")
+                ) -> Iterator[tuple[str, list[T]]]:
+    """(backbone, its items) in name order: each backbone gets a table of its own.
+
+    `items` are records, or rows with `backbone_of=attrgetter("backbone")`."""
+    groups: dict[str, list[T]] = defaultdict(list)
+    for item in items:
+        groups[backbone_of(item)].append(item)
+    for backbone in sorted(groups):
+        yield backbone, groups[backbone]
+
+
+def expected_seeds(records: list[dict], given: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The seeds a trained cell should have: --seeds, else every seed the records ran with."""
+    return given or tuple(sorted({r["seed"] for r in records}))
+
+
 def protocol_of(record: dict) -> str:
     return record.get("protocol", "fewshot")  # lines written before --protocol existed are few-shot runs
 
@@ -89,10 +112,7 @@ def label_zero_shot(records: list[dict]) -> None:
     The label names the settings that differ between the backbone's runs, so runs with another
     template or dtype get their own row instead of overwriting each other's cells.
     """
-    by_backbone: dict[str, list[dict]] = defaultdict(list)
-    for record in records:
-        by_backbone[record["backbone"]].append(record)
-    for mine in by_backbone.values():
+    for _, mine in by_backbone(records):
         settings = [zero_shot_settings(r) for r in mine]
         varies = {k for k in ("template", "compute_dtype") if len({s[k] for s in settings}) > 1}
         for record, setting in zip(mine, settings):
@@ -105,10 +125,17 @@ def label_zero_shot(records: list[dict]) -> None:
 
 
 def ordered_datasets(records: list[dict]) -> list[str]:
-    names = {r["dataset"] for r in records}
-    return [d for d in PAPER_DATASETS if d in names] + sorted(names - set(PAPER_DATASETS))
+    """The datasets of `records`, in the order the tables show them."""
+    return in_paper_order({r["dataset"] for r in records})
+
+
+def in_paper_order(names: set[str]) -> list[str]:
+    """The paper's datasets in its order, then ImageNet's variants, then any others by name."""
+    order = list(PAPER_DATASETS) + list(DOMAIN_TARGETS)
+    return [d for d in order if d in names] + sorted(names - set(order))
 
 
 def method_sort_key(method: str) -> tuple:
+    """Methods in MODES' order (lora before qlora ...), each mode's variants after it by name."""
     mode = method.split(" ")[0]
     return (MODES.index(mode) if mode in MODES else len(MODES), method)
