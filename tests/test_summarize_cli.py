@@ -1,12 +1,14 @@
 """summarize.py, the command: its flags, its errors, and which runs go to which table."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from summary_results import (
+    fewshot_record,
     protocol_record,
     run,
     section,
@@ -72,3 +74,21 @@ def test_default_tables_leave_out_the_empty_ones_and_named_ones_say_so(tmp_path,
     assert not (tmp_path / "out" / "base2new_table.csv").exists()
     _, err = summarize(path, tmp_path, capsys, "--tables", "base2new")
     assert "note: no runs for the base2new table" in err
+
+
+@pytest.mark.parametrize("field, raw, message", [
+    ("shots", '"1"', "'shots' is \"1\", not an integer"),
+    ("test_acc", "NaN", "'test_acc' is NaN, not a finite number or null"),  # Python's json reads NaN
+    ("test_acc", '"93.0"', "'test_acc' is \"93.0\", not a finite number or null"),
+])
+def test_a_line_with_a_bad_value_is_reported_and_the_rest_summarized(fewshot_results, tmp_path, capsys, field,
+                                                                     raw, message):
+    # A fourth lora seed on Caltech: were it read, the lora row would change (or the tables would stop).
+    bad = json.dumps({**fewshot_record("lora", "caltech101", 1, 4, 93.0), field: "@@"}).replace('"@@"', raw)
+    with open(fewshot_results, "a") as f:
+        f.write(bad + "\n")  # line 20
+    out, err = summarize(fewshot_results, tmp_path, capsys, "--tables", "paper,efficiency")
+    assert f"{fewshot_results}:20: {message}; line skipped" in err
+    assert f"{fewshot_results}:18: not valid JSON" in err
+    assert table_row(out, "lora", "1")[2:] == ["91.00 ± 1.00 (n=3)", "52.00 ± 2.00 (n=3)", "71.50 ± 1.50 (n=3)"]
+    assert table_row(out, "Caltech", "1", "lora")[6] == "91.00 ± 1.00 (n=3)"
