@@ -14,23 +14,11 @@ from summary_results import (
     section,
     summarize,
     table_row,
-    write_fewshot_results,
-    write_protocol_results,
 )
 
 from qlora_clip.results import append_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def fewshot_results(tmp_path) -> Path:
-    return write_fewshot_results(tmp_path / "results.jsonl")
-
-
-@pytest.fixture
-def protocol_results(tmp_path) -> Path:
-    return write_protocol_results(tmp_path / "results.jsonl")
 
 
 def test_expected_seeds_can_be_given(fewshot_results, tmp_path, capsys):

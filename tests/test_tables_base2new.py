@@ -3,22 +3,16 @@ from __future__ import annotations
 
 import csv
 import statistics
-from pathlib import Path
 
 import pytest
-from summary_results import section, summarize, table_row, write_protocol_results
+from summary_results import section, summarize, table_row
 
 from metrics import harmonic_mean
 from qlora_clip.paper import PUBLISHED_BASE2NEW
 
 
-@pytest.fixture
-def results(tmp_path) -> Path:
-    return write_protocol_results(tmp_path / "results.jsonl")
-
-
-def test_base2new_table_averages_hm_as_the_hm_of_the_averages(results, tmp_path, capsys):
-    out, _ = summarize(results, tmp_path, capsys, "--tables", "base2new")
+def test_base2new_table_averages_hm_as_the_hm_of_the_averages(protocol_results, tmp_path, capsys):
+    out, _ = summarize(protocol_results, tmp_path, capsys, "--tables", "base2new")
     assert "Top-1 accuracy (%)" not in out  # the few-shot table was not asked for
     assert table_row(out, "Method")[3:] == ["Caltech", "DTD", "Average"]
     assert table_row(out, "lora", "16", "base")[3:] == ["92.00 ± 2.00 (n=3)", "72.00 ± 2.00 (n=3)",
@@ -39,17 +33,18 @@ def test_base2new_table_averages_hm_as_the_hm_of_the_averages(results, tmp_path,
     assert rows[("lora", "average", "HM")]["complete"] == "True"
 
 
-def test_a_missing_seed_makes_the_average_hm_partial(results, tmp_path, capsys):
-    lines = results.read_text().splitlines()
-    results.write_text("\n".join(line for line in lines if not ('"dtd"' in line and '"seed": 3' in line)) + "\n")
-    out, _ = summarize(results, tmp_path, capsys, "--tables", "base2new")
+def test_a_missing_seed_makes_the_average_hm_partial(protocol_results, tmp_path, capsys):
+    lines = protocol_results.read_text().splitlines()
+    kept = [line for line in lines if not ('"dtd"' in line and '"seed": 3' in line)]
+    protocol_results.write_text("\n".join(kept) + "\n")
+    out, _ = summarize(protocol_results, tmp_path, capsys, "--tables", "base2new")
     hm = table_row(out, "lora", "16", "HM")
     assert hm[4].startswith("⚠") and "no seed 3" in hm[4]
     assert hm[5].startswith("⚠ ") and "partial" in hm[5]
 
 
-def test_reference_prints_the_published_base2new_averages(results, tmp_path, capsys):
-    out, _ = summarize(results, tmp_path, capsys, "--tables", "base2new", "--reference")
+def test_reference_prints_the_published_base2new_averages(protocol_results, tmp_path, capsys):
+    out, _ = summarize(protocol_results, tmp_path, capsys, "--tables", "base2new", "--reference")
     published = section(out, "## Published base-to-novel averages")
     for method, (base, new, hm) in PUBLISHED_BASE2NEW.items():
         assert table_row(published, method)[1:] == [f"{base:.2f}", f"{new:.2f}", f"{hm:.2f}"]

@@ -2,20 +2,13 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
-import pytest
-from summary_results import run, table_row, write_fewshot_results
+from summary_results import run, table_row
 
 
-@pytest.fixture
-def results(tmp_path) -> Path:
-    return write_fewshot_results(tmp_path / "results.jsonl")
-
-
-def test_efficiency_table_and_plot(results, tmp_path, capsys):
+def test_efficiency_table_and_plot(fewshot_results, tmp_path, capsys):
     out_dir = tmp_path / "out"
-    code, out, _ = run([str(results), "--out", str(out_dir), "--tables", "efficiency", "--reference"], capsys)
+    code, out, _ = run([str(fewshot_results), "--out", str(out_dir), "--tables", "efficiency", "--reference"], capsys)
     assert code == 0
     assert "Top-1 accuracy" not in out
     assert table_row(out, "Dataset") == ["Dataset", "Shots", "Method", "Training time", "Peak memory (MB)",

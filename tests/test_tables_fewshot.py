@@ -2,21 +2,14 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
-import pytest
-from summary_results import run, table_row, write_fewshot_results
+from summary_results import run, table_row
 
 
-@pytest.fixture
-def results(tmp_path) -> Path:
-    return write_fewshot_results(tmp_path / "results.jsonl")
-
-
-def test_paper_table_mean_std_seed_counts_and_missing_seed(results, tmp_path, capsys):
-    code, out, err = run([str(results), "--out", str(tmp_path / "out"), "--tables", "paper"], capsys)
+def test_paper_table_mean_std_seed_counts_and_missing_seed(fewshot_results, tmp_path, capsys):
+    code, out, err = run([str(fewshot_results), "--out", str(tmp_path / "out"), "--tables", "paper"], capsys)
     assert code == 0
-    assert f"{results}:18: not valid JSON" in err
+    assert f"{fewshot_results}:18: not valid JSON" in err
     assert table_row(out, "Method")[2:] == ["Caltech", "DTD", "Average"]
     assert table_row(out, "lora", "1")[2:] == ["91.00 ± 1.00 (n=3)", "52.00 ± 2.00 (n=3)", "71.50 ± 1.50 (n=3)"]
     assert table_row(out, "qlora", "1")[2] == "91.00 ± 0.00 (n=3)"

@@ -2,19 +2,12 @@
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
-import pytest
-from summary_results import section, summarize, table_row, write_protocol_results
+from summary_results import section, summarize, table_row
 
 
-@pytest.fixture
-def results(tmp_path) -> Path:
-    return write_protocol_results(tmp_path / "results.jsonl")
-
-
-def test_cross_dataset_and_domain_generalization_tables(results, tmp_path, capsys):
-    out, _ = summarize(results, tmp_path, capsys, "--tables", "cross_dataset,domain_generalization")
+def test_cross_dataset_and_domain_generalization_tables(protocol_results, tmp_path, capsys):
+    out, _ = summarize(protocol_results, tmp_path, capsys, "--tables", "cross_dataset,domain_generalization")
     cross = section(out, "## Cross-dataset transfer")
     assert table_row(cross, "Method") == ["Method", "Shots", "Source", "Source accuracy", "Caltech", "DTD",
                                           "Average over targets"]
