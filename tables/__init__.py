@@ -1,7 +1,8 @@
 """The tables and the plot of `summarize.py`, built from results files. One module per concern:
 
     records.py     reading results files; which method, zero-shot row and protocol each record is
-    cells.py       a cell (one method on one dataset, by seed), a row's average, their HM for base-to-novel
+    cells.py       a cell (one method on one dataset, by seed), the row it is in, the row's average, and
+                   their HM counterparts for base-to-novel
     output.py      Markdown tables for stdout, CSV files for --out
     fewshot.py     the paper's table: method x shots by dataset
     efficiency.py  training time, peak memory and footprint beside the accuracy
