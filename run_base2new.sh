@@ -3,8 +3,8 @@
 # ViT-B/16; each run trains on the base half of the classes and tests base and new classes apart.
 #   ./run_base2new.sh MODE [sweep.py arguments]      MODE: lora, qlora, dora or qdora
 # Resumable like run_lora.sh, with the same environment variables (DATASETS, SHOTS, SEEDS, BACKBONE,
-# ROOT_PATH, RESULTS_FILE, SAVE_PATH, LOG_DIR, EXTRA_ARGS); SHOTS defaults to 16 and LOG_DIR to
-# logs/base2new. Table: python summarize.py RESULTS_FILE --tables base2new --reference. See docs/workflows.md.
+# ROOT_PATH, RESULTS_FILE, SAVE_PATH, LOG_DIR, EXTRA_ARGS); SHOTS defaults to 16 (adapters and logs
+# go to <dataset>/base2new/..., apart from the few-shot runs'). Table: python summarize.py RESULTS_FILE --tables base2new --reference. See docs/workflows.md.
 set -euo pipefail
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
   echo "usage: $0 MODE [sweep.py arguments], MODE = lora, qlora, dora or qdora" >&2
@@ -12,5 +12,5 @@ if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
 fi
 mode="$1"
 shift
-SHOTS="${SHOTS:-16}" LOG_DIR="${LOG_DIR:-logs/base2new}" EXTRA_ARGS="--protocol base2new ${EXTRA_ARGS:-}" \
+SHOTS="${SHOTS:-16}" EXTRA_ARGS="--protocol base2new ${EXTRA_ARGS:-}" \
   exec python "$(dirname "$0")/sweep.py" --mode "$mode" "$@"

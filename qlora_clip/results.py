@@ -2,13 +2,15 @@
 
 Everything that reads or writes results goes through here: main.py appends a line, the sweep
 and `--resume` decide whether two runs are the same run, summarize.py reads lines into tables.
-A line that is not a JSON object with the identifying fields is reported with its line number and
+A line that is not a JSON object with the identifying fields, of their types, and finite numbers
+where the summaries compute (accuracies, time, memory) is reported with its line number and
 skipped, never silently dropped and never allowed to stop the reading of the lines after it.
 """
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,8 +18,18 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-# The fields that say which run a line belongs to; a line without them cannot be placed in a table.
-IDENTITY_FIELDS = ("mode", "dataset", "shots", "seed", "backbone")
+# The fields that say which run a line belongs to, and their types; a line without them cannot be
+# placed in a table (and a string "4" for shots would sort against the integers and stop the tables).
+IDENTITY_TYPES = {"mode": str, "dataset": str, "shots": int, "seed": int, "backbone": str}
+IDENTITY_FIELDS = tuple(IDENTITY_TYPES)
+
+# Numbers the summaries average or compare, each a finite number or null where a line has it:
+# Python's json reads NaN and Infinity, and one of them would turn a whole average into nonsense.
+NUMBER_FIELDS = ("zero_shot_acc", "test_acc", "base_acc", "new_acc", "hm_acc", "zero_shot_base_acc",
+                 "zero_shot_new_acc", "zero_shot_hm_acc", "train_seconds", "total_steps", "peak_memory_mb",
+                 "peak_memory_reserved_mb", "model_footprint_mb", "trainable_params")
+# The same for each target of --eval_datasets: "eval_datasets": {"<name>": {"test_acc": ..., ...}}.
+TARGET_NUMBER_FIELDS = ("test_acc", "zero_shot_acc")
 
 # Flags that say where things are read or written, or how the work is spread, but not what a run
 # computes: two runs differing only in these are the same run (sweeps skip it, --resume accepts it).
@@ -64,6 +76,12 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
 def timestamp() -> str:
     """Now, as ISO 8601 with the local time zone and milliseconds (runs on several machines compare)."""
     return datetime.now().astimezone().isoformat(timespec="milliseconds")
+
+
+def format_seconds(seconds: float, hour_digits: int = 1) -> str:
+    """A duration as H:MM:SS, the hours zero-padded to `hour_digits` (2 lines up a table column)."""
+    seconds = round(seconds)
+    return f"{seconds // 3600:0{hour_digits}d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def library_versions() -> dict[str, str]:
@@ -129,7 +147,37 @@ def _check_line(raw: bytes) -> str | None:
         return f"record lacks {', '.join(missing)}"
     if not isinstance(record.get("config", {}), dict):
         return "'config' is not an object"
+    return _type_problem(record)
+
+
+def _type_problem(record: dict) -> str | None:
+    """What is wrong with the type of an identity field or of a number the summaries use, if anything."""
+    for name, kind in IDENTITY_TYPES.items():
+        value = record[name]
+        if not isinstance(value, kind) or isinstance(value, bool):  # true is an int to Python, not to us
+            return f"'{name}' is {_shown(value)}, not {'an integer' if kind is int else 'a string'}"
+    numbers = [(name, record[name]) for name in NUMBER_FIELDS if name in record]
+    targets = record.get("eval_datasets") or {}
+    if not isinstance(targets, dict) or not all(isinstance(fields, dict) for fields in targets.values()):
+        return "'eval_datasets' is not an object of objects"
+    numbers += [(f"eval_datasets.{target}.{name}", fields[name])
+                for target, fields in targets.items() for name in TARGET_NUMBER_FIELDS if name in fields]
+    for name, value in numbers:
+        if not _finite_or_null(value):
+            return f"'{name}' is {_shown(value)}, not a finite number or null"
     return None
+
+
+def _finite_or_null(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    return value is None or isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _shown(value: object) -> str:
+    """A value as the line spells it (NaN, "4", true), cut short if long."""
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --- run identity -------------------------------------------------------------------------------

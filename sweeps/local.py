@@ -15,9 +15,10 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
+from qlora_clip.results import format_seconds
 from sweeps.claims import Claims
 from sweeps.plan import Run, SweepError
-from sweeps.progress import Progress, format_seconds
+from sweeps.progress import Progress
 from sweeps.runner import (
     DONE,
     FAILED,

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import submitit
 
+from qlora_clip.results import format_seconds
 from sweeps.claims import Claims
 from sweeps.plan import MAIN, Run, SweepError
-from sweeps.progress import Progress, format_seconds
+from sweeps.progress import Progress
 from sweeps.runner import DONE, FAILED, Outcome, Task, is_finished, run_task
 
 log = logging.getLogger("sweep")

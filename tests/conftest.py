@@ -41,3 +41,19 @@ def tiny_argv(color_folder, tmp_path):
                 "--shots", "4", "--n_iters", "1", "--batch_size", "8",
                 "--results_file", str(tmp_path / "results.jsonl"), *extra]
     return build
+
+
+@pytest.fixture
+def fewshot_results(tmp_path) -> Path:
+    """A few-shot results file for the summary tests (tests/summary_results.py says what it holds)."""
+    from summary_results import write_fewshot_results  # here: only the summary tests pay for importing it
+
+    return write_fewshot_results(tmp_path / "results.jsonl")
+
+
+@pytest.fixture
+def protocol_results(tmp_path) -> Path:
+    """Base-to-novel, few-shot and --eval_datasets runs for the summary tests (tests/summary_results.py)."""
+    from summary_results import write_protocol_results
+
+    return write_protocol_results(tmp_path / "results.jsonl")

@@ -17,6 +17,7 @@ import submitit
 
 from qlora_clip.results import read_results
 from qlora_clip.tiny_clip import tiny_checkpoint_dir
+from run_utils import parse_args, run_spec
 from sweep import main as sweep_main
 from sweeps import slurm as slurm_module
 from sweeps.plan import SweepError
@@ -115,8 +116,10 @@ def test_a_small_sweep_runs_end_to_end_as_a_job_array_on_submitits_local_executo
     started, ended = datetime.fromisoformat(record["started_at"]), datetime.fromisoformat(record["finished_at"])
     assert started.tzinfo is not None and started < ended
     assert "1 of 2 runs failed" in caplog.text
-    assert f"; log {logs}/tiny/dtd/1shots_seed1_qlora.log" in caplog.text
-    bad_log = (logs / "tiny" / "dtd" / "1shots_seed1_qlora.log").read_text()
+    dtd_log = run_spec(parse_args(["--mode", "qlora", "--dataset", "dtd", "--shots", "1", "--backbone", "tiny",
+                                   "--n_iters", "1", "--batch_size", "4", "--device", "cpu"])).log_file(logs)
+    assert f"; log {dtd_log}" in caplog.text
+    bad_log = dtd_log.read_text()
     assert "not found" in bad_log and "accelerate.commands.launch" in bad_log and "==> exit status 0" not in bad_log
     assert list((logs / "submitit").rglob("*_result.pkl"))  # submitit's own files stay under LOG_DIR
     assert markers(results) == []

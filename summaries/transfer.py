@@ -1,0 +1,90 @@
+"""The cross-dataset transfer and domain generalization tables, from runs with --eval_datasets."""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from qlora_clip.paper import DATASET_TITLES, DOMAIN_TARGETS
+from summaries.cells import FLAG, Cell, Row, row_average
+from summaries.output import average_columns, cell_columns, markdown_table, write_csv
+from summaries.records import by_backbone, expected_seeds, in_paper_order, method_sort_key
+
+TRANSFER_TABLES = {
+    # table: (title, which --eval_datasets targets it shows)
+    "cross_dataset": ("Cross-dataset transfer", lambda name: name not in DOMAIN_TARGETS),
+    "domain_generalization": ("Domain generalization", lambda name: name in DOMAIN_TARGETS),
+}
+
+
+@dataclass
+class TransferRow(Row):
+    source: str
+    source_cell: Cell
+    targets: dict[str, Cell]
+
+
+def transfer_rows(records: list[dict], shows: Callable[[str], bool], seeds: tuple[int, ...]) -> list[TransferRow]:
+    """One backbone's rows, one per (method, source dataset, shots), zero-shot rows first; cells by
+    target and seed, for the targets `shows` keeps."""
+    backbone = records[0]["backbone"]
+    groups: dict[tuple[str, str, int], dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+    for r in records:
+        targets = {name: accs for name, accs in r["eval_datasets"].items() if shows(name)}
+        if not targets:
+            continue
+        for key, field in (((r["zero_shot_method"], r["dataset"], 0), "zero_shot_acc"),
+                           ((r["method"], r["dataset"], r["shots"]), "test_acc")):
+            if r.get(field) is not None:
+                groups[key][r["dataset"]][r["seed"]] = r[field]
+            for name, accs in targets.items():
+                if accs.get(field) is not None:
+                    groups[key][name][r["seed"]] = accs[field]
+    rows = []
+    for method, source, shots in sorted(groups, key=lambda k: (k[2] > 0, method_sort_key(k[0]), k[1], k[2])):
+        cells = {d: Cell.for_row(v, shots, seeds) for d, v in groups[(method, source, shots)].items()}
+        source_cell = cells.pop(source, Cell({}, seeds))
+        rows.append(TransferRow(backbone, method, shots, seeds if shots else (), source, source_cell, cells))
+    return rows
+
+
+def transfer_section(table: str, records: list[dict], seeds_given: tuple[int, ...] | None, out: Path) -> str:
+    """The table of each backbone as Markdown, and out/<table>_table.csv; '' (no file) without rows."""
+    title, shows = TRANSFER_TABLES[table]
+    parts, csv_rows = [], []
+    for backbone, mine in by_backbone(records):
+        rows = transfer_rows(mine, shows, expected_seeds(mine, seeds_given))
+        if not rows:
+            continue
+        targets = in_paper_order({d for row in rows for d in row.targets})
+        header = (["Method", "Shots", "Source", "Source accuracy"] + [DATASET_TITLES.get(d, d) for d in targets]
+                  + ["Average over targets"])
+        body = []
+        for row in rows:
+            line, row_csv = _row_lines(row, targets)
+            body.append(line)
+            csv_rows += row_csv
+        parts.append(f"## {title}, top-1 accuracy (%), {backbone}\n\n"
+                     "One adapter per row, trained on the source dataset and evaluated on each target's full test "
+                     "set with the target's own class names. Mean ± sample std over seeds (n = seeds); the average "
+                     f"is over the targets shown. {FLAG} marks a missing seed or a partial average.\n\n"
+                     + markdown_table(header, body))
+    if not parts:
+        return ""
+    write_csv(out / f"{table}_table.csv", csv_rows)
+    return "\n\n".join(parts)
+
+
+def _row_lines(row: TransferRow, targets: list[str]) -> tuple[list[str], list[dict]]:
+    """A row's Markdown line and its CSV rows: the source's, each target's it has, then the average."""
+    expected = [d for d in targets if d != row.source]
+    average = row_average(row.targets, expected, per_seed=bool(row.shots))
+    line = ([row.method, str(row.shots), DATASET_TITLES.get(row.source, row.source), row.source_cell.text()]
+            + [row.targets[d].text() if d in row.targets else ("(source)" if d == row.source else "—")
+               for d in targets] + [average.text()])
+    shown = [(row.source, row.source_cell)] + [(d, row.targets[d]) for d in expected if d in row.targets]
+    head = {**row.columns(), "source": row.source}
+    csv_rows = [{**head, "dataset": d, **cell_columns(cell)} for d, cell in shown]
+    csv_rows.append({**head, "dataset": "average", **average_columns(average)})
+    return line, csv_rows

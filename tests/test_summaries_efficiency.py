@@ -1,0 +1,25 @@
+"""summaries/efficiency.py and summaries/plot.py, through summarize.py on a synthetic few-shot results file."""
+from __future__ import annotations
+
+import csv
+
+from summary_results import run, table_row
+
+
+def test_efficiency_table_and_plot(fewshot_results, tmp_path, capsys):
+    out_dir = tmp_path / "out"
+    code, out, _ = run([str(fewshot_results), "--out", str(out_dir), "--tables", "efficiency", "--reference"], capsys)
+    assert code == 0
+    assert "Top-1 accuracy" not in out
+    assert table_row(out, "Dataset") == ["Dataset", "Shots", "Method", "Training time", "Peak memory (MB)",
+                                         "Model footprint (MB)", "Accuracy (%)"]
+    assert table_row(out, "Caltech", "1", "lora")[3:] == ["01:02:05", "4823 (cuda_allocated; 5000 reserved)",
+                                                          "570.0", "91.00 ± 1.00 (n=3)"]
+    # peak memory is the highest over seeds
+    assert table_row(out, "Caltech", "1", "qlora")[3:5] == ["00:01:05", "1793 (cuda_allocated; 5000 reserved)"]
+    assert table_row(out, "Caltech", "0", "zero-shot")[3:] == ["—", "—", "—", "88.00 ± 0.00 (n=3)"]
+    with open(out_dir / "efficiency_table.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["method"] for r in rows} == {"zero-shot", "zero-shot (4-bit base)", "lora", "qlora", "qlora (n_iters=1)"}
+    png = (out_dir / "accuracy_vs_shots.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
