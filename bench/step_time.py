@@ -40,7 +40,7 @@ class StepTimer:
     the image pass the images' forward and backward.
     """
 
-    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, total_steps: int):
+    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, total_steps: int = 1000):
         config = TrainConfig(shots=1, lr=LR, n_iters=total_steps)
         self.step_fn = TrainStep(model, prompts, config, precision, Distributed(rank=0, world=1,
                                                                                   device=precision.device))

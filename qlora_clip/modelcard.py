@@ -113,6 +113,11 @@ def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str
                 f"                                  llm_int8_skip_modules={FULL_PRECISION_MODULES!r})\n"
                 f"base = CLIPModel.from_pretrained({base_model!r}, quantization_config=quantization)\n"
                 f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n"
+                f"# On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4-bit weights for inference,\n"
+                f"# a layout PEFT's DoRA then dequantizes wrongly: keep the standard one (no effect on GPUs).\n"
+                f"for module in model.modules():\n"
+                f"    if hasattr(module, \"support_avx512bf16_for_cpu\"):\n"
+                f"        module.support_avx512bf16_for_cpu = False\n"
                 f"processor = CLIPProcessor.from_pretrained({base_model!r})\n")
     else:
         load = (f"from peft import PeftModel\nfrom transformers import CLIPModel, CLIPProcessor\n\n"

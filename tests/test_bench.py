@@ -14,7 +14,8 @@ from bench.prompts import synthetic_prompts
 from bench.step_time import StepTimer
 from bench.suite import STUDIES
 from qlora_clip.encode import ClassPrompts, image_features, logits
-from qlora_clip.paper import CONTEXT_LENGTH
+from qlora_clip.paper import CONTEXT_LENGTH, LR
+from trainer import TrainStep, build_optimizer
 
 CPU = torch.device("cpu")
 
@@ -94,7 +95,7 @@ def test_flop_formula_matches_pytorch_flop_counter(encoder):
     model.base_model.model.set_attn_implementation("eager")
     prompts = ClassPrompts(tokenizer, synthetic_prompts(tokenizer, 7, 14), CPU)
     timer = StepTimer(model, prompts, precision)
-    assert (timer.cached_text is None) == (encoder == "both")
+    assert (timer.step_fn.cached_text is None) == (encoder == "both")
     images, labels = random_batch(3, bundle.image.image_size, 7, CPU)
     with FlopCounterMode(display=False) as counter:
         timer.step(images, labels)
@@ -103,7 +104,7 @@ def test_flop_formula_matches_pytorch_flop_counter(encoder):
 
 
 def test_step_timer_gives_the_gradients_of_one_backward():
-    """Splitting the backward by tower must not change what a training step computes."""
+    """The benchmark's step is the trainer's, and splitting its backward by tower changes nothing it computes."""
     _, precision, bundle = load_model("tiny", "fp32", CPU, dropout=0.0)
     model = bundle.model
     with torch.no_grad():
@@ -121,8 +122,12 @@ def test_step_timer_gives_the_gradients_of_one_backward():
     model.zero_grad(set_to_none=True)
 
     timer = StepTimer(model, prompts, precision)
-    timer.optimizer.step = lambda: None  # keep the weights, look at the gradients
-    timer.optimizer.zero_grad = lambda set_to_none=True: None
+    # The benchmark times the trainer's own step, with the optimizer every run builds.
+    assert type(timer.step_fn) is TrainStep
+    reference = build_optimizer(list(trainable.values()), LR, CPU)
+    assert timer.step_fn.optimizer.defaults == reference.defaults
+    timer.step_fn.optimizer.step = lambda: None  # keep the weights, look at the gradients
+    timer.step_fn.optimizer.zero_grad = lambda set_to_none=True: None
     timer.step(images, labels)
     assert any(expected[n].abs().sum() > 0 for n in expected if "text_model" in n)
     for name, param in trainable.items():

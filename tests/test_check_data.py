@@ -86,7 +86,7 @@ def test_absent_dataset_unreadable_split_and_wrong_counts_each_fail(tmp_path, ca
 
 def test_default_is_the_eleven_benchmarks():
     args = check_data.parse_args([])
-    assert len(args.dataset) == 11 and "folder" not in args.dataset and "fashion_mnist" not in args.dataset
+    assert len(args.datasets) == 11 and "folder" not in args.datasets and "fashion_mnist" not in args.datasets
 
 
 def published_table() -> dict[str, SplitSizes]:

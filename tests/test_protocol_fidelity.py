@@ -111,7 +111,8 @@ class _FakeMemory:
 
     def read(self, prefix: str = "") -> dict:
         self.events.append("read")
-        return {f"{prefix}peak_memory_mb": self.value, f"{prefix}memory_kind": "fake"}
+        return {f"{prefix}peak_memory_mb": self.value, f"{prefix}memory_kind": "fake",
+                f"{prefix}peak_memory_reserved_mb": None}
 
 
 def test_training_peak_spans_exactly_the_steps_and_evaluation_has_its_own(tiny_argv, monkeypatch):
