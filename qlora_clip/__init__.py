@@ -1,4 +1,31 @@
-"""The library main.py composes (see README, "How the code is laid out")."""
+"""The library main.py composes: one module per concern, none of them reads the command line.
+
+    paper.py          the published protocol's constants, grid and numbers (CLIP-LoRA, CoCoOp)
+    config.py         typed settings of a run, one dataclass per part (model, train, data, eval, outputs)
+    spec.py           RunSpec: a run as one value, its identity and every name and path derived from it
+    schema.py         the results line, declared once (docs/results.md is generated from it)
+    results.py        results files: appending atomically, reading with line-level errors, run identity
+    methods.py        the table of adapter methods
+    errors.py         UserError, the one error type for bad input
+    model.py          loading a CLIP checkpoint (4-bit NF4 base or not) and wrapping it with PEFT
+    compat.py         version-guarded work-arounds for the pinned libraries
+    tiny_clip.py      the offline tiny checkpoint, and random checkpoints in real shapes for benchmarks
+    encode.py         class prompts, text and image features, logits
+    evaluator.py      test-set accuracy, sharded over processes, image features reused when frozen
+    extra_evals.py    what a run evaluates besides its test set: base2new's new classes, --eval_datasets
+    precision.py      compute dtype, autocast and gradient scaler, decided once
+    memory.py         peak memory (CUDA allocator, or the CPU's resident set)
+    distributed.py    data-parallel gradient and count sums under accelerate launch
+    checkpointing.py  --checkpoint_every / --resume: the whole training state
+    saved_adapter.py  --save_path's adapter folders and the checks --eval_only makes before loading one
+    export.py         --merge_export: a plain model with the adapter merged in
+    modelcard.py      model cards of saved adapters and merged exports
+    tracking.py       --report_to: TensorBoard and W&B
+    inputs/           the input pipeline: train images decoded once, augmentation, sampler, loaders,
+                      test images preprocessed once and cached
+
+The training loop is trainer.py and accuracy from counts metrics.py, at the top level.
+"""
 import logging
 
 # bitsandbytes on AVX512-BF16 CPUs reports at import that an optional kernel from the Hugging Face
