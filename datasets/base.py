@@ -6,7 +6,16 @@ from typing import Any, Callable
 
 from PIL import Image
 
+from qlora_clip.errors import UserError
 from qlora_clip.paper import CLIP_LORA_TEMPLATE
+
+
+class UnreadableImage(UserError):
+    """An image that does not decode, or that the loader refuses; the message names the file."""
+
+
+class MissingImage(UnreadableImage):
+    """An image a split lists that is not on disk."""
 
 
 @dataclass(frozen=True)

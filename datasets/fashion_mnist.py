@@ -75,10 +75,15 @@ def _read_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _ArrayImages:
-    """Loads item `i` from an in-memory uint8 array (picklable for DataLoader workers)."""
+    """Loads item `i` from an in-memory uint8 array (picklable for DataLoader workers).
 
-    def __init__(self, images: np.ndarray):
+    `source_files`: the IDX files the array was read from, which identify its pixels (the
+    test-image cache keys on them, since the items' sources are only indices).
+    """
+
+    def __init__(self, images: np.ndarray, source_files: tuple[str, ...] = ()):
         self.images = images
+        self.source_files = source_files
 
     def __call__(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index]).convert("RGB")
@@ -98,5 +103,7 @@ def load(root: Path) -> SplitDataset:
     val_indices = np.sort(order[:VAL_SIZE])
     train_indices = np.sort(order[VAL_SIZE:])
     test_indices = range(len(train_images), len(images))
+    image_files = tuple(str(_idx_path(folder, f"{part}-images-idx3-ubyte")) for part in ("train", "t10k"))
     return SplitDataset(train=items(train_indices), val=items(val_indices), test=items(test_indices),
-                        classnames=list(CLASSNAMES), template=TEMPLATE, load_image=_ArrayImages(images))
+                        classnames=list(CLASSNAMES), template=TEMPLATE,
+                        load_image=_ArrayImages(images, image_files))

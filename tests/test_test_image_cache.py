@@ -1,0 +1,126 @@
+"""The test-image cache serves only the pixels of the images a run names."""
+from __future__ import annotations
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import main
+from datasets import Item
+from datasets.base import open_rgb
+from qlora_clip.inputs import test_images
+from qlora_clip.inputs.loaders import ImageSettings, eval_transform
+
+SETTINGS = ImageSettings(image_size=16, resize_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def write_images(folder, colours, fmt="bmp") -> list[Item]:
+    """Flat single-colour images; BMP files of one size are the same size whatever their colour."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = []
+    for i, colour in enumerate(colours):
+        path = folder / f"{i:02d}.{fmt}"
+        Image.fromarray(np.full((16, 16, 3), colour, dtype=np.uint8)).save(path)
+        items.append(Item(str(path), i % 2, str(i % 2)))
+    return items
+
+
+def prepared(items, cache_dir, load_image=open_rgb):
+    return test_images.prepared_test_images("mini", items, load_image, eval_transform(SETTINGS), 16, 16,
+                                            str(cache_dir), num_workers=0)[0]
+
+
+@pytest.fixture
+def fills(monkeypatch) -> list[int]:
+    """How many images each call to the preprocessing went through (a cache hit adds nothing)."""
+    calls = []
+    real = test_images.preprocess
+    monkeypatch.setattr(test_images, "preprocess",
+                        lambda items, *a, **k: calls.append(len(items)) or real(items, *a, **k))
+    return calls
+
+
+def test_images_replaced_in_place_are_not_served_from_the_cache(tmp_path, fills):
+    items = write_images(tmp_path / "test", [(200, 0, 0), (0, 200, 0)])
+    first = prepared(items, tmp_path / "cache")
+    before = [os.stat(item.source) for item in items]
+    write_images(tmp_path / "test", [(0, 0, 200), (90, 90, 90)])  # same names, same sizes, new pixels
+    after = [os.stat(item.source) for item in items]
+    assert [s.st_size for s in before] == [s.st_size for s in after]
+    assert [s.st_mtime_ns for s in before] != [s.st_mtime_ns for s in after]
+    second = prepared(items, tmp_path / "cache")
+    assert fills == [2, 2] and not torch.equal(first, second)
+    assert int(second[0, 2].float().mean()) == 200  # the new blue image, not the cached red one
+    assert len(list((tmp_path / "cache").glob("*.u8"))) == 2
+
+
+def test_equal_relative_paths_in_two_folders_are_two_cache_entries(tmp_path, fills, monkeypatch):
+    red = write_images(tmp_path / "a" / "test", [(200, 0, 0), (200, 0, 0)])
+    write_images(tmp_path / "b" / "test", [(0, 200, 0), (0, 200, 0)])
+    relative = [Item(os.path.relpath(item.source, tmp_path / "a"), item.label, item.classname) for item in red]
+    monkeypatch.chdir(tmp_path / "a")
+    in_a = prepared(relative, tmp_path / "cache")
+    monkeypatch.chdir(tmp_path / "b")  # the same relative paths, another folder
+    in_b = prepared(relative, tmp_path / "cache")
+    assert fills == [2, 2]
+    assert int(in_a[0, 0].float().mean()) == 200 and int(in_b[0, 1].float().mean()) == 200
+    assert int(in_b[0, 0].float().mean()) == 0
+
+
+def test_a_run_after_replacing_a_folders_test_images_measures_the_new_images(tmp_path, fills):
+    import shutil
+
+    from conftest import make_color_folder
+
+    root = make_color_folder(tmp_path / "colors", per_class=6)
+    argv = ["--backbone", "tiny", "--dataset", "folder", "--root_path", str(root), "--shots", "1",
+            "--n_iters", "0", "--results_file", str(tmp_path / "r.jsonl"), "--eval_cache_dir", str(tmp_path / "cache")]
+    main.main(argv)
+    # Every red image becomes a copy of a blue one, under the same names.
+    blue = sorted((root / "blue").iterdir())
+    for i, path in enumerate(sorted((root / "red").iterdir())):
+        shutil.copyfile(blue[i % len(blue)], path)
+    main.main(argv)
+    assert len(fills) == 2  # the second run prepared the test images again
+
+
+def test_index_sources_are_keyed_by_the_files_they_are_read_from(tmp_path):
+    source = tmp_path / "images.idx"
+    source.write_bytes(bytes(range(256)))
+
+    class FromFile:
+        source_files = (str(source),)
+
+        def __call__(self, index):
+            return Image.new("RGB", (16, 16))
+
+    items = [Item(i, 0, "0") for i in range(3)]
+    key = test_images.cache_key("idx", items, 16, 16, FromFile())
+    stat = source.stat()
+    source.write_bytes(bytes(reversed(range(256))))  # same size; then even the time put back
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert test_images.cache_key("idx", items, 16, 16, FromFile()) != key
+    assert test_images.cache_key("idx", items, 16, 16, lambda index: None) is None
+
+
+def test_sources_that_cannot_be_identified_stay_in_memory_with_a_warning(tmp_path, caplog):
+    items = [Item(i, 0, "0") for i in range(2)]
+    with caplog.at_level(logging.WARNING):
+        pixels = prepared(items, tmp_path / "cache", load_image=lambda index: Image.new("RGB", (16, 16), "red"))
+    assert pixels.shape == (2, 3, 16, 16) and "cannot be identified" in caplog.text
+    assert not (tmp_path / "cache").exists()
+
+
+def test_fashion_mnist_test_set_names_its_idx_files():
+    from datasets import fashion_mnist
+
+    try:
+        split = fashion_mnist.load(fashion_mnist.SYSTEM_FOLDER.parent)
+    except Exception as err:  # noqa: BLE001 - the Debian package may be absent
+        pytest.skip(f"no Fashion-MNIST: {err}")
+    assert len(split.load_image.source_files) == 2
+    assert all(os.path.isfile(path) for path in split.load_image.source_files)
