@@ -1,8 +1,13 @@
-"""The test-image cache serves only the pixels of the images a run names."""
+"""The test-image cache serves only the pixels of the images a run names and cleans up after killed
+writers."""
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -124,3 +129,35 @@ def test_fashion_mnist_test_set_names_its_idx_files():
         pytest.skip(f"no Fashion-MNIST: {err}")
     assert len(split.load_image.source_files) == 2
     assert all(os.path.isfile(path) for path in split.load_image.source_files)
+
+
+# --- killed writers --------------------------------------------------------------------------------
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_the_next_fill_removes_temporaries_of_killed_writers(tmp_path):
+    items = write_images(tmp_path / "test", [(200, 0, 0), (0, 200, 0)])
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    name = test_images.cache_path(cache, test_images.cache_key("mini", items, 16, 16)).name
+    host = socket.gethostname()
+    killed = cache / f".{name}.tmp-{host}-{dead_pid()}-k1ll3d"
+    old = cache / f".{name}.x8y_z9ab"                      # an older version's name, 7 hours old
+    remote = cache / f".{name}.tmp-other-host-1-r3m0t3"    # another machine's, recent: may be writing
+    live = cache / f".{name}.tmp-{host}-{os.getpid()}-l1v3"  # this process is alive
+    other_entry = cache / ".another-entry.u8.tmp-x-1-abc"
+    for path in (killed, old, remote, live, other_entry):
+        path.write_bytes(b"\0" * 1000)
+    seven_hours_ago = time.time() - 7 * 3600
+    os.utime(old, (seven_hours_ago, seven_hours_ago))
+
+    prepared(items, cache)
+    left = {path.name for path in cache.iterdir()}
+    assert left == {name, remote.name, live.name, other_entry.name}
+
+    os.utime(remote, (seven_hours_ago, seven_hours_ago))
+    assert test_images.remove_stale_temporaries(cache / name) == [remote]
