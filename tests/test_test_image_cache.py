@@ -1,7 +1,9 @@
-"""The test-image cache serves only the pixels of the images a run names and cleans up after killed
-writers."""
+"""The test-image cache serves only the pixels of the images a run names, survives a full disk, and
+cleans up after killed writers."""
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import os
 import socket
@@ -129,6 +131,40 @@ def test_fashion_mnist_test_set_names_its_idx_files():
         pytest.skip(f"no Fashion-MNIST: {err}")
     assert len(split.load_image.source_files) == 2
     assert all(os.path.isfile(path) for path in split.load_image.source_files)
+
+
+# --- a full disk ---------------------------------------------------------------------------------
+
+class FullDisk(io.RawIOBase):
+    """A file that takes a few bytes and then reports that the disk is full."""
+
+    def __init__(self, real):
+        self.real = real
+
+    def write(self, data):
+        self.real.write(bytes(memoryview(data)[:10]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.real.close()
+
+
+def test_a_full_cache_disk_keeps_the_pixels_in_memory_and_the_run_goes_on(tiny_argv, tmp_path, monkeypatch,
+                                                                       caplog):
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(test_images.os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING):
+        record = main.main(tiny_argv("--eval_cache_dir", str(cache)))
+    assert record is not None and 0 <= record["test_acc"] <= 100
+    assert "could not write the test-image cache" in caplog.text and "No space left on device" in caplog.text
+    assert list(cache.iterdir()) == []  # neither a cache file nor its temporary
+
+    monkeypatch.setattr(test_images.os, "fdopen", real_fdopen)
+    assert main.main(tiny_argv("--eval_cache_dir", str(cache)))["test_acc"] == record["test_acc"]
 
 
 # --- killed writers --------------------------------------------------------------------------------

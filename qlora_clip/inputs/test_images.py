@@ -290,8 +290,7 @@ def prepared_test_images(dataset: str, items: Sequence[Item], load_image: Callab
         log.info("test images of %s from the cache %s", dataset, path)
     elif path is not None and world == 1:
         pixels = preprocess(items, load_image, transform, image_size, num_workers)
-        write_cache(path, key, pixels)
-        log.info("test images of %s cached in %s (%.2f GB)", dataset, path, pixels.numel() / 1024 ** 3)
+        store_in_cache(path, key, pixels, dataset)
     else:
         share = list(items[rank::world])
         labels = [item.label for item in share]
@@ -299,3 +298,18 @@ def prepared_test_images(dataset: str, items: Sequence[Item], load_image: Callab
     share = range(rank, len(items), world)
     labels = [items[i].label for i in share]
     return (pixels if world == 1 else pixels[rank::world]), labels
+
+
+def store_in_cache(path: Path, key: dict, pixels: torch.Tensor, dataset: str) -> None:
+    """Write the cache entry; when that fails (a full disk), say so and go on with the pixels in memory.
+
+    The cache only saves later runs the preprocessing, so a run does not stop for it.
+    """
+    try:
+        write_cache(path, key, pixels)
+    except OSError as err:
+        log.warning("could not write the test-image cache %s (%s): keeping the test images of %s in memory "
+                    "for this run only; free space in --eval_cache_dir or choose another folder",
+                    path, err.strerror or err, dataset)
+        return
+    log.info("test images of %s cached in %s (%.2f GB)", dataset, path, pixels.numel() / 1024 ** 3)
