@@ -17,6 +17,7 @@ from pathlib import Path
 from datasets import DATASET_NAMES, TEMPLATES, TEST_ONLY, untrainable_message
 from qlora_clip import paper
 from qlora_clip.config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfig, cache_root
+from qlora_clip.errors import UserError
 from qlora_clip.methods import MODES
 from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, TrackingConfig, wandb_installed
 
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for message in validation_errors(args):
+    for message in validation_errors(args) + input_file_errors(args):
         parser.error(message)
     return args
 
@@ -165,6 +166,23 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
 
         need(torch.cuda.is_available(), "--device cuda: no CUDA GPU is visible; use --device cpu or auto")
     return errors
+
+
+def input_file_errors(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the files this one run would read first (the sweep plans runs without these).
+
+    A damaged --resume checkpoint is refused now, before the model loads, rather than after the
+    zero-shot evaluation.
+    """
+    if not args.resume or not checkpoint_path(args).exists():
+        return []
+    from qlora_clip.checkpointing import read_checkpoint
+
+    try:
+        read_checkpoint(checkpoint_path(args))
+    except UserError as err:
+        return [str(err)]
+    return []
 
 
 def tracking_errors(args: argparse.Namespace) -> list[str]:
