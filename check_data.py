@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from datasets import DATASET_NAMES, SplitDataset, dataset_module
-from datasets.base import SplitSizes
+from datasets.base import MissingImage, SplitSizes, UnreadableImage
 from datasets.folder import coop_split
 from datasets.splits import PARTS, MissingImages, NotFound
 from qlora_clip.errors import UserError
@@ -66,12 +66,16 @@ def _set_loader(load_image: Callable[[Any], Any]) -> None:
 
 
 def _decode_problem(source: Any) -> str | None:
-    """None if the image decodes, else why not (any failure to decode is what we are looking for)."""
+    """None if the image decodes as a run decodes it (the dataset's loader, datasets.base.open_rgb for
+    files), else why not: a file it cannot decode or one it refuses (a floating-point image, an
+    image above the pixel limit)."""
     try:
         _load_image(source)
-    except FileNotFoundError:
+    except (FileNotFoundError, MissingImage):
         return "missing"
-    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... on bad files
+    except UnreadableImage as err:
+        return str(err).removeprefix(f"{source}: ")
+    except Exception as err:  # noqa: BLE001 - other loaders: any failure to decode is what we are looking for
         return f"{type(err).__name__}: {err}"
     return None
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from qlora_clip.errors import UserError
 
-from .base import Item, SplitDataset, SplitSizes
+from .base import Item, SplitDataset, SplitSizes, to_rgb
 from .splits import NotFound
 
 FOLDERS = ("fashion_mnist", "fashion-mnist")
@@ -86,7 +86,7 @@ class _ArrayImages:
         self.source_files = source_files
 
     def __call__(self, index: int) -> Image.Image:
-        return Image.fromarray(self.images[index]).convert("RGB")
+        return to_rgb(Image.fromarray(self.images[index]), index)
 
 
 def load(root: Path) -> SplitDataset:
