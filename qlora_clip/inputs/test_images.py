@@ -30,11 +30,12 @@ from typing import Any, Callable, Sequence
 import PIL
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
 from datasets import Item
 from datasets.base import MissingImage
+from qlora_clip.errors import UserError, WorkerError, first_worker_error, raise_worker_error
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,15 @@ class _Preprocessed(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(self.load_image(self.items[index].source))
+    def __getitem__(self, index: int) -> torch.Tensor | WorkerError:
+        try:
+            return self.transform(self.load_image(self.items[index].source))
+        except UserError as err:  # an unreadable image: its one-line message, not a worker's traceback
+            return WorkerError(str(err))
+
+
+def _stack_or_error(samples: list) -> torch.Tensor | WorkerError:
+    return first_worker_error(samples) or default_collate(samples)
 
 
 def preprocess(items: Sequence[Item], load_image: Callable, transform: Callable, image_size: int,
@@ -164,9 +172,10 @@ def preprocess(items: Sequence[Item], load_image: Callable, transform: Callable,
         out = torch.empty((len(items), 3, image_size, image_size), dtype=torch.uint8)
     # Its own generator: starting the loader must not draw from the global one (training's dropout).
     loader = DataLoader(_Preprocessed(items, load_image, transform), batch_size=64, num_workers=num_workers,
-                        generator=torch.Generator())
+                        collate_fn=_stack_or_error, generator=torch.Generator())
     start = 0
     for batch in tqdm(loader, desc=desc, leave=False, disable=None):
+        raise_worker_error(batch)
         out[start:start + len(batch)] = batch
         start += len(batch)
     return out
