@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
-from datasets import DATASET_NAMES, SplitDataset, dataset_module
+from datasets import DATASET_NAMES, SplitDataset, dataset_module, require_test_images
 from datasets.base import MissingImage, SplitSizes, UnreadableImage
 from datasets.folder import coop_split
 from datasets.splits import PARTS, MissingImages, NotFound
@@ -116,6 +116,8 @@ def read_split(name: str, root: Path, report: Report) -> SplitDataset | None:
         return err.split
     except UserError as err:
         report.status, report.error = "bad split", str(err)
+    except Exception as err:  # noqa: BLE001 - the checker diagnoses damaged data; it must not die of it
+        report.status, report.error = "unreadable", f"reading the split failed: {type(err).__name__}: {err}"
     return None
 
 
@@ -125,6 +127,10 @@ def check_dataset(name: str, root: Path, workers: int) -> Report:
     if split is None:
         return report
     report.counts = {"classes": len(split.classnames), **{part: len(getattr(split, part)) for part in PARTS}}
+    try:
+        require_test_images(name, root, split)
+    except UserError as err:
+        report.error = str(err)
     missing = set(report.missing)
     # Each image once, should a split list it in two parts.
     sources = list(dict.fromkeys(item.source for part in PARTS for item in getattr(split, part)
@@ -138,6 +144,8 @@ def check_dataset(name: str, root: Path, workers: int) -> Report:
         report.status = "missing images"
     elif report.corrupt:
         report.status = "corrupt images"
+    elif report.error:
+        report.status = "bad split"
     elif report.wrong_counts():
         report.status = "wrong counts"
     return report

@@ -7,6 +7,7 @@ file chosen with a fixed seed, so that every run seed sees the same split.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,11 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file: magic (0, 0, dtype code, ndim), ndim big-endian sizes, then the data."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # a cut-short or damaged download
+        raise UserError(f"{path}: cannot read it ({type(err).__name__}: {err}); re-download it") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path}: not an unsigned-byte IDX file; re-download it")
     ndim = raw[3]

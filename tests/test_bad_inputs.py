@@ -2,17 +2,21 @@
 traceback, and never a run that goes on to a meaningless number."""
 from __future__ import annotations
 
+import gzip
+import re
 import shutil
 import sys
 from pathlib import Path
 
+import dataset_trees as trees
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import check_data
 import main
-from datasets import base
+from datasets import base, build_dataset
 from qlora_clip.encode import ClassPrompts
 from qlora_clip.errors import UserError
 from qlora_clip.tiny_clip import tiny_checkpoint_dir
@@ -134,3 +138,67 @@ def test_the_default_pixel_limit_is_pils_and_pils_own_unnamed_check_is_off():
     with pytest.raises(base.UnreadableImage, match=r"big.png: 10000x9000 = 90,000,000 pixels, above .* 89,478,485"):
         base.check_pixel_count(monkeypatch_free, "big.png")
     assert Image.MAX_IMAGE_PIXELS is None
+
+
+# --- dataset files ----------------------------------------------------------------------------------
+
+def test_an_empty_test_split_is_refused_and_the_checker_says_so(tmp_path, monkeypatch, capsys):
+    root = jpeg_split(tmp_path / "data")
+    for path in (root / "test").rglob("*.jpg"):
+        path.unlink()
+    message = cli_error(split_argv(root, tmp_path), monkeypatch, capsys)
+    assert f"--dataset folder: your folder under {root} has no test images" in message
+    report = check_data.check_dataset("folder", root, workers=1)
+    assert report.status == "bad split" and "no test images" in report.error
+
+
+NOT_UTF8 = "caf\u00e9".encode("latin-1")  # b"caf\xe9"
+
+
+@pytest.mark.parametrize("name", ["folder", "imagenet", "fgvc"])
+def test_a_text_file_that_is_not_utf8_is_named(name, tmp_path):
+    if name == "folder":
+        root = jpeg_split(tmp_path / "data")
+        bad = root / "classnames.txt"
+        bad.write_bytes(b"c0 " + NOT_UTF8 + b"\n")
+    else:
+        tree = trees.build(name, tmp_path)
+        root = tree.root
+        bad = root / "imagenet" / "classnames.txt" if name == "imagenet" else root / "fgvc_aircraft" / "variants.txt"
+        bad.write_bytes(bad.read_bytes() + NOT_UTF8 + b"\n")
+    with pytest.raises(UserError, match=rf"{bad}: the .* is not UTF-8 text \(byte 0xe9 at offset \d+\); save it"):
+        build_dataset(name, root, shots=1, seed=1)
+
+
+def idx_gz(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(gzip.compress(header + array.tobytes()))
+
+
+def test_a_truncated_fashion_mnist_file_is_named_and_the_checker_reports_it(tmp_path, monkeypatch, capsys):
+    from datasets import fashion_mnist
+
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    for part, n in (("train", 30), ("t10k", 10)):
+        idx_gz(folder / f"{part}-images-idx3-ubyte.gz", np.zeros((n, 28, 28), dtype=np.uint8))
+        idx_gz(folder / f"{part}-labels-idx1-ubyte.gz", (np.arange(n) % 10).astype(np.uint8))
+    bad = folder / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:len(bad.read_bytes()) // 2])
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FOLDER", tmp_path / "none")
+    with pytest.raises(UserError, match=rf"{bad}: cannot read it .*; re-download it"):
+        build_dataset("fashion_mnist", tmp_path, shots=1, seed=1)
+    assert check_data.main(["--root_path", str(tmp_path), "--dataset", "fashion_mnist", "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^fashion_mnist\s+bad split", out, re.M) and f"{bad}: cannot read it" in out
+
+
+def test_the_checker_reports_any_failure_to_read_a_split_as_a_row(tmp_path, monkeypatch, capsys):
+    from datasets import dtd
+
+    trees.build("dtd", tmp_path)
+    monkeypatch.setattr(dtd, "load", lambda root: [][1])  # a fault no loader names
+    assert check_data.main(["--root_path", str(tmp_path), "--dataset", "dtd", "eurosat", "--workers", "1"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"^dtd\s+unreadable", out, re.M) and "IndexError" in out
+    assert re.search(r"^eurosat\s+not found", out, re.M)  # the datasets after it are still checked
