@@ -3,6 +3,7 @@ traceback, and never a run that goes on to a meaningless number."""
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import shutil
 import sys
@@ -66,6 +67,28 @@ def test_prompts_the_same_in_clips_context_are_refused():
     with pytest.raises(UserError, match="the same in their first 77 tokens"):
         ClassPrompts(tokenizer, [long + "big cat.", long + "big dog."], CPU)
     ClassPrompts(tokenizer, ["a photo of a crane.", "a photo of a crane.", "a photo of a dog."], CPU)  # as ImageNet
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("truncated weights", "the weights in .* cannot be read"),
+    ("no preprocessor_config.json", "has no preprocessor_config.json"),
+    ("a BERT config.json", "holds a model of type 'bert' .* supported model types: clip"),
+    ("a vision-only ViT config.json", "holds a model of type 'vit' .* supported model types: clip"),
+])
+def test_a_broken_backbone_folder_is_named(damage, says, tiny_argv, tmp_path, monkeypatch, capsys):
+    folder = tiny_copy(tmp_path)
+    if damage == "truncated weights":
+        weights = folder / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:5000])
+    elif damage == "no preprocessor_config.json":
+        (folder / "preprocessor_config.json").unlink()
+    else:
+        model_type = "bert" if "BERT" in damage else "vit"
+        (folder / "config.json").write_text(json.dumps({"model_type": model_type, "hidden_size": 64,
+                                                        "num_hidden_layers": 2, "num_attention_heads": 2}))
+    no_evaluation(monkeypatch)
+    message = cli_error(tiny_argv("--backbone", str(folder)), monkeypatch, capsys)
+    assert re.search(f"--backbone {folder}: .*{says}", message), message
 
 
 # --- images ---------------------------------------------------------------------------------------
@@ -202,3 +225,18 @@ def test_the_checker_reports_any_failure_to_read_a_split_as_a_row(tmp_path, monk
     out = capsys.readouterr().out
     assert re.search(r"^dtd\s+unreadable", out, re.M) and "IndexError" in out
     assert re.search(r"^eurosat\s+not found", out, re.M)  # the datasets after it are still checked
+
+
+# --- a saved adapter for --eval_only -------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage, says", [
+    ("adapter_config.json", "adapter_config.json is not a readable JSON file"),
+    ("adapter_model.safetensors", "adapter_model.safetensors cannot be read"),
+])
+def test_a_broken_saved_adapter_is_named(damage, says, tiny_argv, tmp_path, monkeypatch, capsys):
+    main.main(tiny_argv("--save_path", str(tmp_path / "saved")))
+    [target] = (tmp_path / "saved").rglob(damage)
+    target.write_bytes(b"{\"r\": 2," if damage.endswith(".json") else target.read_bytes()[:100])
+    no_evaluation(monkeypatch)
+    message = cli_error(tiny_argv("--save_path", str(tmp_path / "saved"), "--eval_only"), monkeypatch, capsys)
+    assert f"--eval_only: {target.parent}/{says}" in message and "save the adapter again" in message
