@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import random
 import re
@@ -140,10 +141,13 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
             errors.append(message)
 
     need(args.shots >= 1, f"--shots must be >= 1 (got {args.shots}); use --n_iters 0 for zero-shot only")
+    # numpy's generator takes seeds in [0, 2**32): a negative one failed in seed_everything.
+    need(0 <= args.seed < 2 ** 32, f"--seed must be in [0, 2**32) (got {args.seed})")
     need(args.r >= 1, f"--r must be >= 1 (got {args.r})")
-    need(args.alpha > 0, f"--alpha must be > 0 (got {args.alpha})")
+    # inf and nan pass a comparison or fail it with a misleading message; say which flag is not a number.
+    need(math.isfinite(args.alpha) and args.alpha > 0, f"--alpha must be a finite number > 0 (got {args.alpha})")
     need(0 <= args.dropout_rate < 1, f"--dropout_rate must be in [0, 1) (got {args.dropout_rate})")
-    need(args.lr > 0, f"--lr must be > 0 (got {args.lr})")
+    need(math.isfinite(args.lr) and args.lr > 0, f"--lr must be a finite number > 0 (got {args.lr})")
     need(args.n_iters >= 0, f"--n_iters must be >= 0 (got {args.n_iters})")
     need(args.batch_size >= 1, f"--batch_size must be >= 1 (got {args.batch_size})")
     need(args.num_workers is None or args.num_workers >= 0, f"--num_workers must be >= 0 (got {args.num_workers})")

@@ -240,3 +240,36 @@ def test_a_broken_saved_adapter_is_named(damage, says, tiny_argv, tmp_path, monk
     no_evaluation(monkeypatch)
     message = cli_error(tiny_argv("--save_path", str(tmp_path / "saved"), "--eval_only"), monkeypatch, capsys)
     assert f"--eval_only: {target.parent}/{says}" in message and "save the adapter again" in message
+
+
+# --- flags ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--seed", "-1"], "--seed"),
+    (["--lr", "inf"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--alpha", "inf"], "--alpha"),
+    (["--alpha", "nan"], "--alpha"),
+])
+def test_flags_that_are_not_usable_numbers_are_refused_naming_the_flag(argv, flag, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main.parse_args(argv)
+    [error] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert exit_info.value.code == 2 and f"error: {flag} must be" in error
+    assert (flag == "--lr") == ("--lr" in error)  # --alpha inf no longer blames the learning rate
+
+
+@pytest.mark.parametrize("flags", [
+    ["--extra_args", "--lr '1e-3"],
+    ["--launcher", "slurm", "--time", "10", "--sbatch", "--comment 'unclosed"],
+])
+def test_a_sweep_setting_with_an_unbalanced_quote_is_named(flags, tmp_path, capsys):
+    from sweep import main as sweep_main
+
+    argv = ["--datasets", "dtd", "--results_file", str(tmp_path / "r.jsonl"), "--dry-run", *flags]
+    try:
+        code = sweep_main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    err = capsys.readouterr().err
+    assert code == 2 and "no closing quotation" in err and flags[-2] in err and "Traceback" not in err
