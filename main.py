@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         save_adapter(model, record, adapter_dir(args), base_model)
     if args.merge_export:
         record["merge_export"] = str(export_merged(model, bundle.tokenizer, base_model, Path(args.merge_export),
-                                                   record))
+                                                   record, overwrite=args.overwrite_export))
     append_jsonl(args.results_file, record)
     tracker.finish(record)
     log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | training peak %s",

@@ -20,6 +20,7 @@ from qlora_clip import paper
 from qlora_clip.config import AdapterConfig, DataConfig, ModelConfig, RunConfig, TrainConfig, cache_root
 from qlora_clip.errors import UserError
 from qlora_clip.methods import MODES
+from qlora_clip.outputs import export_target_error, location_error
 from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, TrackingConfig, wandb_installed
 
 COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -106,7 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from the last training state in --checkpoint_dir (start at 0 if none)")
     out.add_argument("--merge_export", default=None, metavar="DIR",
                      help="write a plain CLIPModel checkpoint with the adapter merged in (4-bit bases: "
-                          "into the dequantized weights)")
+                          "into the dequantized weights) to this new or empty folder")
+    out.add_argument("--overwrite_export", action="store_true",
+                     help="let --merge_export replace the model folder (one with config.json) already there")
     out.add_argument("--results_file", default="results/results.jsonl",
                      help="JSON-lines file that gets one line per run")
 
@@ -163,12 +166,36 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     need(len(set(args.params)) == len(args.params), f"--params lists a projection twice: {args.params}")
     need(not args.eval_only or args.save_path,
          "--eval_only needs --save_path, the folder the adapter was saved under")
+    need(not args.overwrite_export or args.merge_export, "--overwrite_export goes with --merge_export")
     errors += tracking_errors(args)
     errors += protocol_errors(args)
+    errors += output_errors(args)
     if args.device == "cuda":
         import torch
 
         need(torch.cuda.is_available(), "--device cuda: no CUDA GPU is visible; use --device cpu or auto")
+    return errors
+
+
+def output_errors(args: argparse.Namespace) -> list[str]:
+    """Every place the run writes, checked now: a file where a folder goes (or the reverse), or no
+    permission, would otherwise stop the run after training and lose it."""
+    places = [("--results_file", Path(args.results_file), "file"),
+              ("--results_file", subset_path(args).parent, "folder")]  # the few-shot draw goes beside it
+    if args.save_path and not args.eval_only:
+        places.append(("--save_path", adapter_dir(args), "folder"))
+    if args.checkpoint_every > 0:
+        places.append(("--checkpoint_dir", checkpoint_path(args).parent, "folder"))
+    if args.eval_cache_dir:
+        places.append(("--eval_cache_dir", Path(args.eval_cache_dir), "folder"))
+    if args.merge_export:
+        places.append(("--merge_export", Path(args.merge_export), "folder"))
+    errors = [message for flag, path, kind in places if (message := location_error(flag, path, kind))]
+    if args.merge_export and not errors:
+        from qlora_clip.model import backbone_folder
+
+        refusal = export_target_error(Path(args.merge_export), args.overwrite_export, backbone_folder(args.backbone))
+        errors += [refusal] if refusal else []
     return errors
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import try_to_load_from_cache
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from safetensors import SafetensorError, safe_open
 from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, PretrainedConfig
@@ -21,7 +22,7 @@ from qlora_clip.config import AdapterConfig, ModelConfig
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.loaders import ImageSettings
 from qlora_clip.paper import BACKBONE_ALIASES
-from qlora_clip.tiny_clip import tiny_checkpoint_dir
+from qlora_clip.tiny_clip import tiny_checkpoint_dir, tiny_checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,25 @@ def resolve_backbone(backbone: str) -> str:
         raise UserError(f"--backbone {backbone}: no such checkpoint folder; give a folder with "
                         "config.json, weights, tokenizer and preprocessor files, a hub id, or 'tiny'")
     return os.path.expanduser(BACKBONE_ALIASES.get(backbone, backbone))
+
+
+def backbone_folder(backbone: str) -> Path | None:
+    """The local folder that holds a --backbone's files, without building or downloading anything.
+
+    A local folder is itself; 'tiny' is its cache folder; a hub id is its repository folder in the
+    Hugging Face cache when it has been downloaded. None when there is no such folder yet.
+    """
+    if backbone == "tiny":
+        return tiny_checkpoint_path()
+    source = os.path.expanduser(BACKBONE_ALIASES.get(backbone, backbone))
+    if os.path.isdir(source):
+        return Path(source)
+    try:
+        cached = try_to_load_from_cache(source, "config.json")
+    except ValueError:  # not a valid hub id either: resolve_backbone will say so
+        return None
+    # <cache>/models--<org>--<name>/snapshots/<revision>/config.json: the repository folder holds it all.
+    return Path(cached).parents[2] if isinstance(cached, str) else None
 
 
 def position_layers(position: str, num_layers: int) -> list[int]:

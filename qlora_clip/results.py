@@ -25,7 +25,7 @@ IDENTITY_FIELDS = ("mode", "dataset", "shots", "seed", "backbone")
 # and a line with --eval_datasets holds accuracies that a line without them lacks, so a sweep asked
 # for those targets must not count a run recorded without them as done.
 BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
-                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export",
+                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export", "overwrite_export",
                                "decode_budget_gb", "eval_cache_dir",
                                "report_to", "run_name", "run_group", "logging_dir"})
 
