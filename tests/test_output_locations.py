@@ -1,7 +1,8 @@
 """Every place a run writes is checked before anything loads; --merge_export never overwrites what it
-should not."""
+should not; a failed results append leaves the file as it was."""
 from __future__ import annotations
 
+import errno
 import os
 import re
 from pathlib import Path
@@ -11,7 +12,8 @@ from transformers import CLIPModel
 
 import main
 import run_utils
-from qlora_clip import outputs
+from qlora_clip import outputs, results
+from qlora_clip.errors import UserError
 from qlora_clip.tiny_clip import tiny_checkpoint_dir
 
 
@@ -114,3 +116,32 @@ def test_an_empty_target_folder_is_fine_and_overwrite_needs_an_export(tiny_argv,
     with pytest.raises(SystemExit):
         run_utils.parse_args(tiny_argv("--overwrite_export"))
     assert "--overwrite_export goes with --merge_export" in capsys.readouterr().err
+
+
+# --- a full disk under the results file ----------------------------------------------------------------
+
+def test_a_failed_append_leaves_no_fragment_and_says_so(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "results.jsonl"
+    record = {"mode": "lora", "dataset": "dtd", "shots": 1, "seed": 1, "backbone": "tiny", "payload": "x" * 5000}
+    results.append_jsonl(path, record)
+    path.write_bytes(path.read_bytes() + b'{"torn": ')  # a killed writer's fragment is already there
+    before = path.read_bytes()
+    real_write = os.write
+
+    def full_disk(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}") != str(path):
+            return real_write(fd, data)
+        real_write(fd, bytes(data[:1000]))  # part of the line reaches the disk, then it is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(results.os, "write", full_disk)
+    with pytest.raises(UserError, match=rf"--results_file {path}: the results line could not be written "
+                                        r"\(No space left on device\); the file is as it was before"):
+        results.append_jsonl(path, {**record, "seed": 2})
+    assert path.read_bytes() == before
+    assert '"seed": 2' in caplog.text  # the run's line is not lost
+
+    monkeypatch.setattr(results.os, "write", real_write)
+    results.append_jsonl(path, {**record, "seed": 3})
+    lines, problems = results.read_results(path)
+    assert [r["seed"] for r in lines] == [1, 3] and len(problems) == 1  # only the old torn fragment
