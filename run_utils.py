@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="optimizer steps per shot: total steps = n_iters x shots (0 = evaluate only)")
     train.add_argument("--batch_size", type=int, default=paper.BATCH_SIZE, help="images per optimizer step")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                       help="split each batch into this many micro-batches (same update, less memory)")
+                       help="split each batch into this many micro-batches: less memory, the same batch and loss "
+                            "weighting; the same update only with --dropout_rate 0 (dropout masks are drawn per "
+                            "micro-batch)")
     train.add_argument("--gradient_checkpointing", action="store_true",
                        help="recompute encoder activations in backward to save memory")
     train.add_argument("--compute_dtype", choices=COMPUTE_DTYPES, default="auto",
