@@ -22,8 +22,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
 
-from datasets import DATASET_NAMES, SplitDataset, dataset_module
-from datasets.base import SplitSizes
+from datasets import DATASET_NAMES, SplitDataset, dataset_module, require_test_images
+from datasets.base import MissingImage, SplitSizes, UnreadableImage
 from datasets.folder import coop_split
 from datasets.splits import PARTS, MissingImages, NotFound
 from qlora_clip.errors import UserError
@@ -66,12 +66,16 @@ def _set_loader(load_image: Callable[[Any], Any]) -> None:
 
 
 def _decode_problem(source: Any) -> str | None:
-    """None if the image decodes, else why not (any failure to decode is what we are looking for)."""
+    """None if the image decodes as a run decodes it (the dataset's loader, datasets.base.open_rgb for
+    files), else why not: a file it cannot decode or one it refuses (a floating-point image, an
+    image above the pixel limit)."""
     try:
         _load_image(source)
-    except FileNotFoundError:
+    except (FileNotFoundError, MissingImage):
         return "missing"
-    except Exception as err:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, ... on bad files
+    except UnreadableImage as err:
+        return str(err).removeprefix(f"{source}: ")
+    except Exception as err:  # noqa: BLE001 - other loaders: any failure to decode is what we are looking for
         return f"{type(err).__name__}: {err}"
     return None
 
@@ -112,6 +116,8 @@ def read_split(name: str, root: Path, report: Report) -> SplitDataset | None:
         return err.split
     except UserError as err:
         report.status, report.error = "bad split", str(err)
+    except Exception as err:  # noqa: BLE001 - the checker diagnoses damaged data; it must not die of it
+        report.status, report.error = "unreadable", f"reading the split failed: {type(err).__name__}: {err}"
     return None
 
 
@@ -121,6 +127,10 @@ def check_dataset(name: str, root: Path, workers: int) -> Report:
     if split is None:
         return report
     report.counts = {"classes": len(split.classnames), **{part: len(getattr(split, part)) for part in PARTS}}
+    try:
+        require_test_images(name, root, split)
+    except UserError as err:
+        report.error = str(err)
     missing = set(report.missing)
     # Each image once, should a split list it in two parts.
     sources = list(dict.fromkeys(item.source for part in PARTS for item in getattr(split, part)
@@ -134,6 +144,8 @@ def check_dataset(name: str, root: Path, workers: int) -> Report:
         report.status = "missing images"
     elif report.corrupt:
         report.status = "corrupt images"
+    elif report.error:
+        report.status = "bad split"
     elif report.wrong_counts():
         report.status = "wrong counts"
     return report

@@ -170,7 +170,7 @@ def write_exports(spec: RunSpec, model: torch.nn.Module, bundle: ClipBundle, rec
     if spec.outputs.merge_export is not None:
         try:
             record["merge_export"] = str(export_merged(model, bundle.tokenizer, base_model, spec.outputs.merge_export,
-                                                       record))
+                                                       record, overwrite=spec.outputs.overwrite_export))
         except OSError as err:
             errors.append(f"--merge_export: could not write {spec.outputs.merge_export} ({err})")
     for message in errors:

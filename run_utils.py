@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import math
 import random
 import re
 from pathlib import Path
@@ -17,7 +18,9 @@ from pathlib import Path
 from datasets import DATASET_NAMES, TEMPLATES, TEST_ONLY, untrainable_message
 from qlora_clip import paper
 from qlora_clip.config import cache_root
+from qlora_clip.errors import UserError
 from qlora_clip.methods import MODES
+from qlora_clip.outputs import export_target_error, location_error
 from qlora_clip.spec import RunSpec
 from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, wandb_installed
 
@@ -85,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="optimizer steps per shot: total steps = n_iters x shots (0 = evaluate only)")
     train.add_argument("--batch_size", type=int, default=paper.BATCH_SIZE, help="images per optimizer step")
     train.add_argument("--gradient_accumulation_steps", type=int, default=1,
-                       help="split each batch into this many micro-batches (same update, less memory)")
+                       help="split each batch into this many micro-batches: less memory, the same batch and loss "
+                            "weighting; the same update only with --dropout_rate 0 (dropout masks are drawn per "
+                            "micro-batch)")
     train.add_argument("--gradient_checkpointing", action="store_true",
                        help="recompute encoder activations in backward to save memory")
     train.add_argument("--compute_dtype", choices=COMPUTE_DTYPES, default="auto",
@@ -105,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from the last training state in --checkpoint_dir (start at 0 if none)")
     out.add_argument("--merge_export", default=None, metavar="DIR",
                      help="write a plain CLIPModel checkpoint with the adapter merged in (4-bit bases: "
-                          "into the dequantized weights)")
+                          "into the dequantized weights) to this new or empty folder")
+    out.add_argument("--overwrite_export", action="store_true",
+                     help="let --merge_export replace the model folder (one with config.json) already there")
     out.add_argument("--results_file", default="results/results.jsonl",
                      help="JSON-lines file that gets one line per run")
 
@@ -126,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    for message in validation_errors(args):
+    for message in validation_errors(args) + input_file_errors(args):
         parser.error(message)
     return normalised(args)
 
@@ -149,10 +156,13 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
             errors.append(message)
 
     need(args.shots >= 1, f"--shots must be >= 1 (got {args.shots}); use --n_iters 0 for zero-shot only")
+    # numpy's generator takes seeds in [0, 2**32): a negative one failed in seed_everything.
+    need(0 <= args.seed < 2 ** 32, f"--seed must be in [0, 2**32) (got {args.seed})")
     need(args.r >= 1, f"--r must be >= 1 (got {args.r})")
-    need(args.alpha > 0, f"--alpha must be > 0 (got {args.alpha})")
+    # inf and nan pass a comparison or fail it with a misleading message; say which flag is not a number.
+    need(math.isfinite(args.alpha) and args.alpha > 0, f"--alpha must be a finite number > 0 (got {args.alpha})")
     need(0 <= args.dropout_rate < 1, f"--dropout_rate must be in [0, 1) (got {args.dropout_rate})")
-    need(args.lr > 0, f"--lr must be > 0 (got {args.lr})")
+    need(math.isfinite(args.lr) and args.lr > 0, f"--lr must be a finite number > 0 (got {args.lr})")
     need(args.n_iters >= 0, f"--n_iters must be >= 0 (got {args.n_iters})")
     need(args.batch_size >= 1, f"--batch_size must be >= 1 (got {args.batch_size})")
     need(args.num_workers is None or args.num_workers >= 0, f"--num_workers must be >= 0 (got {args.num_workers})")
@@ -168,13 +178,56 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     need(len(set(args.params)) == len(args.params), f"--params lists a projection twice: {args.params}")
     need(not args.eval_only or args.save_path,
          "--eval_only needs --save_path, the folder the adapter was saved under")
+    need(not args.overwrite_export or args.merge_export, "--overwrite_export goes with --merge_export")
     errors += tracking_errors(args)
     errors += protocol_errors(args)
+    errors += output_errors(args)
     if args.device == "cuda":
         import torch
 
         need(torch.cuda.is_available(), "--device cuda: no CUDA GPU is visible; use --device cpu or auto")
     return errors
+
+
+def output_errors(args: argparse.Namespace) -> list[str]:
+    """Every place the run writes, checked now: a file where a folder goes (or the reverse), or no
+    permission, would otherwise stop the run after training and lose it."""
+    spec = run_spec(args)
+    places = [("--results_file", Path(args.results_file), "file"),
+              ("--results_file", spec.subset_path.parent, "folder")]  # the few-shot draw goes beside it
+    if args.save_path and not args.eval_only:
+        places.append(("--save_path", spec.adapter_dir, "folder"))
+    if args.checkpoint_every > 0:
+        places.append(("--checkpoint_dir", spec.checkpoint_path.parent, "folder"))
+    if args.eval_cache_dir:
+        places.append(("--eval_cache_dir", Path(args.eval_cache_dir), "folder"))
+    if args.merge_export:
+        places.append(("--merge_export", Path(args.merge_export), "folder"))
+    errors = [message for flag, path, kind in places if (message := location_error(flag, path, kind))]
+    if args.merge_export and not errors:
+        from qlora_clip.model import backbone_folder
+
+        refusal = export_target_error(Path(args.merge_export), args.overwrite_export, backbone_folder(args.backbone))
+        errors += [refusal] if refusal else []
+    return errors
+
+
+def input_file_errors(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the files this one run would read first (the sweep plans runs without these).
+
+    A damaged --resume checkpoint is refused now, before the model loads, rather than after the
+    zero-shot evaluation.
+    """
+    checkpoint = run_spec(args).checkpoint_path
+    if not args.resume or not checkpoint.exists():
+        return []
+    from qlora_clip.checkpointing import read_checkpoint
+
+    try:
+        read_checkpoint(checkpoint)
+    except UserError as err:
+        return [str(err)]
+    return []
 
 
 def tracking_errors(args: argparse.Namespace) -> list[str]:

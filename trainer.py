@@ -4,8 +4,9 @@ The protocol (docs/protocol.md, "Training"): CLIP-LoRA's optimizer and schedule,
 re-encoded with gradients at every step when the text tower has adapters, one optimizer step per
 batch on the mean loss of that batch's images (a short last batch of an epoch included). A batch
 may be split into micro-batches (gradient accumulation) and across processes (distributed.py):
-each micro-batch's summed loss is divided by the image count of the whole step, so neither
-changes the update.
+each micro-batch's summed loss is divided by the image count of the whole step, so neither changes
+the batch or its loss weighting; the update is the same up to float rounding with dropout 0, while
+dropout masks are drawn per micro-batch (docs/protocol.md, "Batches").
 """
 from __future__ import annotations
 

@@ -54,8 +54,8 @@ TEMPLATES = ("clip-lora", "dataset")
 log = logging.getLogger(__name__)
 
 __all__ = ["DATASET_NAMES", "TEMPLATES", "TEST_ONLY", "EvalImages", "FewShotDataset", "Item",
-           "SplitDataset", "build_dataset", "build_eval_images", "dataset_module", "untrainable_message",
-           "write_subset"]
+           "SplitDataset", "build_dataset", "build_eval_images", "dataset_module", "require_test_images",
+           "untrainable_message", "write_subset"]
 
 
 def dataset_module(name: str) -> ModuleType:
@@ -107,7 +107,16 @@ def _load_split(name: str, root: str | Path, template: str) -> SplitDataset:
     # The full split's sizes, to compare with the counts in DATASETS.md.
     log.info("%s: %d classes; split of %d train / %d val / %d test images", name, len(split.classnames),
              len(split.train), len(split.val), len(split.test))
+    require_test_images(name, root, split)
     return split
+
+
+def require_test_images(name: str, root: str | Path, split: SplitDataset) -> None:
+    """A split without test images leaves no accuracy to measure: refuse it before anything loads."""
+    if not split.test:
+        where = "your folder" if name == "folder" else "the split"
+        raise UserError(f"--dataset {name}: {where} under {root} has no test images, so there is no accuracy to "
+                        f"measure; add test images (see DATASETS.md#{name})")
 
 
 def _template(split: SplitDataset, template: str) -> str:

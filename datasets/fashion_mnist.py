@@ -7,6 +7,7 @@ file chosen with a fixed seed, so that every run seed sees the same split.
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 
 from qlora_clip.errors import UserError
 
-from .base import Item, SplitDataset, SplitSizes
+from .base import Item, SplitDataset, SplitSizes, to_rgb
 from .splits import NotFound
 
 FOLDERS = ("fashion_mnist", "fashion-mnist")
@@ -51,8 +52,11 @@ def _idx_path(folder: Path, stem: str) -> Path | None:
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file: magic (0, 0, dtype code, ndim), ndim big-endian sizes, then the data."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # a cut-short or damaged download
+        raise UserError(f"{path}: cannot read it ({type(err).__name__}: {err}); re-download it") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise UserError(f"{path}: not an unsigned-byte IDX file; re-download it")
     ndim = raw[3]
@@ -75,13 +79,18 @@ def _read_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _ArrayImages:
-    """Loads item `i` from an in-memory uint8 array (picklable for DataLoader workers)."""
+    """Loads item `i` from an in-memory uint8 array (picklable for DataLoader workers).
 
-    def __init__(self, images: np.ndarray):
+    `source_files`: the IDX files the array was read from, which identify its pixels (the
+    test-image cache keys on them, since the items' sources are only indices).
+    """
+
+    def __init__(self, images: np.ndarray, source_files: tuple[str, ...] = ()):
         self.images = images
+        self.source_files = source_files
 
     def __call__(self, index: int) -> Image.Image:
-        return Image.fromarray(self.images[index]).convert("RGB")
+        return to_rgb(Image.fromarray(self.images[index]), index)
 
 
 def load(root: Path) -> SplitDataset:
@@ -98,5 +107,7 @@ def load(root: Path) -> SplitDataset:
     val_indices = np.sort(order[:VAL_SIZE])
     train_indices = np.sort(order[VAL_SIZE:])
     test_indices = range(len(train_images), len(images))
+    image_files = tuple(str(_idx_path(folder, f"{part}-images-idx3-ubyte")) for part in ("train", "t10k"))
     return SplitDataset(train=items(train_indices), val=items(val_indices), test=items(test_indices),
-                        classnames=list(CLASSNAMES), template=TEMPLATE, load_image=_ArrayImages(images))
+                        classnames=list(CLASSNAMES), template=TEMPLATE,
+                        load_image=_ArrayImages(images, image_files))

@@ -12,7 +12,7 @@ from pathlib import Path
 from qlora_clip.errors import UserError
 
 from .base import Item, SplitDataset, SplitSizes
-from .splits import PARTS, checked_split, find_folder, require_file
+from .splits import PARTS, checked_split, find_folder, read_text, require_file
 
 NAME = "fgvc"
 # CoOp and CLIP-LoRA both say fgvc_aircraft; the archive's own data/ folder works unrenamed.
@@ -25,12 +25,12 @@ SIZES = SplitSizes(classes=100, train=3_334, val=3_333, test=3_333)
 
 
 def read_variants(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path, "class list").splitlines() if line.strip()]
 
 
 def read_list(path: Path, image_dir: Path, label_of: dict[str, int]) -> list[Item]:
     items = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "image list").splitlines(), start=1):
         if not line.strip():
             continue
         image_id, _, variant = line.strip().partition(" ")

@@ -19,7 +19,7 @@ from pathlib import Path
 from qlora_clip.errors import UserError
 
 from .base import Item, SplitDataset
-from .splits import NotFound, checked_split, read_split_json
+from .splits import NotFound, checked_split, read_split_json, read_text
 
 NAME = "folder"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -40,7 +40,7 @@ def _images(folder: Path) -> list[Path]:
 def read_classnames(path: Path) -> dict[str, str]:
     """Folder name -> prompt name, from "<folder> <name>" or "<folder>\\t<name>" lines."""
     names = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "class-name file").splitlines(), start=1):
         if not line.strip():
             continue
         separator = "\t" if "\t" in line else " "

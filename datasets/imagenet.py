@@ -14,7 +14,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 from qlora_clip.errors import UserError
 
 from .base import Item, SplitDataset, SplitSizes
-from .splits import NotFound, find_folder, require_file, see_docs
+from .splits import NotFound, find_folder, read_text, require_file, see_docs
 
 NAME = "imagenet"
 # CoOp keeps the image folders in imagenet/images/, CLIP-LoRA directly in imagenet/.
@@ -28,7 +28,7 @@ SIZES = SplitSizes(classes=1_000, train=1_281_167, val=0, test=50_000)
 def read_classnames(path: Path) -> dict[str, str]:
     """WordNet id -> class name, from lines "<wnid> <class name>"."""
     names = {}
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path, "class-name file").splitlines(), start=1):
         if not line.strip():
             continue
         wnid, _, name = line.strip().partition(" ")

@@ -55,6 +55,21 @@ def require_file(name: str, path: Path, what: str) -> Path:
     return path
 
 
+def read_text(path: Path, what: str) -> str:
+    """A text file of a dataset (class names, image lists), as UTF-8; a leading byte-order mark is allowed.
+
+    Decoding with the locale's encoding instead would read the same file differently on two
+    machines; a file that is not UTF-8 is refused, naming it and the first bad byte.
+    """
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: the {what} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+                        f"{err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read the {what} ({err.strerror or err})") from err
+
+
 def read_coop_split(name: str, root: Path, folders: Sequence[str], image_dir: str, split_file: str,
                     template: str = CLIP_LORA_TEMPLATE,
                     fix_classname: Callable[[str], str] | None = None) -> SplitDataset:

@@ -99,3 +99,4 @@ class OutputConfig:
     checkpoint_every: int = 0
     resume: bool = False
     merge_export: Path | None = None
+    overwrite_export: bool = False  # --merge_export may replace an earlier export (never the base)

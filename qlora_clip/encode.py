@@ -1,10 +1,17 @@
 """CLIP's normalised text and image features, and the logits the loss and the accuracy use."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 
+from qlora_clip.errors import UserError
 from qlora_clip.paper import CONTEXT_LENGTH, LOGIT_SCALE
+
+# The files a CLIP tokenizer is built from: the fast tokenizer's one file, or the BPE vocabulary
+# and merges. Without them transformers builds a tokenizer that maps every word to one token.
+TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 
 
 class ClassPrompts:
@@ -16,6 +23,7 @@ class ClassPrompts:
 
     def __init__(self, tokenizer, prompts: list[str], device: torch.device, padding: str = "longest"):
         enc = tokenizer(prompts, padding=padding, truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt")
+        check_prompts_distinct(tokenizer, prompts, enc["input_ids"], enc["attention_mask"])
         self.input_ids = enc["input_ids"].to(device)
         self.attention_mask = enc["attention_mask"].to(device)
 
@@ -25,6 +33,43 @@ class ClassPrompts:
     def features(self, model: torch.nn.Module) -> torch.Tensor:
         out = model.get_text_features(input_ids=self.input_ids, attention_mask=self.attention_mask)
         return F.normalize(out.pooler_output, dim=-1)
+
+
+def check_prompts_distinct(tokenizer, prompts: list[str], input_ids: torch.Tensor,
+                           attention_mask: torch.Tensor) -> None:
+    """Refuse a tokenization that gives two different prompts the same tokens, or a prompt none at all.
+
+    Special tokens (start, end, padding, unknown) do not count: a checkpoint folder without
+    tokenizer files gets a tokenizer that maps every character to the unknown token, so prompts
+    differ only in length, their classes get features that say nothing about them, and the run
+    ends at chance accuracy with exit 0. The same prompt twice (ImageNet has two classes called
+    'crane') is the dataset's doing, not an error.
+    """
+    special = set(tokenizer.all_special_ids)
+    first_with: dict[tuple[int, ...], str] = {}
+    for prompt, ids, mask in zip(prompts, input_ids.tolist(), attention_mask.tolist()):
+        tokens = [token for token, keep in zip(ids, mask) if keep]
+        content = tuple(token for token in tokens if token not in special)
+        other = first_with.setdefault(content, prompt)
+        if other != prompt or (not content and prompt.strip()):
+            raise UserError(_indistinct_message(tokenizer, other, prompt, len(tokens)))
+
+
+def _indistinct_message(tokenizer, first: str, second: str, length: int) -> str:
+    source = getattr(tokenizer, "name_or_path", "") or "the checkpoint"
+    what = f"the prompts {first!r} and {second!r} to the same tokens" if first != second else \
+        f"the prompt {first!r} to no tokens of its own"
+    if os.path.isdir(source):
+        present = set(os.listdir(source))
+        if not any(all(name in present for name in group) for group in TOKENIZER_FILES):
+            return (f"--backbone {source}: the folder has no tokenizer files (tokenizer.json, or vocab.json and "
+                    f"merges.txt), so its tokenizer maps {what}; copy the tokenizer files of the checkpoint it "
+                    "came from into it")
+    if length >= CONTEXT_LENGTH:
+        return (f"the prompts {first!r} and {second!r} are the same in their first {CONTEXT_LENGTH} tokens (CLIP's "
+                "context), so their classes cannot be told apart; shorten the class names or the --template")
+    return (f"--backbone {source}: its tokenizer maps {what}, so the classes cannot be told apart; check the "
+            "checkpoint's tokenizer files")
 
 
 def image_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:

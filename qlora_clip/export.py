@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -16,7 +19,9 @@ from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state
 from peft.utils.integrations import dequantize_module_weight
 from transformers import CLIPImageProcessor, CLIPModel
 
-from qlora_clip.modelcard import write_model_card
+from qlora_clip.errors import UserError
+from qlora_clip.modelcard import model_card
+from qlora_clip.outputs import export_target_error
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +36,18 @@ def _trained_value(trained_base: torch.nn.Module, name: str) -> torch.Tensor:
     return getattr(module, attr).detach().float()
 
 
-def export_merged(model, tokenizer, source: str, folder: Path, record: dict | None = None) -> Path:
+def export_merged(model, tokenizer, source: str, folder: Path, record: dict | None = None,
+                  overwrite: bool = False) -> Path:
     """Write the merged CLIPModel, tokenizer and image processor to `folder`; with the run's results
-    `record`, also its model card."""
+    `record`, also its model card.
+
+    Everything is written to a hidden folder beside `folder` and renamed into place, so a failed
+    export leaves no half-written model, and an `overwrite` replaces the old export as a whole
+    (no file of it stays behind to be mixed with the new one).
+    """
+    refusal = export_target_error(folder, overwrite)  # checked at the start too; the folder may have changed
+    if refusal:
+        raise UserError(refusal)
     base = CLIPModel.from_pretrained(source, dtype=torch.float32)
     trained_base = model.get_base_model()
     with torch.no_grad():
@@ -42,11 +56,30 @@ def export_merged(model, tokenizer, source: str, folder: Path, record: dict | No
     adapted = get_peft_model(base, copy.deepcopy(model.peft_config["default"]))
     set_peft_model_state_dict(adapted, {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()})
     merged = adapted.merge_and_unload()
-    folder.mkdir(parents=True, exist_ok=True)
-    merged.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    CLIPImageProcessor.from_pretrained(source).save_pretrained(folder)
-    if record is not None:
-        write_model_card(folder, record, "merged", source)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.export-"))
+    try:
+        merged.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        CLIPImageProcessor.from_pretrained(source).save_pretrained(staging)
+        if record is not None:  # the card names the folder the model will be in, not the staging one
+            (staging / "README.md").write_text(str(model_card(record, "merged", source, folder)))
+        _move_into_place(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     log.info("merged model written to %s", folder)
     return folder
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    """Rename `staging` to `folder`, replacing an empty folder or (overwrite, checked) a previous export."""
+    if folder.is_dir() and any(folder.iterdir()):
+        replaced = folder.with_name(f".{folder.name}.replaced-{os.getpid()}")
+        os.rename(folder, replaced)
+        os.rename(staging, folder)
+        shutil.rmtree(replaced)
+        log.info("--overwrite_export: replaced the previous export in %s", folder)
+    else:
+        if folder.is_dir():
+            folder.rmdir()
+        os.rename(staging, folder)

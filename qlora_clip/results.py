@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -17,6 +18,10 @@ from datetime import datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
+
+from qlora_clip.errors import UserError
+
+log = logging.getLogger(__name__)
 
 # The fields that say which run a line belongs to, and their types; a line without them cannot be
 # placed in a table (and a string "4" for shots would sort against the integers and stop the tables).
@@ -37,7 +42,7 @@ TARGET_NUMBER_FIELDS = ("test_acc", "zero_shot_acc")
 # and a line with --eval_datasets holds accuracies that a line without them lacks, so a sweep asked
 # for those targets must not count a run recorded without them as done.
 BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
-                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export",
+                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export", "overwrite_export",
                                "decode_budget_gb", "eval_cache_dir",
                                "report_to", "run_name", "run_group", "logging_dir"})
 
@@ -47,10 +52,13 @@ LIBRARIES = ("torch", "torchvision", "transformers", "peft", "bitsandbytes", "ac
 # --- writing ------------------------------------------------------------------------------------
 
 def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    """Append one JSON line so that earlier lines are never damaged.
+    """Append one JSON line so that earlier lines are never damaged and a failed write leaves nothing.
 
     One write() on an O_APPEND descriptor under an exclusive lock: concurrent runs cannot
-    interleave, and a crash leaves at worst a torn last line, never a changed earlier one.
+    interleave, and a crash leaves at worst a torn last line, never a changed earlier one. When
+    the write fails (a full disk stops it part way), the file is cut back to its size before it,
+    so no fragment swallows the next run's line, and the line goes to the log so the run's result
+    is not lost.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,12 +73,27 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> None:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":
                     line = b"\n" + line
-        written = 0
-        while written < len(line):  # write() may stop short (a full disk, a signal); the lock keeps the rest ours
-            written += os.write(fd, line[written:])
-        os.fsync(fd)
+        try:
+            written = 0
+            while written < len(line):  # write() may stop short (a signal); the lock keeps the rest ours
+                written += os.write(fd, line[written:])
+            os.fsync(fd)
+        except OSError as err:
+            raise _failed_append(path, fd, size, line, err) from err
     finally:
         os.close(fd)
+
+
+def _failed_append(path: Path, fd: int, size: int, line: bytes, err: OSError) -> UserError:
+    """Cut the file back to `size` (still under the lock) and say what happened."""
+    log.error("the results line that could not be written to %s:\n%s", path, line.decode().strip())
+    try:
+        os.ftruncate(fd, size)
+        state = "the file is as it was before"
+    except OSError:
+        state = "and it could not be cut back: remove the incomplete last line by hand"
+    return UserError(f"--results_file {path}: the results line could not be written ({err.strerror or err}); "
+                     f"{state}. The line is in the log above; free space or choose another --results_file")
 
 
 def timestamp() -> str:

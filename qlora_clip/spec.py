@@ -95,7 +95,8 @@ class RunSpec:
         outputs = OutputConfig(results_file=Path(f["results_file"]),
                                save_path=Path(f["save_path"]) if f["save_path"] else None,
                                checkpoint_dir=Path(f["checkpoint_dir"]), checkpoint_every=f["checkpoint_every"],
-                               resume=f["resume"], merge_export=Path(f["merge_export"]) if f["merge_export"] else None)
+                               resume=f["resume"], merge_export=Path(f["merge_export"]) if f["merge_export"] else None,
+                               overwrite_export=f["overwrite_export"])
         return cls(flags=f, defaults=dict(defaults), data=data, model=model, train=train, evaluation=evaluation,
                    outputs=outputs, device=f["device"], compute_dtype=f["compute_dtype"])
 

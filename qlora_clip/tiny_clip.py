@@ -26,9 +26,14 @@ TINY_LAYERS = 6
 TINY_IMAGE_SIZE = 32
 
 
+def tiny_checkpoint_path() -> Path:
+    """Where the tiny checkpoint is, or will be once built."""
+    return cache_root() / f"tiny-clip-v{TINY_VERSION}"
+
+
 def tiny_checkpoint_dir() -> Path:
     """The tiny checkpoint's folder, built on first use."""
-    target = cache_root() / f"tiny-clip-v{TINY_VERSION}"
+    target = tiny_checkpoint_path()
     if not (target / "model.safetensors").exists():
         build_tiny_checkpoint(target)
     return target

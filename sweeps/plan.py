@@ -19,6 +19,14 @@ class SweepError(Exception):
     """The sweep cannot start: the message names the setting at fault."""
 
 
+def shell_words(text: str, setting: str) -> list[str]:
+    """`text` split as a shell would split it; a SweepError naming `setting` when its quotes do not close."""
+    try:
+        return shlex.split(text)
+    except ValueError as err:  # shlex: "No closing quotation", "No escaped character"
+        raise SweepError(f"{setting} {text!r}: {str(err).lower()}; quote it as you would in a shell") from None
+
+
 @dataclass(frozen=True)
 class Run:
     spec: RunSpec = field(compare=False, hash=False)  # the run main.py will make of `cmd`'s flags
@@ -62,7 +70,7 @@ def default_group(mode: str, backbone: str, results_file: str) -> str:
 
 def plan_runs(args: argparse.Namespace) -> list[Run]:
     """Every run of the sweep, dataset by dataset, each checked by main.py's own flag parser."""
-    extra = shlex.split(args.extra_args)
+    extra = shell_words(args.extra_args, "--extra_args (EXTRA_ARGS)")
     prefix = launcher_prefix(args.gpus_per_run)
     group = ["--run_group", args.group]
     runs = []

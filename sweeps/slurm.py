@@ -20,7 +20,7 @@ import submitit
 
 from qlora_clip.results import format_seconds
 from sweeps.claims import Claims
-from sweeps.plan import MAIN, Run, SweepError
+from sweeps.plan import MAIN, Run, SweepError, shell_words
 from sweeps.progress import Progress
 from sweeps.runner import DONE, FAILED, Outcome, Task, is_finished, run_task
 
@@ -58,7 +58,7 @@ def memory(text: str | None) -> str | None:
 
 def sbatch_options(text: str) -> dict[str, str | bool]:
     """'--account=lab --qos high --exclusive' -> {'account': 'lab', 'qos': 'high', 'exclusive': True}."""
-    words, options = shlex.split(text), {}
+    words, options = shell_words(text, "--sbatch (SBATCH)"), {}
     i = 0
     while i < len(words):
         word = words[i]

@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import make_color_folder
 
 import main
-from conftest import make_color_folder
 from qlora_clip.errors import UserError
 from qlora_clip.tiny_clip import tiny_checkpoint_dir
 from run_utils import parse_args, run_spec

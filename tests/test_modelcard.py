@@ -14,7 +14,7 @@ import main
 from qlora_clip.encode import ClassPrompts, image_features, logits
 from qlora_clip.model import load_clip
 from qlora_clip.modelcard import prompt_template, reproduce_command
-from run_utils import parse_args, run_spec
+from run_utils import build_parser, parse_args, run_spec
 
 CPU = torch.device("cpu")
 
@@ -54,8 +54,8 @@ def test_card_prompt_is_the_one_the_run_trained_with():
 def test_saved_adapter_has_a_card_and_plain_peft_reproduces_our_logits(mode, tiny_argv, tmp_path, color_folder):
     argv = tiny_argv("--mode", mode, "--lr", "2e-2", "--n_iters", "1", "--save_path", str(tmp_path / "ckpt"),
                      "--merge_export", str(tmp_path / "merged"))
+    args = parse_args(argv)  # before the run: once it has exported, --merge_export's folder is taken
     record = main.main(argv)
-    args = parse_args(argv)
     folder = run_spec(args).adapter_dir
     card = ModelCard.load(folder / "README.md")
     meta = card.data.to_dict()
@@ -70,7 +70,7 @@ def test_saved_adapter_has_a_card_and_plain_peft_reproduces_our_logits(mode, tin
     assert meta["versions"]["peft"] == record["versions"]["peft"]
     results = meta["model-index"][0]["results"][0]
     assert results["metrics"][0] == {"type": "accuracy", "value": round(record["test_acc"], 2), "name": "test accuracy"}
-    assert vars(parse_args(shlex.split(meta["command"])[2:])) == vars(args)
+    assert vars(build_parser().parse_args(shlex.split(meta["command"])[2:])) == vars(args)
     assert meta["command"] in card.text and "## Load it" in card.text
 
     # The card's snippet, run as is: plain transformers + PEFT, nothing of this repository.

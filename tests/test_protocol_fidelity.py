@@ -11,6 +11,7 @@ import torch
 
 import main
 import trainer
+from qlora_clip.checkpointing import read_checkpoint
 from qlora_clip.config import AdapterConfig, ModelConfig
 from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.model import FULL_PRECISION_MODULES, load_clip
@@ -154,7 +155,7 @@ def test_a_nan_loss_stops_an_fp32_run_naming_the_step_and_keeps_the_checkpoint(t
         main.main(argv)
     assert not (tmp_path / "results.jsonl").exists()
     [state_file] = (tmp_path / "ck").rglob("train_state.pt")
-    state = torch.load(state_file, weights_only=False)
+    state = read_checkpoint(state_file)
     assert state["step"] == 2 and all(torch.isfinite(v).all() for v in state["adapter"].values())
 
 

@@ -7,14 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from summary_results import (
-    fewshot_record,
-    protocol_record,
-    run,
-    section,
-    summarize,
-    table_row,
-)
+from summary_results import fewshot_record, protocol_record, run, section, summarize, table_row
 
 from qlora_clip.results import append_jsonl
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms as T
 
 from qlora_clip.config import ImageSettings
+from qlora_clip.errors import UserError, WorkerError, first_worker_error, raise_worker_error
 from qlora_clip.inputs.augment import random_resized_crop_flip
 from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.inputs.train_images import DecodedImages, DecodeOnRead
@@ -75,15 +76,22 @@ class AugmentedImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int] | WorkerError:
         index, seed = key
         generator = torch.Generator().manual_seed(seed)
-        return random_resized_crop_flip(self.images[index], self.size, generator), self.labels[index]
+        try:
+            image = self.images[index]  # decoded here above --decode_budget_gb
+        except UserError as err:  # an unreadable image: its one-line message, not a worker's traceback
+            return WorkerError(str(err))
+        return random_resized_crop_flip(image, self.size, generator), self.labels[index]
 
 
 def collate_or_none(samples: list):
-    """A batch, or None for an empty micro-batch (a short batch shared by more ranks than images)."""
-    return default_collate(samples) if samples else None
+    """A batch, None for an empty micro-batch (a short batch shared by more ranks than images), or the
+    WorkerError of an image that could not be read."""
+    if not samples:
+        return None
+    return first_worker_error(samples) or default_collate(samples)
 
 
 class TrainStream:
@@ -110,6 +118,7 @@ class TrainStream:
             start = time.perf_counter()
             batch = next(batches)
             self.input_wait_seconds += time.perf_counter() - start
+            raise_worker_error(batch)
             if batch is None:
                 yield None
                 continue

@@ -2,7 +2,7 @@
 
 Few-shot train sets are small (404 images at 4-shot Caltech101; 16,000 at 16-shot ImageNet, about
 10 GB decoded), and decoding a JPEG costs more than everything else the input pipeline does per
-image. So the images are decoded once (PIL, `.convert("RGB")`: the pixels the per-step path gives),
+image. So the images are decoded once (PIL, datasets.base.to_rgb: the pixels the per-step path gives),
 in parallel, into one flat uint8 tensor in shared memory plus an index of offsets and shapes: the
 DataLoader's worker processes share that one buffer instead of each holding copies. Above the
 memory budget (--decode_budget_gb) the run decodes per step instead, with the same pixels.
@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from datasets.base import image_size, to_rgb
 from qlora_clip.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,7 @@ GB = 1024 ** 3
 
 def rgb_array(load_image: Callable[[Any], Image.Image], source: Any) -> np.ndarray:
     """One image as an HWC uint8 RGB array, exactly as the per-step path decodes it."""
-    image = load_image(source)
-    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    return np.asarray(to_rgb(load_image(source), source))
 
 
 class DecodeOnRead:
@@ -66,12 +66,7 @@ class DecodedImages:
 def image_shape(source: Any, load_image: Callable[[Any], Image.Image]) -> tuple[int, int]:
     """(height, width) of an image; a file's from its header alone, without decoding it."""
     if isinstance(source, (str, os.PathLike)):
-        try:
-            with Image.open(source) as image:
-                return image.height, image.width
-        except OSError as err:
-            raise UserError(f"{source}: cannot read this image ({err}); replace the file or remove it "
-                            "from the split") from err
+        return image_size(source)
     return rgb_array(load_image, source).shape[:2]
 
 
