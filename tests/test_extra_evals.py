@@ -1,38 +1,18 @@
-"""--eval_datasets (cross-dataset transfer, domain generalization) and the protocol flags' validation."""
+"""qlora_clip/extra_evals.py: what a run evaluates besides its test set, through main.py: --eval_datasets
+(cross-dataset transfer, domain generalization) and base-to-novel's new classes with their own classifier."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import dataset_trees as trees
 import pytest
 
 import main
-from qlora_clip import schema
+from metrics import harmonic_mean
+from qlora_clip import extra_evals, schema
 from qlora_clip.errors import UserError
-from qlora_clip.results import comparable_config
-from run_utils import flag_defaults, parse_args
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--dataset", "imagenet_a"], "--dataset imagenet_a is a test-only dataset"),
-    (["--dataset", "imagenet_r", "--protocol", "base2new"], "base-to-novel needs train images too"),
-    (["--dataset", "dtd", "--eval_datasets", "eurosat", "eurosat"], "--eval_datasets lists eurosat more than once"),
-    (["--dataset", "dtd", "--eval_datasets", "dtd"], "--eval_datasets dtd: that is the --dataset itself"),
-    (["--dataset", "dtd", "--eval_datasets", "folder"], "--eval_datasets folder: your own images"),
-    (["--dataset", "folder", "--eval_datasets", "dtd"], "--eval_datasets with --dataset folder"),
-    (["--eval_datasets", "imagenet-a"], "--eval_datasets: invalid choice: 'imagenet-a'"),
-    (["--protocol", "base-to-new"], "--protocol: invalid choice"),
-])
-def test_bad_protocol_flags_fail_naming_the_flag(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_args(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
-
-
-def test_protocol_flags_tell_runs_apart_and_default_for_older_lines():
-    plain = comparable_config(vars(parse_args(["--dataset", "imagenet"])), flag_defaults())
-    assert plain == comparable_config({k: v for k, v in plain.items() if k not in ("protocol", "eval_datasets")}, flag_defaults())
-    assert plain != comparable_config(vars(parse_args(["--dataset", "imagenet", "--protocol", "base2new"])), flag_defaults())
-    assert plain != comparable_config(vars(parse_args(["--dataset", "imagenet", "--eval_datasets", "imagenet_a"])), flag_defaults())
+from qlora_clip.paper import PUBLISHED_BASE2NEW
 
 
 @pytest.fixture
@@ -91,3 +71,56 @@ def test_missing_target_stops_the_run_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(main, "train", lambda *a, **k: pytest.fail("trained although a target is missing"))
     with pytest.raises(UserError, match=r"^--eval_datasets eurosat: .*eurosat/2750 not found"):
         main.main(argv(root, tmp_path))
+
+
+def test_harmonic_mean_and_the_published_rows_agree_with_it():
+    assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
+    assert harmonic_mean(0.0, 0.0) == 0.0
+    for method, (base, new, hm) in PUBLISHED_BASE2NEW.items():
+        assert harmonic_mean(base, new) == pytest.approx(hm, abs=0.011), method
+    assert extra_evals.base2new_fields(80.0, 60.0, 70.0, 70.0) == {
+        "base_acc": 80.0, "new_acc": 60.0, "hm_acc": pytest.approx(68.571, abs=1e-3),
+        "zero_shot_base_acc": 70.0, "zero_shot_new_acc": 70.0, "zero_shot_hm_acc": 70.0}
+
+
+def test_base2new_run_tests_each_half_with_its_own_classifier(tiny_argv, monkeypatch, tmp_path):
+    """The colour folder's classes sorted: blue, green | red, yellow. Two classifiers of two classes each."""
+    seen = []
+    real_accuracy = main.Evaluator.accuracy
+
+    def recording(self, test, desc="test"):
+        items = test.items
+        seen.append((test.name, len(test.prompts), sorted({i.label for i in items}),
+                     sorted({Path(i.source).parent.name for i in items})))
+        return real_accuracy(self, test, desc)
+
+    monkeypatch.setattr(main.Evaluator, "accuracy", recording)
+    record = main.main(tiny_argv("--protocol", "base2new", "--n_iters", "1", "--save_path", str(tmp_path / "ckpt")))
+
+    # zero-shot and trained, on the base test set (main's) and on the new one (protocols.py)
+    assert seen == [
+        ("folder", 2, [0, 1], ["blue", "green"]),
+        ("folder", 2, [0, 1], ["blue", "green"]),
+        ("folder (new classes)", 2, [0, 1], ["red", "yellow"]),
+        ("folder (new classes)", 2, [0, 1], ["red", "yellow"]),
+    ]
+    assert record["protocol"] == "base2new" and record["config"]["protocol"] == "base2new"
+    assert record["base_acc"] == record["test_acc"] and record["zero_shot_base_acc"] == record["zero_shot_acc"]
+    assert record["hm_acc"] == pytest.approx(harmonic_mean(record["base_acc"], record["new_acc"]))
+    assert record["zero_shot_hm_acc"] == pytest.approx(
+        harmonic_mean(record["zero_shot_base_acc"], record["zero_shot_new_acc"]))
+    assert all(0 <= record[k] <= 100 for k in ("base_acc", "new_acc", "zero_shot_new_acc"))
+    subset = json.loads(open(record["subset_file"]).read())
+    assert subset["classnames"] == ["blue", "green"] and len(subset["train"]) == 2 * 4
+    folder = Path(record["adapter_dir"])
+    assert (folder / "run.json").exists() and folder.parent.parent.parent.name == "base2new"
+    assert folder.is_relative_to(tmp_path / "ckpt" / "tiny") and folder.name.startswith("lora-")
+
+    again = main.main(tiny_argv("--protocol", "base2new", "--n_iters", "1", "--save_path", str(tmp_path / "ckpt"),
+                                "--eval_only"))
+    assert (again["base_acc"], again["new_acc"]) == (record["base_acc"], record["new_acc"])
+
+
+def test_fewshot_run_says_its_protocol(tiny_argv):
+    record = main.main(tiny_argv("--n_iters", "0"))
+    assert record["protocol"] == "fewshot" and "base_acc" not in record and "eval_datasets" not in record
