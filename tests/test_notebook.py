@@ -36,7 +36,6 @@ def outputs(cell: dict, kind: str) -> str:
     return "".join(texts)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not (REPO / "run_demo.sh").exists(), reason="run_demo.sh (the demo the notebook runs) is missing")
 def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     repo = copy_working_tree(tmp_path / "repo")

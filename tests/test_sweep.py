@@ -57,7 +57,6 @@ def wait_for(path: Path, child: subprocess.Popen, timeout: float = 400) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.slow
 def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_failing_run(tmp_path, color_folder):
     env = sweep_env(tmp_path, "folder", color_folder)
 
@@ -102,7 +101,6 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
     assert finished(tmp_path) == [("folder", 1), ("folder", 2)]
 
 
-@pytest.mark.slow
 def test_a_concurrent_sweep_killed_outright_resumes_without_duplicates(tmp_path, color_folder):
     """--jobs 2 on the CPU: two runs at once; SIGKILL leaves stale claims, which the next sweep redoes."""
     tiny_checkpoint_dir()  # built once here: concurrent runs would each build it on first use

@@ -90,7 +90,6 @@ def test_the_missing_runs_go_to_slurm_as_one_array_with_the_requested_resources_
     assert [m["slurm_job"] for m in markers(results)] == ["4243_0", "4243_1"]
 
 
-@pytest.mark.slow
 def test_a_small_sweep_runs_end_to_end_as_a_job_array_on_submitits_local_executor(
         tmp_path, color_folder, monkeypatch, caplog):
     def local_executor(folder: Path, params: dict) -> submitit.Executor:
