@@ -2,6 +2,7 @@
 TrainCheckpoint (round trip, atomic replace, when a state is due) follow."""
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import subprocess
@@ -9,12 +10,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from saved_weights import assert_same_adapters
 
 import main
+from qlora_clip.checkpointing import TrainCheckpoint
 from qlora_clip.errors import UserError
+from qlora_clip.precision import resolve_precision
 from run_utils import parse_args, run_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,3 +78,98 @@ def test_checkpoint_every_writes_states_only_when_asked(tiny_argv, tmp_path):
     assert not (tmp_path / "never").exists()
     main.main(tiny_argv("--checkpoint_dir", str(tmp_path / "ck"), "--checkpoint_every", "2", "--n_iters", "1"))
     assert len(list((tmp_path / "ck").rglob("train_state.pt"))) == 1
+
+
+# --- TrainCheckpoint on its own --------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+FINGERPRINT = {"lr": 2e-4, "r": 2}
+
+
+def training_state(seed: int):
+    """A small model with its optimizer, schedule and fp16 gradient scaler, two steps into training."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    model[0].weight.requires_grad_(False)  # frozen weights are not part of the state
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-2)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=10, eta_min=1e-6)
+    scaler = resolve_precision("fp16", CPU).grad_scaler()
+    for _ in range(2):
+        model(torch.randn(5, 3)).square().sum().backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    scaler.scale(torch.tensor(1.0))
+    scaler.update(new_scale=1024.0 * seed)
+    return model, optimizer, scheduler, scaler
+
+
+def random_draws() -> tuple:
+    return torch.rand(3).tolist(), random.random(), np.random.rand()
+
+
+def test_a_saved_state_restores_weights_optimizer_schedule_scaler_and_random_streams(tmp_path):
+    checkpoint = TrainCheckpoint(tmp_path / "run" / "train_state.pt", 2, FINGERPRINT, CPU)
+    model, optimizer, scheduler, scaler = training_state(seed=1)
+    checkpoint.save(2, model, optimizer, scheduler, scaler, [1.5, 0.5], 3.25)
+    expected_draws = random_draws()  # what the run draws next, after the save
+
+    other = training_state(seed=2)  # another run's objects, restored to the saved state
+    state = checkpoint.load()
+    assert (state["step"], state["losses"], state["seconds"]) == (2, [1.5, 0.5], 3.25)
+    assert set(state["adapter"]) == {"0.bias", "1.weight", "1.bias"}
+    checkpoint.restore(state, *other)
+    restored_model, restored_optimizer, restored_scheduler, restored_scaler = other
+    assert random_draws() == expected_draws
+    for (name, a), (_, b) in zip(model.named_parameters(), restored_model.named_parameters()):
+        assert torch.equal(a, b) or name == "0.weight", name  # the frozen weight stays the other run's
+    assert not torch.equal(model[0].weight, restored_model[0].weight)
+    for a, b in zip(optimizer.state.values(), restored_optimizer.state.values()):
+        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert restored_scheduler.last_epoch == 2 and restored_optimizer.param_groups[0]["lr"] == scheduler.get_last_lr()[0]
+    assert restored_scaler.get_scale() == 1024.0
+
+
+def test_a_failed_save_leaves_the_previous_state_in_place(tmp_path, monkeypatch):
+    path = tmp_path / "train_state.pt"
+    checkpoint = TrainCheckpoint(path, 2, FINGERPRINT, CPU)
+    objects = training_state(seed=1)
+    checkpoint.save(2, *objects, [1.0, 0.5], 1.0)
+    real_save = torch.save
+
+    def save_then_fail(state, f):
+        real_save(state, f)
+        f.truncate(100)  # half written, as when the disk fills or the process dies here
+        assert torch.load(path, weights_only=False)["step"] == 2  # the state in place is not the one written
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        checkpoint.save(4, *objects, [1.0, 0.5, 0.25, 0.125], 2.0)
+    monkeypatch.undo()
+    state = checkpoint.load()
+    assert state["step"] == 2 and state["losses"] == [1.0, 0.5]
+    checkpoint.save(4, *objects, [1.0, 0.5, 0.25, 0.125], 2.0)  # the next save replaces it
+    assert checkpoint.load()["step"] == 4
+
+
+def test_states_are_due_every_n_steps_but_never_at_the_last_one_nor_when_off(tmp_path):
+    def due_steps(every: int, total: int) -> list[int]:
+        checkpoint = TrainCheckpoint(tmp_path / "s.pt", every, FINGERPRINT, CPU)
+        return [step for step in range(1, total + 1) if checkpoint.due(step, total)]
+
+    assert due_steps(3, 10) == [3, 6, 9]
+    assert due_steps(5, 10) == [5]  # step 10 ends the run: its results follow, not a state
+    assert due_steps(1, 3) == [1, 2]
+    assert due_steps(0, 10) == []
+    assert due_steps(20, 10) == []
+
+
+def test_loading_gives_none_without_a_state_and_refuses_another_runs(tmp_path):
+    path = tmp_path / "train_state.pt"
+    assert TrainCheckpoint(path, 2, FINGERPRINT, CPU).load() is None and not path.exists()
+    TrainCheckpoint(path, 2, FINGERPRINT, CPU).save(2, *training_state(seed=1), [1.0], 1.0)
+    other = TrainCheckpoint(path, 2, {**FINGERPRINT, "lr": 1e-3}, CPU)
+    with pytest.raises(UserError, match=r"written by a run with different --lr; resume with the same flags"):
+        other.load()
