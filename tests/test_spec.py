@@ -1,7 +1,10 @@
 """qlora_clip/spec.py: RunSpec, a run as one value; its names and paths, and which settings share them."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+import pytest
 
 from run_utils import parse_args, run_spec
 
@@ -20,3 +23,87 @@ def test_base2new_runs_keep_their_own_adapter_and_subset_paths():
     assert str(run_spec(base2new).adapter_dir) == "ckpt/ViT-B-16/dtd/base2new/16shots/seed1/lora"
     assert str(run_spec(fewshot).subset_path) == "r/subsets/dtd_16shots_seed1.json"
     assert str(run_spec(base2new).subset_path) == "r/subsets/dtd_base2new_16shots_seed1.json"
+
+
+def spec(*flags: str):
+    return run_spec(parse_args(list(flags)))
+
+
+def test_names_and_paths_at_the_default_settings():
+    run = spec("--dataset", "dtd", "--shots", "4", "--mode", "qlora")
+    assert run.name == "qlora-dtd-4shot-seed1" and run.tracking.run_name == run.name
+    assert run.subdir == Path("ViT-B-16/dtd/4shots/seed1/qlora")
+    assert run.adapter_dir is None  # nothing is saved without --save_path
+    assert run.checkpoint_path == Path("checkpoints/ViT-B-16/dtd/4shots/seed1/qlora/train_state.pt")
+    assert run.subset_path == Path("results/subsets/dtd_4shots_seed1.json")
+    assert run.log_file("logs") == Path("logs/ViT-B-16/dtd/4shots/seed1/qlora.log")
+
+
+def test_names_and_paths_under_other_settings_carry_the_changed_flags_and_their_digest():
+    run = spec("--dataset", "dtd", "--shots", "16", "--seed", "3", "--protocol", "base2new", "--r", "4",
+               "--lr", "1e-3", "--save_path", "ckpt", "--checkpoint_dir", "ck", "--results_file", "out/r.jsonl")
+    assert run.name == "lora-dtd-base2new-16shot-seed3"
+    assert re.fullmatch(r"lora-lr0\.001-r4-[0-9a-f]{6}", run.variant), run.variant
+    assert run.subdir == Path("ViT-B-16/dtd/base2new/16shots/seed3") / run.variant
+    assert run.adapter_dir == Path("ckpt") / run.subdir
+    assert run.checkpoint_path == Path("ck") / run.subdir / "train_state.pt"
+    assert run.subset_path == Path("out/subsets/dtd_base2new_16shots_seed3.json")  # the draw's, not the method's
+    assert run.log_file("logs") == Path("logs/ViT-B-16/dtd/base2new/16shots/seed3") / f"{run.variant}.log"
+
+
+TRAINING_CHANGES = [["--r", "4"], ["--alpha", "2"], ["--lr", "1e-3"], ["--n_iters", "100"], ["--encoder", "vision"],
+                    ["--position", "top"], ["--params", "q", "v"], ["--r", "4", "--alpha", "2"]]
+
+
+def test_settings_that_train_different_adapters_never_share_a_folder():
+    base = ["--dataset", "dtd", "--save_path", "ckpt"]
+    runs = [spec(*base)] + [spec(*base, *change) for change in TRAINING_CHANGES]
+    assert len({run.adapter_dir for run in runs}) == len(runs)
+    assert len({run.checkpoint_path for run in runs}) == len(runs)
+    assert len({run.key for run in runs}) == len(runs)
+    # Cut to the same readable text, the two folders still differ by their digest.
+    many = ["--alpha", "2", "--lr", "1e-3", "--n_iters", "100", "--encoder", "vision", "--position", "top"]
+    r4, r8 = spec(*base, *many, "--r", "4"), spec(*base, *many, "--r", "8")
+    assert r4.variant.rsplit("-", 1)[0] == r8.variant.rsplit("-", 1)[0] and r4.adapter_dir != r8.adapter_dir
+
+
+@pytest.mark.parametrize("evaluation_only", [["--eval_datasets", "eurosat"], ["--eval_only"],
+                                             ["--gradient_checkpointing"]])
+def test_evaluation_only_flags_share_the_adapter_folder_and_training_state(evaluation_only):
+    base = ["--dataset", "dtd", "--save_path", "ckpt"]
+    plain, other = spec(*base), spec(*base, *evaluation_only)
+    assert other.adapter_dir == plain.adapter_dir == Path("ckpt/ViT-B-16/dtd/16shots/seed1/lora")
+    assert other.checkpoint_path == plain.checkpoint_path
+    assert other.trained_identity == plain.trained_identity
+    assert other.key != plain.key  # still another run: its results line is not the plain run's
+
+
+def test_own_image_folders_are_told_apart_by_where_they_are(tmp_path, monkeypatch):
+    for folder in ("a", "b", "x/imgs", "y/imgs"):
+        (tmp_path / folder).mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+
+    def folder_run(root: str):
+        return spec("--dataset", "folder", "--root_path", root, "--save_path", "ckpt")
+
+    a, b = folder_run(str(tmp_path / "a")), folder_run(str(tmp_path / "b"))
+    assert re.fullmatch(r"folder-a-[0-9a-f]{6}", a.dataset_tag) and a.dataset_tag != b.dataset_tag
+    assert a.identity != b.identity and a.adapter_dir != b.adapter_dir and a.subset_path != b.subset_path
+    x, y = folder_run("x/imgs"), folder_run("y/imgs")  # same folder name, different places
+    assert x.dataset_tag != y.dataset_tag and x.key != y.key
+    relative = folder_run("a")
+    assert relative.dataset_tag == a.dataset_tag and relative.identity == a.identity
+    assert relative.key == a.key and relative.adapter_dir == a.adapter_dir
+
+
+def test_two_runs_have_the_same_key_exactly_when_they_have_the_same_identity(tmp_path):
+    runs = [spec("--dataset", "dtd"), spec("--dataset", "dtd", "--num_workers", "2"),      # bookkeeping only
+            spec("--dataset", "dtd", "--root_path", str(tmp_path), "--results_file", "elsewhere/r.jsonl"),
+            spec("--dataset", "dtd", "--seed", "2"), spec("--dataset", "eurosat"),
+            spec("--dataset", "folder", "--root_path", str(tmp_path)),
+            spec("--dataset", "folder", "--root_path", str(tmp_path / ".." / tmp_path.name))]
+    runs += [spec("--dataset", "dtd", *change) for change in TRAINING_CHANGES]
+    same_identity = {(i, j) for i, a in enumerate(runs) for j, b in enumerate(runs) if a.identity == b.identity}
+    same_key = {(i, j) for i, a in enumerate(runs) for j, b in enumerate(runs) if a.key == b.key}
+    assert same_key == same_identity
+    assert {(0, 1), (0, 2), (5, 6)} <= same_key and (0, 3) not in same_key  # both cases occur
