@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -47,6 +48,13 @@ def finished(tmp_path: Path) -> list[tuple[str, int]]:
     records, problems = read_results(tmp_path / "results.jsonl")
     assert not problems
     return [(r["dataset"], r["seed"]) for r in records]
+
+
+def launch_time(log: Path) -> datetime:
+    """When the launcher last started the run: the timestamp of the last attempt header in its log."""
+    headers = re.findall(r"^==> (\S+) .* attempt \d+ of \d+: ", log.read_text(), flags=re.MULTILINE)
+    assert headers, f"no attempt header in {log}"
+    return datetime.fromisoformat(headers[-1])
 
 
 def wait_for(path: Path, child: subprocess.Popen, timeout: float = 400) -> None:
@@ -122,9 +130,13 @@ def test_a_concurrent_sweep_killed_outright_resumes_without_duplicates(tmp_path,
     assert done.stderr.count("its processes on this host are gone; the run is done again") == 2
     records, problems = read_results(tmp_path / "results.jsonl")
     assert problems == [] and sorted(r["seed"] for r in records) == [1, 2]  # both lines, whole, once each
-    (start1, end1), (start2, end2) = [(datetime.fromisoformat(r["started_at"]),
-                                       datetime.fromisoformat(r["finished_at"])) for r in records]
-    assert start1 < end2 and start2 < end1  # the two runs overlapped
+    # The two runs overlapped: each was launched before the other had finished. The launch time is the
+    # launcher's own (the header it writes to the run's log just before it starts the process), not
+    # main.py's started_at, which comes after the imports and can fall after a short run's end on a busy
+    # machine. With two slots, the launcher starts the second run within moments of the first.
+    launched = {seed: launch_time(log_of(tmp_path, "folder", seed, color_folder)) for seed in (1, 2)}
+    finished_at = {r["seed"]: datetime.fromisoformat(r["finished_at"]) for r in records}
+    assert launched[1] < finished_at[2] and launched[2] < finished_at[1]
     assert list((tmp_path / "results.jsonl.claims").glob("*.json")) == []
     assert run_script(env, "--jobs", "2").stderr.count("2 already in") == 1  # and a third start runs nothing
 
