@@ -1,5 +1,26 @@
-"""Shared fixtures: an isolated cache for the tiny checkpoint and small generated image folders; and the
-rule that marks tests slow.
+"""Shared fixtures (an isolated cache for the tiny checkpoint, small generated image folders), the rule
+that marks tests slow, and where tests live.
+
+Where to find, and put, a test: in the file of the module whose behaviour it checks, also when it
+goes through main.main end to end.
+
+    qlora_clip/<m>.py            tests/test_<m>.py            (test_spec.py, test_model.py, test_memory.py, ...)
+    qlora_clip/results.py        tests/test_results_<concern>.py   (append, read, identity)
+    qlora_clip/inputs/<m>.py     tests/test_inputs_<m>.py     (augment, loaders, sampler, test_images, train_images)
+    trainer.py, run_utils.py,    tests/test_trainer.py, test_run_utils.py (the flags), test_metrics.py,
+    metrics.py, check_data.py    test_check_data.py
+    main.py                      tests/test_main_<concern>.py: behaviour of main.py itself (results line,
+                                 exit status); what a run does through a module goes to that module's file
+    datasets/                    tests/test_datasets.py (loaders, draw), test_datasets_<m>.py (base2new,
+                                 imagenet_variants, package: the package's name)
+    summaries/<m>.py             tests/test_summaries_<m>.py; summarize.py: tests/test_summarize_cli.py
+    sweep.py, sweeps/<m>.py      tests/test_sweep.py, tests/test_sweep_<m>.py (claims, local, slurm)
+    bench/, bench.py input       tests/test_bench.py, tests/test_bench_input.py
+    scripts, notebook, demo      tests/test_scripts.py, test_notebook.py, test_demo.py
+
+Helpers shared by several files are modules here, not tests: dataset_trees.py (miniature datasets in
+their real formats), summary_results.py (synthetic results files), fake_run.py (a stand-in for
+main.py), saved_weights.py (a saved adapter's tensors), image_files.py (photo-like JPEGs).
 
 Slow tests: a test is marked `slow` at collection when its source, or the source of a helper in tests/ it
 calls (recursively), contains one of SLOW_CALLS: it starts processes or runs a real entry point.
