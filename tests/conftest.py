@@ -93,8 +93,9 @@ def protocol_results(tmp_path) -> Path:
 SLOW_CALLS = (
     # the entry points: main.py, sweep.py, summarize.py, check_data.py, bench.py
     "main.main(", "sweep_main(", "summarize_main(", "check_data.main(", "cli.main(",
-    # library code that runs them or starts processes: main.main per method, one process per run
-    "run_protocol(", "LocalSweep(",
+    # library code that runs them or starts processes: main.main per method, one process per run,
+    # bench.py's studies (timing loops over several models)
+    "run_protocol(", "LocalSweep(", "STUDIES[",
     # processes of the test's own
     "subprocess.", "Popen", "multiprocessing", "NotebookClient",
 )
