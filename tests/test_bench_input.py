@@ -2,29 +2,40 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 from dataset_trees import build
 
 from bench import cli
+from bench.input_pipeline import GPU_MACHINE_WORKERS
 
 
 def test_input_study_reports_each_path_per_worker_count_the_speedup_and_the_input_wait(capsys):
+    started = time.perf_counter()
     cli.main(["input", "--backbone", "tiny", "--images", "8", "--size", "64x48", "--num_workers", "0", "1",
               "--batch_size", "4", "--repeats", "1", "--wait_steps", "3", "--step_ms", "5"])
+    elapsed_ms = 1000 * (time.perf_counter() - started)
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(r["pipeline"], r.get("num_workers")) for r in lines] == [
         ("decode_once", None), ("old", 0), ("new", 0), ("test", 0), ("old", 1), ("new", 1), ("test", 1),
         ("speedup", 0), ("speedup", 1), ("input_wait", 1)]
     rates = [r for r in lines if r["pipeline"] in ("decode_once", "old", "new", "test")]
-    assert all(r["images_per_s"] > 0 and r["images"] == 8 and r["nproc"] >= 1 for r in rates)
+    assert all(r["images_per_s"] > 0 and r["images"] == 8 and r["nproc"] == os.cpu_count() for r in rates)
     assert all(r["source"] == "synthetic 64x48 JPEG q90" and r["image_size"] == 32 for r in lines)
     by = {(r["pipeline"], r.get("num_workers")): r for r in lines}
     assert by["speedup", 0]["new_over_old"] == pytest.approx(
         by["new", 0]["images_per_s"] / by["old", 0]["images_per_s"], rel=0.02)
     wait = by["input_wait", 1]
-    assert wait["steps"] == 3 and wait["step_ms"] == 5 and wait["wait_ms_per_step"] >= 0
-    assert wait["projected_wait_share_8_workers"] is not None
+    assert wait["steps"] == 3 and wait["step_ms"] == 5
+    assert 3 * wait["wait_ms_per_step"] < elapsed_ms  # the waits are part of the study's own time
+    assert wait["wait_share_of_step"] == pytest.approx(wait["wait_ms_per_step"] / 5, abs=2e-3)
+    # The projection from the 0-worker rate of the new path: 8 workers prepare a batch of 4 within a 5 ms step?
+    per_core = by["new", 0]["images_per_s"]
+    assert wait["new_images_per_s_per_core"] == per_core
+    projected = max(0.0, 4 / (per_core * GPU_MACHINE_WORKERS) - 0.005) / 0.005
+    assert wait["projected_wait_share_8_workers"] == pytest.approx(projected, rel=0.01, abs=2e-4)
 
 
 def test_input_study_reads_a_datasets_test_split(tmp_path, capsys):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torchvision.datasets import ImageFolder
 
+import main
 from datasets import DATASET_NAMES, build_dataset, dataset_module, write_subset
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.train_images import decode_all
@@ -309,3 +310,31 @@ def test_folder_classnames_txt_typo_is_reported(tmp_path):
     (tmp_path / "classnames.txt").write_text("kat house cat\n")
     with pytest.raises(UserError, match="kat"):
         build_dataset("folder", tmp_path, shots=1, seed=1)
+
+
+def test_dataset_template_reaches_the_prompts_through_main(tmp_path, monkeypatch):
+    import dataset_trees as trees
+
+    trees.build("dtd", tmp_path / "data")
+    seen = []
+    real_prompts = main.ClassPrompts
+
+    def recording(tokenizer, prompts, device, *args, **kwargs):
+        seen.append(list(prompts))
+        return real_prompts(tokenizer, prompts, device, *args, **kwargs)
+
+    monkeypatch.setattr(main, "ClassPrompts", recording)
+    argv = ["--backbone", "tiny", "--dataset", "dtd", "--root_path", str(tmp_path / "data"), "--shots", "1",
+            "--n_iters", "0", "--results_file", str(tmp_path / "r.jsonl")]
+    main.main(argv)
+    record = main.main(argv + ["--template", "dataset"])
+    assert seen == [["a photo of a banded.", "a photo of a blotchy.", "a photo of a braided."],
+                    ["banded texture.", "blotchy texture.", "braided texture."]]
+    assert record["config"]["template"] == "dataset"
+
+
+def test_missing_fashion_mnist_explains_install(tiny_argv, tmp_path, monkeypatch):
+    from datasets import fashion_mnist
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FOLDER", tmp_path / "none")
+    with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
+        main.main(tiny_argv("--dataset", "fashion_mnist", "--root_path", str(tmp_path)))

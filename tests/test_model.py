@@ -1,7 +1,9 @@
-"""Adapters land on exactly the requested modules, with the requested method, scale and precision."""
+"""qlora_clip/model.py: the backbone a flag names, and adapters on exactly the requested modules, with the
+requested method, scale and precision."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import bitsandbytes as bnb
 import pytest
@@ -9,12 +11,16 @@ import torch
 from peft import get_peft_model
 from transformers import CLIPConfig, CLIPModel
 
-from qlora_clip.config import AdapterConfig
+import main
+from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.errors import UserError
 from qlora_clip.model import (
+    FULL_PRECISION_MODULES,
     adapter_parameter_count,
     load_clip,
     lora_config,
     position_layers,
+    resolve_backbone,
     target_module_names,
     trainable_parameter_count,
 )
@@ -158,3 +164,40 @@ def test_gradient_checkpointing_flag_turns_it_on_without_changing_gradients(mode
         vision = [p for n, p in model.named_parameters() if p.requires_grad and "vision_model" in n]
         grads[bool(flags)] = torch.cat([p.grad.flatten() for p in vision])
     torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-6)
+
+
+def test_backbone_aliases_resolve_to_openai_hub_ids():
+    assert resolve_backbone("ViT-B/16") == "openai/clip-vit-base-patch16"
+    assert resolve_backbone("ViT-B/32") == "openai/clip-vit-base-patch32"
+    assert resolve_backbone("ViT-L/14") == "openai/clip-vit-large-patch14"
+    assert resolve_backbone("someone/their-clip") == "someone/their-clip"
+    assert (Path(resolve_backbone("tiny")) / "model.safetensors").exists()
+
+
+def test_missing_local_backbone_folder_is_named(tiny_argv, tmp_path):
+    with pytest.raises(UserError, match=r"--backbone .*no such checkpoint folder"):
+        main.main(tiny_argv("--backbone", str(tmp_path / "nope")))
+
+
+def test_unreachable_hub_model_points_to_tiny(tiny_argv):
+    # HF_HUB_OFFLINE=1 (conftest) makes the failed fetch immediate instead of retried.
+    with pytest.raises(UserError, match=r"--backbone ViT-B/16: could not load .*--backbone tiny"):
+        main.main(tiny_argv("--backbone", "ViT-B/16"))
+
+
+@pytest.mark.parametrize("mode", ["qlora", "qdora"])
+def test_both_projections_stay_in_full_precision_in_the_4bit_modes(mode):
+    model = load_clip(ModelConfig("tiny", AdapterConfig(mode)), CPU, torch.float32).model.base_model.model
+    assert FULL_PRECISION_MODULES == ["visual_projection", "text_projection"]
+    for name in FULL_PRECISION_MODULES:
+        layer = getattr(model, name)
+        assert type(layer) is torch.nn.Linear and layer.weight.dtype == torch.float32, name
+    assert isinstance(model.vision_model.encoder.layers[0].mlp.fc1, bnb.nn.Linear4bit)
+
+
+def test_the_loaded_model_uses_pytorch_sdpa_attention():
+    from qlora_clip.config import AdapterConfig, ModelConfig
+    from qlora_clip.model import load_clip
+
+    model = load_clip(ModelConfig("tiny", AdapterConfig("lora")), CPU, torch.float32).model
+    assert model.base_model.model.config._attn_implementation == "sdpa"

@@ -5,7 +5,7 @@ The law is torchvision's `RandomResizedCrop(scale=(0.08, 1), ratio=(3/4, 4/3))` 
 same order, from a generator seeded per image (batching.py), so for a seed they are exactly the
 boxes and flips torchvision draws. The pixels differ only in the resampling: the crop is a slice of
 the decoded image and the resize torch's antialiased bicubic kernel for uint8 (PIL's kernel,
-a = -0.5), within about half a grey level of PIL on natural images (tests/test_input_pipeline.py),
+a = -0.5), within about half a grey level of PIL on natural images (tests/test_inputs_augment.py),
 at a fraction of the cost, and with no float copy of the full image.
 """
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""ImageNet-V2, -Sketch, -A and -R: CoOp's layouts, labels, class names, the 200-class subsets, test-only."""
+"""datasets/imagenet_variants.py and its four datasets, ImageNet-V2, -Sketch, -A and -R: CoOp's layouts, labels,
+class names, the 200-class subsets, test-only."""
 from __future__ import annotations
 
 import re

@@ -1,4 +1,5 @@
-"""Padding class prompts to the longest prompt (ClassPrompts) gives the logits of CLIP-LoRA's 77-token padding.
+"""qlora_clip/encode.py: padding class prompts to the longest prompt (ClassPrompts) gives the logits of
+CLIP-LoRA's 77-token padding.
 
 CLIP's text tower is causal and pools at the end-of-text token, so tokens after it cannot change
 the features. These tests check that on the real model code with adapters that are not zero.

@@ -1,22 +1,19 @@
-"""--protocol base2new: CoCoOp's class split, on every dataset's fixture, and end to end on the tiny CLIP."""
+"""datasets/base2new.py, --protocol base2new's data: CoCoOp's class split, on every dataset's fixture.
+
+The run that evaluates both halves is in test_extra_evals.py, its paths in test_spec.py.
+"""
 from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import dataset_trees as trees
 import pytest
 
-import main
 from datasets import build_dataset, write_subset
 from datasets.base import FewShotDataset, Item
 from datasets.base2new import base_to_new, relabel, split_classes
-from metrics import harmonic_mean
-from qlora_clip import extra_evals
 from qlora_clip.errors import UserError
-from qlora_clip.paper import PUBLISHED_BASE2NEW
-from run_utils import parse_args, run_spec
 
 # Classes of each benchmark and the base / new counts the literature's tables use.
 PUBLISHED_SPLITS = {
@@ -99,70 +96,3 @@ def test_one_class_cannot_be_split():
     data = FewShotDataset(name="folder", train=items, val=[], test=items, classnames=["cat"], template="{}")
     with pytest.raises(UserError, match="--protocol base2new: .* at least two"):
         base_to_new(data)
-
-
-def test_base2new_runs_keep_their_own_adapter_and_subset_paths():
-    fewshot = parse_args(["--dataset", "dtd", "--save_path", "ckpt", "--results_file", "r/x.jsonl"])
-    base2new = parse_args(["--dataset", "dtd", "--save_path", "ckpt", "--results_file", "r/x.jsonl",
-                           "--protocol", "base2new"])
-    assert str(run_spec(fewshot).adapter_dir) == "ckpt/ViT-B-16/dtd/16shots/seed1/lora"
-    assert str(run_spec(base2new).adapter_dir) == "ckpt/ViT-B-16/dtd/base2new/16shots/seed1/lora"
-    assert str(run_spec(fewshot).subset_path) == "r/subsets/dtd_16shots_seed1.json"
-    assert str(run_spec(base2new).subset_path) == "r/subsets/dtd_base2new_16shots_seed1.json"
-
-
-# --- harmonic mean ---------------------------------------------------------------------------------
-
-def test_harmonic_mean_and_the_published_rows_agree_with_it():
-    assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
-    assert harmonic_mean(0.0, 0.0) == 0.0
-    for method, (base, new, hm) in PUBLISHED_BASE2NEW.items():
-        assert harmonic_mean(base, new) == pytest.approx(hm, abs=0.011), method
-    assert extra_evals.base2new_fields(80.0, 60.0, 70.0, 70.0) == {
-        "base_acc": 80.0, "new_acc": 60.0, "hm_acc": pytest.approx(68.571, abs=1e-3),
-        "zero_shot_base_acc": 70.0, "zero_shot_new_acc": 70.0, "zero_shot_hm_acc": 70.0}
-
-
-# --- end to end on the tiny CLIP -------------------------------------------------------------------
-
-def test_base2new_run_tests_each_half_with_its_own_classifier(tiny_argv, monkeypatch, tmp_path):
-    """The colour folder's classes sorted: blue, green | red, yellow. Two classifiers of two classes each."""
-    seen = []
-    real_accuracy = main.Evaluator.accuracy
-
-    def recording(self, test, desc="test"):
-        items = test.items
-        seen.append((test.name, len(test.prompts), sorted({i.label for i in items}),
-                     sorted({Path(i.source).parent.name for i in items})))
-        return real_accuracy(self, test, desc)
-
-    monkeypatch.setattr(main.Evaluator, "accuracy", recording)
-    record = main.main(tiny_argv("--protocol", "base2new", "--n_iters", "1", "--save_path", str(tmp_path / "ckpt")))
-
-    # zero-shot and trained, on the base test set (main's) and on the new one (protocols.py)
-    assert seen == [
-        ("folder", 2, [0, 1], ["blue", "green"]),
-        ("folder", 2, [0, 1], ["blue", "green"]),
-        ("folder (new classes)", 2, [0, 1], ["red", "yellow"]),
-        ("folder (new classes)", 2, [0, 1], ["red", "yellow"]),
-    ]
-    assert record["protocol"] == "base2new" and record["config"]["protocol"] == "base2new"
-    assert record["base_acc"] == record["test_acc"] and record["zero_shot_base_acc"] == record["zero_shot_acc"]
-    assert record["hm_acc"] == pytest.approx(harmonic_mean(record["base_acc"], record["new_acc"]))
-    assert record["zero_shot_hm_acc"] == pytest.approx(
-        harmonic_mean(record["zero_shot_base_acc"], record["zero_shot_new_acc"]))
-    assert all(0 <= record[k] <= 100 for k in ("base_acc", "new_acc", "zero_shot_new_acc"))
-    subset = json.loads(open(record["subset_file"]).read())
-    assert subset["classnames"] == ["blue", "green"] and len(subset["train"]) == 2 * 4
-    folder = Path(record["adapter_dir"])
-    assert (folder / "run.json").exists() and folder.parent.parent.parent.name == "base2new"
-    assert folder.is_relative_to(tmp_path / "ckpt" / "tiny") and folder.name.startswith("lora-")
-
-    again = main.main(tiny_argv("--protocol", "base2new", "--n_iters", "1", "--save_path", str(tmp_path / "ckpt"),
-                                "--eval_only"))
-    assert (again["base_acc"], again["new_acc"]) == (record["base_acc"], record["new_acc"])
-
-
-def test_fewshot_run_says_its_protocol(tiny_argv):
-    record = main.main(tiny_argv("--n_iters", "0"))
-    assert record["protocol"] == "fewshot" and "base_acc" not in record and "eval_datasets" not in record

@@ -1,5 +1,5 @@
-"""The test-image cache serves only the pixels of the images a run names, survives a full disk, and
-cleans up after killed writers."""
+"""qlora_clip/inputs/test_images.py: the test images preprocessed once and cached on disk, shared by a
+sweep's runs, rebuilt when the cache is damaged."""
 from __future__ import annotations
 
 import errno
@@ -14,15 +14,85 @@ import time
 import numpy as np
 import pytest
 import torch
+from image_files import write_jpegs
 from PIL import Image
 
 import main
 from datasets import Item
 from datasets.base import open_rgb
+from qlora_clip.config import ImageSettings
 from qlora_clip.inputs import test_images
-from qlora_clip.inputs.loaders import ImageSettings, eval_transform
+from qlora_clip.inputs.loaders import eval_transform
 
-SETTINGS = ImageSettings(image_size=16, resize_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+SETTINGS = ImageSettings(image_size=32, resize_size=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def prepared(items, cache_dir, **kwargs):
+    return test_images.prepared_test_images("mini", items, open_rgb, eval_transform(SETTINGS), 32, 32,
+                                            str(cache_dir), num_workers=0, **kwargs)
+
+
+def test_test_images_are_cached_and_reused_and_a_changed_list_gets_its_own_cache(tmp_path, monkeypatch):
+    items = write_jpegs(tmp_path, [(50, 40), (40, 50), (64, 48), (30, 30)])
+    fills = []
+    real_preprocess = test_images.preprocess
+    monkeypatch.setattr(test_images, "preprocess", lambda items, *a, **k: fills.append(len(items)) or
+                        real_preprocess(items, *a, **k))
+    pixels, labels = prepared(items, tmp_path / "cache")
+    expected = torch.stack([eval_transform(SETTINGS)(open_rgb(item.source)) for item in items])
+    assert torch.equal(pixels, expected) and labels == [item.label for item in items] and fills == [4]
+    again, _ = prepared(items, tmp_path / "cache")
+    assert torch.equal(again, expected) and fills == [4]  # read back, not preprocessed again
+    prepared(items[:3], tmp_path / "cache")
+    assert fills == [4, 3] and len(list((tmp_path / "cache").glob("*.u8"))) == 2
+    # A second process of a 2-process run reads its share of the cache.
+    share, share_labels = prepared(items, tmp_path / "cache", rank=1, world=2)
+    assert torch.equal(share, expected[1::2]) and share_labels == [items[1].label, items[3].label]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip a byte"])
+def test_a_partial_or_corrupt_cache_is_rebuilt_never_trusted(damage, tmp_path, caplog):
+    items = write_jpegs(tmp_path, [(50, 40), (40, 50)])
+    pixels, _ = prepared(items, tmp_path / "cache")
+    expected = pixels.clone()
+    [path] = (tmp_path / "cache").glob("*.u8")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:-100]
+    else:
+        data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        rebuilt, _ = prepared(items, tmp_path / "cache")
+    assert "is unusable" in caplog.text and torch.equal(rebuilt, expected)
+    assert torch.equal(test_images.load_cached(path, test_images.cache_key("mini", items, 32, 32)), expected)
+
+
+def test_a_second_run_on_a_dataset_reads_the_cached_test_images(tiny_argv, tmp_path, monkeypatch):
+    fills = []
+    real_preprocess = test_images.preprocess
+    monkeypatch.setattr(test_images, "preprocess", lambda items, *a, **k: fills.append(len(items)) or
+                        real_preprocess(items, *a, **k))
+    cache = ["--eval_cache_dir", str(tmp_path / "cache"), "--n_iters", "1"]
+    started = time.perf_counter()
+    first = main.main(tiny_argv(*cache))
+    second = main.main(tiny_argv(*cache, "--seed", "2"))
+    again = main.main(tiny_argv(*cache))
+    assert fills == [16]  # the colour folder's 16 test images, preprocessed by the first run only
+    # Filling the cache draws no random number: the run that found it filled trains identically.
+    assert again["final_loss"] == first["final_loss"] and again["test_acc"] == first["test_acc"]
+    elapsed = time.perf_counter() - started
+    for record in (first, second):
+        assert 0 < record["eval_seconds"] < elapsed
+        # Loading in the training process (no workers on the CPU) is waited for, within the training time.
+        assert 0 < record["input_wait_seconds"] < record["train_seconds"]
+    no_cache = main.main(tiny_argv("--eval_cache_dir", "", "--n_iters", "1"))
+    assert fills == [16, 16] and no_cache["test_acc"] == first["test_acc"]
+
+
+# --- the cache key: where the images are and what is in them; full disks; killed writers ----------
+
+SMALL = ImageSettings(image_size=16, resize_size=16, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 def write_images(folder, colours, fmt="bmp") -> list[Item]:
@@ -36,8 +106,8 @@ def write_images(folder, colours, fmt="bmp") -> list[Item]:
     return items
 
 
-def prepared(items, cache_dir, load_image=open_rgb):
-    return test_images.prepared_test_images("mini", items, load_image, eval_transform(SETTINGS), 16, 16,
+def prepared_small(items, cache_dir, load_image=open_rgb):
+    return test_images.prepared_test_images("mini", items, load_image, eval_transform(SMALL), 16, 16,
                                             str(cache_dir), num_workers=0)[0]
 
 
@@ -53,13 +123,13 @@ def fills(monkeypatch) -> list[int]:
 
 def test_images_replaced_in_place_are_not_served_from_the_cache(tmp_path, fills):
     items = write_images(tmp_path / "test", [(200, 0, 0), (0, 200, 0)])
-    first = prepared(items, tmp_path / "cache")
+    first = prepared_small(items, tmp_path / "cache")
     before = [os.stat(item.source) for item in items]
     write_images(tmp_path / "test", [(0, 0, 200), (90, 90, 90)])  # same names, same sizes, new pixels
     after = [os.stat(item.source) for item in items]
     assert [s.st_size for s in before] == [s.st_size for s in after]
     assert [s.st_mtime_ns for s in before] != [s.st_mtime_ns for s in after]
-    second = prepared(items, tmp_path / "cache")
+    second = prepared_small(items, tmp_path / "cache")
     assert fills == [2, 2] and not torch.equal(first, second)
     assert int(second[0, 2].float().mean()) == 200  # the new blue image, not the cached red one
     assert len(list((tmp_path / "cache").glob("*.u8"))) == 2
@@ -70,9 +140,9 @@ def test_equal_relative_paths_in_two_folders_are_two_cache_entries(tmp_path, fil
     write_images(tmp_path / "b" / "test", [(0, 200, 0), (0, 200, 0)])
     relative = [Item(os.path.relpath(item.source, tmp_path / "a"), item.label, item.classname) for item in red]
     monkeypatch.chdir(tmp_path / "a")
-    in_a = prepared(relative, tmp_path / "cache")
+    in_a = prepared_small(relative, tmp_path / "cache")
     monkeypatch.chdir(tmp_path / "b")  # the same relative paths, another folder
-    in_b = prepared(relative, tmp_path / "cache")
+    in_b = prepared_small(relative, tmp_path / "cache")
     assert fills == [2, 2]
     assert int(in_a[0, 0].float().mean()) == 200 and int(in_b[0, 1].float().mean()) == 200
     assert int(in_b[0, 0].float().mean()) == 0
@@ -117,7 +187,7 @@ def test_index_sources_are_keyed_by_the_files_they_are_read_from(tmp_path):
 def test_sources_that_cannot_be_identified_stay_in_memory_with_a_warning(tmp_path, caplog):
     items = [Item(i, 0, "0") for i in range(2)]
     with caplog.at_level(logging.WARNING):
-        pixels = prepared(items, tmp_path / "cache", load_image=lambda index: Image.new("RGB", (16, 16), "red"))
+        pixels = prepared_small(items, tmp_path / "cache", load_image=lambda index: Image.new("RGB", (16, 16), "red"))
     assert pixels.shape == (2, 3, 16, 16) and "cannot be identified" in caplog.text
     assert not (tmp_path / "cache").exists()
 
@@ -191,7 +261,7 @@ def test_the_next_fill_removes_temporaries_of_killed_writers(tmp_path):
     seven_hours_ago = time.time() - 7 * 3600
     os.utime(old, (seven_hours_ago, seven_hours_ago))
 
-    prepared(items, cache)
+    prepared_small(items, cache)
     left = {path.name for path in cache.iterdir()}
     assert left == {name, remote.name, live.name, other_entry.name}
 
