@@ -16,8 +16,9 @@ from pathlib import Path
 
 from datasets import DATASET_NAMES, TEMPLATES, TEST_ONLY, untrainable_message
 from qlora_clip import paper
+from qlora_clip.baselines.flags import baseline_flag_errors
 from qlora_clip.config import cache_root
-from qlora_clip.methods import MODES
+from qlora_clip.methods import BASELINE_MODES, MODES
 from qlora_clip.spec import RunSpec
 from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, wandb_installed
 
@@ -68,7 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="ViT-B/16, ViT-B/32, ViT-L/14, any Hugging Face hub id, a local checkpoint folder, "
              "or 'tiny' (a small random CLIP built offline)",
     )
-    model.add_argument("--mode", choices=MODES, default="lora", help="adapter method")
+    model.add_argument("--mode", choices=MODES, default="lora",
+                       help="adapter method, or a baseline on the frozen base (docs/baselines.md)")
     model.add_argument("--r", type=int, default=paper.RANK, help="adapter rank")
     model.add_argument("--alpha", type=float, default=paper.ALPHA, help="adapter alpha")
     model.add_argument("--dropout_rate", type=float, default=paper.DROPOUT, help="dropout on the adapter input")
@@ -170,6 +172,8 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
          "--eval_only needs --save_path, the folder the adapter was saved under")
     errors += tracking_errors(args)
     errors += protocol_errors(args)
+    if args.mode in BASELINE_MODES:
+        errors += baseline_flag_errors(vars(args), flag_defaults())
     if args.device == "cuda":
         import torch
 
