@@ -56,7 +56,10 @@ def _weight_files(source: str) -> list[Path]:
         return [folder / name for name in WEIGHT_FILES if (folder / name).is_file()]
     found = []
     for name in WEIGHT_FILES:
-        cached = try_to_load_from_cache(source, name)
+        try:
+            cached = try_to_load_from_cache(source, name)
+        except ValueError:  # not a hub id either (HFValidationError): the source alone is the identity
+            return []
         if isinstance(cached, str) and Path(cached).is_file():
             found.append(Path(cached))
     return found

@@ -5,6 +5,7 @@ Features are the raw image embeddings (`get_image_features(...).pooler_output`, 
 output, not normalised: the linear probe and CLIP-Adapter take them so, the others normalise them),
 float32, on the CPU; a method moves to the device what it uses. The test set's key holds no draw, so
 every baseline, shot count and seed on a dataset shares one file: a sweep encodes the test set once.
+The files live in <--eval_cache_dir>/features (runner.feature_cache_dir).
 
 A key holds: the format; the checkpoint (its source, and its weight file's name, size and time);
 the image settings (crop, resize, mean, std); the compute dtype and whether the base is 4-bit; the

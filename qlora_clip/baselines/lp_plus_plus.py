@@ -100,7 +100,7 @@ def fit(inputs: BaselineInputs) -> Fitted:
         if (epoch + 1) % config["alpha_every"] == 0:
             with torch.no_grad():
                 probe.alpha -= lr_alpha * probe.alpha.grad
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
         with torch.no_grad():
             val_acc = accuracy(probe.logits(val_x), val_y)
         if val_acc >= best_acc:

@@ -24,7 +24,6 @@ from qlora_clip.baselines.backbone import load_frozen_clip
 from qlora_clip.baselines.base import Baseline, BaselineInputs, Fitted, accuracy, zero_shot_logits
 from qlora_clip.baselines.features import Encoder, FeatureBank
 from qlora_clip.baselines.text import prompt_features
-from qlora_clip.config import cache_root
 from qlora_clip.distributed import Distributed
 from qlora_clip.errors import UserError
 from qlora_clip.evaluator import eval_batch_size
@@ -71,8 +70,9 @@ class BaselineRun:
 
 
 def feature_cache_dir(spec: RunSpec) -> Path | None:
-    """<cache root>/features, beside the test images; none when --eval_cache_dir '' asks for no disk cache."""
-    return cache_root() / "features" if spec.evaluation.cache_dir else None
+    """<--eval_cache_dir>/features: the frozen features live with the test images they come from (by
+    default under the cache root, qlora_clip.config.cache_root); none with --eval_cache_dir ''."""
+    return Path(spec.evaluation.cache_dir) / "features" if spec.evaluation.cache_dir else None
 
 
 def run(spec: RunSpec, dist: Distributed, precision: Precision) -> BaselineRun:

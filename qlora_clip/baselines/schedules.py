@@ -71,5 +71,5 @@ def train_dassl(params: list[torch.nn.Parameter], loss_of: Callable[[torch.Tenso
             optimizer.step()
             run.steps += 1
             run.images_seen += len(batch)
-            run.losses.append(float(loss))
+            run.losses.append(loss.detach().item())
     return run

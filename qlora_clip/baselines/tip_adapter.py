@@ -131,7 +131,7 @@ def fit_finetuned(inputs: BaselineInputs) -> Fitted:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.detach().item())
         with torch.no_grad():
             val_acc = accuracy(tip_logits(val_x, trained, values, inputs.text, alpha, beta), val_y)
         if val_acc > best_acc:
