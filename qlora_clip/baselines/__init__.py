@@ -9,7 +9,8 @@ adapters: `main.py --mode NAME` with NAME one of qlora_clip.methods.BASELINE_MOD
     feature_cache.py       frozen features on disk: keyed, written atomically, verified when read
     features.py            FeatureBank: a run's test, val and train-view features, each encoded once
     text.py                class text features: one template, or the mean over a template set
-    schedules.py           Dassl's epoch schedule (CoOp, CLIP-Adapter): warm-up, cosine, batches
+    base.py                what every baseline is given (BaselineInputs) and gives back (Fitted)
+    schedules.py           Dassl's epoch schedule and loop (CoOp, CLIP-Adapter): warm-up, cosine, batches
     runner.py              one baseline run: features, zero-shot, fit, test accuracy (main.py records it)
     zero_shot_ensemble.py  zero-shot CLIP with averaged prompt-ensemble text features
     linear_probe.py        L2-regularised logistic regression, C searched on val as CoOp's lpclip does
@@ -21,9 +22,18 @@ adapters: `main.py --mode NAME` with NAME one of qlora_clip.methods.BASELINE_MOD
 hparams, templates and flags import no torch (the CLI and methods.py read them); the rest do.
 docs/baselines.md says what each trains, its schedule with the citation, and where we differ.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qlora_clip.baselines.runner import BaselineRun
+    from qlora_clip.distributed import Distributed
+    from qlora_clip.precision import Precision
+    from qlora_clip.spec import RunSpec
 
 
-def run(spec, dist, precision):
+def run(spec: RunSpec, dist: Distributed, precision: Precision) -> BaselineRun:
     """main.py's one entry point into the baselines (runner.run); imported late so that the CLI and
     methods.py, which import this package's data modules, never load torch through it."""
     from qlora_clip.baselines.runner import run as run_baseline

@@ -26,7 +26,7 @@ from typing import Iterable
 import PIL
 import torch
 import transformers
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datasets import FewShotDataset, Item
@@ -80,7 +80,7 @@ class Encoder:
             out.append(embedded.pooler_output.float().cpu())
         return torch.cat(out) if out else torch.empty(0)
 
-    def loader(self, dataset) -> DataLoader:
+    def loader(self, dataset: Dataset) -> DataLoader:
         # Its own generator: starting the loader draws nothing from the global one.
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                           generator=torch.Generator())

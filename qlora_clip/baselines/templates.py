@@ -9,7 +9,6 @@ ImageNet's variants use the ImageNet set, as CLIP's paper does. Datasets CLIP ha
 """
 from __future__ import annotations
 
-
 # notebooks/Prompt_Engineering_for_ImageNet.ipynb
 IMAGENET_80 = (
     'a bad photo of a {}.',
