@@ -15,7 +15,7 @@ import time
 import torch
 
 from datasets import FewShotDataset, build_dataset, write_subset
-from qlora_clip import saved_adapter, schema
+from qlora_clip import baselines, saved_adapter, schema
 from qlora_clip.checkpointing import TrainCheckpoint
 from qlora_clip.compat import quiet_library_logs
 from qlora_clip.config import DataConfig, TrainConfig
@@ -31,7 +31,7 @@ from qlora_clip.inputs.train_images import decode_all
 from qlora_clip.memory import PeakMemory
 from qlora_clip.methods import METHODS
 from qlora_clip.model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
-from qlora_clip.precision import allow_tf32, resolve_precision
+from qlora_clip.precision import Precision, allow_tf32, resolve_precision
 from qlora_clip.results import append_jsonl, library_versions, timestamp
 from qlora_clip.spec import RunSpec
 from qlora_clip.tracking import start_tracking
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     dist = init_distributed(spec.device)
     precision = resolve_precision(spec.compute_dtype, dist.device)
     allow_tf32(dist.device)
+    if METHODS[spec.method].kind == "baseline":
+        return record_baseline(spec, dist, precision, started_at)
 
     data = build_dataset(spec.dataset, spec.data.root_path, spec.shots, spec.seed, spec.data.template, spec.protocol)
     log.info("%s: %d classes, %d train / %d val / %d test images", spec.dataset, len(data.classnames),
@@ -117,6 +119,33 @@ def main(argv: list[str] | None = None) -> dict | None:
              f"{record['peak_memory_mb']:.0f} MB ({record['memory_kind']})" if result.peak_memory else "-")
     if export_errors:
         raise UserError("; ".join(export_errors) + f" (the results line is in {spec.outputs.results_file})")
+    return record
+
+
+def record_baseline(spec: RunSpec, dist: Distributed, precision: Precision, started_at: str) -> dict:
+    """A baseline of the field's tables (qlora_clip/baselines/) on the frozen base: the same results line."""
+    outcome = baselines.run(spec, dist, precision)
+    fitted = outcome.fitted
+    result = TrainResult(steps=fitted.steps, seconds=outcome.train_seconds, losses=fitted.losses,
+                         images_seen=fitted.images_seen, peak_memory=outcome.train_memory)
+    tracker = start_tracking(spec.tracking, dict(spec.flags), main_process=True)
+    record = {
+        **run_fields(spec, outcome.model, dist, precision.name, result, started_at),
+        **schema.fields(zero_shot_acc=outcome.zero_shot_acc, test_acc=outcome.test_acc,
+                        eval_seconds=outcome.eval_seconds, test_images_per_process=[outcome.test_images],
+                        subset_file=str(spec.subset_path), trainable_params=fitted.trainable_params,
+                        adapter_params=fitted.added_params, model_footprint_mb=outcome.footprint_mb,
+                        baseline_params=fitted.params, baseline_features=outcome.features,
+                        protocol=spec.protocol, adapter_dir=None, merge_export=None),
+        **outcome.eval_memory,
+        **tracker.fields(),
+    }
+    schema.check(record)
+    append_jsonl(spec.outputs.results_file, record)
+    tracker.finish(record)
+    log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | fit %.1fs | eval %.1fs", spec.method,
+             spec.dataset, spec.shots, spec.seed, outcome.zero_shot_acc, outcome.test_acc, outcome.train_seconds,
+             outcome.eval_seconds)
     return record
 
 

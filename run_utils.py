@@ -17,9 +17,10 @@ from pathlib import Path
 
 from datasets import DATASET_NAMES, TEMPLATES, TEST_ONLY, untrainable_message
 from qlora_clip import paper
+from qlora_clip.baselines.flags import baseline_flag_errors
 from qlora_clip.config import cache_root
 from qlora_clip.errors import UserError
-from qlora_clip.methods import MODES
+from qlora_clip.methods import BASELINE_MODES, MODES
 from qlora_clip.outputs import export_target_error, location_error
 from qlora_clip.spec import RunSpec
 from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, wandb_installed
@@ -52,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="decode the train images once and keep them in memory when they fit in this many GB "
                            "(0: decode at every step)")
     data.add_argument("--eval_cache_dir", default=str(default_eval_cache_dir()),
-                      help="folder of the preprocessed test images a sweep's runs share ('' = no disk cache)")
+                      help="folder of the preprocessed test images a sweep's runs share, and of the baselines' "
+                           "frozen features (its features/ folder) ('' = no disk cache)")
 
     proto = p.add_argument_group("protocol")
     proto.add_argument(
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="ViT-B/16, ViT-B/32, ViT-L/14, any Hugging Face hub id, a local checkpoint folder, "
              "or 'tiny' (a small random CLIP built offline)",
     )
-    model.add_argument("--mode", choices=MODES, default="lora", help="adapter method")
+    model.add_argument("--mode", choices=MODES, default="lora",
+                       help="adapter method, or a baseline on the frozen base (docs/baselines.md)")
     model.add_argument("--r", type=int, default=paper.RANK, help="adapter rank")
     model.add_argument("--alpha", type=float, default=paper.ALPHA, help="adapter alpha")
     model.add_argument("--dropout_rate", type=float, default=paper.DROPOUT, help="dropout on the adapter input")
@@ -182,6 +185,8 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     errors += tracking_errors(args)
     errors += protocol_errors(args)
     errors += output_errors(args)
+    if args.mode in BASELINE_MODES:
+        errors += baseline_flag_errors(vars(args), flag_defaults())
     if args.device == "cuda":
         import torch
 

@@ -5,7 +5,7 @@
     spec.py           RunSpec: a run as one value, its identity and every name and path derived from it
     schema.py         the results line, declared once (docs/results.md is generated from it)
     results.py        results files: appending atomically, reading with line-level errors, run identity
-    methods.py        the table of adapter methods
+    methods.py        the table of methods: the adapters, and the baselines (kind "baseline")
     errors.py         UserError, the one error type for bad input
     model.py          loading a CLIP checkpoint (4-bit NF4 base or not) and wrapping it with PEFT
     compat.py         version-guarded work-arounds for the pinned libraries
@@ -23,6 +23,8 @@
     tracking.py       --report_to: TensorBoard and W&B
     inputs/           the input pipeline: train images decoded once, augmentation, sampler, loaders,
                       test images preprocessed once and cached
+    baselines/        the field's baselines on the frozen base (zero-shot ensembles, linear probe, LP++,
+                      Tip-Adapter(-F), CLIP-Adapter, CoOp), their frozen-feature cache (its __init__ maps it)
 
 The training loop is trainer.py and accuracy from counts metrics.py, at the top level.
 """

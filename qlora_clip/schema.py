@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from qlora_clip.methods import BASELINE_MODES
+
 Number = (int, float)
 
 
@@ -41,6 +43,7 @@ class Field:
 CONDITIONS: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "base2new": ("with `--protocol base2new`", lambda record: record.get("protocol") == "base2new"),
     "eval_datasets": ("with `--eval_datasets`", lambda record: bool(record.get("config", {}).get("eval_datasets"))),
+    "baseline": ("with a baseline `--mode` (docs/baselines.md)", lambda record: record.get("mode") in BASELINE_MODES),
 }
 
 SCHEMA: tuple[Field, ...] = (
@@ -66,9 +69,18 @@ SCHEMA: tuple[Field, ...] = (
     Field("zero_shot_hm_acc", float, "harmonic mean of the two zero-shot accuracies", when="base2new"),
     Field("eval_datasets", dict, "per `--eval_datasets` target: `{test_acc, zero_shot_acc}` on its full test set "
                                  "with its own class names", when="eval_datasets"),
+    Field("baseline_params", dict, "the baseline's hyperparameters as it ran: its paper's values with their "
+                                   "`source`, and what it searched on the val images (e.g. the probe's `C`, "
+                                   "Tip-Adapter's `alpha` and `beta`, a zero-shot ensemble's `template_set`)",
+          when="baseline"),
+    Field("baseline_features", dict, "per frozen-feature set the baseline used (`test`, `val`, `train`, "
+                                     "`train-<view stream>`): images, views, dim, `seconds` to encode or read it, "
+                                     "`cached` (read from the feature cache), `file`, and how its pixels were made",
+          when="baseline"),
     # --- training ------------------------------------------------------------------------------
     Field("train_seconds", float, "wall time of the training loop (resumed parts included; loading and "
-                                  "evaluation excluded), synchronised with the GPU"),
+                                  "evaluation excluded), synchronised with the GPU; for a baseline, its fit and "
+                                  "search on frozen features (their encoding is in `baseline_features`)"),
     Field("total_steps", int, "optimizer steps: n_iters x shots (0 with `--eval_only`)"),
     Field("train_images_seen", int, "images through the model in training, all processes"),
     Field("skipped_steps", int, "steps fp16's GradScaler skipped because gradients overflowed; null without "

@@ -20,12 +20,16 @@ RATIO = (3 / 4, 4 / 3)
 FLIP_PROBABILITY = 0.5
 
 
-def crop_box(height: int, width: int, generator: torch.Generator) -> tuple[int, int, int, int]:
-    """(top, left, h, w) of a random resized crop, drawn as torchvision's RandomResizedCrop draws it."""
+def crop_box(height: int, width: int, generator: torch.Generator,
+             scale: tuple[float, float] = SCALE) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of a random resized crop, drawn as torchvision's RandomResizedCrop draws it.
+
+    `scale`: the crop's share of the image area; CLIP-LoRA's (0.08, 1) unless a method says otherwise
+    (Tip-Adapter and LP++ crop with (0.5, 1), qlora_clip/baselines/views.py)."""
     area = height * width
     log_ratio = torch.log(torch.tensor(RATIO))
     for _ in range(10):
-        target_area = area * torch.empty(1).uniform_(SCALE[0], SCALE[1], generator=generator).item()
+        target_area = area * torch.empty(1).uniform_(scale[0], scale[1], generator=generator).item()
         aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
         w = int(round(math.sqrt(target_area * aspect)))
         h = int(round(math.sqrt(target_area / aspect)))
@@ -44,9 +48,10 @@ def crop_box(height: int, width: int, generator: torch.Generator) -> tuple[int, 
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop_flip(image: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+def random_resized_crop_flip(image: torch.Tensor, size: int, generator: torch.Generator,
+                             scale: tuple[float, float] = SCALE) -> torch.Tensor:
     """A `size` x `size` uint8 CHW crop of an HWC uint8 image, randomly flipped."""
-    top, left, h, w = crop_box(image.shape[0], image.shape[1], generator)
+    top, left, h, w = crop_box(image.shape[0], image.shape[1], generator, scale)
     crop = image[top:top + h, left:left + w].permute(2, 0, 1).unsqueeze(0)  # NCHW view, channels-last memory
     out = F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True)[0]
     if torch.rand(1, generator=generator).item() < FLIP_PROBABILITY:

@@ -1,0 +1,36 @@
+"""Hand-made inputs for the baselines' unit tests: a feature bank that hands out given tensors."""
+from __future__ import annotations
+
+import torch
+
+from qlora_clip.baselines.base import BaselineInputs
+from qlora_clip.baselines.features import FeatureSet
+from qlora_clip.precision import resolve_precision
+
+CPU = torch.device("cpu")
+
+
+class GivenBank:
+    """FeatureBank's interface over fixed tensors: `views` maps a view stream to (views, images, dim)."""
+
+    def __init__(self, train: torch.Tensor, train_labels: torch.Tensor, val: torch.Tensor, val_labels: torch.Tensor,
+                 views: dict[str, torch.Tensor] | None = None):
+        self.train, self.train_labels, self.val_set = train, train_labels, val
+        self.val_labels, self.views = val_labels, views or {}
+
+    def train_centre(self) -> FeatureSet:
+        return FeatureSet("train", self.train, self.train_labels)
+
+    def val(self) -> FeatureSet:
+        return FeatureSet("val", self.val_set, self.val_labels)
+
+    def train_views(self, views) -> FeatureSet:
+        given = self.views[views.stream]
+        return FeatureSet(f"train-{views.stream}", given[:views.count], self.train_labels)
+
+
+def given_inputs(bank: GivenBank, text: torch.Tensor, dataset: str = "folder", shots: int = 2,
+                 seed: int = 1) -> BaselineInputs:
+    classnames = [f"class{k}" for k in range(text.shape[0])]
+    return BaselineInputs(dataset, shots, seed, classnames, text, bank, model=None, tokenizer=None,
+                          precision=resolve_precision("fp32", CPU))
