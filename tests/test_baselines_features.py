@@ -3,6 +3,7 @@ sweep that encodes the test set once."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
