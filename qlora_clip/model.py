@@ -1,23 +1,22 @@
-"""Loading a Hugging Face CLIP and wrapping it with a PEFT adapter.
+"""Loading a Hugging Face CLIP (a 4-bit NF4 base or not) and putting the method's adapter on it.
 
-LoRA, QLoRA, DoRA and QDoRA are one code path: a `LoraConfig` (with `use_dora` for the DoRA
-modes) and, for the Q modes, a 4-bit NF4 base from bitsandbytes.
+Every method is one code path: the base as the method's table entry asks (4-bit for QLoRA, QDoRA
+and the other `-4bit` entries), then adapters.attach (or adapters.load_adapter for --eval_only).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
-from safetensors import safe_open
+from peft import prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
 from qlora_clip.compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
-from qlora_clip.config import AdapterConfig, ImageSettings, ModelConfig
+from qlora_clip import adapters  # noqa: I001  after compat
+from qlora_clip.config import ImageSettings, ModelConfig
 from qlora_clip.errors import UserError
 from qlora_clip.paper import BACKBONE_ALIASES
 from qlora_clip.tiny_clip import tiny_checkpoint_dir
@@ -29,8 +28,6 @@ log = logging.getLogger(__name__)
 # visual_projection; one rule for both keeps the two towers' features equally precise
 # (docs/protocol.md, "The 4-bit base"). They are small: 0.6 M weights for ViT-B/16.
 FULL_PRECISION_MODULES = ["visual_projection", "text_projection"]
-PROJECTION_NAMES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
-TOWERS = {"text": ("text_model",), "vision": ("vision_model",), "both": ("text_model", "vision_model")}
 
 
 @dataclass
@@ -49,50 +46,6 @@ def resolve_backbone(backbone: str) -> str:
         raise UserError(f"--backbone {backbone}: no such checkpoint folder; give a folder with "
                         "config.json, weights, tokenizer and preprocessor files, a hub id, or 'tiny'")
     return os.path.expanduser(BACKBONE_ALIASES.get(backbone, backbone))
-
-
-def position_layers(position: str, num_layers: int) -> list[int]:
-    """Layer indices for a --position, for an encoder of any depth (12-layer values as CLIP-LoRA)."""
-    n = num_layers
-    spans = {
-        "bottom": range(0, n // 3),
-        "mid": range(n // 3, 2 * n // 3),
-        "up": range(2 * n // 3, n),
-        "half-bottom": range(0, n // 2),
-        "half-up": range(n // 2, n),
-        "all": range(n),
-        "top": range(n - 1, n),
-        "top3": range(max(n - 3, 0), n),
-    }
-    return list(spans[position])
-
-
-def target_module_names(config, encoder: str, position: str, params: list[str]) -> list[str]:
-    """Full names of the attention projections that get adapters."""
-    depth = {"text_model": config.text_config.num_hidden_layers,
-             "vision_model": config.vision_config.num_hidden_layers}
-    names = []
-    for tower in TOWERS[encoder]:
-        layers = position_layers(position, depth[tower])
-        if not layers:
-            raise UserError(f"--position {position} selects no layer of the {depth[tower]}-layer "
-                            f"{tower}; choose another position")
-        for layer in layers:
-            for p in params:
-                names.append(f"{tower}.encoder.layers.{layer}.self_attn.{PROJECTION_NAMES[p]}")
-    return names
-
-
-def lora_config(adapter: AdapterConfig, targets: list[str]) -> LoraConfig:
-    return LoraConfig(
-        r=adapter.r,
-        lora_alpha=adapter.alpha,
-        lora_dropout=adapter.dropout,
-        target_modules=targets,
-        use_rslora=adapter.rslora,
-        use_dora=adapter.method.dora,
-        bias="none",
-    )
 
 
 def load_base_model(source: str, config: ModelConfig, device: torch.device,
@@ -141,52 +94,13 @@ def load_clip(config: ModelConfig, device: torch.device, compute_dtype: torch.dt
     """Base CLIP + tokenizer + image settings, with a fresh adapter or the one saved in `saved_adapter`."""
     source = resolve_backbone(config.backbone)
     model = load_base_model(source, config, device, compute_dtype)
-    adapter = config.adapter
-    targets = target_module_names(model.config, adapter.encoder, adapter.position, list(adapter.params))
-    peft_config = lora_config(adapter, targets)
     if saved_adapter is not None:
-        model = load_adapter(model, saved_adapter, peft_config)
+        model = adapters.load_adapter(model, saved_adapter, config.adapter)
     else:
-        model = get_peft_model(model, peft_config)
+        model = adapters.attach(model, config.adapter, source)
     processor = CLIPImageProcessor.from_pretrained(source)
     crop = processor.crop_size
     image = ImageSettings(image_size=int(crop["height"]),
                           resize_size=int(processor.size.get("shortest_edge", crop["height"])),
                           mean=tuple(processor.image_mean), std=tuple(processor.image_std))
     return ClipBundle(model=model, tokenizer=CLIPTokenizer.from_pretrained(source), image=image)
-
-
-# Fields of adapter_config.json that must agree with the flags for a saved adapter to be reused.
-_CHECKED_FIELDS = {"r": "--r", "lora_alpha": "--alpha", "use_dora": "--mode", "use_rslora": "--lora_scaling"}
-
-
-def load_adapter(model: CLIPModel, folder: Path, expected: LoraConfig) -> PeftModel:
-    config_file = folder / "adapter_config.json"
-    weights_file = folder / "adapter_model.safetensors"
-    if not (config_file.exists() and weights_file.exists()):
-        raise UserError(f"--eval_only: no saved adapter at {folder} (adapter_config.json and "
-                        "adapter_model.safetensors expected). Train with the same flags and --save_path "
-                        "first, or fix --save_path.")
-    saved = json.loads(config_file.read_text())
-    for field, flag in _CHECKED_FIELDS.items():
-        if getattr(expected, field) != saved.get(field):
-            raise UserError(f"--eval_only: the adapter in {folder} was saved with {field}={saved.get(field)}, "
-                            f"but the flags ask for {getattr(expected, field)}; pass the {flag} it was trained with.")
-    # PEFT shortens target_modules to name suffixes when saving, so the weights say where adapters were.
-    with safe_open(weights_file, framework="pt") as f:
-        saved_modules = {key.split(".lora_")[0].removeprefix("base_model.model.") for key in f.keys()}
-    if saved_modules != set(expected.target_modules):
-        raise UserError(f"--eval_only: the adapter in {folder} sits on {len(saved_modules)} modules, but the "
-                        f"flags select {len(expected.target_modules)} other ones; pass the "
-                        "--encoder/--position/--params it was trained with.")
-    # Our own config, not the saved one: its shortened target list would widen the adapter's reach.
-    return PeftModel.from_pretrained(model, os.fspath(folder), config=expected, is_trainable=False)
-
-
-def trainable_parameter_count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def adapter_parameter_count(model: torch.nn.Module) -> int:
-    """Adapter weights, trainable or not (an --eval_only model has them frozen)."""
-    return sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
