@@ -243,7 +243,16 @@ def effective_config(model: torch.nn.Module) -> dict:
     if own is not None:
         return {"peft_type": None, "qlora_clip_tuner": own.kind, "target_modules": own.targets,
                 "tuned_parameters": sorted(own.originals)}
-    return _json_safe(model.peft_config["default"].to_dict())
+    config = _json_safe(model.peft_config["default"].to_dict())
+    # PEFT shortens a long target list to name suffixes ('q_proj', ...); the modules it adapted are exact.
+    config["target_modules"] = adapted_modules(model)
+    return config
+
+
+def adapted_modules(model: torch.nn.Module) -> list[str]:
+    """The modules that carry an adapter layer, by their name in the base model."""
+    return sorted(name.removeprefix(PEFT_PREFIX) for name, module in model.named_modules()
+                  if isinstance(module, BaseTunerLayer))
 
 
 # --- saving, loading, merging -----------------------------------------------------------------------

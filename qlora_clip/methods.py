@@ -148,10 +148,10 @@ BASE_METHODS: tuple[Method, ...] = (
              "Qiu et al., NeurIPS 2023; OFTv2 (Qiu et al., 2025)", {"r": "oft_block_size", "dropout": "module_dropout"},
              fixed={"r": 0}, four_bit=True),
     _adapter("boft", "BOFT", "BOFTConfig", "an orthogonal rotation factored into butterfly blocks per projection",
-             Defaults(lr=paper.LR, r=4, dropout=0.1, source="boft_block_size 4, 2 butterfly factors, dropout 0.1: "
-                      "PEFT's BOFT image-classification example (docs); lr: " + CLIP_LORA),
-             "Liu et al., ICLR 2024", {"r": "boft_block_size", "dropout": "boft_dropout"},
-             config_defaults=MappingProxyType({"boft_n_butterfly_factor": 2}), four_bit=True),
+             Defaults(lr=paper.LR, r=4, dropout=0.1, source="boft_block_size 4, dropout 0.1: PEFT's BOFT "
+                      "image-classification example (docs); one butterfly factor: PEFT's default, and what PEFT "
+                      "falls back to without its CUDA extension (so every machine runs the same); lr: " + CLIP_LORA),
+             "Liu et al., ICLR 2024", {"r": "boft_block_size", "dropout": "boft_dropout"}, four_bit=True),
     _adapter("hra", "HRA", "HRAConfig", "r Householder reflections (vectors of size in) per projection",
              Defaults(lr=paper.LR, r=8, source="r 8: PEFT's HRAConfig default; lr: " + CLIP_LORA),
              "Yuan et al., NeurIPS 2024", {"r": "r"}),
@@ -206,7 +206,8 @@ BASE_METHODS: tuple[Method, ...] = (
              "Li et al., NeurIPS 2024", {"r": "r"}, config_defaults=MappingProxyType({"vector_length": 64}),
              four_bit=True),
     _adapter("hira", "HiRA", "HiraConfig", "A and B per projection, W + W * (B A) (Hadamard high-rank update)",
-             Defaults(lr=4.5e-3, r=32, source="r 32: PEFT's default; lr 4.5e-3: " + PEFT_MM),
+             Defaults(lr=4.5e-3, r=32, dropout=0.0, source="r 32, hira_dropout 0: PEFT's defaults; lr 4.5e-3: "
+                      + PEFT_MM),
              "Huang et al., ICLR 2025", {"r": "r", "dropout": "hira_dropout"}, four_bit=True),
     _adapter("lily", "Lily", "LilyConfig", "low-rank A per layer group and B experts shared across layers, with a "
              "router", Defaults(lr=paper.LR, r=32, alpha=1.0, source="r 32, stride_A 1, num_B 2, scaling 1: PEFT's "
@@ -241,6 +242,10 @@ def _ordered() -> tuple[Method, ...]:
 METHODS: dict[str, Method] = {m.name: m for m in _ordered()}
 MODES = tuple(METHODS)
 FULL_PRECISION_MODES = tuple(name for name, m in METHODS.items() if not m.quantized)
+# Every method once: on the full-precision base, plus the 4-bit methods the literature names (QLoRA,
+# QDoRA, LoftQ). What run_methods.sh sweeps and bench.py times by default; the other -4bit entries
+# are one --quantize 4bit away.
+NAMED_MODES = tuple(name for name, m in METHODS.items() if not m.quantized or name in ("qlora", "qdora", "loftq"))
 
 
 def four_bit_methods() -> list[str]:
