@@ -132,7 +132,7 @@ BASE_METHODS: tuple[Method, ...] = (
     # --- other adapters -------------------------------------------------------------------------
     _adapter("vera", "VeRA", "VeraConfig", "two vectors (r and out) per projection scaling shared frozen random "
              "matrices", Defaults(lr=1e-3, r=256, dropout=0.0, source="r 256, d_initial 0.1: PEFT's VeraConfig "
-                                  "defaults (the paper's setting); lr 1e-3: " + PEFT_MM),
+                                  "defaults; lr 1e-3: " + PEFT_MM),
              "Kopiczko et al., ICLR 2024", {"r": "r", "dropout": "vera_dropout"}, four_bit=True),
     _adapter("loha", "LoHa", "LoHaConfig", "two low-rank pairs per projection, combined by a Hadamard product",
              Defaults(lr=paper.LR, r=paper.RANK, alpha=float(paper.RANK), source="rank and lr: " + CLIP_LORA
@@ -165,7 +165,7 @@ BASE_METHODS: tuple[Method, ...] = (
              "Gao et al., ICML 2024", {"r": "n_frequency", "alpha": "scaling"}, four_bit=True),
     _adapter("lntuning", "LN tuning", "LNTuningConfig", "the weights and biases of both LayerNorms of the selected "
              "layers (a trainable copy; the original stays for zero-shot)",
-             Defaults(lr=paper.LR, source="lr: " + CLIP_LORA + " (PEFT's LN-tuning examples use LoRA-range rates)"),
+             Defaults(lr=paper.LR, source="lr: " + CLIP_LORA),
              "Zhao et al., ICLR 2024", targets="layer_norms", four_bit=True),
     Method("bitfit", "BitFit", "own", None, "the biases of the targeted projections (our own code: PEFT has no "
            "config for it)", Defaults(lr=1e-3, source="lr 1e-3: the top of BitFit's search range (1e-4 to 1e-3)"),
