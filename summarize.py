@@ -25,12 +25,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from run_utils import flag_defaults
 from summaries.base2new import base2new_section
 from summaries.efficiency import efficiency_section
 from summaries.fewshot import paper_rows, paper_section
 from summaries.methods import SORT_KEYS, methods_section
 from summaries.plot import plot
-from run_utils import flag_defaults
 from summaries.records import SummaryError, label_methods, label_zero_shot, latest_by_run, load, protocol_of
 from summaries.transfer import transfer_section
 

@@ -20,10 +20,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from qlora_clip.adapters import tower_is_adapted
 from qlora_clip.checkpointing import TrainCheckpoint
 from qlora_clip.config import TrainConfig
 from qlora_clip.distributed import Distributed
-from qlora_clip.adapters import tower_is_adapted
 from qlora_clip.encode import ClassPrompts, image_features, logits
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.loaders import TrainStream

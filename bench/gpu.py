@@ -24,7 +24,8 @@ name (a key of suite.STUDIES) to `studies`.
 """
 from __future__ import annotations
 
-GPU_PRESET = dict(backbone="ViT-B/16", device="cuda", modes=("lora", "qlora", "dora", "qdora"), encoders=("both", "vision"),
+GPU_PRESET = dict(backbone="ViT-B/16", device="cuda", modes=("lora", "qlora", "dora", "qdora"),
+                  encoders=("both", "vision"),
                   batch_sizes=(32,), compute_dtypes=("fp16",), checkpointing=("off", "on"), steps=10,
                   warmup=3, num_classes=100, prompt_tokens=16, eval_encoder="both",
                   studies=("padding", "dequant", "protocol", "methods"))

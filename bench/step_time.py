@@ -242,7 +242,8 @@ def compute_ratios(rows: list[dict], footprint: dict | None) -> dict:
 
 
 def method_ratios(row: dict, lora: dict) -> dict:
-    """A method's row over LoRA's at the same setting: step time, peak memory, weight footprint, trainable parameters."""
+    """A method's row over LoRA's at the same setting: step time, peak memory, weight footprint and trainable
+    parameters."""
     return {"time": _ratio(row["step_s"], lora["step_s"]),
             "peak_memory": _ratio(row["peak_memory_mb"], lora["peak_memory_mb"]),
             "footprint": _ratio(row["footprint_mb"], lora["footprint_mb"]),

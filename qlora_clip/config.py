@@ -43,7 +43,8 @@ class AdapterConfig:
 
     def __post_init__(self) -> None:
         defaults = method_defaults(self.method)
-        for name, flag in (("r", "r"), ("alpha", "alpha"), ("dropout", "dropout_rate"), ("lora_scaling", "lora_scaling")):
+        flags = {"r": "r", "alpha": "alpha", "dropout": "dropout_rate", "lora_scaling": "lora_scaling"}
+        for name, flag in flags.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, defaults[flag])
 

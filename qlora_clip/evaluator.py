@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from datasets import Item
 from metrics import accuracy_percent, count_correct
+from qlora_clip.adapters import tower_is_adapted, zero_shot_view
 from qlora_clip.config import ImageSettings
 from qlora_clip.distributed import Distributed
-from qlora_clip.adapters import tower_is_adapted, zero_shot_view
 from qlora_clip.encode import ClassPrompts, image_features, logits
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
 from qlora_clip.inputs.test_images import prepared_test_images

@@ -68,7 +68,8 @@ def _four_bit(method: Method) -> str:
 
 
 def table(counts: dict[str, int]) -> str:
-    rows = ["| method | PEFT class | what it trains | defaults | 4-bit base | merge | trainable at ViT-B/16 | command |",
+    rows = ["| method | PEFT class | what it trains | defaults | 4-bit base | merge | trainable at ViT-B/16 "
+            "| command |",
             "|---|---|---|---|---|---|---|---|"]
     for m in BASE_METHODS:
         built = f"`{m.peft_class}`" + (f" ({', '.join(f'{k}={v!r}' for k, v in m.fixed.items())})" if m.fixed else "")

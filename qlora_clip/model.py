@@ -14,8 +14,8 @@ import torch
 from peft import prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from qlora_clip.compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
-from qlora_clip import adapters  # noqa: I001  after compat
+from qlora_clip import adapters
+from qlora_clip.compat import keep_cpu_4bit_layout_trainable
 from qlora_clip.config import ImageSettings, ModelConfig
 from qlora_clip.errors import UserError
 from qlora_clip.paper import BACKBONE_ALIASES

@@ -160,10 +160,10 @@ def _hyperparameters(record: dict) -> str:
         parts.append(f"{config['lora_scaling']} scaling")
     parts += list(config.get("peft_args") or [])
     built = f"PEFT `{method.peft_class}`" if method.peft_class else "our own code (not a PEFT adapter)"
-    where = (f"the LayerNorms of {ENCODERS[config['encoder']]}, {config['position']} layers"
-             if method.targets == "layer_norms" else
-             f"the {' '.join(config['params'])} projections of {ENCODERS[config['encoder']]}, {config['position']} layers")
-    return f"{method.label}, {built}" + (f": {', '.join(parts)}" if parts else "") + f"; on {where}; lr {config['lr']:g}"
+    modules = "LayerNorms" if method.targets == "layer_norms" else f"{' '.join(config['params'])} projections"
+    where = f"the {modules} of {ENCODERS[config['encoder']]}, {config['position']} layers"
+    settings = f": {', '.join(parts)}" if parts else ""
+    return f"{method.label}, {built}{settings}; on {where}; lr {config['lr']:g}"
 
 
 def _summary_table(record: dict) -> str:

@@ -105,7 +105,7 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 def _cells(row: MethodRow) -> list[str]:
     return [row.method, "—" if row.trainable_params is None else f"{row.trainable_params:,}",
-            _number(row.adapter_mb, 3), _number(row.footprint_mb), 
+            _number(row.adapter_mb, 3), _number(row.footprint_mb),
             "—" if row.train_seconds is None else format_seconds(row.train_seconds, hour_digits=2),
             _number(row.peak_memory_mb, 0), row.zero_shot.text(), row.test.text()]
 
@@ -132,7 +132,8 @@ def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, ou
             csv_rows += [{"backbone": backbone, "shots": shots, "datasets": " ".join(datasets), "method": row.method,
                           "trainable_params": row.trainable_params if row.trainable_params is not None else "",
                           "adapter_mb": csv_number(row.adapter_mb), "footprint_mb": csv_number(row.footprint_mb),
-                          "train_seconds": csv_number(row.train_seconds), "peak_memory_mb": csv_number(row.peak_memory_mb),
+                          "train_seconds": csv_number(row.train_seconds),
+                          "peak_memory_mb": csv_number(row.peak_memory_mb),
                           "memory_kind": row.memory_kind, "zero_shot_mean": csv_number(row.zero_shot.mean),
                           "zero_shot_std": csv_number(row.zero_shot.std), "test_mean": csv_number(row.test.mean),
                           "test_std": csv_number(row.test.std), "n_seeds": row.test.n,

@@ -44,7 +44,8 @@ def train_two_steps(model, tokenizer, spec) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("mode", ["lora", "qlora", "dora", "qdora"])
 def test_the_seeds_four_modes_train_the_same_weights_bit_for_bit_as_the_old_code_path(mode):
-    spec = run_spec(parse_args(["--backbone", "tiny", "--mode", mode, "--lr", "1e-2", "--shots", "1", "--n_iters", "2"]))
+    spec = run_spec(parse_args(["--backbone", "tiny", "--mode", mode, "--lr", "1e-2", "--shots", "1",
+                                "--n_iters", "2"]))
     torch.manual_seed(1)
     bundle = load_clip(spec.model, CPU, torch.float32)
     new = train_two_steps(bundle.model, bundle.tokenizer, spec)

@@ -6,13 +6,13 @@ from __future__ import annotations
 import bitsandbytes as bnb
 import pytest
 import torch
+from test_methods_training import clip_logits, one_step, tiny_batch
 
 from qlora_clip import adapters
 from qlora_clip.config import ModelConfig
 from qlora_clip.methods import BASE_METHODS, METHODS, four_bit_methods
 from qlora_clip.model import load_base_model, resolve_backbone
 from run_utils import parse_args, run_spec
-from test_methods_training import clip_logits, one_step, tiny_batch
 
 CPU = torch.device("cpu")
 QUANTIZED = [name for name, m in METHODS.items() if m.quantized]
