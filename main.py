@@ -6,7 +6,9 @@ evaluation on other datasets are qlora_clip/extra_evals.py's.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import socket
 import sys
@@ -15,7 +17,7 @@ import time
 import torch
 
 from datasets import FewShotDataset, build_dataset, write_subset
-from qlora_clip import baselines, saved_adapter, schema
+from qlora_clip import adapters, baselines, method_training, saved_adapter, schema
 from qlora_clip.checkpointing import TrainCheckpoint
 from qlora_clip.compat import quiet_library_logs
 from qlora_clip.config import DataConfig, TrainConfig
@@ -30,7 +32,7 @@ from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.inputs.train_images import decode_all
 from qlora_clip.memory import PeakMemory
 from qlora_clip.methods import METHODS
-from qlora_clip.model import ClipBundle, adapter_parameter_count, load_clip, resolve_backbone, trainable_parameter_count
+from qlora_clip.model import ClipBundle, load_clip, resolve_backbone
 from qlora_clip.precision import Precision, allow_tf32, resolve_precision
 from qlora_clip.results import append_jsonl, library_versions, timestamp
 from qlora_clip.spec import RunSpec
@@ -88,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         result = TrainResult(steps=0, seconds=0.0)
     else:
         stream = build_train_stream(data, bundle, spec.train, spec.data, dist, num_workers)
+        initialize_from_train_images(model, spec, data, bundle, prompts, num_workers)
         checkpoint = TrainCheckpoint(spec.checkpoint_path, spec.outputs.checkpoint_every, spec.trained_identity,
                                      dist.device)
         result = train(model, stream, prompts, spec.train, precision, dist, checkpoint, resume=spec.outputs.resume,
@@ -104,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     record = {
         **run_fields(spec, model, dist, precision.name, result, started_at),
+        **adapter_fields(spec, model),
         **schema.fields(zero_shot_acc=zero_shot_acc, test_acc=test_acc, eval_seconds=eval_seconds,
                         test_images_per_process=test_shards, subset_file=str(spec.subset_path)),
         **eval_memory.read(prefix="eval_"),
@@ -134,7 +138,8 @@ def record_baseline(spec: RunSpec, dist: Distributed, precision: Precision, star
         **schema.fields(zero_shot_acc=outcome.zero_shot_acc, test_acc=outcome.test_acc,
                         eval_seconds=outcome.eval_seconds, test_images_per_process=[outcome.test_images],
                         subset_file=str(spec.subset_path), trainable_params=fitted.trainable_params,
-                        adapter_params=fitted.added_params, model_footprint_mb=outcome.footprint_mb,
+                        adapter_params=fitted.added_params, adapter_size_mb=None, peft_config=None, method_args={},
+                        model_footprint_mb=outcome.footprint_mb,
                         baseline_params=fitted.params, baseline_features=outcome.features,
                         protocol=spec.protocol, adapter_dir=None, merge_export=None),
         **outcome.eval_memory,
@@ -158,6 +163,21 @@ def build_train_stream(data: FewShotDataset, bundle: ClipBundle, train_config: T
     return TrainStream(images, [item.label for item in data.train], bundle.image, sampler, num_workers, dist.device)
 
 
+def initialize_from_train_images(model: torch.nn.Module, spec: RunSpec, data: FewShotDataset, bundle: ClipBundle,
+                                 prompts: ClassPrompts, num_workers: int) -> None:
+    """EVA's data pass: one epoch of the run's own augmented train batches, as one process draws them (so
+    every process initialises the same adapter), before the first step; also on --resume, where it gives
+    the adapter the ranks the training state was saved with. Other methods have none."""
+    if spec.model.adapter.method.step != "eva":
+        return
+    one_process = Distributed(rank=0, world=1, device=next(model.parameters()).device)
+    train_config = dataclasses.replace(spec.train, gradient_accumulation_steps=1)
+    stream = build_train_stream(data, bundle, train_config, spec.data, one_process, num_workers)
+    steps = max(1, math.ceil(len(data.train) / train_config.batch_size))
+    batches = [images for _, (images, _labels) in zip(range(steps), stream)]
+    method_training.eva_initialize(model, batches, prompts)
+
+
 def run_fields(spec: RunSpec, model: torch.nn.Module, dist: Distributed, compute_dtype: str,
                result: TrainResult, started_at: str) -> dict:
     """The results fields of the run itself: identity and config, training, memory, size, where and when."""
@@ -171,13 +191,22 @@ def run_fields(spec: RunSpec, model: torch.nn.Module, dist: Distributed, compute
         final_loss=result.losses[-1] if result.losses else None,
         **peak,
         model_footprint_mb=model.get_memory_footprint() / 2**20,
-        trainable_params=trainable_parameter_count(model), adapter_params=adapter_parameter_count(model),
         quantized=METHODS[spec.method].quantized,
         compute_dtype=compute_dtype, device=str(device), processes=dist.world,
         device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         # Where and when it ran: concurrent sweeps on several GPUs or machines share one results file.
         host=socket.gethostname(), cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         started_at=started_at, finished_at=timestamp(), versions=library_versions(),
+    )
+
+
+def adapter_fields(spec: RunSpec, model: torch.nn.Module) -> dict:
+    """The results fields of the method's adapter: its weights, size on disk and complete effective config."""
+    return schema.fields(
+        trainable_params=adapters.trainable_parameter_count(model),
+        adapter_params=adapters.adapter_parameter_count(model),
+        adapter_size_mb=adapters.adapter_size_bytes(model) / 2**20,
+        peft_config=adapters.effective_config(model), method_args=adapters.method_args(spec.model.adapter),
     )
 
 

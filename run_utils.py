@@ -20,7 +20,16 @@ from qlora_clip import paper
 from qlora_clip.baselines.flags import baseline_flag_errors
 from qlora_clip.config import cache_root
 from qlora_clip.errors import UserError
-from qlora_clip.methods import BASELINE_MODES, MODES
+from qlora_clip.methods import (
+    BASE_METHODS,
+    BASELINE_MODES,
+    METHODS,
+    MODES,
+    QUANTIZE,
+    four_bit_methods,
+    resolve_flags,
+    resolved_mode,
+)
 from qlora_clip.outputs import export_target_error, location_error
 from qlora_clip.spec import RunSpec
 from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, wandb_installed
@@ -34,8 +43,8 @@ FOLDER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=-]*")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="main.py",
-        description="Few-shot LoRA / QLoRA / DoRA / QDoRA adaptation of CLIP (CLIP-LoRA protocol, "
-                    "docs/protocol.md).",
+        description="Few-shot adaptation of CLIP with a parameter-efficient method (LoRA, QLoRA, DoRA, QDoRA, "
+                    "PiSSA, VeRA, OFT, IA3, ... : docs/methods.md) under the CLIP-LoRA protocol (docs/protocol.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = p.add_argument_group("data")
@@ -73,20 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="ViT-B/16, ViT-B/32, ViT-L/14, any Hugging Face hub id, a local checkpoint folder, "
              "or 'tiny' (a small random CLIP built offline)",
     )
-    model.add_argument("--mode", choices=MODES, default="lora",
-                       help="adapter method, or a baseline on the frozen base (docs/baselines.md)")
-    model.add_argument("--r", type=int, default=paper.RANK, help="adapter rank")
-    model.add_argument("--alpha", type=float, default=paper.ALPHA, help="adapter alpha")
-    model.add_argument("--dropout_rate", type=float, default=paper.DROPOUT, help="dropout on the adapter input")
+    model.add_argument("--mode", choices=MODES, default="lora", metavar="METHOD",
+                       help="adapter method (docs/methods.md), or a baseline on the frozen base (docs/baselines.md): "
+                            + " ".join(MODES))
+    model.add_argument("--quantize", choices=QUANTIZE, default=None,
+                       help="the frozen base: 4bit = NF4 (bitsandbytes) under any method that supports it "
+                            "(--mode lora --quantize 4bit is qlora); default: the method's (4bit for qlora, qdora, "
+                            "loftq and the -4bit methods)")
+    model.add_argument("--r", type=int, default=None,
+                       help="the method's rank-like size (LoRA's r, OFT's block size, FourierFT's n_frequency: "
+                            "docs/methods.md); default: the method's")
+    model.add_argument("--alpha", type=float, default=None,
+                       help="the method's scale (LoRA's lora_alpha, FourierFT's scaling, ...); default: the method's")
+    model.add_argument("--dropout_rate", type=float, default=None,
+                       help="the method's dropout (LoRA's on the adapter input); default: the method's")
     model.add_argument("--encoder", choices=paper.ENCODERS, default="both", help="encoders that get adapters")
     model.add_argument("--position", choices=paper.POSITIONS, default="all", help="layers that get adapters")
     model.add_argument("--params", nargs="+", choices=paper.PARAMS, default=["q", "k", "v"],
                        help="attention projections that get adapters (o = output projection)")
-    model.add_argument("--lora_scaling", choices=("rslora", "standard"), default="rslora",
-                       help="rslora: alpha/sqrt(r) as CLIP-LoRA; standard: alpha/r")
+    model.add_argument("--lora_scaling", choices=("rslora", "standard"), default=None,
+                       help="LoRA family: rslora = alpha/sqrt(r) as CLIP-LoRA (the default); standard = alpha/r")
+    model.add_argument("--peft_args", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="any other field of the method's PEFT config, e.g. --peft_args d_initial=0.2 "
+                            "(values in JSON; an unknown key lists the valid ones)")
 
     train = p.add_argument_group("training")
-    train.add_argument("--lr", type=float, default=paper.LR, help="AdamW learning rate")
+    train.add_argument("--lr", type=float, default=None,
+                       help="AdamW learning rate; default: the method's (2e-4 for the LoRA family, as CLIP-LoRA)")
     train.add_argument("--n_iters", type=int, default=paper.N_ITERS,
                        help="optimizer steps per shot: total steps = n_iters x shots (0 = evaluate only)")
     train.add_argument("--batch_size", type=int, default=paper.BATCH_SIZE, help="images per optimizer step")
@@ -113,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="continue from the last training state in --checkpoint_dir (start at 0 if none)")
     out.add_argument("--merge_export", default=None, metavar="DIR",
                      help="write a plain CLIPModel checkpoint with the adapter merged in (4-bit bases: "
-                          "into the dequantized weights) to this new or empty folder")
+                          "into the dequantized weights) to this new or empty folder; every method PEFT can merge")
     out.add_argument("--overwrite_export", action="store_true",
                      help="let --merge_export replace the model folder (one with config.json) already there")
     out.add_argument("--results_file", default="results/results.jsonl",
@@ -142,7 +164,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def normalised(args: argparse.Namespace) -> argparse.Namespace:
-    """Flag values in the form a results line records them (after validation)."""
+    """Flag values in the form a results line records them (after validation): the method resolved
+    against --quantize, every flag left to the method at the method's value, --peft_args sorted."""
+    for name, value in resolve_flags(vars(args)).items():
+        setattr(args, name, value)
+    if args.peft_args:
+        from qlora_clip import peft_args
+
+        args.peft_args = peft_args.normalised(METHODS[args.mode], args.peft_args)
     if args.dataset == "folder":
         # Your own images are the dataset: record where they are, so a run on another folder (or on
         # the same folder named from elsewhere) is told apart from this one (spec.dataset_tag).
@@ -161,11 +190,14 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     need(args.shots >= 1, f"--shots must be >= 1 (got {args.shots}); use --n_iters 0 for zero-shot only")
     # numpy's generator takes seeds in [0, 2**32): a negative one failed in seed_everything.
     need(0 <= args.seed < 2 ** 32, f"--seed must be in [0, 2**32) (got {args.seed})")
-    need(args.r >= 1, f"--r must be >= 1 (got {args.r})")
+    need(args.r is None or args.r >= 1, f"--r must be >= 1 (got {args.r})")
     # inf and nan pass a comparison or fail it with a misleading message; say which flag is not a number.
-    need(math.isfinite(args.alpha) and args.alpha > 0, f"--alpha must be a finite number > 0 (got {args.alpha})")
-    need(0 <= args.dropout_rate < 1, f"--dropout_rate must be in [0, 1) (got {args.dropout_rate})")
-    need(math.isfinite(args.lr) and args.lr > 0, f"--lr must be a finite number > 0 (got {args.lr})")
+    need(args.alpha is None or (math.isfinite(args.alpha) and args.alpha > 0),
+         f"--alpha must be a finite number > 0 (got {args.alpha})")
+    need(args.dropout_rate is None or 0 <= args.dropout_rate < 1,
+         f"--dropout_rate must be in [0, 1) (got {args.dropout_rate})")
+    need(args.lr is None or (math.isfinite(args.lr) and args.lr > 0),
+         f"--lr must be a finite number > 0 (got {args.lr})")
     need(args.n_iters >= 0, f"--n_iters must be >= 0 (got {args.n_iters})")
     need(args.batch_size >= 1, f"--batch_size must be >= 1 (got {args.batch_size})")
     need(args.num_workers is None or args.num_workers >= 0, f"--num_workers must be >= 0 (got {args.num_workers})")
@@ -182,11 +214,12 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     need(not args.eval_only or args.save_path,
          "--eval_only needs --save_path, the folder the adapter was saved under")
     need(not args.overwrite_export or args.merge_export, "--overwrite_export goes with --merge_export")
+    # A baseline takes none of the adapter's flags; a PEFT method is checked against its table entry.
+    errors += (baseline_flag_errors(vars(args), flag_defaults()) if args.mode in BASELINE_MODES
+               else method_errors(args))
     errors += tracking_errors(args)
     errors += protocol_errors(args)
     errors += output_errors(args)
-    if args.mode in BASELINE_MODES:
-        errors += baseline_flag_errors(vars(args), flag_defaults())
     if args.device == "cuda":
         import torch
 
@@ -230,6 +263,63 @@ def input_file_errors(args: argparse.Namespace) -> list[str]:
 
     try:
         read_checkpoint(checkpoint)
+    except UserError as err:
+        return [str(err)]
+    return []
+
+
+def method_errors(args: argparse.Namespace) -> list[str]:
+    """What the method (methods.py) cannot take: a base it does not train on, flags it has no field for,
+    an export it cannot merge, --peft_args its PEFT config does not have."""
+    method = METHODS[args.mode]
+    if args.quantize == "4bit" and not method.quantized and method.four_bit_name is None:
+        return [f"--quantize 4bit: {args.mode} does not train on a 4-bit base in PEFT 0.21; the methods that do: "
+                f"{', '.join(four_bit_methods())} (and loftq)"]
+    if args.quantize == "none" and method.quantized:
+        if method.base_method is None:
+            return [f"--quantize none: {args.mode} initialises LoRA for the 4-bit base; it has no full-precision form "
+                    "(use --mode lora)"]
+        return [f"--quantize none: {args.mode} is {method.base_method} on the 4-bit base; use --mode "
+                f"{method.base_method} for a full-precision base"]
+    method = METHODS[resolved_mode(args.mode, args.quantize)]
+    errors = []
+    for flag, name in (("r", "--r"), ("alpha", "--alpha"), ("dropout", "--dropout_rate")):
+        value = getattr(args, "dropout_rate" if flag == "dropout" else flag)
+        if value is not None and flag not in method.fields:
+            errors.append(f"{name} {value}: {method.name} has no such hyperparameter (docs/methods.md lists what it "
+                          "has; other fields of its PEFT config go in --peft_args)")
+    if args.lora_scaling is not None and not method.scaling_flag:
+        errors.append(f"--lora_scaling {args.lora_scaling}: only the LoRA family's scale has two forms; "
+                      f"{method.name} has its own")
+    if method.targets == "layer_norms" and list(args.params) != ["q", "k", "v"]:
+        errors.append(f"--params {' '.join(args.params)}: {method.name} tunes the LayerNorms of the selected layers, "
+                      "not projections; leave --params out (--encoder and --position still choose the layers)")
+    if args.merge_export and not method.mergeable:
+        errors.append(f"--merge_export: PEFT cannot merge {method.name} into the weights; save it with --save_path "
+                      f"instead, or use a mergeable method: {', '.join(m.name for m in BASE_METHODS if m.mergeable)}")
+    if method.step == "adalora" and (args.checkpoint_every or args.resume):
+        errors.append("--checkpoint_every / --resume: AdaLoRA's rank allocator (its importance scores) is not part of "
+                      "the training state, so a resumed AdaLoRA run would not reproduce the uninterrupted one; run it "
+                      "without them")
+    if args.peft_args:
+        errors += peft_args_errors(args, method)
+    return errors
+
+
+def peft_args_errors(args: argparse.Namespace, method) -> list[str]:
+    """--peft_args checked against the method's PEFT config class, and the config PEFT then builds."""
+    from qlora_clip import peft_args
+
+    try:
+        values = peft_args.parse(method, args.peft_args)
+        if method.peft_class is not None:
+            from qlora_clip.adapters import peft_config
+            from qlora_clip.config import AdapterConfig
+
+            adapter = AdapterConfig(mode=method.name, r=args.r, alpha=args.alpha, dropout=args.dropout_rate,
+                                    lora_scaling=args.lora_scaling, peft_args=tuple(values.items()),
+                                    total_steps=max(args.n_iters * args.shots, 1))
+            peft_config(adapter, ["text_model.encoder.layers.0.self_attn.q_proj"])
     except UserError as err:
         return [str(err)]
     return []

@@ -11,8 +11,10 @@
     whose HM is the harmonic mean of the average base and the average new accuracy, optionally with
     the published averages of other methods;
 (e) the cross-dataset transfer and domain generalization tables (runs with --eval_datasets): the source's
-    accuracy, each target's, and the average over targets (other datasets; ImageNet's variants).
-Tables (a), (b) and (c) read few-shot-protocol runs only (a line without "protocol" is one); (d) reads
+    accuracy, each target's, and the average over targets (other datasets; ImageNet's variants);
+(f) the methods table: per method, trainable parameters, adapter size on disk, weight footprint, training
+    time, peak memory, zero-shot and test accuracy side by side, per backbone and shots, --sort COLUMN.
+Tables (a), (b), (c) and (f) read few-shot-protocol runs only (a line without "protocol" is one); (d) reads
 base-to-novel runs only.
 Markdown goes to stdout, CSV and PNG files to --out. Lines that cannot be read are reported with their
 file and line number on stderr and skipped.
@@ -27,11 +29,12 @@ from run_utils import flag_defaults
 from summaries.base2new import base2new_section
 from summaries.efficiency import efficiency_section
 from summaries.fewshot import paper_rows, paper_section
+from summaries.methods import SORT_KEYS, methods_section
 from summaries.plot import plot
 from summaries.records import SummaryError, label_methods, label_zero_shot, latest_by_run, load, protocol_of
 from summaries.transfer import transfer_section
 
-TABLES = ("paper", "efficiency", "base2new", "cross_dataset", "domain_generalization")
+TABLES = ("paper", "efficiency", "methods", "base2new", "cross_dataset", "domain_generalization")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reference", action="store_true",
                    help="draw the published CLIP-LoRA averages in the plot (implies --plot) and print the "
                         "published base-to-novel averages under the base-to-novel table")
+    p.add_argument("--sort", choices=SORT_KEYS, default="method",
+                   help="the methods table's order: best first by this column (smallest cost, highest accuracy); "
+                        "method = the order of the methods table")
     p.add_argument("--seeds", nargs="+", type=int, default=None,
                    help="seeds every cell should have (default: every seed found for the backbone)")
     args = p.parse_args(argv)
@@ -78,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     builders = {
         "paper": lambda: paper_section(rows, fewshot, out) if rows else "",
         "efficiency": lambda: efficiency_section(fewshot, expected, out) if fewshot else "",
+        "methods": lambda: methods_section(fewshot, expected, out, args.sort) if fewshot else "",
         "base2new": lambda: base2new_section(base2new, expected, out, args.reference) if base2new else "",
         "cross_dataset": lambda: transfer_section("cross_dataset", transfer, expected, out),
         "domain_generalization": lambda: transfer_section("domain_generalization", transfer, expected, out),

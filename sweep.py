@@ -1,4 +1,4 @@
-"""Run datasets x shots x seeds for one method, one `main.py` process per run: resumable, on every GPU of
+"""Run methods x datasets x shots x seeds, one `main.py` process per run: resumable, on every GPU of
 a machine or as a SLURM job array.
 
 A run counts as finished when the results file holds a line for it with the same flags (bookkeeping
@@ -23,7 +23,7 @@ import signal
 import sys
 
 from datasets import DATASET_NAMES
-from qlora_clip.methods import MODES
+from qlora_clip.methods import ADAPTER_MODES, BASELINE_MODES, FULL_PRECISION_MODES, MODES
 from qlora_clip.paper import PAPER_DATASETS, PAPER_SEEDS, PAPER_SHOTS
 from qlora_clip.results import recorded_configs
 from run_utils import flag_defaults, setup_logging
@@ -69,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
                "command line when the other launcher is chosen.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--mode", choices=MODES, default=_env("MODE", "qlora"))
+    p.add_argument("--mode", choices=MODES, default=None, metavar="METHOD",
+                   help="one method (MODE; default qlora); --modes sweeps several")
+    p.add_argument("--modes", nargs="+", default=None, metavar="METHOD",
+                   help="methods to sweep, each over datasets x shots x seeds (MODES); 'all' = every adapter "
+                        "method of the table, 'full-precision' = every adapter method on the full-precision base "
+                        "(docs/methods.md), 'baselines' = every baseline (docs/baselines.md)")
     p.add_argument("--datasets", nargs="+", default=[_env("DATASETS", " ".join(PAPER_DATASETS))])
     p.add_argument("--shots", nargs="+", default=[_env("SHOTS", " ".join(map(str, PAPER_SHOTS)))])
     p.add_argument("--seeds", nargs="+", default=[_env("SEEDS", " ".join(map(str, PAPER_SEEDS)))])
@@ -127,8 +132,25 @@ def _read_launcher_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -
             setattr(args, name, _env(name.upper()))
 
 
+def _modes(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
+    """--modes (or MODES), else --mode (or MODE), else qlora; 'all', 'full-precision' and 'baselines' expand."""
+    if args.mode is not None and args.modes is not None:
+        p.error("--mode and --modes: give one (--modes takes one method too)")
+    words = _words(args.modes) if args.modes is not None else (
+        [args.mode] if args.mode else _words([_env("MODES", "")]) or [_env("MODE", "qlora")])
+    groups = {"all": list(ADAPTER_MODES), "full-precision": list(FULL_PRECISION_MODES),
+              "baselines": list(BASELINE_MODES)}
+    modes = list(dict.fromkeys(m for w in words for m in groups.get(w, [w])))
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        p.error(f"--modes (MODES): unknown method(s) {', '.join(unknown)}; choose from all, full-precision, baselines, "
+                f"{', '.join(MODES)}")
+    return modes
+
+
 def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Normalise the word lists and numbers, and stop with the flag at fault before anything runs."""
+    args.modes = _modes(p, args)
     args.datasets = _words(args.datasets)
     try:
         args.shots = [int(w) for w in _words(args.shots)]
@@ -151,7 +173,7 @@ def _check(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"--{name} ({name.upper()}) must be >= {least} (got {value})")
     if args.devices is not None:
         args.devices = _words(args.devices if isinstance(args.devices, list) else [args.devices])
-    args.group = args.group or default_group(args.mode, args.backbone, args.results_file)
+    args.group = args.group or default_group(args.modes, args.backbone, args.results_file)
     if args.launcher == "slurm":
         try:
             args.time = slurm.minutes(args.time)
@@ -210,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     done = done_configs(args.results_file)
     todo = [run for run in runs if run.config not in done]
-    log.info("%d runs of %s on %s: %d already in %s, %d to run", len(runs), args.mode, args.backbone,
+    log.info("%d runs of %s on %s: %d already in %s, %d to run", len(runs), ", ".join(args.modes), args.backbone,
              len(runs) - len(todo), args.results_file, len(todo))
     if args.dry_run:
         print_plan(args, runs, todo, slots)

@@ -1,7 +1,7 @@
 """The training loop: AdamW on the adapter weights, cosine schedule, n_iters x shots optimizer steps.
 
 The protocol (docs/protocol.md, "Training"): CLIP-LoRA's optimizer and schedule, class prompts
-re-encoded with gradients at every step when the text tower has adapters, one optimizer step per
+re-encoded with gradients at every step when the text tower is adapted (by any method), one optimizer step per
 batch on the mean loss of that batch's images (a short last batch of an epoch included). A batch
 may be split into micro-batches (gradient accumulation) and across processes (distributed.py):
 each micro-batch's summed loss is divided by the image count of the whole step, so neither changes
@@ -21,13 +21,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from qlora_clip.adapters import tower_is_adapted
 from qlora_clip.checkpointing import TrainCheckpoint
 from qlora_clip.config import TrainConfig
 from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logits
+from qlora_clip.encode import ClassPrompts, image_features, logits
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.loaders import TrainStream
 from qlora_clip.memory import PeakMemory
+from qlora_clip.method_training import StepRules
 from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
 from qlora_clip.precision import Precision
 
@@ -64,8 +66,8 @@ class TrainResult:
     peak_memory: dict = field(default_factory=dict)  # memory.PeakMemory.read() of the training loop
 
 
-def build_optimizer(params: list[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.AdamW:
-    """CLIP-LoRA's AdamW on the trainable (adapter) weights."""
+def build_optimizer(params: list, lr: float, device: torch.device) -> torch.optim.AdamW:
+    """CLIP-LoRA's AdamW on the trainable (adapter) weights, or on a method's parameter groups (LoRA+)."""
     # Fused AdamW updates all adapter tensors (about 150) in one kernel instead of a loop of small ones.
     return torch.optim.AdamW(params, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=device.type == "cuda")
 
@@ -82,23 +84,27 @@ def _no_mark(phase: str) -> None:
 class TrainStep:
     """One optimizer step on a batch's micro-batches: the step every run takes, and the benchmark times.
 
-    Per micro-batch: the class prompts' features (re-encoded with gradients when the text tower has
-    adapters; caching them would silently freeze those adapters), the images' features, the loss
-    (the micro-batch's summed loss over the step's image count), and the backward, first to the two
-    feature sets and then through each tower (the same gradients as one loss.backward(), with each
-    tower's share visible to `mark`). Then the gradients are summed over processes and the
-    optimizer, scaler and schedule step.
+    Per micro-batch: the class prompts' features (re-encoded with gradients when the text tower is
+    adapted, adapters.tower_is_adapted, whatever the method; caching them would silently freeze the
+    text tower's adapter), the images' features, the loss (the micro-batch's summed loss over the
+    step's image count), and the backward, first to the two feature sets and then through each tower
+    (the same gradients as one loss.backward(), with each tower's share visible to `mark`). Then the
+    gradients are summed over processes and the optimizer, scaler and schedule step. A method's own
+    part of the step (LoRA+'s learning rates, AdaLoRA's regulariser and rank allocation) comes from
+    method_training.StepRules; for every other method it is nothing.
     """
 
     def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, config: TrainConfig, precision: Precision,
                  dist: Distributed):
         self.model, self.prompts, self.precision, self.dist = model, prompts, precision, dist
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.params, config.lr, precision.device)
+        self.rules = StepRules(model, config.loraplus_lr_ratio)
+        self.optimizer = build_optimizer(self.rules.parameter_groups(self.params, config.lr), config.lr,
+                                         precision.device)
         self.scheduler = build_schedule(self.optimizer, config.total_steps)
         self.scaler = precision.grad_scaler()
         self.cached_text = None
-        if not has_adapters(model, "text_model"):
+        if not tower_is_adapted(model, "text_model"):
             model.eval()
             with torch.no_grad(), precision.autocast():
                 self.cached_text = prompts.features(model)
@@ -133,9 +139,15 @@ class TrainStep:
                 features.backward(grad)
                 mark(f"{name}_backward")
             step_loss += loss.detach()
+            penalty = self.rules.regularizer()
+            if penalty is not None:  # once per step, shared out over its micro-batches like the loss
+                penalty = penalty * (len(labels) / step_images)
+                self.scaler.scale(penalty).backward()
+                step_loss += penalty.detach()
         step_loss = self.dist.sum_gradients(self.params, step_loss)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self.rules.after_optimizer_step(self.scheduler.last_epoch)  # before the gradients are cleared
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()

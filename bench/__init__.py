@@ -14,6 +14,7 @@
     classes.py         study: step time vs the number of classes
     footprint.py       weight footprints; study: the 4-bit dequantization cost
     dora_dropout.py    study: DoRA with PEFT's dropout vs dropout on the adapter branch only
+    methods.py         study: every method the grid lacks, at its first setting (the GPU preset's)
     input_pipeline.py  `python bench.py input`: decode + transform throughput of the real loaders
     report.py          the Markdown table and the files in bench_results/
 

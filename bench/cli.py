@@ -23,24 +23,30 @@ from bench.settings import BenchSettings, InputSettings
 from bench.suite import STUDIES, run_benchmark
 from datasets import DATASET_NAMES
 from qlora_clip.errors import UserError
-from qlora_clip.methods import MODES
+from qlora_clip.methods import MODES, NAMED_MODES
 from qlora_clip.paper import CONTEXT_LENGTH
 from qlora_clip.tiny_clip import REAL_SHAPES
 
 log = logging.getLogger("bench")
 
 INPUT_COMMAND = "input"
+LORA_MODES = ("lora", "qlora", "dora", "qdora")
 BACKBONES = ("tiny", *REAL_SHAPES)
 
-# Defaults sized for where they run. `default`: ViT-B/16 on this project's 2-core CPU in under
-# 10 minutes (a B/16 step at batch 8 takes seconds there, so few steps); `quick`: the tiny model
-# for the smoke test; `scaling`: how step cost grows with batch size and class count;
-# `gpu`: the prepared command for one GPU (bench/gpu.py).
+# Defaults sized for where they run. `default`: every method (methods.NAMED_MODES) in ViT-B/16 shapes
+# on this project's 2-core CPU in about 10-15 minutes (a B/16 step at batch 8 takes seconds there,
+# so one warm-up and one timed step each); `lora-family`: the four LoRA modes on both encoder
+# settings with the padding study, the grid this preset had before the other methods came;
+# `quick`: the tiny model for the smoke test; `scaling`: how step cost grows with batch size and
+# class count; `gpu`: the prepared command for one GPU (bench/gpu.py).
 PRESETS = {
-    "default": dict(backbone="ViT-B/16", device="cpu", modes=MODES, encoders=("both", "vision"),
-                    batch_sizes=(8,), compute_dtypes=("fp32",), checkpointing=("off",), steps=2, warmup=1,
-                    num_classes=10, prompt_tokens=16, eval_encoder="both", studies=("padding", "dequant")),
-    "quick": dict(backbone="tiny", device="cpu", modes=MODES, encoders=("both",),
+    "default": dict(backbone="ViT-B/16", device="cpu", modes=NAMED_MODES, encoders=("both",),
+                    batch_sizes=(8,), compute_dtypes=("fp32",), checkpointing=("off",), steps=1, warmup=1,
+                    num_classes=10, prompt_tokens=16, eval_encoder=None, studies=("dequant",)),
+    "lora-family": dict(backbone="ViT-B/16", device="cpu", modes=LORA_MODES, encoders=("both", "vision"),
+                        batch_sizes=(8,), compute_dtypes=("fp32",), checkpointing=("off",), steps=2, warmup=1,
+                        num_classes=10, prompt_tokens=16, eval_encoder="both", studies=("padding", "dequant")),
+    "quick": dict(backbone="tiny", device="cpu", modes=LORA_MODES, encoders=("both",),
                   batch_sizes=(4,), compute_dtypes=("fp32",), checkpointing=("off",), steps=1, warmup=1,
                   num_classes=10, prompt_tokens=16, eval_encoder="both", studies=("padding", "dequant")),
     "scaling": dict(backbone="ViT-B/16", device="cpu", modes=("lora",), encoders=("both",),
@@ -80,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "override it")
     p.add_argument("--backbone", choices=BACKBONES, help="shapes of the random checkpoint")
     p.add_argument("--device", choices=["cpu", "cuda"])
-    p.add_argument("--modes", nargs="+", choices=MODES)
+    p.add_argument("--modes", nargs="+", choices=MODES, metavar="METHOD",
+                   help="methods to time (default preset: every method, methods.NAMED_MODES)")
     p.add_argument("--encoders", nargs="+", choices=["both", "vision", "text"])
     p.add_argument("--batch_sizes", nargs="+", type=_at_least(1))
     p.add_argument("--compute_dtypes", nargs="+", choices=["fp32", "fp16", "bf16"])
@@ -95,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--studies", nargs="*", choices=list(STUDIES),
                    help="extra measurements: 77-token vs longest padding, 4-bit dequantization cost, "
                         "DoRA with and without adapter dropout, step time vs number of classes, the 4-shot "
-                        "Caltech101-shaped protocol end to end (LoRA, QLoRA)")
+                        "Caltech101-shaped protocol end to end (LoRA, QLoRA), every method the grid lacks")
     p.add_argument("--protocol_iters", type=_at_least(1),
                    help="n_iters of the protocol study (default 500: 2,000 steps at 4 shots)")
     p.add_argument("--out_dir", default="bench_results",

@@ -1,7 +1,7 @@
 """The GPU preset: `python bench.py --preset gpu`, the prepared command for one CUDA GPU.
 
-One command, sized to finish within 8 minutes on one H200 (an estimate from the step counts: it
-has not run on one yet; BENCHMARKS.md records what it gives when it does):
+One command, sized to finish within about 12 minutes on one H200 (an estimate from the step counts:
+it has not run on one yet; BENCHMARKS.md records what it gives when it does):
 
 - the step-time grid at ViT-B/16 shapes and the protocol's batch 32, fp16 autocast (CLIP-LoRA's
   precision on CUDA), gradient checkpointing off and on, the four modes on both encoders and on
@@ -11,7 +11,12 @@ has not run on one yet; BENCHMARKS.md records what it gives when it does):
 - the padding and dequantization studies;
 - `protocol`: the 4-shot Caltech101-shaped protocol end to end through main.py for LoRA and QLoRA
   (bench/end_to_end.py): total time, ms/step, input wait and peak memory per method. The goal
-  for that run is 60 s or less per method on an H200.
+  for that run is 60 s or less per method on an H200;
+- `methods`: every other method of the table (methods.NAMED_MODES: 28 more) at batch 32, fp16, both
+  encoders, no checkpointing, with its ratios to LoRA's grid row (time, peak memory, footprint,
+  trainable parameters). Budget: a load (~5 s for ViT-B/16, more for LoftQ's SVDs and EVA's data
+  pass) plus 13 steps of ~0.1-0.3 s each, so about 8 s per method, ~4 minutes in all; the grid and
+  the other studies keep their ~8.
 
 bf16 and the DoRA-dropout study stay out to keep within the time; `--compute_dtypes fp16 bf16`
 or `--studies ... dora_dropout` add them. Another measurement joins this command by adding its
@@ -19,9 +24,8 @@ name (a key of suite.STUDIES) to `studies`.
 """
 from __future__ import annotations
 
-from qlora_clip.methods import MODES
-
-GPU_PRESET = dict(backbone="ViT-B/16", device="cuda", modes=MODES, encoders=("both", "vision"),
+GPU_PRESET = dict(backbone="ViT-B/16", device="cuda", modes=("lora", "qlora", "dora", "qdora"),
+                  encoders=("both", "vision"),
                   batch_sizes=(32,), compute_dtypes=("fp16",), checkpointing=("off", "on"), steps=10,
                   warmup=3, num_classes=100, prompt_tokens=16, eval_encoder="both",
-                  studies=("padding", "dequant", "protocol"))
+                  studies=("padding", "dequant", "protocol", "methods"))

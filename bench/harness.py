@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.config import AdapterConfig, ModelConfig, TrainConfig
+from qlora_clip.methods import METHODS
 from qlora_clip.model import ClipBundle, load_clip
-from qlora_clip.paper import DROPOUT
 from qlora_clip.precision import Precision, resolve_precision
 from qlora_clip.results import library_versions
 from qlora_clip.tiny_clip import random_checkpoint_dir, tiny_checkpoint_dir
@@ -113,14 +113,22 @@ def checkpoint_dir(backbone: str) -> Path:
 
 
 def load_model(backbone: str, dtype: str, device: torch.device, mode: str = "lora", encoder: str = "both",
-               dropout: float = DROPOUT, checkpointing: bool = False
+               dropout: float | None = None, checkpointing: bool = False, total_steps: int = 1000
                ) -> tuple[ModelConfig, Precision, ClipBundle]:
-    """The adapted model exactly as main.py builds it: a ModelConfig through model.load_clip."""
+    """The adapted model exactly as main.py builds it: a ModelConfig through model.load_clip, at the
+    method's defaults (`dropout` None: the method's; `total_steps`: AdaLoRA's schedule)."""
     config = ModelConfig(backbone=str(checkpoint_dir(backbone)),
-                         adapter=AdapterConfig(mode=mode, encoder=encoder, dropout=dropout),
+                         adapter=AdapterConfig(mode=mode, encoder=encoder, dropout=dropout, total_steps=total_steps),
                          gradient_checkpointing=checkpointing)
     precision = resolve_precision(dtype, device)
     return config, precision, load_clip(config, device, precision.dtype)
+
+
+def train_config(mode: str, total_steps: int) -> TrainConfig:
+    """The method's optimisation as main.py runs it at its defaults: its learning rate, LoRA+'s ratio."""
+    method = METHODS[mode]
+    ratio = method.extras.get("loraplus_lr_ratio") if method.step == "loraplus" else None
+    return TrainConfig(shots=1, lr=method.defaults.lr, n_iters=total_steps, loraplus_lr_ratio=ratio)
 
 
 def random_batch(batch: int, image_size: int, num_classes: int, device: torch.device,

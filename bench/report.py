@@ -43,10 +43,39 @@ def markdown(report: dict) -> str:
     lines += ["", "| ratio | value |", "|---|---|"]
     for setting, values in report["ratios"].items():
         for name, value in values.items():
-            lines.append(f"| {setting}: {name} | {_fmt(value, 3)} |")
+            if name != "vs_lora":
+                lines.append(f"| {setting}: {name} | {_fmt(value, 3)} |")
+    lines += _methods_table(report)
     for name, result in report["studies"].items():
         lines += ["", f"**{name}**: `{json.dumps(result, default=float)}`"]
     return "\n".join(lines) + "\n"
+
+
+def _methods_table(report: dict) -> list[str]:
+    """Every method's row beside its ratios to LoRA's at the same setting."""
+    rows = {(r["mode"], r["encoder"], r["batch"], r["dtype"], r["checkpointing"]): r for r in report["rows"]
+            if r.get("study") in (None, "methods")}
+    lines = []
+    for setting, values in report["ratios"].items():
+        ratios = values.get("vs_lora") if isinstance(values, dict) else None
+        if not ratios:
+            continue
+        encoder, batch, dtype, ckpt = setting.split("_")
+        key = (encoder, int(batch[1:]), dtype, ckpt == "ckpton")
+        lines += ["", f"Methods against LoRA, {encoder} encoders, batch {key[1]}, {dtype}, checkpointing "
+                      f"{'on' if key[3] else 'off'}:", "",
+                  "| method | step s | time / LoRA | peak MB | memory / LoRA | footprint MB | footprint / LoRA "
+                  "| trainable | trainable / LoRA |", "|---|---|---|---|---|---|---|---|---|"]
+        for mode in ["lora", *ratios]:
+            row = rows.get((mode, *key))
+            if row is None:
+                continue
+            r = ratios.get(mode, {"time": 1.0, "peak_memory": 1.0, "footprint": 1.0, "trainable_params": 1.0})
+            lines.append("| " + " | ".join([
+                mode, _fmt(row["step_s"], 3), _fmt(r["time"], 2), _fmt(row["peak_memory_mb"], 0),
+                _fmt(r["peak_memory"], 2), _fmt(row["footprint_mb"], 1), _fmt(r["footprint"], 3),
+                f"{row.get('trainable_params', 0):,}", _fmt(r["trainable_params"], 3)]) + " |")
+    return lines
 
 
 def write_report(report: dict, bench: BenchSettings) -> Path:

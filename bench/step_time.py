@@ -18,14 +18,17 @@ from typing import Callable
 import torch
 
 from bench.flops import train_step_flops
-from bench.harness import current_rss_mb, gemm_rate, load_model, random_batch, release_memory, sync
+from bench.harness import current_rss_mb, gemm_rate, load_model, random_batch, release_memory, sync, train_config
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
+from qlora_clip.adapters import adapter_size_bytes, trainable_parameter_count
 from qlora_clip.config import TrainConfig
 from qlora_clip.distributed import Distributed
 from qlora_clip.encode import ClassPrompts, image_features
 from qlora_clip.memory import MB, PeakMemory
-from qlora_clip.paper import DROPOUT, LR, N_ITERS, PAPER_SHOTS
+from qlora_clip.method_training import eva_initialize
+from qlora_clip.methods import METHODS
+from qlora_clip.paper import LR, N_ITERS, PAPER_SHOTS
 from qlora_clip.precision import Precision
 from trainer import TrainStep
 
@@ -40,8 +43,9 @@ class StepTimer:
     the image pass the images' forward and backward.
     """
 
-    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, total_steps: int = 1000):
-        config = TrainConfig(shots=1, lr=LR, n_iters=total_steps)
+    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, total_steps: int = 1000,
+                 config: TrainConfig | None = None):
+        config = config or TrainConfig(shots=1, lr=LR, n_iters=total_steps)
         self.step_fn = TrainStep(model, prompts, config, precision, Distributed(rank=0, world=1,
                                                                                   device=precision.device))
         self.device = precision.device
@@ -64,9 +68,9 @@ class StepTimer:
 
 
 def time_training(model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, batch: int,
-                  image_size: int, steps: int, warmup: int) -> dict:
+                  image_size: int, steps: int, warmup: int, config: TrainConfig | None = None) -> dict:
     """Median step time and tower shares over `steps` steps after `warmup`, on one random batch."""
-    timer = StepTimer(model, prompts, precision, total_steps=warmup + steps)
+    timer = StepTimer(model, prompts, precision, total_steps=warmup + steps, config=config)
     images, labels = random_batch(batch, image_size, len(prompts), precision.device)
     records = [timer.step(images, labels) for _ in range(warmup + steps)][warmup:]
     step_s = statistics.median(r["step_s"] for r in records)
@@ -107,7 +111,7 @@ class Setting:
     dtype: str
     checkpointing: bool
     num_classes: int
-    dropout: float = DROPOUT
+    dropout: float | None = None  # None: the method's
     padding: str = "longest"  # or 'max_length': every prompt padded to the 77-token context
 
 
@@ -120,8 +124,9 @@ def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting:
     """
     device = torch.device(bench.device)
     release_memory(device)
+    total_steps = bench.warmup + bench.steps
     config, precision, bundle = load_model(bench.backbone, setting.dtype, device, setting.mode, setting.encoder,
-                                           setting.dropout, setting.checkpointing)
+                                           setting.dropout, setting.checkpointing, total_steps)
     # As in main.py, the peak covers training with the model loaded, not the load itself (on the
     # CPU a 4-bit load passes through the full-precision weights).
     release_memory(device)
@@ -135,11 +140,15 @@ def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting:
                                                                bench.prompt_tokens),
                            device, padding=setting.padding)
     prompt_len = prompts.input_ids.shape[1]
-    row = {"backbone": bench.backbone, **asdict(setting), "prompt_len": prompt_len,
-           "footprint_mb": model.get_memory_footprint() / MB}
+    method = METHODS[setting.mode]
+    if method.step == "eva":  # its data pass, on random images (a run uses its train images)
+        eva_initialize(model, [random_batch(setting.batch, bundle.image.image_size, 2, device, seed=3)[0]], prompts)
+    row = {"backbone": bench.backbone, **asdict(setting), "dropout": config.adapter.dropout, "prompt_len": prompt_len,
+           "footprint_mb": model.get_memory_footprint() / MB,
+           "trainable_params": trainable_parameter_count(model), "adapter_size_mb": adapter_size_bytes(model) / MB}
     rate_before = gemm_rate(device, precision.dtype)
     row.update(time_training(model, prompts, precision, setting.batch, bundle.image.image_size,
-                             bench.steps, bench.warmup))
+                             bench.steps, bench.warmup, train_config(setting.mode, total_steps)))
     row["gemm_rate_around"] = (rate_before + gemm_rate(device, precision.dtype)) / 2
     peak = memory.read()
     row["peak_memory_mb"] = peak["peak_memory_mb"]
@@ -148,8 +157,10 @@ def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting:
         row["peak_reserved_mb"] = peak["peak_memory_reserved_mb"]
     else:
         row["peak_rss_above_loaded_mb"] = peak["peak_memory_mb"] - rss_before
+    # Adapter FLOPs are LoRA's formula (rank r); other methods' adapters are counted as none (a small share).
+    rank = config.adapter.r if method.peft_class == "LoraConfig" else 0
     flops = train_step_flops(model.config, setting.batch, setting.num_classes, prompt_len, setting.encoder,
-                             r=config.adapter.r, n_params=len(config.adapter.params))
+                             r=rank, n_params=len(config.adapter.params))
     row["step_gflop"] = flops / 1e9
     row["achieved_gflops"] = flops / row["step_s"] / 1e9
     row["utilization"] = flops / row["step_s"] / peak_flops[setting.dtype]
@@ -201,15 +212,17 @@ def _find(rows: list[dict], **keys) -> dict | None:
 
 
 def compute_ratios(rows: list[dict], footprint: dict | None) -> dict:
-    """QLoRA/LoRA memory and time, DoRA/LoRA and QDoRA/QLoRA time per grid setting, each from this run's rows."""
-    grid = grid_rows(rows)
+    """Per grid setting, each from this run's rows: QLoRA/LoRA memory and time, DoRA/LoRA and QDoRA/QLoRA
+    time, and every other method's time, peak memory, footprint and trainable parameters over LoRA's."""
     out = {}
-    for base in grid:
-        if base["mode"] != "lora":
+    for base in rows:
+        if base["mode"] != "lora" or base.get("study") not in (None, "methods"):
             continue
         key = f"{base['encoder']}_b{base['batch']}_{base['dtype']}_ckpt{'on' if base['checkpointing'] else 'off'}"
         same = {k: base[k] for k in ("encoder", "batch", "dtype", "checkpointing", "backbone")}
-        q, d, qd = (_find(grid, mode=m, **same) for m in ("qlora", "dora", "qdora"))
+        peers = [row for row in rows if row.get("study") in (None, "methods")
+                 and all(row.get(k) == v for k, v in same.items())]
+        q, d, qd = (_find(peers, mode=m) for m in ("qlora", "dora", "qdora"))
         out[key] = {
             "qlora_over_lora_memory": _ratio(q and q["peak_memory_mb"], base["peak_memory_mb"]),
             "qlora_over_lora_time": _ratio(q and q["step_s"], base["step_s"]),
@@ -217,14 +230,24 @@ def compute_ratios(rows: list[dict], footprint: dict | None) -> dict:
             "qdora_over_qlora_time": _ratio(qd and qd["step_s"], q and q["step_s"]),
         }
         if base["checkpointing"] is False:
-            with_checkpointing = _find(grid, mode="qlora", **{**same, "checkpointing": True})
+            with_checkpointing = _find(grid_rows(rows), mode="qlora", **{**same, "checkpointing": True})
             if with_checkpointing:
                 out[key]["qlora_ckpt_on_over_lora_ckpt_off_memory"] = (
                     with_checkpointing["peak_memory_mb"] / base["peak_memory_mb"])
+        out[key]["vs_lora"] = {row["mode"]: method_ratios(row, base) for row in peers if row["mode"] != "lora"}
     if footprint:
         out["footprint"] = {"qlora_over_lora_fp32": footprint["qlora_fp32"] / footprint["lora_fp32"],
                             "qlora_over_lora_fp16": footprint["qlora_fp16"] / footprint["lora_fp16"]}
     return out
+
+
+def method_ratios(row: dict, lora: dict) -> dict:
+    """A method's row over LoRA's at the same setting: step time, peak memory, weight footprint and trainable
+    parameters."""
+    return {"time": _ratio(row["step_s"], lora["step_s"]),
+            "peak_memory": _ratio(row["peak_memory_mb"], lora["peak_memory_mb"]),
+            "footprint": _ratio(row["footprint_mb"], lora["footprint_mb"]),
+            "trainable_params": _ratio(row.get("trainable_params"), lora.get("trainable_params"))}
 
 
 def shots_projection(rows: list[dict]) -> dict:

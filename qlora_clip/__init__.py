@@ -5,9 +5,15 @@
     spec.py           RunSpec: a run as one value, its identity and every name and path derived from it
     schema.py         the results line, declared once (docs/results.md is generated from it)
     results.py        results files: appending atomically, reading with line-level errors, run identity
-    methods.py        the table of methods: the adapters, and the baselines (kind "baseline")
+    methods.py        the table of methods: adapters (PEFT config, defaults, sources, 4-bit, merge), baselines
+    methods_doc.py    docs/methods.md's tables, generated from that table with measured parameter counts
+    peft_args.py      --peft_args key=value: any other field of a method's PEFT config, typed and checked
+    targets.py        --encoder/--position/--params -> the names of the modules a method adapts
+    adapters.py       a method's adapter: config, attaching it, counts, the tower rule, zero-shot view, save/load/merge
+    own_methods.py    BitFit and full fine-tuning, the two methods PEFT has no config for
+    method_training.py  what a method adds to the training step (LoRA+, AdaLoRA) and EVA's data pass
     errors.py         UserError, the one error type for bad input
-    model.py          loading a CLIP checkpoint (4-bit NF4 base or not) and wrapping it with PEFT
+    model.py          loading a CLIP checkpoint (4-bit NF4 base or not) and putting the method's adapter on it
     compat.py         version-guarded work-arounds for the pinned libraries
     tiny_clip.py      the offline tiny checkpoint, and random checkpoints in real shapes for benchmarks
     encode.py         class prompts, text and image features, logits

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from qlora_clip import paper
-from qlora_clip.methods import METHODS, Method
+from qlora_clip.methods import METHODS, Method, method_defaults
 
 
 def cache_root() -> Path:
@@ -22,19 +23,38 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    """Which PEFT adapter goes where: method, rank, scale, dropout and the modules it adapts."""
+    """Which adapter method goes where, with what hyperparameters.
+
+    `r`, `alpha`, `dropout` and `lora_scaling` left at None take the method's defaults (methods.py);
+    one the method has no field for stays None. `peft_args` are further fields of the method's PEFT
+    config (or its extras), already parsed and checked (peft_args.py). `total_steps` is the run's
+    optimizer step count, which AdaLoRA's schedule needs.
+    """
     mode: str = "lora"
-    r: int = paper.RANK
-    alpha: float = paper.ALPHA
-    dropout: float = paper.DROPOUT
+    r: int | None = None
+    alpha: float | None = None
+    dropout: float | None = None
     encoder: str = "both"
     position: str = "all"
     params: tuple[str, ...] = ("q", "k", "v")
-    rslora: bool = True  # scale alpha / sqrt(r), as CLIP-LoRA; False: alpha / r
+    lora_scaling: str | None = None  # 'rslora': alpha / sqrt(r), as CLIP-LoRA; 'standard': alpha / r
+    peft_args: tuple[tuple[str, Any], ...] = ()
+    total_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        defaults = method_defaults(self.method)
+        flags = {"r": "r", "alpha": "alpha", "dropout": "dropout_rate", "lora_scaling": "lora_scaling"}
+        for name, flag in flags.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, defaults[flag])
 
     @property
     def method(self) -> Method:
         return METHODS[self.mode]
+
+    @property
+    def rslora(self) -> bool:
+        return self.lora_scaling == "rslora"
 
 
 @dataclass(frozen=True)
@@ -56,10 +76,12 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """The optimisation and its batches: AdamW on the adapters, cosine schedule over n_iters x shots
-    steps of batch_size images, each split into gradient_accumulation_steps micro-batches."""
+    steps of batch_size images, each split into gradient_accumulation_steps micro-batches; `lr` is
+    the method's (methods.py) unless --lr says otherwise."""
     shots: int
     seed: int = 1
     lr: float = paper.LR
+    loraplus_lr_ratio: float | None = None  # LoRA+: B matrices train at this multiple of lr
     n_iters: int = paper.N_ITERS
     batch_size: int = paper.BATCH_SIZE
     gradient_accumulation_steps: int = 1

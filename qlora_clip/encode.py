@@ -80,7 +80,3 @@ def logits(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """Scaled cosine similarities (features are normalised), images x classes."""
     return LOGIT_SCALE * image @ text.T
 
-
-def has_adapters(model: torch.nn.Module, tower: str) -> bool:
-    """Whether `tower` ('text_model' or 'vision_model') carries adapter weights (trainable or loaded)."""
-    return any("lora_" in name and tower in name for name, _ in model.named_parameters())

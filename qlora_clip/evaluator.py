@@ -3,8 +3,9 @@
 One Evaluator serves a run's evaluations (zero-shot before training, test after). With several
 processes each encodes its share of the test images (eval_images.prepared_test_images) and the
 counts are summed, so N GPUs evaluate N times faster and the accuracy is the 1-process one. When
-the vision tower carries no adapter, its features are the same in both evaluations, so the first
-evaluation of a test set keeps them and later ones only re-encode the prompts.
+the vision tower is not adapted (adapters.tower_is_adapted, for every method), its features are the
+same in both evaluations, so the first evaluation of a test set keeps them and later ones only
+re-encode the prompts.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from tqdm import tqdm
 
 from datasets import Item
 from metrics import accuracy_percent, count_correct
+from qlora_clip.adapters import tower_is_adapted, zero_shot_view
 from qlora_clip.config import ImageSettings
 from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logits
+from qlora_clip.encode import ClassPrompts, image_features, logits
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
 from qlora_clip.inputs.test_images import prepared_test_images
 from qlora_clip.precision import Precision
@@ -68,11 +70,12 @@ class Evaluator:
         self.precision = precision
         self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
         # With a frozen vision tower the zero-shot image features are also the trained model's.
-        self.reuse_image_features = not has_adapters(model, "vision_model")
+        self.reuse_image_features = not tower_is_adapted(model, "vision_model")
 
     def zero_shot(self, test: EvalSet) -> float:
-        """Accuracy of the frozen model (adapters switched off)."""
-        with self.model.disable_adapter():
+        """Accuracy of the pretrained base (adapters off, and the pretrained values back where the method's
+        initialisation rewrote them: adapters.zero_shot_view)."""
+        with zero_shot_view(self.model):
             return self.accuracy(test, desc=f"zero-shot {test.name}")
 
     @torch.no_grad()

@@ -1,13 +1,14 @@
 """`--merge_export`: a plain CLIPModel checkpoint with the adapter merged into the weights.
 
-The adapter was trained against the base as the run held it (4-bit NF4 for QLoRA/QDoRA, the
-compute dtype otherwise), so it is merged into exactly those weights, dequantized to fp32, not
-into the original full-precision ones. `merge_and_unload()` on the 4-bit model itself would
-re-quantize the merged weights and lose the adapter's small update.
+The adapter was trained against the base as the run held it (4-bit NF4 for the 4-bit methods, the
+compute dtype otherwise, PiSSA's and OLoRA's residual), so it is merged into exactly those weights,
+dequantized to fp32, not into the original full-precision ones. `merge_and_unload()` on the 4-bit
+model itself would re-quantize the merged weights and lose the adapter's small update. Every
+method PEFT can merge goes through adapters.merged_model (BitFit and full fine-tuning are already
+plain weights); main.py refuses --merge_export for the others before loading anything.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import shutil
@@ -15,10 +16,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import PeftModel
 from peft.utils.integrations import dequantize_module_weight
 from transformers import CLIPImageProcessor, CLIPModel
 
+from qlora_clip.adapters import merged_model
 from qlora_clip.errors import UserError
 from qlora_clip.modelcard import model_card
 from qlora_clip.outputs import export_target_error
@@ -49,13 +51,11 @@ def export_merged(model, tokenizer, source: str, folder: Path, record: dict | No
     if refusal:
         raise UserError(refusal)
     base = CLIPModel.from_pretrained(source, dtype=torch.float32)
-    trained_base = model.get_base_model()
+    trained_base = model.get_base_model() if isinstance(model, PeftModel) else model
     with torch.no_grad():
         for name, param in base.named_parameters():
             param.copy_(_trained_value(trained_base, name).cpu())
-    adapted = get_peft_model(base, copy.deepcopy(model.peft_config["default"]))
-    set_peft_model_state_dict(adapted, {k: v.detach().cpu() for k, v in get_peft_model_state_dict(model).items()})
-    merged = adapted.merge_and_unload()
+    merged = merged_model(model, base)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.export-"))
     try:

@@ -15,6 +15,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from datasets import dataset_module
 from qlora_clip.methods import METHODS
 from qlora_clip.model import FULL_PRECISION_MODULES
+from qlora_clip.own_methods import WEIGHTS_FILE as OWN_WEIGHTS_FILE
 from qlora_clip.paper import CLIP_LORA_TEMPLATE, LOGIT_SCALE
 
 KINDS = ("adapter", "merged")
@@ -45,7 +46,7 @@ def reproduce_command(config: dict, processes: int = 1) -> str:
 
 def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
     method = METHODS[record["mode"]]
-    tags = ["clip", "few-shot", "qlora-clip", "dora" if method.dora else "lora", record["mode"]]
+    tags = ["clip", "few-shot", "qlora-clip", method.full_precision_name or method.name, record["mode"]]
     if method.quantized:
         tags.append("4-bit")
     accuracies = [("test accuracy", record["test_acc"]), ("zero-shot accuracy", record["zero_shot_acc"])]
@@ -95,35 +96,49 @@ def _base_link(base_model: str) -> str:
     return f"[{base_model}](https://huggingface.co/{base_model})"
 
 
+def _quantized_base(record: dict, base_model: str) -> str:
+    return (f"# The adapter was trained on the 4-bit NF4 base: load it the same way.\n"
+            f"quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
+            f"                                  bnb_4bit_use_double_quant=True,\n"
+            f"                                  bnb_4bit_compute_dtype="
+            f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')},\n"
+            f"                                  # both projections stayed in full precision in training\n"
+            f"                                  llm_int8_skip_modules={FULL_PRECISION_MODULES!r})\n"
+            f"base = CLIPModel.from_pretrained({base_model!r}, quantization_config=quantization)\n")
+
+
+# On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4-bit weights for inference, a layout PEFT's
+# DoRA then dequantizes wrongly: the snippet keeps the standard one (no effect on GPUs).
+_KEEP_4BIT_LAYOUT = ("# On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4-bit weights for inference,\n"
+                     "# a layout PEFT's DoRA then dequantizes wrongly: keep the standard one (no effect on GPUs).\n"
+                     "for module in model.modules():\n"
+                     "    if hasattr(module, \"support_avx512bf16_for_cpu\"):\n"
+                     "        module.support_avx512bf16_for_cpu = False\n")
+
+
 def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str:
     """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
+    method = METHODS[record["mode"]]
     if kind == "merged":
         load = (f"from transformers import CLIPModel, CLIPProcessor\n\n"
                 f"model = CLIPModel.from_pretrained({str(folder)!r}).eval()  # this folder\n"
                 f"processor = CLIPProcessor.from_pretrained({str(folder)!r})\n")
-    elif METHODS[record["mode"]].quantized:
-        load = (f"from peft import PeftModel\n"
-                f"from transformers import BitsAndBytesConfig, CLIPModel, CLIPProcessor\n\n"
-                f"# The adapter was trained on the 4-bit NF4 base: load it the same way.\n"
-                f"quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
-                f"                                  bnb_4bit_use_double_quant=True,\n"
-                f"                                  bnb_4bit_compute_dtype="
-                f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')},\n"
-                f"                                  # both projections stayed in full precision in training\n"
-                f"                                  llm_int8_skip_modules={FULL_PRECISION_MODULES!r})\n"
-                f"base = CLIPModel.from_pretrained({base_model!r}, quantization_config=quantization)\n"
-                f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n"
-                f"# On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4-bit weights for inference,\n"
-                f"# a layout PEFT's DoRA then dequantizes wrongly: keep the standard one (no effect on GPUs).\n"
-                f"for module in model.modules():\n"
-                f"    if hasattr(module, \"support_avx512bf16_for_cpu\"):\n"
-                f"        module.support_avx512bf16_for_cpu = False\n"
-                f"processor = CLIPProcessor.from_pretrained({base_model!r})\n")
     else:
-        load = (f"from peft import PeftModel\nfrom transformers import CLIPModel, CLIPProcessor\n\n"
-                f"base = CLIPModel.from_pretrained({base_model!r})\n"
-                f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n"
-                f"processor = CLIPProcessor.from_pretrained({base_model!r})\n")
+        imports = "BitsAndBytesConfig, CLIPModel, CLIPProcessor" if method.quantized else "CLIPModel, CLIPProcessor"
+        base = (_quantized_base(record, base_model) if method.quantized
+                else f"base = CLIPModel.from_pretrained({base_model!r})\n")
+        if method.own:
+            # Not a PEFT adapter: the tuned tensors replace the base's under their own names.
+            load = (f"from safetensors.torch import load_file\nfrom transformers import {imports}\n\n{base}"
+                    f"tuned = load_file({str(folder / OWN_WEIGHTS_FILE)!r})  # this folder: the tuned "
+                    f"{'biases' if method.own == 'bias' else 'weights and biases'}\n"
+                    f"base.load_state_dict(tuned, strict=False)\nmodel = base.eval()\n")
+        else:
+            load = (f"from peft import PeftModel\nfrom transformers import {imports}\n\n{base}"
+                    f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n")
+        if method.quantized:
+            load += _KEEP_4BIT_LAYOUT
+        load += f"processor = CLIPProcessor.from_pretrained({base_model!r})\n"
     return (f"```python\nimport torch\n{load}\n"
             f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
             f"images = [...]      # PIL images\n"
@@ -136,15 +151,28 @@ def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str
             f"predicted = logits.argmax(dim=-1)\n```\n")
 
 
+def _hyperparameters(record: dict) -> str:
+    """The method's settings in words: its PEFT class, the generic flags it has, --peft_args, and where it sits."""
+    config, method = record["config"], METHODS[record["mode"]]
+    names = {"r": "r", "alpha": "alpha", "dropout": "dropout_rate"}
+    parts = [f"{field} {config[names[flag]]}" for flag, field in method.fields.items()]
+    if method.scaling_flag:
+        parts.append(f"{config['lora_scaling']} scaling")
+    parts += list(config.get("peft_args") or [])
+    built = f"PEFT `{method.peft_class}`" if method.peft_class else "our own code (not a PEFT adapter)"
+    modules = "LayerNorms" if method.targets == "layer_norms" else f"{' '.join(config['params'])} projections"
+    where = f"the {modules} of {ENCODERS[config['encoder']]}, {config['position']} layers"
+    settings = f": {', '.join(parts)}" if parts else ""
+    return f"{method.label}, {built}{settings}; on {where}; lr {config['lr']:g}"
+
+
 def _summary_table(record: dict) -> str:
-    config = record["config"]
     zero_shot = "zero-shot on the 4-bit NF4 base" if METHODS[record["mode"]].quantized else "zero-shot"
     rows = [
         ("test accuracy", f"{record['test_acc']:.2f}% ({zero_shot}: {record['zero_shot_acc']:.2f}%)"),
-        ("adapter", f"rank {config['r']}, alpha {config['alpha']}, {config['lora_scaling']} scaling, dropout "
-                    f"{config['dropout_rate']}; on the {' '.join(config['params'])} projections of "
-                    f"{ENCODERS[config['encoder']]}, {config['position']} layers"),
-        ("trainable parameters", f"{record['trainable_params']:,}"),
+        ("method", _hyperparameters(record)),
+        ("trainable parameters", f"{record['trainable_params']:,} ({record.get('adapter_size_mb', 0) * 1024:,.1f} KB "
+                                 "saved)"),
         ("training", f"{record['total_steps']:,} optimizer steps in {record['train_seconds']:.1f} s on "
                      f"{record['device_name']} ({record['compute_dtype']})"),
         ("peak memory", f"{record['peak_memory_mb']:,.0f} MB ({record['memory_kind']})"),
@@ -159,8 +187,11 @@ def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelC
     data = card_metadata(record, kind, base_model)
     method = METHODS[record["mode"]]
     base = _base_link(base_model)
-    what = (f"A {method.label} adapter (PEFT) for {base}" if kind == "adapter"
-            else f"{base} with a {method.label} adapter merged into its weights (a plain `CLIPModel`)")
+    if kind == "adapter":
+        what = (f"{method.label} weights ({method.trains}) for {base}" if method.own
+                else f"A {method.label} adapter (PEFT) for {base}")
+    else:
+        what = f"{base} with a {method.label} adapter merged into its weights (a plain `CLIPModel`)"
     versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
     body = f"""
 # {data.model_name}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from qlora_clip.errors import UserError
+from qlora_clip.methods import resolve_flags
 
 log = logging.getLogger(__name__)
 
@@ -207,14 +208,15 @@ def _shown(value: object) -> str:
 
 def comparable_config(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
     """The flags of a run that decide what it computes, with `defaults` (main.py's, run_utils.flag_defaults)
-    for flags it predates.
+    for flags it predates, and the method's values (methods.resolve_flags) for flags left to the method.
 
     Two runs are the same run exactly when these are equal. Filling defaults keeps older lines
-    comparable after a flag is added; the bookkeeping flags are dropped, so moving the data or the
-    results file does not make finished runs look unfinished. `--root_path` is bookkeeping except
+    comparable after a flag is added (a line from before --lr defaulted to the method's value holds
+    lr 0.0002, as a LoRA run at the defaults resolves to); the bookkeeping flags are dropped, so
+    moving the data or the results file does not make finished runs look unfinished. `--root_path` is bookkeeping except
     for `--dataset folder`, where it is the dataset: two image folders are two datasets.
     """
-    merged = {**defaults, **config}
+    merged = resolve_flags({**defaults, **config})
     kept = {k: v for k, v in merged.items() if k not in BOOKKEEPING_FLAGS}
     if merged.get("dataset") == "folder":
         kept["root_path"] = str(Path(str(merged.get("root_path", ""))).expanduser().resolve())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from qlora_clip.adapters import save_adapter
 from qlora_clip.errors import UserError
 from qlora_clip.modelcard import write_model_card
 from qlora_clip.spec import RunSpec
@@ -43,8 +44,9 @@ def base_fingerprint(source: str) -> str:
 
 
 def save(model: torch.nn.Module, record: dict, folder: Path, base_model: str) -> None:
-    """PEFT's adapter files, run.json (the record and the base's fingerprint) and the model card."""
-    model.save_pretrained(folder)
+    """The method's adapter files (adapters.save_adapter), run.json (the record and the base's fingerprint)
+    and the model card."""
+    save_adapter(model, folder)
     run = {**record, "adapter_dir": str(folder), "base_model": base_model,
            "base_fingerprint": base_fingerprint(base_model)}
     tmp = folder / f".{RUN_FILE}.tmp"
@@ -71,11 +73,14 @@ def _others(spec: RunSpec) -> list[tuple[Path, dict]]:
     if seed_folder.is_dir():
         for folder in sorted(seed_folder.iterdir()):
             run_file = folder / RUN_FILE
-            if folder.name.split("-")[0] == spec.method and run_file.is_file():
-                try:
-                    found.append((folder, json.loads(run_file.read_text())["config"]))
-                except (OSError, ValueError, KeyError, TypeError):
-                    continue
+            if not run_file.is_file():
+                continue
+            try:
+                run = json.loads(run_file.read_text())
+                if run["mode"] == spec.method:  # 'ia3-4bit-...' is not an 'ia3' folder
+                    found.append((folder, run["config"]))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
     return found
 
 

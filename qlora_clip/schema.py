@@ -102,7 +102,16 @@ SCHEMA: tuple[Field, ...] = (
     Field("model_footprint_mb", float, "the adapted model's weights (`get_memory_footprint()`): where the 4-bit "
                                        "base shows"),
     Field("trainable_params", int, "weights the optimizer updates (0 with `--eval_only`)"),
-    Field("adapter_params", int, "adapter weights, trainable or not"),
+    Field("adapter_params", int, "the method's weights, trainable or not (BitFit, full fine-tuning: the tuned "
+                                 "parameters)"),
+    Field("adapter_size_mb", float, "bytes of the tensors `--save_path` writes for the adapter (whether or not it "
+                                    "was saved; the file adds a header of a few KB), in MiB: PiSSA's and OLoRA's "
+                                    "saved form is a LoRA of twice the rank; null for a baseline", nullable=True),
+    Field("peft_config", dict, "the adapter's complete effective config: PEFT's config as a dict (`to_dict()`, "
+                               "with the ranks AdaLoRA and EVA settled on), or for BitFit and full fine-tuning "
+                               "(our own code) what they tune; null for a baseline", nullable=True),
+    Field("method_args", dict, "the method's settings that are not PEFT config fields (LoRA+'s "
+                               "`loraplus_lr_ratio`, EVA's `eva_rho`); `{}` for most methods and the baselines"),
     Field("quantized", bool, "whether the frozen base was stored in 4-bit NF4"),
     # --- evaluation ----------------------------------------------------------------------------
     Field("eval_seconds", float, "wall time of the zero-shot and test evaluations of the run's own test set "

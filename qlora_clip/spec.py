@@ -26,7 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from qlora_clip import peft_args
 from qlora_clip.config import AdapterConfig, DataConfig, EvalConfig, ModelConfig, OutputConfig, TrainConfig
+from qlora_clip.methods import METHODS, resolve_flags
 from qlora_clip.results import comparable_config
 from qlora_clip.tracking import TrackingConfig
 
@@ -79,17 +81,23 @@ class RunSpec:
 
     @classmethod
     def from_flags(cls, flags: Mapping[str, Any], defaults: Mapping[str, Any]) -> RunSpec:
-        """The spec of a run with these flag values (vars() of main.py's parsed arguments)."""
-        f = dict(flags)
+        """The spec of a run with these flag values (vars() of main.py's parsed arguments; flags left to the
+        method, None, take the method's values)."""
+        f = resolve_flags(flags)
+        method = METHODS[f["mode"]]
+        extra = peft_args.decoded(f.get("peft_args") or [])
+        method_args = peft_args.split(method, extra)[1]
         data = DataConfig(dataset=f["dataset"], root_path=f["root_path"], shots=f["shots"], seed=f["seed"],
                           template=f["template"], protocol=f["protocol"], num_workers=f["num_workers"],
                           decode_budget_gb=f["decode_budget_gb"])
         adapter = AdapterConfig(mode=f["mode"], r=f["r"], alpha=f["alpha"], dropout=f["dropout_rate"],
                                 encoder=f["encoder"], position=f["position"], params=tuple(f["params"]),
-                                rslora=f["lora_scaling"] == "rslora")
+                                lora_scaling=f["lora_scaling"], peft_args=tuple(extra.items()),
+                                total_steps=f["n_iters"] * f["shots"])
         model = ModelConfig(backbone=f["backbone"], adapter=adapter, gradient_checkpointing=f["gradient_checkpointing"])
         train = TrainConfig(shots=f["shots"], seed=f["seed"], lr=f["lr"], n_iters=f["n_iters"],
-                            batch_size=f["batch_size"], gradient_accumulation_steps=f["gradient_accumulation_steps"])
+                            batch_size=f["batch_size"], gradient_accumulation_steps=f["gradient_accumulation_steps"],
+                            loraplus_lr_ratio=method_args["loraplus_lr_ratio"] if method.step == "loraplus" else None)
         evaluation = EvalConfig(eval_datasets=tuple(f["eval_datasets"]), cache_dir=f["eval_cache_dir"] or None,
                                 eval_only=f["eval_only"])
         outputs = OutputConfig(results_file=Path(f["results_file"]),
@@ -157,8 +165,9 @@ class RunSpec:
         return f"{self.method}-{self.dataset}{protocol}-{self.shots}shot-seed{self.seed}"
 
     def changed_flags(self) -> dict:
-        """The flags that decide the trained adapter and differ from their defaults (besides the path's own)."""
-        defaults = comparable_config({}, self.defaults)
+        """The flags that decide the trained adapter and differ from their defaults (besides the path's own);
+        a flag left to the method compares with the method's value."""
+        defaults = comparable_config({"mode": self.method}, self.defaults)
         return {k: v for k, v in self.trained_identity.items() if k not in PATH_FLAGS and v != defaults.get(k)}
 
     @property

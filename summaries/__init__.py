@@ -6,6 +6,7 @@
     output.py      Markdown tables for stdout, CSV files for --out
     fewshot.py     the paper's table: method x shots by dataset
     efficiency.py  training time, peak memory and footprint beside the accuracy
+    methods.py     every method side by side: parameters, size, footprint, time, memory, accuracy (--sort)
     plot.py        average accuracy vs shots, optionally with the published CLIP-LoRA line
     base2new.py    base / new / HM by dataset, and the published averages
     transfer.py    cross-dataset transfer and domain generalization, from runs with --eval_datasets

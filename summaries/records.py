@@ -49,7 +49,6 @@ def label_methods(records: list[dict], flag_defaults: dict) -> None:
     'qlora (n_iters=1)' while the runs with main.py's defaults stay 'qlora'. `flag_defaults`: main.py's
     (run_utils.flag_defaults), for lines written before a flag existed.
     """
-    defaults = comparable_config({}, flag_defaults)
     variants: dict[tuple, dict[str, dict]] = defaultdict(dict)
     keys = []
     for record in records:
@@ -59,6 +58,8 @@ def label_methods(records: list[dict], flag_defaults: dict) -> None:
         variants[key][repr(sorted(config.items()))] = config
         keys.append((key, config))
     for record, (key, config) in zip(records, keys):
+        # A flag left to the method compares with that method's value (vera's lr is not lora's).
+        defaults = comparable_config({"mode": record["mode"]}, flag_defaults)
         configs = list(variants[key].values())
         differing = sorted(k for k in config if len({repr(c.get(k)) for c in configs}) > 1
                            and config[k] != defaults.get(k))
@@ -138,6 +139,7 @@ def in_paper_order(names: set[str]) -> list[str]:
 
 
 def method_sort_key(method: str) -> tuple:
-    """Methods in MODES' order (lora before qlora ...), each mode's variants after it by name."""
+    """Methods in the methods table's order (lora, qlora, dora, qdora, then each method and its 4-bit
+    entry), each mode's variants after it by name."""
     mode = method.split(" ")[0]
     return (MODES.index(mode) if mode in MODES else len(MODES), method)

@@ -63,27 +63,29 @@ def launcher_prefix(gpus_per_run: int) -> list[str]:
             "--main_process_port", "0", str(MAIN)]
 
 
-def default_group(mode: str, backbone: str, results_file: str) -> str:
-    """The experiment-tracking group of a sweep's runs, e.g. 'results-qlora-ViT-B-16'."""
-    return f"{Path(results_file).stem}-{mode}-{backbone_tag(backbone)}"
+def default_group(modes: list[str], backbone: str, results_file: str) -> str:
+    """The experiment-tracking group of a sweep's runs, e.g. 'results-qlora-ViT-B-16' ('...-methods-...' for
+    several methods)."""
+    return f"{Path(results_file).stem}-{modes[0] if len(modes) == 1 else 'methods'}-{backbone_tag(backbone)}"
 
 
 def plan_runs(args: argparse.Namespace) -> list[Run]:
-    """Every run of the sweep, dataset by dataset, each checked by main.py's own flag parser."""
+    """Every run of the sweep, method by method and dataset by dataset, each checked by main.py's own flag parser."""
     extra = shell_words(args.extra_args, "--extra_args (EXTRA_ARGS)")
     prefix = launcher_prefix(args.gpus_per_run)
     group = ["--run_group", args.group]
     runs = []
-    for dataset in dict.fromkeys(args.datasets):
-        for shots in dict.fromkeys(args.shots):
-            for seed in dict.fromkeys(args.seeds):
-                flags = ["--mode", args.mode, "--dataset", dataset, "--shots", str(shots), "--seed", str(seed),
-                         "--backbone", args.backbone, "--root_path", args.root_path,
-                         "--results_file", args.results_file, *group]
-                if args.save_path:
-                    flags += ["--save_path", args.save_path]
-                spec = _checked_spec(flags, extra)
-                runs.append(Run(spec, tuple(prefix + flags + extra), spec.log_file(args.log_dir)))
+    for mode in args.modes:
+        for dataset in dict.fromkeys(args.datasets):
+            for shots in dict.fromkeys(args.shots):
+                for seed in dict.fromkeys(args.seeds):
+                    flags = ["--mode", mode, "--dataset", dataset, "--shots", str(shots), "--seed", str(seed),
+                             "--backbone", args.backbone, "--root_path", args.root_path,
+                             "--results_file", args.results_file, *group]
+                    if args.save_path:
+                        flags += ["--save_path", args.save_path]
+                    spec = _checked_spec(flags, extra)
+                    runs.append(Run(spec, tuple(prefix + flags + extra), spec.log_file(args.log_dir)))
     return runs
 
 

@@ -49,7 +49,7 @@ def test_each_baseline_writes_a_full_results_line(runs, mode):
     assert record["trainable_params"] == expected_trainable(mode, COLOURS * SHOTS)
     assert record["model_footprint_mb"] > 0 and not record["quantized"]
     assert "test" in record["baseline_features"]
-    assert record["baseline_params"]["source"] == METHODS[mode].defaults["source"]
+    assert record["baseline_params"]["source"] == METHODS[mode].published["source"]
     # Every run of the module reads the same test features: encoded by the first, cached for the rest.
     assert record["baseline_features"]["test"]["cached"] == (mode != BASELINE_MODES[0])
 

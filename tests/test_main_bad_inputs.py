@@ -230,7 +230,7 @@ def test_the_checker_reports_any_failure_to_read_a_split_as_a_row(tmp_path, monk
 # --- a saved adapter for --eval_only -------------------------------------------------------------------
 
 @pytest.mark.parametrize("damage, says", [
-    ("adapter_config.json", "adapter_config.json is not a readable JSON file"),
+    ("adapter_config.json", "adapter_config.json is not a readable adapter configuration"),
     ("adapter_model.safetensors", "adapter_model.safetensors cannot be read"),
 ])
 def test_a_broken_saved_adapter_is_named(damage, says, tiny_argv, tmp_path, monkeypatch, capsys):

@@ -1,45 +1,70 @@
-"""qlora_clip/methods.py: the table of adapter methods, and how zero-shot rows are labelled."""
+"""qlora_clip/methods.py: the seed's four methods and the baselines in the one table, and how zero-shot
+rows are labelled (test_methods_table.py checks every adapter entry's defaults and 4-bit twins)."""
 from __future__ import annotations
 
 import dataclasses
-import itertools
 
 import pytest
 
+from qlora_clip.adapters import peft_config
+from qlora_clip.baselines import hparams
 from qlora_clip.config import AdapterConfig
-from qlora_clip.methods import METHODS, MODES, Method, zero_shot_label
-from qlora_clip.model import lora_config
+from qlora_clip.methods import (
+    ADAPTER_MODES,
+    BASELINE_MODES,
+    FULL_PRECISION_MODES,
+    METHODS,
+    MODES,
+    NAMED_MODES,
+    resolve_flags,
+    zero_shot_label,
+)
 from run_utils import build_parser
 
+SEED_FOUR = ("lora", "qlora", "dora", "qdora")
 
-def test_the_table_is_the_four_methods_each_named_once():
-    assert MODES == ("lora", "qlora", "dora", "qdora")
+
+def test_every_method_is_named_once_and_the_mode_flag_takes_them_all():
     assert all(name == method.name for name, method in METHODS.items())  # the key is the --mode value
-    assert [m.label for m in METHODS.values()] == ["LoRA", "QLoRA", "DoRA", "QDoRA"]
+    assert MODES[:4] == SEED_FOUR and [METHODS[m].label for m in SEED_FOUR] == ["LoRA", "QLoRA", "DoRA", "QDoRA"]
     mode_flag = next(a for a in build_parser()._actions if a.dest == "mode")
     assert tuple(mode_flag.choices) == MODES
+    assert set(ADAPTER_MODES) | set(BASELINE_MODES) == set(MODES) and not set(ADAPTER_MODES) & set(BASELINE_MODES)
 
 
 def test_qlora_and_qdora_quantize_the_base_and_dora_and_qdora_are_dora():
-    assert {m.name for m in METHODS.values() if m.quantized} == {"qlora", "qdora"}
-    assert {m.name for m in METHODS.values() if m.dora} == {"dora", "qdora"}
-    # One method for each combination of the two switches, so none shadows another.
-    assert sorted((m.quantized, m.dora) for m in METHODS.values()) == sorted(itertools.product((False, True), repeat=2))
-    for method in METHODS.values():  # a quantized method's label is its full-precision twin's with a Q
-        if method.quantized:
-            twin = next(m for m in METHODS.values() if not m.quantized and m.dora == method.dora)
-            assert method.label == "Q" + twin.label
+    four = [METHODS[m] for m in SEED_FOUR]
+    assert {m.name for m in four if m.quantized} == {"qlora", "qdora"}
+    assert {m.name for m in four if m.dora} == {"dora", "qdora"}
+    assert METHODS["qlora"].base_method == "lora" and METHODS["qdora"].base_method == "dora"
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", SEED_FOUR)
 def test_the_adapter_config_takes_dora_from_the_table(mode):
-    assert lora_config(AdapterConfig(mode), ["q_proj"]).use_dora is METHODS[mode].dora
+    config = peft_config(AdapterConfig(mode), ["text_model.encoder.layers.0.self_attn.q_proj"])
+    assert config.use_dora is METHODS[mode].dora and config.r == 2 and config.use_rslora
 
 
 def test_methods_cannot_be_changed_in_place():
     with pytest.raises(dataclasses.FrozenInstanceError):
         METHODS["lora"].quantized = True
-    assert Method("lora", "LoRA", quantized=False, dora=False) == METHODS["lora"]
+
+
+def test_the_baselines_are_entries_with_their_papers_hyperparameters_and_no_adapter_flags():
+    assert BASELINE_MODES == ("zs_ensemble_imagenet", "zs_ensemble_dataset", "linear_probe", "lp_plus_plus",
+                              "tip_adapter", "tip_adapter_f", "clip_adapter", "coop")
+    for mode in BASELINE_MODES:
+        method = METHODS[mode]
+        assert method.kind == "baseline" and not method.quantized and not method.mergeable
+        assert method.published["source"] == method.defaults.source
+    assert METHODS["coop"].published == hparams.COOP
+    assert all(METHODS[m].kind == "peft" for m in ADAPTER_MODES)
+    # The adapter groups that sweeps and benchmarks expand never hold a baseline.
+    assert not set(BASELINE_MODES) & (set(NAMED_MODES) | set(FULL_PRECISION_MODES))
+    # A baseline's lr, r, ... stay unset in its line: it does not use them.
+    flags = resolve_flags({"mode": "linear_probe", "lr": None, "r": None, "quantize": None})
+    assert (flags["lr"], flags["r"], flags["quantize"]) == (None, None, None)
+    assert resolve_flags({"mode": "lora", "lr": None})["lr"] == 2e-4
 
 
 def test_zero_shot_label_names_the_4bit_base_then_the_details():

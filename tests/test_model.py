@@ -12,18 +12,11 @@ from peft import get_peft_model
 from transformers import CLIPConfig, CLIPModel
 
 import main
+from qlora_clip.adapters import adapter_parameter_count, peft_config, trainable_parameter_count
 from qlora_clip.config import AdapterConfig, ModelConfig
 from qlora_clip.errors import UserError
-from qlora_clip.model import (
-    FULL_PRECISION_MODULES,
-    adapter_parameter_count,
-    load_clip,
-    lora_config,
-    position_layers,
-    resolve_backbone,
-    target_module_names,
-    trainable_parameter_count,
-)
+from qlora_clip.model import FULL_PRECISION_MODULES, load_clip, resolve_backbone
+from qlora_clip.targets import position_layers, target_module_names
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
@@ -71,7 +64,7 @@ def test_vit_b16_shapes_give_the_published_trainable_count():
     with torch.device("meta"):
         model = CLIPModel(config)
     args = parse_args([])
-    peft_model = get_peft_model(model, lora_config(AdapterConfig(), target_module_names(config, "both", "all", args.params)))
+    peft_model = get_peft_model(model, peft_config(AdapterConfig(), target_module_names(config, "both", "all", args.params)))
     # text 12 x 3 x 2 x (512+512) + vision 12 x 3 x 2 x (768+768)
     assert trainable_parameter_count(peft_model) == 184_320
 

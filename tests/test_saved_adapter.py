@@ -59,7 +59,8 @@ def saved_run(tmp_path, monkeypatch, *flags: str, base_model: str = HUB_BASE):
     monkeypatch.setattr(saved_adapter, "write_model_card", lambda *args: None)
     args = parse_args(["--dataset", "dtd", "--save_path", str(tmp_path / "ckpt"), *flags])
     spec = run_spec(args)
-    saved_adapter.save(FakePeftModel(), {"config": vars(args), "test_acc": 61.5}, spec.adapter_dir, base_model)
+    record = {"mode": spec.method, "config": vars(args), "test_acc": 61.5}
+    saved_adapter.save(FakePeftModel(), record, spec.adapter_dir, base_model)
     return spec
 
 

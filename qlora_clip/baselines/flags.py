@@ -12,7 +12,7 @@ from typing import Any, Mapping
 # flag: why a baseline refuses a value other than its default
 NOT_FOR_BASELINES = {
     "r": "adapter rank", "alpha": "adapter alpha", "dropout_rate": "adapter dropout",
-    "lora_scaling": "adapter scaling", "encoder": "adapter placement", "position": "adapter placement",
+    "lora_scaling": "adapter scaling", "quantize": "a 4-bit base", "peft_args": "a PEFT config", "encoder": "adapter placement", "position": "adapter placement",
     "params": "adapter placement", "lr": "the PEFT optimiser's learning rate",
     "n_iters": "the PEFT schedule", "batch_size": "the PEFT batch size",
     "gradient_accumulation_steps": "the PEFT batches", "gradient_checkpointing": "the PEFT training step",

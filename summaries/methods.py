@@ -1,0 +1,143 @@
+"""The methods table: every method side by side, its cost beside its accuracy, sortable by any column.
+
+One table per backbone and shot count: a row per method (with its variants, as the other tables
+label them), with trainable parameters, the adapter's size on disk, the weight footprint, the
+training time, the peak memory, and the zero-shot and test accuracy, mean ± sample std over seeds.
+Where the runs cover several datasets the accuracies are the per-seed averages over datasets (as
+the paper table's average column), flagged when a method lacks a dataset or a seed.
+"""
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from qlora_clip.results import format_seconds
+from summaries.cells import Average, Cell, row_average
+from summaries.output import csv_number, markdown_table, write_csv
+from summaries.records import by_backbone, expected_seeds, method_sort_key, ordered_datasets
+
+
+@dataclass
+class MethodRow:
+    method: str
+    trainable_params: int | None
+    adapter_mb: float | None
+    footprint_mb: float | None
+    train_seconds: float | None
+    peak_memory_mb: float | None
+    memory_kind: str
+    zero_shot: Average
+    test: Average
+
+
+def _mean(runs: list[dict], field: str) -> float | None:
+    values = [r[field] for r in runs if r.get(field) is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _max(runs: list[dict], field: str) -> float | None:
+    values = [r[field] for r in runs if r.get(field) is not None]
+    return max(values) if values else None
+
+
+def _accuracy(runs: list[dict], field: str, datasets: list[str], seeds: tuple[int, ...]) -> Average:
+    by_dataset: dict[str, dict[int, float]] = defaultdict(dict)
+    for r in runs:
+        if r.get(field) is not None:
+            by_dataset[r["dataset"]][r["seed"]] = r[field]
+    cells = {d: Cell(v, seeds) for d, v in by_dataset.items()}
+    if len(datasets) == 1:
+        cell = cells.get(datasets[0], Cell({}, seeds))
+        return Average(cell.mean, cell.std, cell.n, [f"seeds missing: {cell.missing}"] if cell.missing else [])
+    return row_average(cells, datasets)
+
+
+# Column -> (header, the row's value to sort by, True when smaller is better).
+COLUMNS: dict[str, tuple[str, Callable[[MethodRow], float | None], bool]] = {
+    "method": ("Method", lambda row: None, True),
+    "trainable_params": ("Trainable params", lambda row: row.trainable_params, True),
+    "adapter_mb": ("Adapter on disk (MB)", lambda row: row.adapter_mb, True),
+    "footprint_mb": ("Weight footprint (MB)", lambda row: row.footprint_mb, True),
+    "train_seconds": ("Training time", lambda row: row.train_seconds, True),
+    "peak_memory_mb": ("Peak memory (MB)", lambda row: row.peak_memory_mb, True),
+    "zero_shot": ("Zero-shot (%)", lambda row: row.zero_shot.mean, False),
+    "test_acc": ("Test (%)", lambda row: row.test.mean, False),
+}
+SORT_KEYS = tuple(COLUMNS)
+
+
+def method_rows(records: list[dict], seeds: tuple[int, ...]) -> list[MethodRow]:
+    """One backbone and shot count's rows, in the table's method order."""
+    datasets = ordered_datasets(records)
+    runs_of: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        runs_of[r["method"]].append(r)
+    rows = []
+    for method in sorted(runs_of, key=method_sort_key):
+        runs = runs_of[method]
+        trainable = _max(runs, "trainable_params")
+        rows.append(MethodRow(
+            method=method, trainable_params=int(trainable) if trainable is not None else None,
+            adapter_mb=_mean(runs, "adapter_size_mb"), footprint_mb=_mean(runs, "model_footprint_mb"),
+            train_seconds=_mean(runs, "train_seconds"), peak_memory_mb=_max(runs, "peak_memory_mb"),
+            memory_kind=" ".join(sorted({str(r["memory_kind"]) for r in runs if r.get("memory_kind")})),
+            zero_shot=_accuracy(runs, "zero_shot_acc", datasets, seeds),
+            test=_accuracy(runs, "test_acc", datasets, seeds)))
+    return rows
+
+
+def sorted_rows(rows: list[MethodRow], column: str) -> list[MethodRow]:
+    """Best first by `column` (smallest cost, highest accuracy); rows without a value last; 'method': table order."""
+    if column == "method":
+        return list(rows)
+    _, value, smaller_first = COLUMNS[column]
+    present = [row for row in rows if value(row) is not None]
+    missing = [row for row in rows if value(row) is None]
+    return sorted(present, key=value, reverse=not smaller_first) + missing
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _cells(row: MethodRow) -> list[str]:
+    return [row.method, "—" if row.trainable_params is None else f"{row.trainable_params:,}",
+            _number(row.adapter_mb, 3), _number(row.footprint_mb),
+            "—" if row.train_seconds is None else format_seconds(row.train_seconds, hour_digits=2),
+            _number(row.peak_memory_mb, 0), row.zero_shot.text(), row.test.text()]
+
+
+def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, out: Path, sort: str = "method") -> str:
+    """The table of each backbone and shot count as Markdown; out/methods_table.csv gets the raw numbers."""
+    parts, csv_rows = [], []
+    for backbone, mine in by_backbone(records):
+        for shots in sorted({r["shots"] for r in mine}):
+            runs = [r for r in mine if r["shots"] == shots]
+            seeds = expected_seeds(runs, seeds_given)
+            datasets = ordered_datasets(runs)
+            rows = sorted_rows(method_rows(runs, seeds), sort)
+            header = [COLUMNS[c][0] for c in COLUMNS]
+            over = datasets[0] if len(datasets) == 1 else f"the average over {len(datasets)} datasets"
+            parts.append(f"## Methods, {backbone}, {shots} shots, {over}\n\n"
+                         f"Sorted by {COLUMNS[sort][0].lower() if sort != 'method' else 'the methods table order'}"
+                         f"{' (best first)' if sort != 'method' else ''}. Trainable params: the most of any run; "
+                         "adapter on disk: the tensors --save_path writes; weight footprint: "
+                         "`get_memory_footprint()`; training time: mean over runs (HH:MM:SS); peak memory: the "
+                         f"highest ({', '.join(sorted({r.memory_kind for r in rows if r.memory_kind})) or '-'}); "
+                         "accuracies: mean ± sample std over seeds, zero-shot on the base the method trains on.\n\n"
+                         + markdown_table(header, [_cells(row) for row in rows]))
+            csv_rows += [{"backbone": backbone, "shots": shots, "datasets": " ".join(datasets), "method": row.method,
+                          "trainable_params": row.trainable_params if row.trainable_params is not None else "",
+                          "adapter_mb": csv_number(row.adapter_mb), "footprint_mb": csv_number(row.footprint_mb),
+                          "train_seconds": csv_number(row.train_seconds),
+                          "peak_memory_mb": csv_number(row.peak_memory_mb),
+                          "memory_kind": row.memory_kind, "zero_shot_mean": csv_number(row.zero_shot.mean),
+                          "zero_shot_std": csv_number(row.zero_shot.std), "test_mean": csv_number(row.test.mean),
+                          "test_std": csv_number(row.test.std), "n_seeds": row.test.n,
+                          "complete": not row.test.problems}
+                         for row in rows]
+    write_csv(out / "methods_table.csv", csv_rows)
+    return "\n\n".join(parts)

@@ -1,0 +1,95 @@
+"""qlora_clip/adapters.py: LoRA, QLoRA, DoRA and QDoRA built and trained exactly as before the methods
+table (the old code path recomputed here), the tower rule on a frozen --eval_only model, the results
+line's config, and a saved adapter refused when the flags describe another."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+import main
+from qlora_clip import adapters
+from qlora_clip.distributed import Distributed
+from qlora_clip.encode import ClassPrompts
+from qlora_clip.errors import UserError
+from qlora_clip.model import load_base_model, load_clip, resolve_backbone
+from qlora_clip.precision import resolve_precision
+from qlora_clip.targets import target_module_names
+from run_utils import parse_args, run_spec
+from trainer import TrainStep
+
+CPU = torch.device("cpu")
+FP32 = resolve_precision("fp32", CPU)
+PROMPTS = ["a photo of a red.", "a photo of a green thing.", "a blue.", "yellow"]
+
+
+def old_lora_config(spec, targets) -> LoraConfig:
+    """model.lora_config as it was before the methods table: the four modes' one code path."""
+    a = spec.model.adapter
+    return LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=targets,
+                      use_rslora=a.rslora, use_dora=a.mode in ("dora", "qdora"), bias="none")
+
+
+def train_two_steps(model, tokenizer, spec) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    step = TrainStep(model, ClassPrompts(tokenizer, PROMPTS, CPU), spec.train, FP32,
+                     Distributed(rank=0, world=1, device=CPU))
+    for _ in range(2):
+        images, labels = torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 4, (8,), generator=g)
+        step([(images, labels)], 8)
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("mode", ["lora", "qlora", "dora", "qdora"])
+def test_the_seeds_four_modes_train_the_same_weights_bit_for_bit_as_the_old_code_path(mode):
+    spec = run_spec(parse_args(["--backbone", "tiny", "--mode", mode, "--lr", "1e-2", "--shots", "1",
+                                "--n_iters", "2"]))
+    torch.manual_seed(1)
+    bundle = load_clip(spec.model, CPU, torch.float32)
+    new = train_two_steps(bundle.model, bundle.tokenizer, spec)
+
+    torch.manual_seed(1)
+    base = load_base_model(resolve_backbone("tiny"), spec.model, CPU, torch.float32)
+    targets = target_module_names(base.config, "both", "all", ["q", "k", "v"])
+    expected = old_lora_config(spec, targets)
+    built = adapters.peft_config(spec.model.adapter, targets)
+    assert built.to_dict() == expected.to_dict()
+    old = train_two_steps(get_peft_model(base, expected), bundle.tokenizer, spec)
+    assert new.keys() == old.keys() and all(torch.equal(new[k], old[k]) for k in new)
+
+
+def test_a_frozen_eval_only_model_still_counts_as_adapted(tiny_argv, tmp_path):
+    """--eval_only loads the adapter frozen: no parameter trains, yet both towers compute with it, so the
+    evaluator must not reuse zero-shot image features (nor the trainer cache prompts)."""
+    for mode in ("vera", "lntuning", "bitfit"):
+        main.main(tiny_argv("--mode", mode, "--save_path", str(tmp_path)))
+        spec = run_spec(parse_args(tiny_argv("--mode", mode, "--save_path", str(tmp_path), "--eval_only")))
+        model = load_clip(spec.model, CPU, torch.float32, saved_adapter=spec.adapter_dir).model
+        assert not any(p.requires_grad for p in model.parameters())
+        assert adapters.tower_is_adapted(model, "text_model") and adapters.tower_is_adapted(model, "vision_model")
+
+
+def test_the_results_line_records_the_effective_config(tiny_argv):
+    record = main.main(tiny_argv("--mode", "adalora", "--n_iters", "2"))
+    config = record["peft_config"]
+    json.dumps(config)  # JSON, as the line is
+    assert config["peft_type"] == "ADALORA" and config["target_r"] == 2 and config["init_r"] == 3
+    assert config["total_step"] == record["total_steps"] == 8 and config["rank_pattern"]  # what the allocator kept
+    assert len(config["target_modules"]) == 36 and record["method_args"] == {}
+    lora = main.main(tiny_argv("--mode", "loraplus"))
+    assert lora["peft_config"]["use_rslora"] and lora["method_args"] == {"loraplus_lr_ratio": 16.0}
+
+
+def test_a_saved_adapter_is_refused_when_the_flags_describe_another(tiny_argv, tmp_path):
+    main.main(tiny_argv("--mode", "vera", "--r", "16", "--save_path", str(tmp_path)))
+    folder = run_spec(parse_args(tiny_argv("--mode", "vera", "--r", "16", "--save_path", str(tmp_path)))).adapter_dir
+    other = run_spec(parse_args(tiny_argv("--mode", "vera", "--r", "32"))).model
+    with pytest.raises(UserError, match=r"saved with r=16, but the flags ask for 32; pass the --r"):
+        load_clip(other, CPU, torch.float32, saved_adapter=folder)
+    elsewhere = run_spec(parse_args(tiny_argv("--mode", "vera", "--r", "16", "--params", "q", "v"))).model
+    with pytest.raises(UserError, match=r"sits on 36 modules, but the flags select 24"):
+        load_clip(elsewhere, CPU, torch.float32, saved_adapter=folder)
+    with pytest.raises(UserError, match=r"is a VERA adapter, but --mode ia3 makes IA3"):
+        load_clip(run_spec(parse_args(tiny_argv("--mode", "ia3"))).model, CPU, torch.float32, saved_adapter=folder)

@@ -1,0 +1,39 @@
+"""bench.py times every method in its own rows, with its ratios to LoRA's row at the same setting."""
+from __future__ import annotations
+
+import json
+
+from bench import cli
+from bench.gpu import GPU_PRESET
+from qlora_clip.methods import NAMED_MODES
+
+
+def test_each_method_gets_a_row_and_its_ratios_to_lora(tmp_path, capsys):
+    modes = ["lora", "vera", "bitfit", "adalora", "eva"]
+    cli.main(["--preset", "quick", "--modes", *modes, "--studies", "--out_dir", str(tmp_path)])
+    report = json.loads(next(tmp_path.glob("*.json")).read_text())
+    rows = {r["mode"]: r for r in report["rows"]}
+    assert list(rows) == modes and all(r["step_s"] > 0 and r["finite_loss"] for r in rows.values())
+    assert rows["vera"]["dropout"] == 0.0 and rows["lora"]["dropout"] == 0.25  # each method at its defaults
+    vs_lora = report["ratios"]["both_b4_fp32_ckptoff"]["vs_lora"]
+    assert set(vs_lora) == set(modes) - {"lora"}
+    bitfit, lora = rows["bitfit"]["trainable_params"], rows["lora"]["trainable_params"]
+    assert vs_lora["bitfit"]["trainable_params"] == bitfit / lora
+    assert all(r["time"] > 0 and r["peak_memory"] > 0 and r["footprint"] > 0 for r in vs_lora.values())
+    table = next(tmp_path.glob("*.md")).read_text()
+    assert "| vera | " in table and "Methods against LoRA, both encoders, batch 4, fp32" in table
+
+
+def test_the_default_preset_times_every_method_and_the_gpu_preset_adds_them_as_a_study():
+    settings = cli.parse_bench_args([])
+    assert settings.modes == NAMED_MODES and settings.backbone == "ViT-B/16" and settings.batch_sizes == (8,)
+    assert "methods" in GPU_PRESET["studies"] and GPU_PRESET["batch_sizes"] == (32,)
+
+
+def test_the_methods_study_measures_what_the_grid_lacks(monkeypatch):
+    from bench import methods
+
+    monkeypatch.setattr(methods, "NAMED_MODES", ("lora", "ia3", "lntuning"))
+    settings = cli.parse_bench_args(["--preset", "quick", "--modes", "lora", "--warmup", "0"])
+    summary, rows = methods.run(settings, {"fp32": 1e12})
+    assert [r["mode"] for r in rows] == ["ia3", "lntuning"] and set(summary) == {"ia3", "lntuning"}

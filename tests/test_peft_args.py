@@ -1,0 +1,70 @@
+"""--peft_args key=value: any further field of the method's PEFT config, typed and checked before loading."""
+from __future__ import annotations
+
+import pytest
+
+from qlora_clip import adapters, peft_args
+from qlora_clip.errors import UserError
+from qlora_clip.methods import METHODS
+from run_utils import parse_args, run_spec
+
+
+def error_of(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    return capsys.readouterr().err
+
+
+def test_values_take_the_fields_type_and_reach_the_peft_config():
+    args = parse_args(["--mode", "vera", "--peft_args", "d_initial=0.2", "save_projection=false",
+                       "projection_prng_key=7"])
+    assert args.peft_args == ["d_initial=0.2", "projection_prng_key=7", "save_projection=false"]  # sorted
+    adapter = run_spec(args).model.adapter
+    config = adapters.peft_config(adapter, ["text_model.encoder.layers.0.self_attn.q_proj"])
+    assert (config.d_initial, config.save_projection, config.projection_prng_key) == (0.2, False, 7)
+    lora = parse_args(["--mode", "lora", "--peft_args", "init_lora_weights=gaussian"])
+    assert adapters.peft_config(run_spec(lora).model.adapter, ["x"]).init_lora_weights == "gaussian"
+
+
+def test_an_unknown_key_lists_the_valid_ones(capsys):
+    err = error_of(["--mode", "vera", "--peft_args", "d_inital=0.2"], capsys)
+    assert "--peft_args d_inital: not a field of VeraConfig (--mode vera)" in err
+    assert "valid keys: bias, d_initial, fan_in_fan_out, init_weights, projection_prng_key, save_projection" in err
+
+
+def test_a_badly_typed_value_names_the_type(capsys):
+    assert "--peft_args d_initial=high: expected a value of type float" in error_of(
+        ["--mode", "vera", "--peft_args", "d_initial=high"], capsys)
+    assert "--peft_args save_projection=2: expected a value of type bool" in error_of(
+        ["--mode", "vera", "--peft_args", "save_projection=2"], capsys)
+    assert "write key=value" in error_of(["--mode", "vera", "--peft_args", "d_initial"], capsys)
+
+
+def test_fields_the_run_sets_itself_point_to_their_flag(capsys):
+    assert "set it with --r, which is r for lora" in error_of(["--mode", "lora", "--peft_args", "r=4"], capsys)
+    assert "set it with --r, which is oft_block_size for oft" in error_of(
+        ["--mode", "oft", "--peft_args", "oft_block_size=16"], capsys)
+    assert "use --mode dora" in error_of(["--mode", "lora", "--peft_args", "use_dora=true"], capsys)
+    assert "not a field of VeraConfig" in error_of(["--mode", "vera", "--peft_args", "target_modules=[]"], capsys)
+
+
+def test_a_config_peft_refuses_is_refused_before_loading(capsys):
+    err = error_of(["--mode", "adalora", "--peft_args", "tinit=100000"], capsys)
+    assert "--mode adalora: PEFT refuses this AdaLoraConfig" in err
+
+
+def test_method_extras_are_set_like_fields_and_reach_the_training():
+    spec = run_spec(parse_args(["--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=4"]))
+    assert spec.train.loraplus_lr_ratio == 4 and adapters.method_args(spec.model.adapter) == {"loraplus_lr_ratio": 4}
+    assert run_spec(parse_args(["--mode", "loraplus"])).train.loraplus_lr_ratio == 16.0
+    assert run_spec(parse_args(["--mode", "lora"])).train.loraplus_lr_ratio is None
+    with pytest.raises(UserError, match=r"not a field of LoraConfig \(--mode lora\)"):  # LoRA+'s, not LoRA's
+        peft_args.parse(METHODS["lora"], ["loraplus_lr_ratio=4"])
+    with pytest.raises(UserError, match="--mode bitfit that can be set; valid keys: none"):
+        peft_args.parse(METHODS["bitfit"], ["lr=4"])
+
+
+def test_two_spellings_of_one_setting_are_one_run():
+    a = run_spec(parse_args(["--mode", "vera", "--peft_args", "d_initial=0.20", "init_weights=True"]))
+    b = run_spec(parse_args(["--mode", "vera", "--peft_args", "init_weights=true", "d_initial=2e-1"]))
+    assert a.identity == b.identity and a.variant == b.variant != "vera"
