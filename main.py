@@ -34,6 +34,7 @@ from qlora_clip.model import ClipBundle, adapter_parameter_count, load_clip, res
 from qlora_clip.precision import allow_tf32, resolve_precision
 from qlora_clip.results import append_jsonl, library_versions, timestamp
 from qlora_clip.spec import RunSpec
+from qlora_clip.text_buckets import bucket_limit
 from qlora_clip.tracking import start_tracking
 from run_utils import parse_args, run_spec, seed_everything, setup_logging
 from trainer import TrainResult, train
@@ -63,10 +64,11 @@ def main(argv: list[str] | None = None) -> dict | None:
     bundle = load_clip(spec.model, dist.device, precision.dtype,
                        saved_adapter=spec.adapter_dir if spec.evaluation.eval_only else None)
     model = bundle.model
-    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device)
+    buckets = bucket_limit(model)[0]
+    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device, buckets=buckets)
     num_workers = default_num_workers(dist.device) if spec.data.num_workers is None else spec.data.num_workers
     eval_settings = EvalSettings(bundle.image, eval_batch_size(spec.train.batch_size), spec.evaluation.cache_dir,
-                                 num_workers, dist)
+                                 num_workers, dist, text_buckets=buckets)
     test = build_eval_set(spec.dataset, data.test, data.load_image, prompts, eval_settings)
     evaluator = Evaluator(model, precision, dist)
     extra = ExtraEvaluations(spec.data, spec.evaluation, data, bundle.tokenizer, eval_settings)

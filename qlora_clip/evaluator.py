@@ -33,12 +33,14 @@ def eval_batch_size(train_batch_size: int) -> int:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How a run prepares its test sets: image settings, batch size, cache, workers, process share."""
+    """How a run prepares its test sets: image settings, batch size, cache, workers, process share,
+    and the length buckets its class prompts are encoded in (text_buckets.bucket_limit)."""
     image: ImageSettings
     batch_size: int
     cache_dir: str | None
     num_workers: int
     dist: Distributed
+    text_buckets: int = 1
 
 
 @dataclass

@@ -58,7 +58,8 @@ class ExtraEvaluations:
 
     def eval_set(self, images: EvalImages) -> EvalSet:
         """Its test images against its own class names only."""
-        prompts = ClassPrompts(self.tokenizer, images.prompts(), self.settings.dist.device)
+        prompts = ClassPrompts(self.tokenizer, images.prompts(), self.settings.dist.device,
+                               buckets=self.settings.text_buckets)
         return build_eval_set(images.name, images.test, images.load_image, prompts, self.settings)
 
     def accuracies(self, evaluator: Evaluator, images: EvalImages) -> tuple[float, float]:
