@@ -35,6 +35,7 @@ from qlora_clip.precision import allow_tf32, resolve_precision
 from qlora_clip.results import append_jsonl, library_versions, timestamp
 from qlora_clip.spec import RunSpec
 from qlora_clip.text_buckets import bucket_limit
+from qlora_clip.text_pass import speedup_fields
 from qlora_clip.tracking import start_tracking
 from run_utils import parse_args, run_spec, seed_everything, setup_logging
 from trainer import TrainResult, train
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     bundle = load_clip(spec.model, dist.device, precision.dtype,
                        saved_adapter=spec.adapter_dir if spec.evaluation.eval_only else None)
     model = bundle.model
-    buckets = bucket_limit(model)[0]
+    buckets, buckets_off = bucket_limit(model)
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device, buckets=buckets)
     num_workers = default_num_workers(dist.device) if spec.data.num_workers is None else spec.data.num_workers
     eval_settings = EvalSettings(bundle.image, eval_batch_size(spec.train.batch_size), spec.evaluation.cache_dir,
@@ -106,6 +107,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         **run_fields(spec, model, dist, precision.name, result, started_at),
         **schema.fields(zero_shot_acc=zero_shot_acc, test_acc=test_acc, eval_seconds=eval_seconds,
                         test_images_per_process=test_shards, subset_file=str(spec.subset_path)),
+        **speedup_fields(result.text_speedups, prompts, buckets_off),
         **eval_memory.read(prefix="eval_"),
         **extra_fields,
         **tracker.fields(),

@@ -25,9 +25,9 @@ class ClassPrompts:
                         return_tensors="pt")
         self.input_ids = enc["input_ids"].to(device)
         self.attention_mask = enc["attention_mask"].to(device)
-        # Lengths are read on the host before the tensors move, so planning costs no device sync.
-        self.buckets = TokenBuckets(enc["attention_mask"].sum(1).tolist(), device,
-                                    buckets if padding == "longest" else 1)
+        # Token counts, read on the host before the tensors move: planning costs no device sync.
+        self.lengths: list[int] = enc["attention_mask"].sum(1).tolist()
+        self.buckets = TokenBuckets(self.lengths, device, buckets if padding == "longest" else 1)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

@@ -75,6 +75,16 @@ SCHEMA: tuple[Field, ...] = (
                                 "a scaler (fp32, bf16)", nullable=True),
     Field("input_wait_seconds", float, "time the training loop waited for its next batch (this process)"),
     Field("final_loss", float, "mean loss of the last step's images; null when no step ran", nullable=True),
+    # --- the text pass ---------------------------------------------------------------------------
+    Field("text_once_per_update", bool, "whether each optimizer step encoded the class prompts once and "
+                                        "back-propagated the text tower once, with the gradient summed over "
+                                        "the step's micro-batches (false: see `text_speedups_off`)"),
+    Field("text_shards", int, "processes each step's text pass was split over, each encoding its share of the "
+                              "prompts (1: not split)"),
+    Field("text_buckets", int, "length buckets the run's class prompts were encoded in, for training and "
+                               "evaluation (1: one call, padded to the longest prompt)"),
+    Field("text_speedups_off", dict, "why each of `text_once_per_update`, `text_shards`, `text_buckets` that is "
+                                     "off is off, by name (`{}` when all three are on)"),
     # --- memory and size -----------------------------------------------------------------------
     Field("peak_memory_mb", float, "peak memory of the training loop, reset before its first step: PyTorch's "
                                    "allocated bytes on CUDA, the process's resident set on the CPU; null with "

@@ -148,3 +148,25 @@ def test_the_imagenet_shaped_spread_has_the_stated_figures():
     lengths = imagenet_prompt_lengths()
     assert len(lengths) == 1000 and max(lengths) == 18 and min(lengths) == 8
     assert statistics.mean(lengths) == pytest.approx(9.2) and statistics.median(lengths) == 9
+
+
+def test_a_run_with_mixed_length_class_names_uses_buckets_and_gets_the_unbucketed_results(tmp_path, monkeypatch):
+    import shutil
+
+    import main
+    from conftest import make_color_folder
+
+    root = make_color_folder(tmp_path / "names", per_class=6)
+    for colour, name in zip(("blue", "green", "red", "yellow"),
+                            ("x", "ox", "a rather long class name", "an even longer compound class name")):
+        shutil.move(root / colour, root / name)
+    argv = ["--backbone", "tiny", "--dataset", "folder", "--root_path", str(root), "--shots", "2", "--n_iters", "2",
+            "--batch_size", "4", "--dropout_rate", "0", "--results_file", str(tmp_path / "r.jsonl"),
+            "--eval_cache_dir", ""]
+    bucketed = main.main(argv)
+    assert bucketed["text_buckets"] == BUCKETS and "text_buckets" not in bucketed["text_speedups_off"]
+    monkeypatch.setattr(main, "bucket_limit", lambda model: (1, "switched off by the test"))
+    plain = main.main(argv)
+    assert plain["text_buckets"] == 1 and plain["text_speedups_off"]["text_buckets"] == "switched off by the test"
+    assert bucketed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
+    assert (bucketed["zero_shot_acc"], bucketed["test_acc"]) == (plain["zero_shot_acc"], plain["test_acc"])
