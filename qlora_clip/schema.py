@@ -41,6 +41,9 @@ class Field:
 CONDITIONS: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "base2new": ("with `--protocol base2new`", lambda record: record.get("protocol") == "base2new"),
     "eval_datasets": ("with `--eval_datasets`", lambda record: bool(record.get("config", {}).get("eval_datasets"))),
+    "extra_evals": ("with `--protocol base2new` or `--eval_datasets`",
+                    lambda record: record.get("protocol") == "base2new"
+                    or bool(record.get("config", {}).get("eval_datasets"))),
 }
 
 SCHEMA: tuple[Field, ...] = (
@@ -55,6 +58,9 @@ SCHEMA: tuple[Field, ...] = (
     # --- accuracy ------------------------------------------------------------------------------
     Field("zero_shot_acc", float, "top-1 accuracy (%) of the frozen base (adapters off) on the run's test set, "
                                   "measured before training"),
+    Field("zero_shot_cached", bool, "whether `zero_shot_acc` was read from the zero-shot store, where an earlier "
+                                    "run on the same base, test set, prompts and precision put it (docs/protocol.md, "
+                                    "\"Evaluation\"), instead of computed"),
     Field("test_acc", float, "top-1 accuracy (%) on the full test set after the last training step "
                              "(no model selection)"),
     Field("base_acc", float, "base classes' test accuracy (%) against the base class names; equals `test_acc`",
@@ -66,6 +72,9 @@ SCHEMA: tuple[Field, ...] = (
     Field("zero_shot_hm_acc", float, "harmonic mean of the two zero-shot accuracies", when="base2new"),
     Field("eval_datasets", dict, "per `--eval_datasets` target: `{test_acc, zero_shot_acc}` on its full test set "
                                  "with its own class names", when="eval_datasets"),
+    Field("extra_zero_shot_cached", dict, "per test set besides the run's own (base2new's new classes, each "
+                                          "`--eval_datasets` target, by name): whether its zero-shot accuracy was "
+                                          "read from the zero-shot store", when="extra_evals"),
     # --- training ------------------------------------------------------------------------------
     Field("train_seconds", float, "wall time of the training loop (resumed parts included; loading and "
                                   "evaluation excluded), synchronised with the GPU"),

@@ -161,7 +161,7 @@ def test_two_processes_with_sharded_text_give_the_one_process_unaccumulated_weig
     # 12 images at batch 5 (steps of 5, 5, 2), accumulation 5: micro-batches of one image, which
     # rank 0 always takes, so rank 1 has no image in any step and still joins every collective.
     run = tiny_argv("--shots", "3", "--batch_size", "5", "--n_iters", "1", "--dropout_rate", "0",
-                    "--device", "cpu", "--eval_cache_dir", "")
+                    "--device", "cpu", "--eval_cache_dir", str(tmp_path / "cache"))
     single = main.main([*run, "--save_path", str(tmp_path / "one")])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
@@ -179,6 +179,9 @@ def test_two_processes_with_sharded_text_give_the_one_process_unaccumulated_weig
     for name in ours:
         torch.testing.assert_close(ours[name], reference[name], rtol=0, atol=1e-5, msg=name)
     assert double["final_loss"] == pytest.approx(single["final_loss"], rel=1e-5)
+    # Both processes read the zero-shot accuracy the 1-process run stored.
+    assert not single["zero_shot_cached"] and double["zero_shot_cached"]
+    assert double["zero_shot_acc"] == single["zero_shot_acc"]
 
 
 # --- several processes, in process: each rank's summed gradients against one process's ----------
