@@ -10,7 +10,7 @@ with dropout):
   instead of one per micro-batch. The text tower's activations live for the whole step (one
   forward's graph, as one micro-batch's did); the image micro-batches are freed one by one.
   With several processes each rank encodes an equal share of the prompts and the shares are
-  all-gathered with autograd (torch.distributed.nn): the gather's backward sums every rank's
+  all-gathered with autograd (Distributed.gather_shares): the gather's backward sums every rank's
   gradient into each share's owner, so each rank back-propagates its own share with the gradient
   of all ranks' losses, and Distributed.sum_gradients, which already sums the adapter gradients
   after the step, adds up the shares: the 1-process text gradient, times exactly 1. A rank with
@@ -24,7 +24,6 @@ the same spread of lengths and, bucketed (text_buckets.py), the same cost.
 from __future__ import annotations
 
 import torch
-import torch.distributed.nn.functional as dist_nn
 
 from qlora_clip import schema
 from qlora_clip.distributed import Distributed
@@ -76,7 +75,7 @@ class PerUpdateText:
     once_per_update = True
 
     def __init__(self, prompts: ClassPrompts, dist: Distributed):
-        self.world = dist.world
+        self.dist, self.world = dist, dist.world
         if dist.world > 1:
             rows, gathered_at = shard_rows(prompts.lengths, dist.rank, dist.world)
             self.share = prompts.share(rows)
@@ -93,7 +92,7 @@ class PerUpdateText:
         """Encode the step's text features (with the text tower's graph) and hand out a detached copy."""
         local = self.share.features(model)
         if self.gathered_at is not None:
-            local = torch.cat(dist_nn.all_gather(local))[self.gathered_at]
+            local = self.dist.gather_shares(local)[self.gathered_at]
         self.encoded = local
         self.detached = local.detach().requires_grad_(True)
         self.grad = None
