@@ -157,6 +157,7 @@ def adapters(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(path)
 
 
+@pytest.mark.slow
 def test_two_processes_with_sharded_text_give_the_one_process_unaccumulated_weights(tiny_argv, tmp_path):
     # 12 images at batch 5 (steps of 5, 5, 2), accumulation 5: micro-batches of one image, which
     # rank 0 always takes, so rank 1 has no image in any step and still joins every collective.
@@ -235,6 +236,7 @@ def _sharded_worker(rank: int, world: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sharded_text_gives_every_rank_the_one_process_gradients(tmp_path):
     # 13 prompts over 2 ranks: shares of 7, one padded; the gather's backward sums both ranks'
     # gradients into each share's owner, and sum_gradients adds the shares up, factor 1.
