@@ -97,7 +97,7 @@ class Evaluator:
         if reuse is not None:
             stored = zero_shot_cache.read(reuse.folder, key)
             # Every process reads; all must agree, since computing it sums counts over them.
-            [found] = self.dist.sum_counts(torch.tensor(int(stored is not None)))
+            [found] = self.dist.sum_counts(torch.tensor(int(stored is not None), device=self.dist.device))
             if found == self.dist.world:
                 test.zero_shot_cached = True
                 return stored
