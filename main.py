@@ -24,7 +24,7 @@ from qlora_clip.config import DataConfig, TrainConfig
 from qlora_clip.distributed import Distributed, init_distributed
 from qlora_clip.encode import ClassPrompts
 from qlora_clip.errors import UserError
-from qlora_clip.evaluator import EvalSettings, Evaluator, build_eval_set, eval_batch_size
+from qlora_clip.evaluator import EvalSettings, Evaluator, ZeroShotReuse, build_eval_set, eval_batch_size
 from qlora_clip.export import export_merged
 from qlora_clip.extra_evals import ExtraEvaluations
 from qlora_clip.inputs.loaders import TrainStream, default_num_workers
@@ -36,7 +36,10 @@ from qlora_clip.model import ClipBundle, load_clip, resolve_backbone
 from qlora_clip.precision import Precision, allow_tf32, resolve_precision
 from qlora_clip.results import append_jsonl, library_versions, timestamp
 from qlora_clip.spec import RunSpec
+from qlora_clip.text_buckets import bucket_limit
+from qlora_clip.text_pass import speedup_fields
 from qlora_clip.tracking import start_tracking
+from qlora_clip.zero_shot_key import base_key
 from run_utils import parse_args, run_spec, seed_everything, setup_logging
 from trainer import TrainResult, train
 
@@ -67,12 +70,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     bundle = load_clip(spec.model, dist.device, precision.dtype,
                        saved_adapter=spec.adapter_dir if spec.evaluation.eval_only else None)
     model = bundle.model
-    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device)
+    buckets, buckets_off = bucket_limit(model)
+    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device, buckets=buckets)
     num_workers = default_num_workers(dist.device) if spec.data.num_workers is None else spec.data.num_workers
     eval_settings = EvalSettings(bundle.image, eval_batch_size(spec.train.batch_size), spec.evaluation.cache_dir,
-                                 num_workers, dist)
+                                 num_workers, dist, text_buckets=buckets)
     test = build_eval_set(spec.dataset, data.test, data.load_image, prompts, eval_settings)
-    evaluator = Evaluator(model, precision, dist)
+    evaluator = Evaluator(model, precision, dist, zero_shot_reuse(spec, bundle, precision.name, dist.device, buckets))
     extra = ExtraEvaluations(spec.data, spec.evaluation, data, bundle.tokenizer, eval_settings)
     eval_memory = PeakMemory(dist.device)
     tracker = start_tracking(spec.tracking, dict(spec.flags), main_process=dist.is_main)
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     with eval_memory.measure():
         zero_shot_acc = evaluator.zero_shot(test)
     eval_seconds = time.perf_counter() - eval_start
-    log.info("zero-shot accuracy %.2f%%", zero_shot_acc)
+    log.info("zero-shot accuracy %.2f%%%s", zero_shot_acc, " (stored by an earlier run)" if test.zero_shot_cached else "")
     tracker.log_eval({"zero_shot_accuracy": zero_shot_acc}, step=0)
 
     if spec.evaluation.eval_only:
@@ -108,8 +112,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     record = {
         **run_fields(spec, model, dist, precision.name, result, started_at),
         **adapter_fields(spec, model),
-        **schema.fields(zero_shot_acc=zero_shot_acc, test_acc=test_acc, eval_seconds=eval_seconds,
-                        test_images_per_process=test_shards, subset_file=str(spec.subset_path)),
+        **schema.fields(zero_shot_acc=zero_shot_acc, zero_shot_cached=test.zero_shot_cached, test_acc=test_acc,
+                        eval_seconds=eval_seconds, test_images_per_process=test_shards,
+                        subset_file=str(spec.subset_path)),
+        **speedup_fields(result.text_speedups, prompts, buckets_off),
         **eval_memory.read(prefix="eval_"),
         **extra_fields,
         **tracker.fields(),
@@ -176,6 +182,18 @@ def initialize_from_train_images(model: torch.nn.Module, spec: RunSpec, data: Fe
     steps = max(1, math.ceil(len(data.train) / train_config.batch_size))
     batches = [images for _, (images, _labels) in zip(range(steps), stream)]
     method_training.eva_initialize(model, batches, prompts)
+
+
+def zero_shot_reuse(spec: RunSpec, bundle: ClipBundle, compute_dtype: str, device: torch.device,
+                    text_buckets: int) -> ZeroShotReuse | None:
+    """The zero-shot store under --eval_cache_dir and this run's base model's part of its keys
+    (None with --no_zero_shot_cache or without a cache folder)."""
+    folder = spec.evaluation.zero_shot_dir
+    if folder is None:
+        return None
+    base = base_key(resolve_backbone(spec.backbone), compute_dtype, METHODS[spec.method].quantized, bundle.image,
+                    device.type, text_buckets)
+    return ZeroShotReuse(folder, base)
 
 
 def run_fields(spec: RunSpec, model: torch.nn.Module, dist: Distributed, compute_dtype: str,

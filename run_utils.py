@@ -62,8 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="decode the train images once and keep them in memory when they fit in this many GB "
                            "(0: decode at every step)")
     data.add_argument("--eval_cache_dir", default=str(default_eval_cache_dir()),
-                      help="folder of the preprocessed test images a sweep's runs share, and of the baselines' "
-                           "frozen features (its features/ folder) ('' = no disk cache)")
+                      help="folder of the preprocessed test images a sweep's runs share ('' = no disk cache), "
+                           "of their zero-shot accuracies (its zero-shot/ folder) and of the baselines' frozen "
+                           "features (its features/ folder)")
+    data.add_argument("--no_zero_shot_cache", action="store_true",
+                      help="compute the zero-shot accuracies even where an earlier run on the same base, test set, "
+                           "prompts and precision stored them under --eval_cache_dir")
 
     proto = p.add_argument_group("protocol")
     proto.add_argument(

@@ -1,12 +1,13 @@
 """The training loop: AdamW on the adapter weights, cosine schedule, n_iters x shots optimizer steps.
 
 The protocol (docs/protocol.md, "Training"): CLIP-LoRA's optimizer and schedule, class prompts
-re-encoded with gradients at every step when the text tower is adapted (by any method), one optimizer step per
-batch on the mean loss of that batch's images (a short last batch of an epoch included). A batch
-may be split into micro-batches (gradient accumulation) and across processes (distributed.py):
-each micro-batch's summed loss is divided by the image count of the whole step, so neither changes
-the batch or its loss weighting; the update is the same up to float rounding with dropout 0, while
-dropout masks are drawn per micro-batch (docs/protocol.md, "Batches").
+re-encoded with gradients at every step when the text tower is adapted, by any method (once per
+step, however the step is split: qlora_clip/text_pass.py), one optimizer step per batch on the mean
+loss of that batch's images (a short last batch of an epoch included). A batch may be split into micro-batches
+(gradient accumulation) and across processes (distributed.py): each micro-batch's summed loss is
+divided by the image count of the whole step, so neither changes the batch or its loss weighting;
+the update is the same up to float rounding with dropout 0, while dropout masks are drawn per
+micro-batch (docs/protocol.md, "Batches").
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from qlora_clip.memory import PeakMemory
 from qlora_clip.method_training import StepRules
 from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
 from qlora_clip.precision import Precision
+from qlora_clip.text_pass import PerMicroBatchText, PerUpdateText, TextPass, training_speedups
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class TrainResult:
     input_wait_seconds: float = 0.0    # time the loop waited for its next batch (this process)
     skipped_steps: int | None = None   # steps GradScaler skipped (fp16); None without a scaler
     peak_memory: dict = field(default_factory=dict)  # memory.PeakMemory.read() of the training loop
+    # text_pass.training_speedups of the step's text pass; None when no training step was set up
+    text_speedups: tuple[bool, int, dict[str, str]] | None = None
 
 
 def build_optimizer(params: list, lr: float, device: torch.device) -> torch.optim.AdamW:
@@ -84,18 +88,21 @@ def _no_mark(phase: str) -> None:
 class TrainStep:
     """One optimizer step on a batch's micro-batches: the step every run takes, and the benchmark times.
 
-    Per micro-batch: the class prompts' features (re-encoded with gradients when the text tower is
-    adapted, adapters.tower_is_adapted, whatever the method; caching them would silently freeze the
-    text tower's adapter), the images' features, the loss (the micro-batch's summed loss over the
-    step's image count), and the backward, first to the two feature sets and then through each tower
-    (the same gradients as one loss.backward(), with each tower's share visible to `mark`). Then the
-    gradients are summed over processes and the optimizer, scaler and schedule step. A method's own
-    part of the step (LoRA+'s learning rates, AdaLoRA's regulariser and rank allocation) comes from
+    The class prompts' features are encoded with gradients when the text tower is adapted
+    (adapters.tower_is_adapted, whatever the method; caching them would silently freeze it): once per step, this rank's share of them
+    gathered over the processes, their gradient summed over the micro-batches and back-propagated
+    once at the end (text_pass.PerUpdateText); `text_per_update=False` re-encodes them at every
+    micro-batch instead (the earlier path, the benchmark's reference). Per micro-batch: the images'
+    features, the loss (the micro-batch's summed loss over the step's image count), and the
+    backward, first to the two feature sets and then through the image tower (the same gradients
+    as one loss.backward(), with each tower's share visible to `mark`). Then the gradients are
+    summed over processes and the optimizer, scaler and schedule step. A method's own part of the
+    step (LoRA+'s learning rates, AdaLoRA's regulariser and rank allocation) comes from
     method_training.StepRules; for every other method it is nothing.
     """
 
     def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, config: TrainConfig, precision: Precision,
-                 dist: Distributed):
+                 dist: Distributed, text_per_update: bool = True):
         self.model, self.prompts, self.precision, self.dist = model, prompts, precision, dist
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.rules = StepRules(model, config.loraplus_lr_ratio)
@@ -104,7 +111,10 @@ class TrainStep:
         self.scheduler = build_schedule(self.optimizer, config.total_steps)
         self.scaler = precision.grad_scaler()
         self.cached_text = None
-        if not tower_is_adapted(model, "text_model"):
+        self.text: TextPass | None = None
+        if tower_is_adapted(model, "text_model"):  # the one decision on the text tower
+            self.text = PerUpdateText(prompts, dist) if text_per_update else PerMicroBatchText(prompts)
+        else:
             model.eval()
             with torch.no_grad(), precision.autocast():
                 self.cached_text = prompts.features(model)
@@ -119,12 +129,16 @@ class TrainStep:
         'text_backward', 'optimizer'), for the benchmark's timing; it costs nothing otherwise.
         """
         step_loss = torch.zeros((), device=self.precision.device)
+        if self.text is not None:
+            with self.precision.autocast():
+                self.text.start(self.model)  # every rank, images or not: it may join a collective
+            mark("text")
         for batch in micro_batches:
             if batch is None:
                 continue
             images, labels = batch
             with self.precision.autocast():
-                text = self.prompts.features(self.model) if self.cached_text is None else self.cached_text
+                text = self.cached_text if self.text is None else self.text.features(self.model)
                 mark("text")
                 image = image_features(self.model, images)
                 mark("image")
@@ -136,7 +150,10 @@ class TrainStep:
             grads = torch.autograd.grad(self.scaler.scale(loss), [features for _, features in towers])
             mark("loss")
             for (name, features), grad in zip(towers, grads):
-                features.backward(grad)
+                if name == "text":
+                    self.text.backward(features, grad)
+                else:
+                    features.backward(grad)
                 mark(f"{name}_backward")
             step_loss += loss.detach()
             penalty = self.rules.regularizer()
@@ -144,6 +161,9 @@ class TrainStep:
                 penalty = penalty * (len(labels) / step_images)
                 self.scaler.scale(penalty).backward()
                 step_loss += penalty.detach()
+        if self.text is not None:
+            self.text.finish()
+            mark("text_backward")
         step_loss = self.dist.sum_gradients(self.params, step_loss)
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -219,7 +239,8 @@ def train(model: torch.nn.Module, stream: TrainStream, prompts: ClassPrompts, co
     return TrainResult(steps=total_steps, seconds=seconds, losses=_as_floats(losses),
                        images_seen=sampler.images_seen(total_steps), input_wait_seconds=stream.input_wait_seconds,
                        skipped_steps=total_steps - _optimizer_steps(optimizer) if scaler.is_enabled() else None,
-                       peak_memory=memory.read())
+                       peak_memory=memory.read(),
+                       text_speedups=training_speedups(train_step.text) if total_steps else None)
 
 
 def _as_floats(losses: list) -> list[float]:

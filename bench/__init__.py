@@ -8,10 +8,12 @@
     suite.py           one benchmark run, in order: the step-time grid, footprints, studies, report
     harness.py         the machine, the matmul peak, syncs and memory release, loading a model
     flops.py           the FLOP count of one training step
-    prompts.py         class prompts of a chosen token length
+    prompts.py         class prompts of a chosen token length; ImageNet's prompt-length spread
     step_time.py       one timed training step, one measured setting, the grid and its ratios
     padding.py         study: prompts padded to the longest one vs CLIP's 77 tokens
     classes.py         study: step time vs the number of classes
+    imagenet_shaped.py study: 1,000 ImageNet-shaped prompts, the earlier text path vs the new one
+                       (text once per update, shards, length buckets) per way of splitting a step
     footprint.py       weight footprints; study: the 4-bit dequantization cost
     dora_dropout.py    study: DoRA with PEFT's dropout vs dropout on the adapter branch only
     methods.py         study: every method the grid lacks, at its first setting (the GPU preset's)

@@ -38,7 +38,9 @@ BACKBONES = ("tiny", *REAL_SHAPES)
 # so one warm-up and one timed step each); `lora-family`: the four LoRA modes on both encoder
 # settings with the padding study, the grid this preset had before the other methods came;
 # `quick`: the tiny model for the smoke test; `scaling`: how step cost grows with batch size and
-# class count; `gpu`: the prepared command for one GPU (bench/gpu.py).
+# class count; `imagenet`: the ImageNet-shaped text-pass study alone (bench/imagenet_shaped.py; no
+# grid), at batch 8 on the CPU, where 1,000 prompts' text pass takes most of a minute and, on the
+# earlier path, 7 GB per process; `gpu`: the prepared command for one GPU (bench/gpu.py).
 PRESETS = {
     "default": dict(backbone="ViT-B/16", device="cpu", modes=NAMED_MODES, encoders=("both",),
                     batch_sizes=(8,), compute_dtypes=("fp32",), checkpointing=("off",), steps=1, warmup=1,
@@ -53,6 +55,9 @@ PRESETS = {
                     batch_sizes=(4, 2, 8), compute_dtypes=("fp32",), checkpointing=("off",), steps=2,
                     warmup=1, num_classes=10, prompt_tokens=16, eval_encoder=None,
                     studies=("classes", "dora_dropout")),
+    "imagenet": dict(backbone="ViT-B/16", device="cpu", modes=(), encoders=("both",), batch_sizes=(8,),
+                     compute_dtypes=("fp32",), checkpointing=("off",), steps=2, warmup=1, num_classes=1000,
+                     prompt_tokens=18, eval_encoder=None, studies=("imagenet",)),
     "gpu": GPU_PRESET,
 }
 
@@ -101,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{SHORTEST_PROMPT} to it")
     p.add_argument("--studies", nargs="*", choices=list(STUDIES),
                    help="extra measurements: 77-token vs longest padding, 4-bit dequantization cost, "
-                        "DoRA with and without adapter dropout, step time vs number of classes, the 4-shot "
-                        "Caltech101-shaped protocol end to end (LoRA, QLoRA), every method the grid lacks")
+                        "DoRA with and without adapter dropout, step time vs number of classes, ImageNet-shaped "
+                        "text passes (the earlier path vs text once per update, shards and length buckets), "
+                        "the 4-shot Caltech101-shaped protocol end to end (LoRA, QLoRA), every method the grid lacks")
     p.add_argument("--protocol_iters", type=_at_least(1),
                    help="n_iters of the protocol study (default 500: 2,000 steps at 4 shots)")
     p.add_argument("--out_dir", default="bench_results",

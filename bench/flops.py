@@ -56,3 +56,14 @@ def train_step_flops(config: CLIPConfig, batch: int, num_classes: int, prompt_le
             total += patch_embedding
     total += 3 * 2 * batch * num_classes * proj  # logits and their gradients
     return total
+
+
+def text_pass_flops(config: CLIPConfig, sequences: int, seq_len: int, r: int = RANK, n_params: int = 3) -> float:
+    """One forward and backward of the adapted text tower on `sequences` prompts of `seq_len` tokens."""
+    return train_step_flops(config, 0, sequences, seq_len, "both", r, n_params)
+
+
+def image_pass_flops(config: CLIPConfig, batch: int, num_classes: int, r: int = RANK, n_params: int = 3) -> float:
+    """The adapted vision tower's forward and backward on `batch` images, and their logits against
+    `num_classes` prompts with the logits' gradients."""
+    return train_step_flops(config, batch, num_classes, 1, "vision", r, n_params)

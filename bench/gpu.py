@@ -9,6 +9,12 @@ it has not run on one yet; BENCHMARKS.md records what it gives when it does):
   allocated and reserved memory; the ratios include `qlora_ckpt_on_over_lora_ckpt_off_memory`
   (QLoRA with checkpointing over LoRA without, at batch 32);
 - the padding and dequantization studies;
+- `imagenet` (bench/imagenet_shaped.py) on the one GPU: 1,000 ImageNet-shaped prompts, the
+  earlier text path against text once per update with length buckets, for one micro-batch and for
+  accumulation 4, at batch 32 (its 2-process setting runs on the CPU only). From the FLOP model
+  (imagenet_shaped.estimated_seconds, checked in tests/test_bench_imagenet.py) its 13 x 4 steps
+  are 0.33 PFLOP: 33 s at a pessimistic 10 TFLOP/s sustained plus 30 s for loading the model,
+  about a minute, and a few seconds of compute at the rate an H200 really sustains;
 - `protocol`: the 4-shot Caltech101-shaped protocol end to end through main.py for LoRA and QLoRA
   (bench/end_to_end.py): total time, ms/step, input wait and peak memory per method. The goal
   for that run is 60 s or less per method on an H200;
@@ -28,4 +34,4 @@ GPU_PRESET = dict(backbone="ViT-B/16", device="cuda", modes=("lora", "qlora", "d
                   encoders=("both", "vision"),
                   batch_sizes=(32,), compute_dtypes=("fp16",), checkpointing=("off", "on"), steps=10,
                   warmup=3, num_classes=100, prompt_tokens=16, eval_encoder="both",
-                  studies=("padding", "dequant", "protocol", "methods"))
+                  studies=("padding", "dequant", "imagenet", "protocol", "methods"))

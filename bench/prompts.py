@@ -6,9 +6,17 @@ prompt, with a one-token name, is SHORTEST_PROMPT tokens.
 """
 from __future__ import annotations
 
+import random
+
 from transformers import PreTrainedTokenizerBase
 
 SHORTEST_PROMPT = 8  # tokens: BOS + 'a photo of a' + a one-token name + '.' + EOS
+
+# ImageNet's 1,000 prompts 'a photo of a {}.' in real CLIP BPE: 7 tokens plus the class name's
+# pieces, mean 9.2 tokens, median 9, longest 18. CLIP's BPE files cannot be downloaded here, so
+# this is a synthetic spread with exactly those three figures (tokens: prompts), most names one or
+# two pieces and a thin tail of long compound names; tests/test_text_buckets.py checks them.
+IMAGENET_PROMPT_LENGTHS = {8: 473, 9: 242, 10: 120, 11: 70, 12: 40, 13: 22, 14: 13, 15: 9, 16: 5, 17: 3, 18: 3}
 
 
 def synthetic_prompts(tokenizer: PreTrainedTokenizerBase, num_classes: int, longest: int) -> list[str]:
@@ -20,4 +28,20 @@ def synthetic_prompts(tokenizer: PreTrainedTokenizerBase, num_classes: int, long
     if got != longest:
         raise RuntimeError(f"tokenizer made {got} tokens of a {longest}-token prompt; "
                            "the benchmark expects one token per character")
+    return prompts
+
+
+def imagenet_prompt_lengths() -> list[int]:
+    """IMAGENET_PROMPT_LENGTHS as 1,000 token counts in a fixed shuffled (label) order."""
+    lengths = [n for n, count in IMAGENET_PROMPT_LENGTHS.items() for _ in range(count)]
+    random.Random(0).shuffle(lengths)
+    return lengths
+
+
+def prompts_of_lengths(tokenizer: PreTrainedTokenizerBase, lengths: list[int]) -> list[str]:
+    """One prompt per entry of `lengths`, each exactly that many tokens (one-token-per-character tokenizer)."""
+    prompts = ["x" * (n - 2) for n in lengths]
+    got = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
+    if got != list(lengths):
+        raise RuntimeError("the benchmark expects a tokenizer with one token per character")
     return prompts

@@ -25,6 +25,7 @@ from qlora_clip.adapters import adapter_size_bytes, trainable_parameter_count
 from qlora_clip.config import TrainConfig
 from qlora_clip.distributed import Distributed
 from qlora_clip.encode import ClassPrompts, image_features
+from qlora_clip.inputs.sampler import split_sizes
 from qlora_clip.memory import MB, PeakMemory
 from qlora_clip.method_training import eva_initialize
 from qlora_clip.methods import METHODS
@@ -40,18 +41,32 @@ class StepTimer:
 
     The step reports its phases through `mark`; here each mark waits for the device, so the wall
     time between two marks is that phase's. The text pass is the prompts' forward and backward,
-    the image pass the images' forward and backward.
+    the image pass the images' forward and backward. `dist` and `text_per_update` are the step's
+    own (the ImageNet-shaped study times several processes, and the per-micro-batch reference).
     """
 
     def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, total_steps: int = 1000,
-                 config: TrainConfig | None = None):
+                 config: TrainConfig | None = None, dist: Distributed | None = None, text_per_update: bool = True):
         config = config or TrainConfig(shots=1, lr=LR, n_iters=total_steps)
-        self.step_fn = TrainStep(model, prompts, config, precision, Distributed(rank=0, world=1,
-                                                                                  device=precision.device))
+        self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
+        self.step_fn = TrainStep(model, prompts, config, precision, self.dist, text_per_update=text_per_update)
         self.device = precision.device
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor) -> dict:
-        """Train on one batch; return its wall time, the text and image passes' times, and the loss."""
+    def split(self, images: torch.Tensor, labels: torch.Tensor,
+              micro_batches: int) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """This rank's share of each of `micro_batches` contiguous micro-batches, as the sampler cuts a step."""
+        shares, start = [], 0
+        for size in split_sizes(len(labels), micro_batches):
+            rows = list(range(start, start + size))[self.dist.rank::self.dist.world]
+            shares.append((images[rows], labels[rows]) if rows else None)
+            start += size
+        return shares
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, micro_batches: int = 1) -> dict:
+        """Train on one batch (all ranks' images) cut into `micro_batches`; return its wall time, the
+        text and image passes' times, and the loss."""
+        shares = [(images, labels)] if micro_batches == 1 and self.dist.world == 1 else \
+            self.split(images, labels, micro_batches)
         phases: dict[str, float] = {}
         last = [time.perf_counter()]
 
@@ -62,7 +77,7 @@ class StepTimer:
             last[0] = now
 
         start = last[0]
-        loss, _ = self.step_fn([(images, labels)], len(labels), mark)
+        loss, _ = self.step_fn(shares, len(labels), mark)
         return {"step_s": last[0] - start, "text_s": phases.get("text", 0.0) + phases.get("text_backward", 0.0),
                 "image_s": phases.get("image", 0.0) + phases.get("image_backward", 0.0), "loss": loss.item()}
 

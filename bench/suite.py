@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from bench import classes, dora_dropout, end_to_end, footprint, methods, padding
+from bench import classes, dora_dropout, end_to_end, footprint, imagenet_shaped, methods, padding
 from bench.harness import gemm_peaks, machine_info
 from bench.settings import BenchSettings
 from bench.step_time import compute_ratios, measure_grid, shots_projection
@@ -25,6 +25,7 @@ STUDIES: dict[str, Study] = {
     "dequant": footprint.run_dequant,
     "dora_dropout": dora_dropout.run,
     "classes": classes.run,
+    "imagenet": imagenet_shaped.run,
     "protocol": end_to_end.run,
     "methods": methods.run,
 }

@@ -17,11 +17,16 @@
     compat.py         version-guarded work-arounds for the pinned libraries
     tiny_clip.py      the offline tiny checkpoint, and random checkpoints in real shapes for benchmarks
     encode.py         class prompts, text and image features, logits
-    evaluator.py      test-set accuracy, sharded over processes, image features reused when frozen
+    text_buckets.py   length buckets of class prompts (CLIP family), and the switch that allows them
+    text_pass.py      the training step's text pass: once per optimizer step, sharded over processes
+    evaluator.py      test-set accuracy, sharded over processes, image features reused when frozen,
+                      zero-shot accuracies read from the zero-shot store when a run stored them
+    zero_shot_cache.py  the zero-shot store: keyed JSON entries, written atomically, verified
+    zero_shot_key.py  what a zero-shot accuracy depends on (the store's key)
     extra_evals.py    what a run evaluates besides its test set: base2new's new classes, --eval_datasets
     precision.py      compute dtype, autocast and gradient scaler, decided once
     memory.py         peak memory (CUDA allocator, or the CPU's resident set)
-    distributed.py    data-parallel gradient and count sums under accelerate launch
+    distributed.py    data-parallel gradient and count sums, the text shares' gather, under accelerate launch
     checkpointing.py  --checkpoint_every / --resume: the whole training state
     saved_adapter.py  --save_path's adapter folders and the checks --eval_only makes before loading one
     export.py         --merge_export: a plain model with the adapter merged in

@@ -106,10 +106,17 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """What a run evaluates besides training: other datasets' test sets, and where test images are cached."""
+    """What a run evaluates besides training: other datasets' test sets, and where test images (and
+    zero-shot accuracies) are cached."""
     eval_datasets: tuple[str, ...] = ()
     cache_dir: str | None = None  # None or '': no disk cache
     eval_only: bool = False       # evaluate a saved adapter, train nothing
+    zero_shot_cache: bool = True  # reuse zero-shot accuracies stored under cache_dir (when there is one)
+
+    @property
+    def zero_shot_dir(self) -> Path | None:
+        """The zero-shot store, beside the test images: None without a cache folder or with --no_zero_shot_cache."""
+        return Path(self.cache_dir) / "zero-shot" if self.cache_dir and self.zero_shot_cache else None
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ adapters are small (184,320 weights for ViT-B/16), so one all-reduce of a flat b
 its share of the test images and the counts are summed.
 CLIP's two towers are called through get_text_features/get_image_features rather than one
 forward(), which DistributedDataParallel would need; averaging gradients directly avoids that.
+The class prompts' text pass is sharded too (text_pass.py): `gather_shares` puts every rank's
+share of the features together, with a backward that hands each rank the gradient of all ranks'
+losses for its own share.
 """
 from __future__ import annotations
 
@@ -42,6 +45,11 @@ class Distributed:
             offset += n
         return flat[-1]
 
+    def gather_shares(self, share: torch.Tensor) -> torch.Tensor:
+        """Every rank's `share` (equal shapes), concatenated in rank order; autograd flows back to each
+        rank's own share as the sum of every rank's gradient of the result."""
+        return _GatherShares.apply(share) if self.world > 1 else share
+
     def sum_counts(self, *counts: torch.Tensor) -> list[int]:
         """Integer counts summed over the ranks (one all-reduce), as Python ints."""
         stacked = torch.stack([c.to(torch.int64) for c in counts])
@@ -56,6 +64,29 @@ class Distributed:
         values = [None] * self.world
         torch.distributed.all_gather_object(values, count)
         return values
+
+
+class _GatherShares(torch.autograd.Function):
+    """all_gather forward; backward: all_reduce (sum) of the gathered result's gradient, own rows kept.
+
+    Each rank's loss depends on every share, so the gradient of the sum of the ranks' losses with
+    respect to a share is the sum of every rank's gradient for it. An all-reduce of the whole
+    gradient (the features of 1,000 prompts: 2 MB for ViT-B/16) works on every backend, gloo
+    included; torch.distributed.nn's all_gather does the same with an all-to-all but is deprecated.
+    """
+
+    @staticmethod
+    def forward(ctx, share: torch.Tensor) -> torch.Tensor:
+        world, ctx.rank, ctx.rows = torch.distributed.get_world_size(), torch.distributed.get_rank(), share.shape[0]
+        parts = [torch.empty_like(share) for _ in range(world)]
+        torch.distributed.all_gather(parts, share.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        torch.distributed.all_reduce(grad, op=torch.distributed.ReduceOp.SUM)
+        return grad[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows]
 
 
 def resolve_device(name: str) -> torch.device:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from qlora_clip.errors import UserError
 from qlora_clip.paper import CONTEXT_LENGTH, LOGIT_SCALE
+from qlora_clip.text_buckets import TokenBuckets
 
 # The files a CLIP tokenizer is built from: the fast tokenizer's one file, or the BPE vocabulary
 # and merges. Without them transformers builds a tokenizer that maps every word to one token.
@@ -15,24 +16,47 @@ TOKENIZER_FILES = (("tokenizer.json",), ("vocab.json", "merges.txt"))
 
 
 class ClassPrompts:
-    """Tokenised class prompts, padded to the longest prompt rather than CLIP's 77 tokens.
+    """Tokenised class prompts, padded to the longest prompt rather than CLIP's 77 tokens, and
+    encoded in up to `buckets` length buckets (text_buckets.py; 1: one call on all prompts).
 
     CLIP's text tower is causal and pools at the end-of-text token, so padding after that token
-    cannot change the features; shorter padding only removes work.
+    cannot change the features; shorter padding only removes work. Buckets apply to "longest"
+    padding only ("max_length" is the 77-token reference the padding study compares with).
     """
 
-    def __init__(self, tokenizer, prompts: list[str], device: torch.device, padding: str = "longest"):
-        enc = tokenizer(prompts, padding=padding, truncation=True, max_length=CONTEXT_LENGTH, return_tensors="pt")
-        check_prompts_distinct(tokenizer, prompts, enc["input_ids"], enc["attention_mask"])
+    def __init__(self, tokenizer, prompts: list[str], device: torch.device, padding: str = "longest",
+                 buckets: int = 1):
+        self.tokenizer, self.prompts, self.device, self.padding = tokenizer, list(prompts), device, padding
+        self.max_buckets = buckets
+        enc = tokenizer(self.prompts, padding=padding, truncation=True, max_length=CONTEXT_LENGTH,
+                        return_tensors="pt")
+        check_prompts_distinct(tokenizer, self.prompts, enc["input_ids"], enc["attention_mask"])
         self.input_ids = enc["input_ids"].to(device)
         self.attention_mask = enc["attention_mask"].to(device)
+        # Token counts, read on the host before the tensors move: planning costs no device sync.
+        self.lengths: list[int] = enc["attention_mask"].sum(1).tolist()
+        self.buckets = TokenBuckets(self.lengths, device, buckets if padding == "longest" else 1)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def share(self, rows: list[int]) -> ClassPrompts:
+        """The prompts of `rows` (repeats allowed), tokenised and bucketed on their own."""
+        return ClassPrompts(self.tokenizer, [self.prompts[i] for i in rows], self.device, self.padding,
+                            self.max_buckets)
+
     def features(self, model: torch.nn.Module) -> torch.Tensor:
-        out = model.get_text_features(input_ids=self.input_ids, attention_mask=self.attention_mask)
-        return F.normalize(out.pooler_output, dim=-1)
+        """Normalised text features, in label order."""
+        if self.buckets.count == 1:
+            return _text_features(model, self.input_ids, self.attention_mask)
+        parts = [_text_features(model, self.input_ids[rows, :length], self.attention_mask[rows, :length])
+                 for rows, length in zip(self.buckets.rows, self.buckets.lengths)]
+        return torch.cat(parts)[self.buckets.inverse]
+
+
+def _text_features(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    out = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+    return F.normalize(out.pooler_output, dim=-1)
 
 
 def check_prompts_distinct(tokenizer, prompts: list[str], input_ids: torch.Tensor,

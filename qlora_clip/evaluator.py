@@ -6,10 +6,14 @@ counts are summed, so N GPUs evaluate N times faster and the accuracy is the 1-p
 the vision tower is not adapted (adapters.tower_is_adapted, for every method), its features are the
 same in both evaluations, so the first evaluation of a test set keeps them and later ones only
 re-encode the prompts.
+A zero-shot
+accuracy that an earlier run stored for the same base and test set (zero_shot_cache.py, keyed by
+zero_shot_key.py) is read instead of computed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
@@ -17,13 +21,15 @@ from tqdm import tqdm
 
 from datasets import Item
 from metrics import accuracy_percent, count_correct
+from qlora_clip import zero_shot_cache
 from qlora_clip.adapters import tower_is_adapted, zero_shot_view
 from qlora_clip.config import ImageSettings
 from qlora_clip.distributed import Distributed
 from qlora_clip.encode import ClassPrompts, image_features, logits
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
-from qlora_clip.inputs.test_images import prepared_test_images
+from qlora_clip.inputs.test_images import cache_key, prepared_test_images
 from qlora_clip.precision import Precision
+from qlora_clip.zero_shot_key import test_set_key
 
 # Test batches are at least this large: no gradients, so memory allows more than training.
 MIN_EVAL_BATCH = 64
@@ -35,12 +41,14 @@ def eval_batch_size(train_batch_size: int) -> int:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How a run prepares its test sets: image settings, batch size, cache, workers, process share."""
+    """How a run prepares its test sets: image settings, batch size, cache, workers, process share,
+    and the length buckets its class prompts are encoded in (text_buckets.bucket_limit)."""
     image: ImageSettings
     batch_size: int
     cache_dir: str | None
     num_workers: int
     dist: Distributed
+    text_buckets: int = 1
 
 
 @dataclass
@@ -51,6 +59,8 @@ class EvalSet:
     prompts: ClassPrompts
     items: list[Item] = field(default_factory=list, repr=False)  # the images of `loader`, in its order
     cached: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
+    key: dict = field(default_factory=dict, repr=False)  # what it is, all processes' images (zero_shot_key)
+    zero_shot_cached: bool = False  # its zero-shot accuracy was read from the zero-shot store
 
 
 def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: ClassPrompts,
@@ -60,23 +70,46 @@ def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: 
     pixels, labels = prepared_test_images(name, items, load_image, eval_transform(image), image.resize_size,
                                           image.image_size, settings.cache_dir, settings.num_workers, dist.rank,
                                           dist.world)
+    key = test_set_key(cache_key(name, items, image.resize_size, image.image_size), prompts.prompts)
     return EvalSet(name, EvalBatches(pixels, labels, image, settings.batch_size, dist.device), prompts,
-                   list(items[dist.rank::dist.world]))
+                   list(items[dist.rank::dist.world]), key=key)
+
+
+@dataclass(frozen=True)
+class ZeroShotReuse:
+    """Where zero-shot accuracies are stored, and the base model's part of their keys (zero_shot_key.base_key)."""
+    folder: Path
+    base: dict
 
 
 class Evaluator:
-    def __init__(self, model: torch.nn.Module, precision: Precision, dist: Distributed | None = None):
+    def __init__(self, model: torch.nn.Module, precision: Precision, dist: Distributed | None = None,
+                 zero_shot_reuse: ZeroShotReuse | None = None):
         self.model = model
         self.precision = precision
         self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
         # With a frozen vision tower the zero-shot image features are also the trained model's.
         self.reuse_image_features = not tower_is_adapted(model, "vision_model")
+        self.zero_shot_reuse = zero_shot_reuse
 
     def zero_shot(self, test: EvalSet) -> float:
         """Accuracy of the pretrained base (adapters off, and the pretrained values back where the method's
-        initialisation rewrote them: adapters.zero_shot_view)."""
+        initialisation rewrote them: adapters.zero_shot_view): stored by an earlier run, or computed (and
+        then stored, by the main process). `test.zero_shot_cached` says which."""
+        reuse = self.zero_shot_reuse
+        key = {**reuse.base, "test_set": test.key} if reuse is not None else None
+        if reuse is not None:
+            stored = zero_shot_cache.read(reuse.folder, key)
+            # Every process reads; all must agree, since computing it sums counts over them.
+            [found] = self.dist.sum_counts(torch.tensor(int(stored is not None), device=self.dist.device))
+            if found == self.dist.world:
+                test.zero_shot_cached = True
+                return stored
         with zero_shot_view(self.model):
-            return self.accuracy(test, desc=f"zero-shot {test.name}")
+            accuracy = self.accuracy(test, desc=f"zero-shot {test.name}")
+        if reuse is not None and self.dist.is_main:
+            zero_shot_cache.write(reuse.folder, key, accuracy)
+        return accuracy
 
     @torch.no_grad()
     def accuracy(self, test: EvalSet, desc: str = "test") -> float:

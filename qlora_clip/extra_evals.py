@@ -58,21 +58,23 @@ class ExtraEvaluations:
 
     def eval_set(self, images: EvalImages) -> EvalSet:
         """Its test images against its own class names only."""
-        prompts = ClassPrompts(self.tokenizer, images.prompts(), self.settings.dist.device)
+        prompts = ClassPrompts(self.tokenizer, images.prompts(), self.settings.dist.device,
+                               buckets=self.settings.text_buckets)
         return build_eval_set(images.name, images.test, images.load_image, prompts, self.settings)
 
-    def accuracies(self, evaluator: Evaluator, images: EvalImages) -> tuple[float, float]:
-        """(adapted, zero-shot) accuracy on one test set; zero-shot first, so a frozen vision tower's
-        image features are encoded once and reused."""
+    def accuracies(self, evaluator: Evaluator, images: EvalImages) -> tuple[float, float, bool]:
+        """(adapted, zero-shot) accuracy on one test set, and whether the zero-shot one was stored by an
+        earlier run; zero-shot first, so a frozen vision tower's image features are encoded once and reused."""
         test = self.eval_set(images)
         zero_shot = evaluator.zero_shot(test)
-        return evaluator.accuracy(test, desc=f"test {images.name}"), zero_shot
+        return evaluator.accuracy(test, desc=f"test {images.name}"), zero_shot, test.zero_shot_cached
 
     def results(self, evaluator: Evaluator, test_acc: float, zero_shot_acc: float) -> dict:
         """The results fields of the protocol and the targets; `test_acc`/`zero_shot_acc` are the run's own."""
         fields = schema.fields(protocol=self.protocol)
+        cached = {}
         if self.new_classes is not None:
-            new_acc, zero_shot_new_acc = self.accuracies(evaluator, self.new_classes)
+            new_acc, zero_shot_new_acc, cached[self.new_classes.name] = self.accuracies(evaluator, self.new_classes)
             fields.update(base2new_fields(test_acc, new_acc, zero_shot_acc, zero_shot_new_acc))
             log.info("base2new: base %.2f%% new %.2f%% HM %.2f%% (zero-shot: base %.2f%% new %.2f%% HM %.2f%%)",
                      fields["base_acc"], fields["new_acc"], fields["hm_acc"], fields["zero_shot_base_acc"],
@@ -80,9 +82,11 @@ class ExtraEvaluations:
         if self.targets:
             per_target = {}
             for target in self.targets:
-                test, zero_shot = self.accuracies(evaluator, target)
+                test, zero_shot, cached[target.name] = self.accuracies(evaluator, target)
                 per_target[target.name] = {"test_acc": test, "zero_shot_acc": zero_shot}
                 log.info("on %s (%d classes, %d images): zero-shot %.2f%% -> test %.2f%%", target.name,
                          len(target.classnames), len(target.test), zero_shot, test)
             fields.update(schema.fields(eval_datasets=per_target))
+        if cached:
+            fields.update(schema.fields(extra_zero_shot_cached=cached))
         return fields

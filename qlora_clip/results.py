@@ -44,7 +44,7 @@ TARGET_NUMBER_FIELDS = ("test_acc", "zero_shot_acc")
 # for those targets must not count a run recorded without them as done.
 BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
                                "checkpoint_every", "checkpoint_dir", "resume", "merge_export", "overwrite_export",
-                               "decode_budget_gb", "eval_cache_dir",
+                               "decode_budget_gb", "eval_cache_dir", "no_zero_shot_cache",
                                "report_to", "run_name", "run_group", "logging_dir"})
 
 LIBRARIES = ("torch", "torchvision", "transformers", "peft", "bitsandbytes", "accelerate")

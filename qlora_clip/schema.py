@@ -44,6 +44,12 @@ CONDITIONS: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "base2new": ("with `--protocol base2new`", lambda record: record.get("protocol") == "base2new"),
     "eval_datasets": ("with `--eval_datasets`", lambda record: bool(record.get("config", {}).get("eval_datasets"))),
     "baseline": ("with a baseline `--mode` (docs/baselines.md)", lambda record: record.get("mode") in BASELINE_MODES),
+    # The zero-shot store and the text pass's speed-ups belong to the adapters' path (trainer.py,
+    # evaluator.py); a baseline encodes frozen features its own way (`baseline_features`).
+    "adapter": ("with an adapter `--mode` (not a baseline)", lambda record: record.get("mode") not in BASELINE_MODES),
+    "extra_evals": ("with `--protocol base2new` or `--eval_datasets`",
+                    lambda record: record.get("protocol") == "base2new"
+                    or bool(record.get("config", {}).get("eval_datasets"))),
 }
 
 SCHEMA: tuple[Field, ...] = (
@@ -58,6 +64,9 @@ SCHEMA: tuple[Field, ...] = (
     # --- accuracy ------------------------------------------------------------------------------
     Field("zero_shot_acc", float, "top-1 accuracy (%) of the frozen base (adapters off) on the run's test set, "
                                   "measured before training"),
+    Field("zero_shot_cached", bool, "whether `zero_shot_acc` was read from the zero-shot store, where an earlier "
+                                    "run on the same base, test set, prompts and precision put it (docs/protocol.md, "
+                                    "\"Evaluation\"), instead of computed", when="adapter"),
     Field("test_acc", float, "top-1 accuracy (%) on the full test set after the last training step "
                              "(no model selection)"),
     Field("base_acc", float, "base classes' test accuracy (%) against the base class names; equals `test_acc`",
@@ -77,6 +86,9 @@ SCHEMA: tuple[Field, ...] = (
                                      "`train-<view stream>`): images, views, dim, `seconds` to encode or read it, "
                                      "`cached` (read from the feature cache), `file`, and how its pixels were made",
           when="baseline"),
+    Field("extra_zero_shot_cached", dict, "per test set besides the run's own (base2new's new classes, each "
+                                          "`--eval_datasets` target, by name): whether its zero-shot accuracy was "
+                                          "read from the zero-shot store", when="extra_evals"),
     # --- training ------------------------------------------------------------------------------
     Field("train_seconds", float, "wall time of the training loop (resumed parts included; loading and "
                                   "evaluation excluded), synchronised with the GPU; for a baseline, its fit and "
@@ -87,6 +99,16 @@ SCHEMA: tuple[Field, ...] = (
                                 "a scaler (fp32, bf16)", nullable=True),
     Field("input_wait_seconds", float, "time the training loop waited for its next batch (this process)"),
     Field("final_loss", float, "mean loss of the last step's images; null when no step ran", nullable=True),
+    # --- the text pass ---------------------------------------------------------------------------
+    Field("text_once_per_update", bool, "whether each optimizer step encoded the class prompts once and "
+                                        "back-propagated the text tower once, with the gradient summed over "
+                                        "the step's micro-batches (false: see `text_speedups_off`)", when="adapter"),
+    Field("text_shards", int, "processes each step's text pass was split over, each encoding its share of the "
+                              "prompts (1: not split)", when="adapter"),
+    Field("text_buckets", int, "length buckets the run's class prompts were encoded in, for training and "
+                               "evaluation (1: one call, padded to the longest prompt)", when="adapter"),
+    Field("text_speedups_off", dict, "why each of `text_once_per_update`, `text_shards`, `text_buckets` that is "
+                                     "off is off, by name (`{}` when all three are on)", when="adapter"),
     # --- memory and size -----------------------------------------------------------------------
     Field("peak_memory_mb", float, "peak memory of the training loop, reset before its first step: PyTorch's "
                                    "allocated bytes on CUDA, the process's resident set on the CPU; null with "

@@ -99,7 +99,7 @@ class RunSpec:
                             batch_size=f["batch_size"], gradient_accumulation_steps=f["gradient_accumulation_steps"],
                             loraplus_lr_ratio=method_args["loraplus_lr_ratio"] if method.step == "loraplus" else None)
         evaluation = EvalConfig(eval_datasets=tuple(f["eval_datasets"]), cache_dir=f["eval_cache_dir"] or None,
-                                eval_only=f["eval_only"])
+                                eval_only=f["eval_only"], zero_shot_cache=not f["no_zero_shot_cache"])
         outputs = OutputConfig(results_file=Path(f["results_file"]),
                                save_path=Path(f["save_path"]) if f["save_path"] else None,
                                checkpoint_dir=Path(f["checkpoint_dir"]), checkpoint_every=f["checkpoint_every"],

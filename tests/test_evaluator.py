@@ -16,6 +16,6 @@ def test_frozen_vision_tower_encodes_the_test_images_once(encoder, passes, tiny_
         encoded.append(len(images))
         return image_features(model, images)
     monkeypatch.setattr(evaluator, "image_features", counting)
-    record = main.main(tiny_argv("--encoder", encoder, "--n_iters", "0"))
+    record = main.main(tiny_argv("--encoder", encoder, "--n_iters", "0", "--no_zero_shot_cache"))
     assert sum(encoded) == passes * 16  # the colour folder's test split has 16 images
     assert record["test_acc"] == record["zero_shot_acc"]

@@ -50,6 +50,7 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     monkeypatch.setenv("DEMO_N_ITERS", "1")
     monkeypatch.setenv("DEMO_MODES", "qlora")  # one method keeps the test short: each run evaluates 10,000 images twice
+    monkeypatch.setenv("DEMO_BASELINES", "")  # the baselines' demo rows are tests/test_baselines_run.py's
     for name in ("DEMO_RESULTS", "RUN_REAL", "DATASETS", "SHOTS", "SEEDS", "BACKBONE", "EXTRA_ARGS"):
         monkeypatch.delenv(name, raising=False)
     notebook = nbformat.read(repo / "notebooks" / "quickstart.ipynb", as_version=4)

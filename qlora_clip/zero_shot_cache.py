@@ -1,0 +1,85 @@
+"""A small keyed store of zero-shot accuracies, shared by a sweep's runs.
+
+A zero-shot accuracy is the frozen base's on a test set: it does not depend on the adapter, so the
+15 runs per dataset and method of the paper's grid (and every method on an unquantized base) need
+it once, 50,000 test images each on ImageNet. This module only stores and verifies: the caller
+gives a key dict saying everything the accuracy depends on (zero_shot_key.py) and a folder.
+
+One JSON file per key, named by a digest of the key, holding the key itself, the accuracy and a
+SHA-256 checksum of both. Written to a temporary file, fsynced and renamed into place, so a
+reader never sees a partial entry; verified on every read, so a torn, edited or colliding entry
+is reported and recomputed, never trusted. A failed write only loses the reuse: the run goes on.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump when the entry layout changes
+
+
+def _canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def entry_path(folder: Path, key: dict) -> Path:
+    """Where the entry of `key` lives in `folder`."""
+    return folder / f"{hashlib.sha256(_canonical(key)).hexdigest()[:32]}.json"
+
+
+def _checksum(key: dict, accuracy: float) -> str:
+    return hashlib.sha256(_canonical({"format": FORMAT, "key": key, "zero_shot_acc": accuracy})).hexdigest()
+
+
+def _as_stored(key: dict) -> dict:
+    """`key` as it reads back from JSON (tuples become lists), so a stored key compares equal to it."""
+    return json.loads(_canonical(key))
+
+
+def read(folder: Path, key: dict) -> float | None:
+    """The stored accuracy of `key`, or None when there is none or it does not verify (warned)."""
+    key = _as_stored(key)
+    path = entry_path(folder, key)
+    if not path.is_file():
+        return None
+    try:
+        entry = json.loads(path.read_text())
+        accuracy = entry["zero_shot_acc"]
+        if entry.get("format") != FORMAT or entry.get("key") != key:
+            raise ValueError("it belongs to another key or format")
+        if not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not math.isfinite(accuracy):
+            raise ValueError(f"its accuracy is {accuracy!r}")
+        if entry.get("checksum") != _checksum(key, accuracy):
+            raise ValueError("its checksum differs")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("zero-shot cache entry %s is unusable (%s); computing the zero-shot accuracy again", path, err)
+        return None
+    return float(accuracy)
+
+
+def write(folder: Path, key: dict, accuracy: float) -> None:
+    """Store `accuracy` under `key`: temporary file, fsync, rename; a failure is logged, not raised."""
+    key = _as_stored(key)
+    path = entry_path(folder, key)
+    entry = {"format": FORMAT, "key": key, "zero_shot_acc": accuracy, "checksum": _checksum(key, accuracy)}
+    tmp = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(entry, indent=1, sort_keys=True))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        log.warning("could not store the zero-shot accuracy in %s (%s); later runs will compute it again",
+                    folder, err)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
