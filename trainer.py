@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from qlora_clip.checkpointing import TrainCheckpoint
 from qlora_clip.config import TrainConfig
 from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logits
+from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logit_function
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.loaders import TrainStream
+from qlora_clip.losses import summed_loss
 from qlora_clip.memory import PeakMemory
 from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
 from qlora_clip.precision import Precision
@@ -82,8 +82,8 @@ class TrainStep:
     """One optimizer step on a batch's micro-batches: the step every run takes, and the benchmark times.
 
     Per micro-batch: the class prompts' features (re-encoded with gradients when the text tower has
-    adapters; caching them would silently freeze those adapters), the images' features, the loss
-    (the micro-batch's summed loss over the step's image count), and the backward, first to the two
+    adapters; caching them would silently freeze those adapters), the images' features, the family's
+    logits, the loss (`config.loss`: the micro-batch's summed loss over the step's image count), and the backward, first to the two
     feature sets and then through each tower (the same gradients as one loss.backward(), with each
     tower's share visible to `mark`). Then the gradients are summed over processes and the
     optimizer, scaler and schedule step.
@@ -96,6 +96,8 @@ class TrainStep:
         self.optimizer = build_optimizer(self.params, config.lr, precision.device)
         self.scheduler = build_schedule(self.optimizer, config.total_steps)
         self.scaler = precision.grad_scaler()
+        self.logits = logit_function(model)
+        self.loss = config.loss
         self.cached_text = None
         if not has_adapters(model, "text_model"):
             model.eval()
@@ -121,8 +123,8 @@ class TrainStep:
                 mark("text")
                 image = image_features(self.model, images)
                 mark("image")
-                step_logits = logits(image, text).float()
-                loss = F.cross_entropy(step_logits, labels, reduction="sum") / step_images
+                step_logits = self.logits(image, text).float()
+                loss = summed_loss(self.loss, step_logits, labels) / step_images
             # A tower without adapters (cached prompts, or a frozen vision tower) gets no backward.
             towers = [(name, features) for name, features in (("image", image), ("text", text))
                       if features.requires_grad]

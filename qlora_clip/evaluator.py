@@ -16,9 +16,10 @@ from tqdm import tqdm
 
 from datasets import Item
 from metrics import accuracy_percent, count_correct
-from qlora_clip.config import ImageSettings
+from qlora_clip.config import ImageSettings, TextSettings
 from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logits
+from qlora_clip.families import CLIP_TEXT
+from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logit_function
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
 from qlora_clip.inputs.test_images import prepared_test_images
 from qlora_clip.precision import Precision
@@ -33,12 +34,14 @@ def eval_batch_size(train_batch_size: int) -> int:
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """How a run prepares its test sets: image settings, batch size, cache, workers, process share."""
+    """How a run prepares its test sets: image settings, batch size, cache, workers, process share, and the
+    family's text rules for the class prompts of other test sets (extra_evals.py)."""
     image: ImageSettings
     batch_size: int
     cache_dir: str | None
     num_workers: int
     dist: Distributed
+    text: TextSettings = CLIP_TEXT
 
 
 @dataclass
@@ -57,7 +60,7 @@ def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: 
     image, dist = settings.image, settings.dist
     pixels, labels = prepared_test_images(name, items, load_image, eval_transform(image), image.resize_size,
                                           image.image_size, settings.cache_dir, settings.num_workers, dist.rank,
-                                          dist.world)
+                                          dist.world, center_crop=image.center_crop)
     return EvalSet(name, EvalBatches(pixels, labels, image, settings.batch_size, dist.device), prompts,
                    list(items[dist.rank::dist.world]))
 
@@ -67,6 +70,7 @@ class Evaluator:
         self.model = model
         self.precision = precision
         self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
+        self.logits = logit_function(model)
         # With a frozen vision tower the zero-shot image features are also the trained model's.
         self.reuse_image_features = not has_adapters(model, "vision_model")
 
@@ -85,7 +89,7 @@ class Evaluator:
         with self.precision.autocast():
             text = test.prompts.features(self.model)
             for features, labels in self._encoded(test, desc):
-                correct += count_correct(logits(features, text), labels)
+                correct += count_correct(self.logits(features, text), labels)
                 total += labels.numel()
         correct, total = self.dist.sum_counts(correct, total)
         return accuracy_percent(correct, total)

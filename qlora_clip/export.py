@@ -1,4 +1,5 @@
-"""`--merge_export`: a plain CLIPModel checkpoint with the adapter merged into the weights.
+"""`--merge_export`: a plain checkpoint of the family's own class (CLIPModel, SiglipModel, MetaClip2Model)
+with the adapter merged into the weights, its tokenizer and image processor beside it.
 
 The adapter was trained against the base as the run held it (4-bit NF4 for QLoRA/QDoRA, the
 compute dtype otherwise), so it is merged into exactly those weights, dequantized to fp32, not
@@ -14,8 +15,9 @@ from pathlib import Path
 import torch
 from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from peft.utils.integrations import dequantize_module_weight
-from transformers import CLIPImageProcessor, CLIPModel
+from transformers import AutoImageProcessor
 
+from qlora_clip.families import family_for_config
 from qlora_clip.modelcard import write_model_card
 
 log = logging.getLogger(__name__)
@@ -32,9 +34,9 @@ def _trained_value(trained_base: torch.nn.Module, name: str) -> torch.Tensor:
 
 
 def export_merged(model, tokenizer, source: str, folder: Path, record: dict | None = None) -> Path:
-    """Write the merged CLIPModel, tokenizer and image processor to `folder`; with the run's results
-    `record`, also its model card."""
-    base = CLIPModel.from_pretrained(source, dtype=torch.float32)
+    """Write the merged model (the family's class), tokenizer and image processor to `folder`; with the run's
+    results `record`, also its model card."""
+    base = family_for_config(model.config).model_class_object().from_pretrained(source, dtype=torch.float32)
     trained_base = model.get_base_model()
     with torch.no_grad():
         for name, param in base.named_parameters():
@@ -45,7 +47,7 @@ def export_merged(model, tokenizer, source: str, folder: Path, record: dict | No
     folder.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    CLIPImageProcessor.from_pretrained(source).save_pretrained(folder)
+    AutoImageProcessor.from_pretrained(source).save_pretrained(folder)
     if record is not None:
         write_model_card(folder, record, "merged", source)
     log.info("merged model written to %s", folder)

@@ -1,7 +1,9 @@
-"""Loading a Hugging Face CLIP and wrapping it with a PEFT adapter.
+"""Loading a Hugging Face CLIP-family checkpoint and wrapping it with a PEFT adapter.
 
 LoRA, QLoRA, DoRA and QDoRA are one code path: a `LoraConfig` (with `use_dora` for the DoRA
-modes) and, for the Q modes, a 4-bit NF4 base from bitsandbytes.
+modes) and, for the Q modes, a 4-bit NF4 base from bitsandbytes. What differs between CLIP,
+SigLIP, SigLIP 2 and MetaCLIP 2 (model class, tokenizer, text rules, target modules, what stays
+in full precision) comes from the checkpoint's family (families.py).
 """
 from __future__ import annotations
 
@@ -14,41 +16,36 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
 from safetensors import safe_open
-from transformers import BitsAndBytesConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from qlora_clip.compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
-from qlora_clip.config import AdapterConfig, ImageSettings, ModelConfig
+from qlora_clip.config import AdapterConfig, ImageSettings, ModelConfig, TextSettings
 from qlora_clip.errors import UserError
-from qlora_clip.paper import BACKBONE_ALIASES
-from qlora_clip.tiny_clip import tiny_checkpoint_dir
+from qlora_clip.families import TOWERS, Family, family_for_config, family_of, hub_id, image_settings, load_tokenizer
+from qlora_clip.tiny_backbones import TINY_NAMES, tiny_backbone_dir
 
 log = logging.getLogger(__name__)
-
-# The two projections into the shared image-text space stay in full precision in the 4-bit modes.
-# Left to itself transformers keeps only the last module it finds (text_projection) and quantizes
-# visual_projection; one rule for both keeps the two towers' features equally precise
-# (docs/protocol.md, "The 4-bit base"). They are small: 0.6 M weights for ViT-B/16.
-FULL_PRECISION_MODULES = ["visual_projection", "text_projection"]
-PROJECTION_NAMES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
-TOWERS = {"text": ("text_model",), "vision": ("vision_model",), "both": ("text_model", "vision_model")}
 
 
 @dataclass
 class ClipBundle:
     """The adapted model and what the data pipeline needs to feed it."""
     model: torch.nn.Module
-    tokenizer: CLIPTokenizer
+    tokenizer: PreTrainedTokenizerBase
     image: ImageSettings
+    text: TextSettings  # how class prompts become token ids for this family (encode.ClassPrompts)
+    family: Family
 
 
 def resolve_backbone(backbone: str) -> str:
-    """A paper alias, 'tiny', a local folder or a hub id -> what `from_pretrained` takes."""
-    if backbone == "tiny":
-        return str(tiny_checkpoint_dir())
+    """An alias, a tiny offline checkpoint's name, a local folder or a hub id -> what `from_pretrained` takes."""
+    if backbone in TINY_NAMES:
+        return str(tiny_backbone_dir(backbone))
     if backbone.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(backbone)):
         raise UserError(f"--backbone {backbone}: no such checkpoint folder; give a folder with "
-                        "config.json, weights, tokenizer and preprocessor files, a hub id, or 'tiny'")
-    return os.path.expanduser(BACKBONE_ALIASES.get(backbone, backbone))
+                        "config.json, weights, tokenizer and preprocessor files, a hub id, an alias, or one of "
+                        f"{', '.join(TINY_NAMES)}")
+    return os.path.expanduser(hub_id(backbone))
 
 
 def position_layers(position: str, num_layers: int) -> list[int]:
@@ -68,18 +65,18 @@ def position_layers(position: str, num_layers: int) -> list[int]:
 
 
 def target_module_names(config, encoder: str, position: str, params: list[str]) -> list[str]:
-    """Full names of the attention projections that get adapters."""
-    depth = {"text_model": config.text_config.num_hidden_layers,
-             "vision_model": config.vision_config.num_hidden_layers}
+    """Full names of the attention projections that get adapters, by the family's map of the model."""
+    family = family_for_config(config)
     names = []
-    for tower in TOWERS[encoder]:
-        layers = position_layers(position, depth[tower])
+    for tower, tower_config in TOWERS[encoder]:
+        depth = family.depth(config, tower_config)
+        layers = position_layers(position, depth)
         if not layers:
-            raise UserError(f"--position {position} selects no layer of the {depth[tower]}-layer "
+            raise UserError(f"--position {position} selects no layer of the {depth}-layer "
                             f"{tower}; choose another position")
         for layer in layers:
             for p in params:
-                names.append(f"{tower}.encoder.layers.{layer}.self_attn.{PROJECTION_NAMES[p]}")
+                names.append(family.layer_module(tower, layer, p))
     return names
 
 
@@ -95,8 +92,8 @@ def lora_config(adapter: AdapterConfig, targets: list[str]) -> LoraConfig:
     )
 
 
-def load_base_model(source: str, config: ModelConfig, device: torch.device,
-                    compute_dtype: torch.dtype) -> CLIPModel:
+def load_base_model(source: str, family: Family, config: ModelConfig, device: torch.device,
+                    compute_dtype: torch.dtype) -> PreTrainedModel:
     quantized = config.adapter.method.quantized
     if quantized:
         kwargs = {
@@ -105,7 +102,7 @@ def load_base_model(source: str, config: ModelConfig, device: torch.device,
                 bnb_4bit_quant_type="nf4",
                 bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=compute_dtype,
-                llm_int8_skip_modules=FULL_PRECISION_MODULES,  # the name covers 4-bit loading too
+                llm_int8_skip_modules=list(family.full_precision),  # the name covers 4-bit loading too
             ),
             "device_map": {"": device},
         }
@@ -113,7 +110,7 @@ def load_base_model(source: str, config: ModelConfig, device: torch.device,
         # The frozen base is stored in the compute precision; PEFT keeps the adapters in fp32.
         kwargs = {"dtype": compute_dtype}
     try:
-        model = CLIPModel.from_pretrained(source, **kwargs)
+        model = family.model_class_object().from_pretrained(source, **kwargs)
     except OSError as err:
         raise UserError(
             f"--backbone {config.backbone}: could not load '{source}' ({err.__class__.__name__}: "
@@ -125,7 +122,8 @@ def load_base_model(source: str, config: ModelConfig, device: torch.device,
         # Freezes the base and puts the non-quantized parameters (norms, embeddings) in fp32.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         # PEFT upcasts every non-quantized weight to fp32 for stable norms; the frozen token table
-        # (49,408 x width, most of what is not 4-bit) is only looked up, so keep it in the compute dtype.
+        # (49,408 x width for CLIP, 256,000 for SigLIP 2: most of what is not 4-bit) is only looked up,
+        # so keep it in the compute dtype.
         model.text_model.embeddings.token_embedding.to(compute_dtype)
         keep_cpu_4bit_layout_trainable(model)
     else:
@@ -138,9 +136,16 @@ def load_base_model(source: str, config: ModelConfig, device: torch.device,
 
 def load_clip(config: ModelConfig, device: torch.device, compute_dtype: torch.dtype,
               saved_adapter: Path | None = None) -> ClipBundle:
-    """Base CLIP + tokenizer + image settings, with a fresh adapter or the one saved in `saved_adapter`."""
+    """Base model + tokenizer + image and text settings, with a fresh adapter or the one saved in `saved_adapter`.
+
+    The family, tokenizer and image processor are read first: an unsupported checkpoint or a missing
+    tokenizer stops the run before any weights load.
+    """
     source = resolve_backbone(config.backbone)
-    model = load_base_model(source, config, device, compute_dtype)
+    family = family_of(source, config.backbone)
+    tokenizer = load_tokenizer(family, source, config.backbone)
+    image = image_settings(source, config.backbone)
+    model = load_base_model(source, family, config, device, compute_dtype)
     adapter = config.adapter
     targets = target_module_names(model.config, adapter.encoder, adapter.position, list(adapter.params))
     peft_config = lora_config(adapter, targets)
@@ -148,19 +153,15 @@ def load_clip(config: ModelConfig, device: torch.device, compute_dtype: torch.dt
         model = load_adapter(model, saved_adapter, peft_config)
     else:
         model = get_peft_model(model, peft_config)
-    processor = CLIPImageProcessor.from_pretrained(source)
-    crop = processor.crop_size
-    image = ImageSettings(image_size=int(crop["height"]),
-                          resize_size=int(processor.size.get("shortest_edge", crop["height"])),
-                          mean=tuple(processor.image_mean), std=tuple(processor.image_std))
-    return ClipBundle(model=model, tokenizer=CLIPTokenizer.from_pretrained(source), image=image)
+    return ClipBundle(model=model, tokenizer=tokenizer, image=image, text=family.text_settings(model.config),
+                      family=family)
 
 
 # Fields of adapter_config.json that must agree with the flags for a saved adapter to be reused.
 _CHECKED_FIELDS = {"r": "--r", "lora_alpha": "--alpha", "use_dora": "--mode", "use_rslora": "--lora_scaling"}
 
 
-def load_adapter(model: CLIPModel, folder: Path, expected: LoraConfig) -> PeftModel:
+def load_adapter(model: PreTrainedModel, folder: Path, expected: LoraConfig) -> PeftModel:
     config_file = folder / "adapter_config.json"
     weights_file = folder / "adapter_model.safetensors"
     if not (config_file.exists() and weights_file.exists()):

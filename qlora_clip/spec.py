@@ -89,7 +89,8 @@ class RunSpec:
                                 rslora=f["lora_scaling"] == "rslora")
         model = ModelConfig(backbone=f["backbone"], adapter=adapter, gradient_checkpointing=f["gradient_checkpointing"])
         train = TrainConfig(shots=f["shots"], seed=f["seed"], lr=f["lr"], n_iters=f["n_iters"],
-                            batch_size=f["batch_size"], gradient_accumulation_steps=f["gradient_accumulation_steps"])
+                            batch_size=f["batch_size"], gradient_accumulation_steps=f["gradient_accumulation_steps"],
+                            loss=f["loss"])
         evaluation = EvalConfig(eval_datasets=tuple(f["eval_datasets"]), cache_dir=f["eval_cache_dir"] or None,
                                 eval_only=f["eval_only"])
         outputs = OutputConfig(results_file=Path(f["results_file"]),

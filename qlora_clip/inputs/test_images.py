@@ -32,13 +32,15 @@ HEADER_BYTES = 4096     # JSON header, padded; the pixels follow
 CHUNK = 64 * 1024 ** 2  # bytes per CRC-32 update
 
 
-def cache_key(dataset: str, items: Sequence[Item], resize_size: int, image_size: int) -> dict:
+def cache_key(dataset: str, items: Sequence[Item], resize_size: int, image_size: int,
+              center_crop: bool = True) -> dict:
     """Everything the cached pixels depend on: the dataset, its test list (paths and labels, in
-    order), the preprocessing and the library that resamples."""
+    order), the preprocessing (CLIP's resize and crop, or SigLIP's resize to the square) and the
+    library that resamples."""
     listing = json.dumps([[str(item.source), item.label] for item in items]).encode()
     return {"format": FORMAT, "dataset": dataset, "test_list_sha256": hashlib.sha256(listing).hexdigest(),
-            "images": len(items), "resize": resize_size, "crop": image_size, "interpolation": "bicubic",
-            "pillow": PIL.__version__}
+            "images": len(items), "resize": resize_size if center_crop else "square", "crop": image_size,
+            "interpolation": "bicubic", "pillow": PIL.__version__}
 
 
 def cache_path(folder: Path, key: dict) -> Path:
@@ -120,14 +122,14 @@ def write_cache(path: Path, key: dict, pixels: torch.Tensor) -> None:
 
 def prepared_test_images(dataset: str, items: Sequence[Item], load_image: Callable, transform: Callable, resize_size: int,
                 image_size: int, cache_dir: str | None, num_workers: int, rank: int = 0,
-                world: int = 1) -> tuple[torch.Tensor, list[int]]:
+                world: int = 1, center_crop: bool = True) -> tuple[torch.Tensor, list[int]]:
     """This process's share of the preprocessed test images (items rank, rank + world, ...) and labels.
 
     One process reads the cache, or fills it on first use. Several processes read a cache that
     exists; otherwise each prepares only its own share, in memory (they are not synchronised to
     write one file together).
     """
-    key = cache_key(dataset, items, resize_size, image_size)
+    key = cache_key(dataset, items, resize_size, image_size, center_crop)
     path = cache_path(Path(cache_dir), key) if cache_dir else None
     pixels = load_cached(path, key) if path else None
     if pixels is not None:
