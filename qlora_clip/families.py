@@ -170,7 +170,10 @@ def read_config(source: str, backbone: str) -> dict:
     """
     from transformers import PretrainedConfig
 
+    folder_without_config = Path(source).is_dir() and not (Path(source) / "config.json").is_file()
     try:
+        if folder_without_config:
+            raise OSError("no config.json")
         config, _ = PretrainedConfig.get_config_dict(source)
     except (OSError, ValueError) as err:
         detail = str(err).splitlines()[0] if str(err) else err.__class__.__name__
@@ -183,20 +186,38 @@ def read_config(source: str, backbone: str) -> dict:
     return config
 
 
+# Files any tokenizer of the families is saved in (tokenizers' JSON, BPE vocabularies, SentencePiece models).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model")
+
+
+def _checkpoint_file(source: str, name: str) -> Path | None:
+    """A file of a folder or hub id (through transformers' cache), or None when the checkpoint has none."""
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(source, name, _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return None
+    return Path(path) if path is not None else None
+
+
+def _has_tokenizer_files(source: str) -> bool:
+    """Whether the checkpoint ships a tokenizer: without one, transformers silently builds an empty default
+    tokenizer of the model type's class. (A hub id is asked for its two usual files only.)"""
+    names = TOKENIZER_FILES if Path(source).is_dir() else TOKENIZER_FILES[:2]
+    return any(_checkpoint_file(source, name) is not None for name in names)
+
+
 def _tokenizer_class(source: str) -> str | None:
     """tokenizer_config.json's tokenizer_class, or None when the checkpoint has no such file."""
     import json
 
-    from transformers.utils import cached_file
-
-    try:
-        path = cached_file(source, "tokenizer_config.json", _raise_exceptions_for_missing_entries=False)
-    except OSError:
-        return None
+    path = _checkpoint_file(source, "tokenizer_config.json")
     if path is None:
         return None
     try:
-        return json.loads(Path(path).read_text()).get("tokenizer_class")
+        return json.loads(path.read_text()).get("tokenizer_class")
     except (OSError, ValueError):
         return None
 
@@ -242,12 +263,16 @@ def load_tokenizer(family: Family, source: str, backbone: str):
     weights load; UserError naming the files it needs when it is missing or unreadable."""
     from transformers import AutoTokenizer
 
+    needs = f"a {family.label} checkpoint needs {family.tokenizer_files}"
+    if not _has_tokenizer_files(source):
+        raise UserError(f"{_where(source, backbone)}: no usable tokenizer (none of {', '.join(TOKENIZER_FILES)}); "
+                        + needs)
     try:
         return AutoTokenizer.from_pretrained(source)
     except (OSError, ValueError, TypeError, ImportError) as err:
         detail = str(err).splitlines()[0] if str(err) else err.__class__.__name__
-        raise UserError(f"{_where(source, backbone)}: no usable tokenizer ({err.__class__.__name__}: {detail}); a "
-                        f"{family.label} checkpoint needs {family.tokenizer_files}") from err
+        raise UserError(f"{_where(source, backbone)}: no usable tokenizer ({err.__class__.__name__}: {detail}); "
+                        + needs) from err
 
 
 def image_settings(source: str, backbone: str) -> ImageSettings:
