@@ -58,6 +58,9 @@ class Family:
     template: str                # its own prompt: what --template clip-lora uses for every dataset
     full_precision: tuple[str, ...]  # modules kept out of 4-bit (BitsAndBytesConfig's skip list)
     tiny: str                    # --backbone name of its tiny offline checkpoint
+    # How the vision tower pools: 'class token' (a class token, then a linear projection) or
+    # 'attention head' (SigLIP: no class token; a probe attends over the patches, then an MLP).
+    vision_pooling: str = "class token"
 
     @property
     def pooled_at_end_of_text(self) -> bool:
@@ -109,14 +112,16 @@ SIGLIP = Family(
     processor_class="SiglipProcessor",
     tokenizer_files="spiece.model with tokenizer_config.json (and the sentencepiece package)",
     padding="max_length", attention_mask=False, lowercase=False, logits="siglip", losses=("ce", "sigmoid"),
-    template=SIGLIP_TEMPLATE, full_precision=SIGLIP_FULL_PRECISION, tiny="tiny-siglip")
+    template=SIGLIP_TEMPLATE, full_precision=SIGLIP_FULL_PRECISION, tiny="tiny-siglip",
+    vision_pooling="attention head")
 # The fixed-resolution SigLIP 2 checkpoints are SiglipModel checkpoints (model_type 'siglip') with
 # Gemma's tokenizer; transformers' own 'siglip2' model type is the NaFlex variant (below).
 SIGLIP2 = Family(
     name="siglip2", label="SigLIP 2", model_type="siglip", model_class="SiglipModel",
     processor_class="SiglipProcessor", tokenizer_files="tokenizer.json with tokenizer_config.json (Gemma's)",
     padding="max_length", attention_mask=False, lowercase=True, logits="siglip", losses=("ce", "sigmoid"),
-    template=SIGLIP_TEMPLATE, full_precision=SIGLIP_FULL_PRECISION, tiny="tiny-siglip2")
+    template=SIGLIP_TEMPLATE, full_precision=SIGLIP_FULL_PRECISION, tiny="tiny-siglip2",
+    vision_pooling="attention head")
 METACLIP2 = Family(
     name="metaclip_2", label="MetaCLIP 2", model_type="metaclip_2", model_class="MetaClip2Model",
     processor_class="CLIPProcessor",
