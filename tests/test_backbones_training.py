@@ -71,7 +71,8 @@ def test_each_method_trains_saves_reloads_and_merges_on_each_family(backbone, mo
 
 def run_snippet(card: ModelCard, classnames: list[str], images: list) -> dict:
     code = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
-    code = code.replace("classnames = [...]", f"classnames = {classnames!r}").replace("images = [...]", "images = IMAGES")
+    code = code.replace("classnames = [...]", f"classnames = {classnames!r}")
+    code = code.replace("images = [...]", "images = IMAGES")
     namespace = {"IMAGES": images}
     exec(compile(code, "<model card>", "exec"), namespace)  # noqa: S102 - our own card's snippet
     return namespace

@@ -67,6 +67,7 @@ def test_the_table_says_what_differs():
     assert FAMILIES["clip"].losses == FAMILIES["metaclip_2"].losses == ("ce",)
     assert FAMILIES["siglip"].template == "This is a photo of {}." and FAMILIES["clip"].template == "a photo of a {}."
     assert FAMILIES["siglip2"].lowercase and not FAMILIES["siglip"].lowercase  # SiglipTokenizer lowercases itself
+    assert {f.logits for f in FAMILIES.values()} == set(families.LOGIT_RULES)
 
 
 def test_aliases_name_hub_ids_of_listed_families():
@@ -118,7 +119,8 @@ def test_params_map_to_the_encoder_layers_and_never_to_siglips_pooling_head(back
     assert len(names) == 2 * 6 * 4 and not any(".head" in name for name in names)
     modules = dict(model.named_modules())
     assert all(isinstance(modules[name], torch.nn.Linear) for name in names)
-    assert target_module_names(model.config, "vision", "top", ["o"]) == ["vision_model.encoder.layers.5.self_attn.out_proj"]
+    assert target_module_names(model.config, "vision", "top", ["o"]) == [
+        "vision_model.encoder.layers.5.self_attn.out_proj"]
 
 
 def test_peft_cannot_adapt_siglips_attention_head_with_dora():
@@ -178,7 +180,7 @@ def test_an_unknown_model_type_is_refused_with_what_is_supported(tmp_path):
 def test_a_folder_without_config_and_an_unreachable_hub_id_are_refused(tmp_path):
     with pytest.raises(UserError, match="has no readable config.json"):
         family_of(str(tmp_path), str(tmp_path))
-    with pytest.raises(UserError, match=r"--backbone nobody/no-such-model: could not read its config.json.*tiny-siglip"):
+    with pytest.raises(UserError, match=r"--backbone nobody/no-such-model: could not read its config.json.*tiny"):
         family_of("nobody/no-such-model", "nobody/no-such-model")
 
 
