@@ -7,10 +7,13 @@
     results.py        results files: appending atomically, reading with line-level errors, run identity
     methods.py        the table of adapter methods
     errors.py         UserError, the one error type for bad input
-    model.py          loading a CLIP checkpoint (4-bit NF4 base or not) and wrapping it with PEFT
+    families.py       the backbone families (CLIP, SigLIP, SigLIP 2, MetaCLIP 2): what differs, chosen from config.json
+    model.py          loading a checkpoint of a family (4-bit NF4 base or not) and wrapping it with PEFT
     compat.py         version-guarded work-arounds for the pinned libraries
     tiny_clip.py      the offline tiny checkpoint, and random checkpoints in real shapes for benchmarks
-    encode.py         class prompts, text and image features, logits
+    tiny_backbones.py the other families' tiny offline checkpoints and base-model shapes for benchmarks
+    encode.py         class prompts, text and image features, the family's logits
+    losses.py         --loss: cross-entropy over the classes, SigLIP's sigmoid loss
     evaluator.py      test-set accuracy, sharded over processes, image features reused when frozen
     extra_evals.py    what a run evaluates besides its test set: base2new's new classes, --eval_datasets
     precision.py      compute dtype, autocast and gradient scaler, decided once
