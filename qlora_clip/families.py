@@ -61,6 +61,8 @@ class Family:
     # How the vision tower pools: 'class token' (a class token, then a linear projection) or
     # 'attention head' (SigLIP: no class token; a probe attends over the patches, then an MLP).
     vision_pooling: str = "class token"
+    # Where --params' projections are, per tower and layer (the four families share transformers' CLIP names).
+    layer_path: str = "{tower}.encoder.layers.{layer}.self_attn.{projection}"
 
     @property
     def pooled_at_end_of_text(self) -> bool:
@@ -80,9 +82,10 @@ class Family:
 
     def layer_module(self, tower: str, layer: int, projection: str) -> str:
         """Full module name of one attention projection (`projection`: a --params value)."""
-        return f"{tower}.encoder.layers.{layer}.self_attn.{PROJECTIONS[projection]}"
+        return self.layer_path.format(tower=tower, layer=layer, projection=PROJECTIONS[projection])
 
     def depth(self, config: Any, tower_config: str) -> int:
+        """Layers of a tower (`tower_config`: its sub-config's name), which --position scales with."""
         return int(getattr(config, tower_config).num_hidden_layers)
 
 

@@ -15,7 +15,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from datasets import dataset_module
 from qlora_clip.families import CLIP, FAMILIES, Family
 from qlora_clip.methods import METHODS
-from qlora_clip.paper import LOGIT_SCALE
+from qlora_clip.paper import CLIP_LORA_TEMPLATE, LOGIT_SCALE
 
 KINDS = ("adapter", "merged")
 TORCH_DTYPES = {"fp16": "torch.float16", "bf16": "torch.bfloat16", "fp32": "torch.float32"}
@@ -97,11 +97,10 @@ def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
 
 def prompt_template(record: dict) -> str:
     """The prompt the run trained with: the family's own for every dataset (CLIP-LoRA's 'a photo of a {}.'
-    for CLIP), or with --template dataset CoOp's for the dataset."""
-    family_template = record_family(record).template
+    for CLIP), or with --template dataset CoOp's for the dataset (CLIP-LoRA's for your own images)."""
     if record["config"]["template"] == "dataset":
-        return getattr(dataset_module(record["dataset"]), "TEMPLATE", family_template)
-    return family_template
+        return getattr(dataset_module(record["dataset"]), "TEMPLATE", CLIP_LORA_TEMPLATE)
+    return record_family(record).template
 
 
 def _base_link(base_model: str) -> str:

@@ -1,10 +1,11 @@
-"""The test images, preprocessed once per sweep: decoded, resized, centre-cropped, kept as uint8.
+"""The test images, preprocessed once per sweep: decoded, resized (and centre-cropped, for CLIP-like
+processors; SigLIP's resize to the square), kept as uint8.
 
 Both evaluations of a run (zero-shot and test) read the same preprocessed pixels, and a sweep's
 runs on one dataset (15 per method in the paper's grid) share them through an on-disk cache:
 one file per (dataset, test list, preprocessing), written atomically and verified (size and
 CRC-32) when opened, so a partial or corrupt file is rebuilt, never trusted. The pixels are PIL's
-bicubic resize and centre crop, exactly the per-run path's (loaders.eval_transform).
+bicubic resize (and centre crop), exactly the per-run path's (loaders.eval_transform).
 """
 from __future__ import annotations
 
