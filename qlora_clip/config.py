@@ -70,7 +70,7 @@ class TextSettings:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = paper.BACKBONE  # paper alias, hub id, local folder or 'tiny'
+    backbone: str = paper.BACKBONE  # alias (families.ALIASES), hub id, local folder or a tiny offline checkpoint's name
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     gradient_checkpointing: bool = False
 

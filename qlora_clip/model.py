@@ -21,10 +21,15 @@ from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenize
 from qlora_clip.compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
 from qlora_clip.config import AdapterConfig, ImageSettings, ModelConfig, TextSettings
 from qlora_clip.errors import UserError
-from qlora_clip.families import TOWERS, Family, family_for_config, family_of, hub_id, image_settings, load_tokenizer
+from qlora_clip.families import (CLIP, TOWERS, Family, family_for_config, family_of, hub_id, image_settings,
+                                 load_tokenizer)
 from qlora_clip.tiny_backbones import TINY_NAMES, tiny_backbone_dir
 
 log = logging.getLogger(__name__)
+
+# The protocol's (CLIP's) modules kept out of 4-bit, as docs/protocol.md names them; every family's
+# own list, and why, is its families.Family.full_precision.
+FULL_PRECISION_MODULES = list(CLIP.full_precision)
 
 
 @dataclass
