@@ -18,8 +18,8 @@ from datasets import Item
 from metrics import accuracy_percent, count_correct
 from qlora_clip.config import ImageSettings, TextSettings
 from qlora_clip.distributed import Distributed
-from qlora_clip.families import CLIP_TEXT
 from qlora_clip.encode import ClassPrompts, has_adapters, image_features, logit_function
+from qlora_clip.families import CLIP_TEXT
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
 from qlora_clip.inputs.test_images import prepared_test_images
 from qlora_clip.precision import Precision
