@@ -27,6 +27,7 @@ from qlora_clip.errors import UserError
 from qlora_clip.evaluator import EvalSettings, Evaluator, ZeroShotReuse, build_eval_set, eval_batch_size
 from qlora_clip.export import export_merged
 from qlora_clip.extra_evals import ExtraEvaluations
+from qlora_clip.families import check_loss, family_of
 from qlora_clip.inputs.loaders import TrainStream, default_num_workers
 from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.inputs.train_images import decode_all
@@ -58,11 +59,16 @@ def main(argv: list[str] | None = None) -> dict | None:
     if METHODS[spec.method].kind == "baseline":
         return record_baseline(spec, dist, precision, started_at)
 
-    data = build_dataset(spec.dataset, spec.data.root_path, spec.shots, spec.seed, spec.data.template, spec.protocol)
+    # The backbone's family first (config.json only): an unsupported checkpoint or a loss it does not
+    # allow stops the run before any data or weights load, and the family chooses the prompt.
+    base_model = resolve_backbone(spec.backbone)
+    family = family_of(base_model, spec.backbone)
+    check_loss(family, spec.train.loss, spec.backbone)
+    data = build_dataset(spec.dataset, spec.data.root_path, spec.shots, spec.seed, spec.data.template, spec.protocol,
+                         family.template)
     log.info("%s: %d classes, %d train / %d val / %d test images", spec.dataset, len(data.classnames),
              len(data.train), len(data.val), len(data.test))
 
-    base_model = resolve_backbone(spec.backbone)
     if spec.evaluation.eval_only:
         # Refused unless it matches the flags and the base, so the line records what was trained.
         saved_adapter.check_saved_run(spec, base_model)
@@ -71,13 +77,13 @@ def main(argv: list[str] | None = None) -> dict | None:
                        saved_adapter=spec.adapter_dir if spec.evaluation.eval_only else None)
     model = bundle.model
     buckets, buckets_off = bucket_limit(model)
-    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device, buckets=buckets)
+    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device, text=bundle.text, buckets=buckets)
     num_workers = default_num_workers(dist.device) if spec.data.num_workers is None else spec.data.num_workers
     eval_settings = EvalSettings(bundle.image, eval_batch_size(spec.train.batch_size), spec.evaluation.cache_dir,
-                                 num_workers, dist, text_buckets=buckets)
+                                 num_workers, dist, text_buckets=buckets, text=bundle.text)
     test = build_eval_set(spec.dataset, data.test, data.load_image, prompts, eval_settings)
     evaluator = Evaluator(model, precision, dist, zero_shot_reuse(spec, bundle, precision.name, dist.device, buckets))
-    extra = ExtraEvaluations(spec.data, spec.evaluation, data, bundle.tokenizer, eval_settings)
+    extra = ExtraEvaluations(spec.data, spec.evaluation, data, bundle.tokenizer, eval_settings, family.template)
     eval_memory = PeakMemory(dist.device)
     tracker = start_tracking(spec.tracking, dict(spec.flags), main_process=dist.is_main)
 
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     record = {
         **run_fields(spec, model, dist, precision.name, result, started_at),
         **adapter_fields(spec, model),
+        **schema.fields(family=bundle.family.name),
         **schema.fields(zero_shot_acc=zero_shot_acc, zero_shot_cached=test.zero_shot_cached, test_acc=test_acc,
                         eval_seconds=eval_seconds, test_images_per_process=test_shards,
                         subset_file=str(spec.subset_path)),

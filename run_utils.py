@@ -20,6 +20,7 @@ from qlora_clip import paper
 from qlora_clip.baselines.flags import baseline_flag_errors
 from qlora_clip.config import cache_root
 from qlora_clip.errors import UserError
+from qlora_clip.families import SIGLIP_TEMPLATE, TINY_BACKBONES, aliases_help
 from qlora_clip.methods import (
     BASE_METHODS,
     BASELINE_MODES,
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--shots", type=int, default=16, help="training images per class")
     data.add_argument("--seed", type=int, default=1, help="seed of the few-shot draw and of training")
     data.add_argument("--template", choices=TEMPLATES, default="clip-lora",
-                      help="clip-lora: 'a photo of a {}.' for every dataset; dataset: CoOp's per-dataset prompt")
+                      help="clip-lora: one prompt for every dataset, as CLIP-LoRA, the backbone family's own: "
+                           f"'a photo of a {{}}.' for CLIP and MetaCLIP 2, {SIGLIP_TEMPLATE!r} for SigLIP and "
+                           "SigLIP 2; dataset: CoOp's per-dataset prompt, for every family")
     data.add_argument("--num_workers", type=int, default=None,
                       help="DataLoader worker processes (default: 0 on the CPU; on CUDA the CPUs per process, "
                            "at most 8)")
@@ -83,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     model = p.add_argument_group("model")
     model.add_argument(
         "--backbone", default=paper.BACKBONE,
-        help="ViT-B/16, ViT-B/32, ViT-L/14, any Hugging Face hub id, a local checkpoint folder, "
-             "or 'tiny' (a small random CLIP built offline)",
+        help=f"an alias ({aliases_help()}), any Hugging Face hub id or local checkpoint folder of a CLIP, SigLIP, "
+             f"fixed-resolution SigLIP 2 or MetaCLIP 2 model, or a small random checkpoint built offline: "
+             f"{', '.join(TINY_BACKBONES)}",
     )
     model.add_argument("--mode", choices=MODES, default="lora", metavar="METHOD",
                        help="adapter method (docs/methods.md), or a baseline on the frozen base (docs/baselines.md): "
@@ -111,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "(values in JSON; an unknown key lists the valid ones)")
 
     train = p.add_argument_group("training")
+    train.add_argument("--loss", choices=paper.LOSSES, default=paper.LOSS,
+                       help="ce: cross-entropy over the classes, CLIP-LoRA's, for every family (the protocol's, and "
+                            "what top-1 accuracy rewards); sigmoid: SigLIP's one-vs-rest loss with its logit bias, "
+                            "the one it was pre-trained with (SigLIP and SigLIP 2 only)")
     train.add_argument("--lr", type=float, default=None,
                        help="AdamW learning rate; default: the method's (2e-4 for the LoRA family, as CLIP-LoRA)")
     train.add_argument("--n_iters", type=int, default=paper.N_ITERS,
@@ -138,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--resume", action="store_true",
                      help="continue from the last training state in --checkpoint_dir (start at 0 if none)")
     out.add_argument("--merge_export", default=None, metavar="DIR",
-                     help="write a plain CLIPModel checkpoint with the adapter merged in (4-bit bases: "
-                          "into the dequantized weights) to this new or empty folder; every method PEFT can merge")
+                     help="write a plain checkpoint of the family's own class (CLIPModel, SiglipModel, "
+                          "MetaClip2Model) with the adapter merged in (4-bit bases: into the dequantized weights) "
+                          "to this new or empty folder; every method PEFT can merge")
     out.add_argument("--overwrite_export", action="store_true",
                      help="let --merge_export replace the model folder (one with config.json) already there")
     out.add_argument("--results_file", default="results/results.jsonl",

@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from qlora_clip.adapters import tower_is_adapted
 from qlora_clip.checkpointing import TrainCheckpoint
 from qlora_clip.config import TrainConfig
 from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features, logits
+from qlora_clip.encode import ClassPrompts, image_features, logit_function
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.loaders import TrainStream
+from qlora_clip.losses import summed_loss
 from qlora_clip.memory import PeakMemory
 from qlora_clip.method_training import StepRules
 from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
@@ -89,14 +89,14 @@ class TrainStep:
     """One optimizer step on a batch's micro-batches: the step every run takes, and the benchmark times.
 
     The class prompts' features are encoded with gradients when the text tower is adapted
-    (adapters.tower_is_adapted, whatever the method; caching them would silently freeze it): once per step, this rank's share of them
-    gathered over the processes, their gradient summed over the micro-batches and back-propagated
+    (adapters.tower_is_adapted, whatever the method; caching them would silently freeze it):
+    once per step, this rank's share of them gathered over the processes, their gradient summed over the micro-batches and back-propagated
     once at the end (text_pass.PerUpdateText); `text_per_update=False` re-encodes them at every
     micro-batch instead (the earlier path, the benchmark's reference). Per micro-batch: the images'
-    features, the loss (the micro-batch's summed loss over the step's image count), and the
-    backward, first to the two feature sets and then through the image tower (the same gradients
-    as one loss.backward(), with each tower's share visible to `mark`). Then the gradients are
-    summed over processes and the optimizer, scaler and schedule step. A method's own part of the
+    features, the family's logits, the loss (`config.loss`: the micro-batch's summed loss over the
+    step's image count), and the backward, first to the two feature sets and then through the image
+    tower (the same gradients as one loss.backward(), with each tower's share visible to `mark`).
+    Then the gradients are summed over processes and the optimizer, scaler and schedule step. A method's own part of the
     step (LoRA+'s learning rates, AdaLoRA's regulariser and rank allocation) comes from
     method_training.StepRules; for every other method it is nothing.
     """
@@ -110,6 +110,8 @@ class TrainStep:
                                          precision.device)
         self.scheduler = build_schedule(self.optimizer, config.total_steps)
         self.scaler = precision.grad_scaler()
+        self.logits = logit_function(model)
+        self.loss = config.loss
         self.cached_text = None
         self.text: TextPass | None = None
         if tower_is_adapted(model, "text_model"):  # the one decision on the text tower
@@ -142,8 +144,8 @@ class TrainStep:
                 mark("text")
                 image = image_features(self.model, images)
                 mark("image")
-                step_logits = logits(image, text).float()
-                loss = F.cross_entropy(step_logits, labels, reduction="sum") / step_images
+                step_logits = self.logits(image, text).float()
+                loss = summed_loss(self.loss, step_logits, labels) / step_images
             # A tower without adapters (cached prompts, or a frozen vision tower) gets no backward.
             towers = [(name, features) for name, features in (("image", image), ("text", text))
                       if features.requires_grad]

@@ -22,6 +22,7 @@
 
 Every model comes from model.load_clip(ModelConfig(...)), every step uses the features, precision
 and protocol constants main.py's run uses; only the images are random, and the weights are random
-checkpoints in the real shapes (tiny_clip.random_checkpoint_dir), so nothing is downloaded.
+checkpoints in the real shapes (tiny_clip.random_checkpoint_dir for CLIP's, tiny_backbones'
+random_family_checkpoint_dir for the other families' base models), so nothing is downloaded.
 """
 import qlora_clip  # noqa: F401,E402  first: the package quiets bitsandbytes' import-time notice

@@ -17,6 +17,7 @@ import torch
 
 from bench import input_pipeline
 from bench.gpu import GPU_PRESET
+from bench.harness import BACKBONES
 from bench.prompts import SHORTEST_PROMPT
 from bench.report import markdown, write_report
 from bench.settings import BenchSettings, InputSettings
@@ -25,13 +26,11 @@ from datasets import DATASET_NAMES
 from qlora_clip.errors import UserError
 from qlora_clip.methods import MODES, NAMED_MODES
 from qlora_clip.paper import CONTEXT_LENGTH
-from qlora_clip.tiny_clip import REAL_SHAPES
 
 log = logging.getLogger("bench")
 
 INPUT_COMMAND = "input"
 LORA_MODES = ("lora", "qlora", "dora", "qdora")
-BACKBONES = ("tiny", *REAL_SHAPES)
 
 # Defaults sized for where they run. `default`: every method (methods.NAMED_MODES) in ViT-B/16 shapes
 # on this project's 2-core CPU in about 10-15 minutes (a B/16 step at batch 8 takes seconds there,
@@ -89,7 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="a set of defaults (default: default; bench/cli.py lists them); the flags below "
                         "override it")
-    p.add_argument("--backbone", choices=BACKBONES, help="shapes of the random checkpoint")
+    p.add_argument("--backbone", nargs="+", choices=BACKBONES, metavar="BACKBONE",
+                   help="shapes of the random checkpoint: CLIP's ViT-B/32, ViT-B/16, ViT-L/14, or another family's "
+                        "base model (SigLIP-B/16, SigLIP2-B/16, MetaCLIP2-B/16), or a tiny offline checkpoint "
+                        f"({', '.join(b for b in BACKBONES if b.startswith('tiny'))}); several: each one's grid in "
+                        "the same run, compared with the first (the studies run on the first)")
     p.add_argument("--device", choices=["cpu", "cuda"])
     p.add_argument("--modes", nargs="+", choices=MODES, metavar="METHOD",
                    help="methods to time (default preset: every method, methods.NAMED_MODES)")
@@ -121,6 +124,10 @@ def parse_bench_args(argv: list[str]) -> BenchSettings:
     parser = build_parser()
     args = parser.parse_args(argv)
     values = {**PRESETS[args.preset], **{k: v for k, v in vars(args).items() if v is not None}}
+    if args.backbone:
+        values["backbone"], values["other_backbones"] = args.backbone[0], tuple(args.backbone[1:])
+        if len(set(args.backbone)) != len(args.backbone):
+            parser.error(f"--backbone lists a backbone twice: {' '.join(args.backbone)}")
     if values["device"] == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA GPU is visible; use --device cpu (or --preset default)")
     if not SHORTEST_PROMPT <= values["prompt_tokens"] <= CONTEXT_LENGTH:

@@ -20,7 +20,11 @@ from qlora_clip.methods import METHODS
 from qlora_clip.model import ClipBundle, load_clip
 from qlora_clip.precision import Precision, resolve_precision
 from qlora_clip.results import library_versions
-from qlora_clip.tiny_clip import random_checkpoint_dir, tiny_checkpoint_dir
+from qlora_clip.tiny_backbones import FAMILY_SHAPES, TINY_NAMES, random_family_checkpoint_dir, tiny_backbone_dir
+from qlora_clip.tiny_clip import REAL_SHAPES, random_checkpoint_dir
+
+# What --backbone may name: a tiny offline checkpoint, or random weights in a base model's real shapes.
+BACKBONES = (*TINY_NAMES, *REAL_SHAPES, *FAMILY_SHAPES)
 
 
 def sync(device: torch.device) -> None:
@@ -108,8 +112,13 @@ def gemm_peaks(device: torch.device, dtypes: tuple[str, ...]) -> dict[str, float
 
 
 def checkpoint_dir(backbone: str) -> Path:
-    """The offline checkpoint of a benchmark backbone: 'tiny', or random weights in real shapes."""
-    return tiny_checkpoint_dir() if backbone == "tiny" else random_checkpoint_dir(backbone)
+    """The offline checkpoint of a benchmark backbone (a BACKBONES name): a tiny one, or random weights in
+    the real shapes of CLIP's (tiny_clip.REAL_SHAPES) or another family's base model (FAMILY_SHAPES)."""
+    if backbone in TINY_NAMES:
+        return tiny_backbone_dir(backbone)
+    if backbone in FAMILY_SHAPES:
+        return random_family_checkpoint_dir(backbone)
+    return random_checkpoint_dir(backbone)
 
 
 def load_model(backbone: str, dtype: str, device: torch.device, mode: str = "lora", encoder: str = "both",

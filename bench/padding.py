@@ -2,17 +2,20 @@
 
 CLIP-LoRA pads every prompt to the full context. CLIP's text tower is causal and pools at the
 end-of-text token, so the shorter padding must give the same logits; it only removes work. The
-study times both paddings at PADDING_CLASSES classes and checks the logits agree.
+study times both paddings at PADDING_CLASSES classes and checks the logits agree. Families whose
+text is pooled elsewhere (SigLIP's last position) are padded to their fixed length anyway: the
+study is skipped for them, saying so.
 """
 from __future__ import annotations
 
 import torch
 
-from bench.harness import load_model, random_batch
+from bench.harness import checkpoint_dir, load_model, random_batch
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
 from bench.step_time import first_setting, measure_setting
 from qlora_clip.encode import ClassPrompts, image_features, logits
+from qlora_clip.families import family_of
 
 PADDING_CLASSES = 100  # Caltech101's class count, where the seed reports its numbers
 
@@ -36,6 +39,10 @@ def logits_max_diff(backbone: str, num_classes: int, prompt_tokens: int, device:
 
 def run(bench: BenchSettings, peak_flops: dict[str, float]) -> tuple[dict, list[dict]]:
     """Step time of LoRA on both encoders with each padding; (summary, rows)."""
+    family = family_of(str(checkpoint_dir(bench.backbone)), bench.backbone)
+    if not family.pooled_at_end_of_text:
+        return {"skipped": f"{family.label} pools its text at the last position, so its prompts are always padded "
+                           "to its fixed length: there is no shorter padding to compare"}, []
     longest = measure_setting(bench, peak_flops, first_setting(bench, num_classes=PADDING_CLASSES))
     full = measure_setting(bench, peak_flops, first_setting(bench, num_classes=PADDING_CLASSES,
                                                             padding="max_length"))

@@ -24,27 +24,39 @@ def _fmt(value, digits: int = 2) -> str:
 
 
 def markdown(report: dict) -> str:
-    """The grid as a table, then the ratios, then each study's summary as JSON."""
+    """The grid as a table (a backbone column when several were measured), then the ratios, then each
+    study's summary as JSON."""
     settings = report["args"]
+    backbones = [settings["backbone"], *settings.get("other_backbones", [])]
+    several = len(backbones) > 1
     peaks = ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in report["gemm_peak_flops"].items())
-    lines = [f"Backbone {settings['backbone']} (random weights), {report['machine']['device_name']}, "
-             f"median of {settings['steps']} steps after {settings['warmup']} warm-up; GEMM peak {peaks}.",
+    lines = [f"Backbone{'s' if several else ''} {', '.join(backbones)} (random weights), "
+             f"{report['machine']['device_name']}, median of {settings['steps']} steps after {settings['warmup']} "
+             f"warm-up; GEMM peak {peaks}.",
              "",
-             "| mode | encoder | batch | dtype | ckpt | step s | img/s | text % | image % | peak MB "
-             "| footprint MB | eval img/s | GFLOP/step | util % | util % (GEMM around) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             ("| backbone " if several else "") + "| mode | encoder | batch | dtype | ckpt | step s | img/s | text % "
+             "| image % | peak MB | footprint MB | eval img/s | GFLOP/step | util % | util % (GEMM around) |",
+             ("|---" if several else "") + "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in grid_rows(report["rows"]):
-        lines.append("| " + " | ".join([
-            r["mode"], r["encoder"], str(r["batch"]), r["dtype"], _fmt(r["checkpointing"]), _fmt(r["step_s"], 3),
-            _fmt(r["images_per_s"], 1), _fmt(100 * r["text_share"], 0), _fmt(100 * r["image_share"], 0),
-            _fmt(r["peak_memory_mb"], 0), _fmt(r["footprint_mb"], 0), _fmt(r.get("eval_images_per_s"), 1),
-            _fmt(r["step_gflop"], 0), _fmt(100 * r["utilization"], 0),
-            _fmt(100 * r["utilization_vs_gemm_around"], 0)]) + " |")
+        cells = [r["backbone"]] if several else []
+        cells += [r["mode"], r["encoder"], str(r["batch"]), r["dtype"], _fmt(r["checkpointing"]), _fmt(r["step_s"], 3),
+                  _fmt(r["images_per_s"], 1), _fmt(100 * r["text_share"], 0), _fmt(100 * r["image_share"], 0),
+                  _fmt(r["peak_memory_mb"], 0), _fmt(r["footprint_mb"], 0), _fmt(r.get("eval_images_per_s"), 1),
+                  _fmt(r["step_gflop"], 0), _fmt(100 * r["utilization"], 0),
+                  _fmt(100 * r["utilization_vs_gemm_around"], 0)]
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "| ratio | value |", "|---|---|"]
     for setting, values in report["ratios"].items():
         for name, value in values.items():
             if name != "vs_lora":
                 lines.append(f"| {setting}: {name} | {_fmt(value, 3)} |")
+    if several:
+        lines += ["", f"| setting | family | step s | x {backbones[0]} | peak MB | x {backbones[0]} | footprint MB "
+                      f"| x {backbones[0]} |", "|---|---|---|---|---|---|---|---|"]
+        for setting, c in report["studies"]["backbones"].items():
+            lines.append(f"| {setting} | {c['family']} | {_fmt(c['step_s'], 3)} | {_fmt(c['step_time_over_first'])} "
+                         f"| {_fmt(c['peak_memory_mb'], 0)} | {_fmt(c['peak_memory_over_first'])} "
+                         f"| {_fmt(c['footprint_mb'], 0)} | {_fmt(c['footprint_over_first'])} |")
     lines += _methods_table(report)
     for name, result in report["studies"].items():
         lines += ["", f"**{name}**: `{json.dumps(result, default=float)}`"]
@@ -82,7 +94,8 @@ def write_report(report: dict, bench: BenchSettings) -> Path:
     """Write the report's JSON and Markdown into bench.out_dir; return their common path without suffix."""
     out_dir = Path(bench.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"bench-{bench.preset}-{bench.backbone.replace('/', '-')}-{datetime.now():%Y%m%d-%H%M%S}"
+    names = "+".join(backbone.replace("/", "-") for backbone in bench.backbones)
+    stem = out_dir / f"bench-{bench.preset}-{names}-{datetime.now():%Y%m%d-%H%M%S}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=float))
     stem.with_suffix(".md").write_text(markdown(report))
     return stem

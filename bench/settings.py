@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """The step-time grid (every mode x encoder x batch x dtype x checkpointing) and the studies."""
+    """The step-time grid (every backbone x mode x encoder x batch x dtype x checkpointing) and the studies."""
     preset: str
-    backbone: str                      # 'tiny' or a key of tiny_clip.REAL_SHAPES
+    backbone: str                      # a harness.BACKBONES name; the studies run on this one
     device: str                        # 'cpu' or 'cuda'
     modes: tuple[str, ...]
     encoders: tuple[str, ...]
@@ -23,6 +23,11 @@ class BenchSettings:
     studies: tuple[str, ...]           # names in suite.STUDIES
     out_dir: str
     protocol_iters: int = 500          # n_iters of the `protocol` study (500 x 4 shots = 2,000 steps)
+    other_backbones: tuple[str, ...] = ()  # further backbones whose grid is measured in the same run
+
+    @property
+    def backbones(self) -> tuple[str, ...]:
+        return (self.backbone, *self.other_backbones)
 
 
 @dataclass(frozen=True)

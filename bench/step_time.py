@@ -1,6 +1,6 @@
 """Step time: the trainer's own step (trainer.TrainStep), timed per tower, for every setting of the grid.
 
-For every mode x encoder setting x batch size x dtype x checkpointing the grid reports the step
+For every backbone x mode x encoder setting x batch size x dtype x checkpointing the grid reports the step
 time (median of `steps` after `warmup`), images/s, the share of the step spent in the text and in
 the image pass, peak memory, weight footprint, evaluation images/s and the step's achieved FLOP/s
 (bench/flops.py) against the matrix-multiply peak measured in the same run. Ratios between methods
@@ -127,7 +127,8 @@ class Setting:
     checkpointing: bool
     num_classes: int
     dropout: float | None = None  # None: the method's
-    padding: str = "longest"  # or 'max_length': every prompt padded to the 77-token context
+    padding: str | None = None  # None: the family's rule; 'max_length': every prompt padded to the full context
+    backbone: str | None = None  # None: the run's first backbone (BenchSettings.backbone)
 
 
 def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting: Setting,
@@ -138,9 +139,10 @@ def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting:
     `prepare_model`, when given, changes the loaded model before it is measured (a variant under study).
     """
     device = torch.device(bench.device)
+    backbone = setting.backbone or bench.backbone
     release_memory(device)
     total_steps = bench.warmup + bench.steps
-    config, precision, bundle = load_model(bench.backbone, setting.dtype, device, setting.mode, setting.encoder,
+    config, precision, bundle = load_model(backbone, setting.dtype, device, setting.mode, setting.encoder,
                                            setting.dropout, setting.checkpointing, total_steps)
     # As in main.py, the peak covers training with the model loaded, not the load itself (on the
     # CPU a 4-bit load passes through the full-precision weights).
@@ -151,14 +153,17 @@ def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting:
     model = bundle.model
     if prepare_model is not None:
         prepare_model(model)
+    # SigLIP's prompts are padded to its fixed length whatever they hold; CLIP-like ones to the longest.
     prompts = ClassPrompts(bundle.tokenizer, synthetic_prompts(bundle.tokenizer, setting.num_classes,
-                                                               bench.prompt_tokens),
-                           device, padding=setting.padding)
+                                                               bench.prompt_tokens,
+                                                               exact=bundle.text.pooled_at_end_of_text),
+                           device, padding=setting.padding, text=bundle.text)
     prompt_len = prompts.input_ids.shape[1]
     method = METHODS[setting.mode]
     if method.step == "eva":  # its data pass, on random images (a run uses its train images)
         eva_initialize(model, [random_batch(setting.batch, bundle.image.image_size, 2, device, seed=3)[0]], prompts)
-    row = {"backbone": bench.backbone, **asdict(setting), "dropout": config.adapter.dropout, "prompt_len": prompt_len,
+    row = {**asdict(setting), "backbone": backbone, "family": bundle.family.name, "dropout": config.adapter.dropout,
+           "padding": setting.padding or bundle.text.padding, "prompt_len": prompt_len,
            "footprint_mb": model.get_memory_footprint() / MB,
            "trainable_params": trainable_parameter_count(model), "adapter_size_mb": adapter_size_bytes(model) / MB}
     rate_before = gemm_rate(device, precision.dtype)
@@ -200,16 +205,19 @@ def first_setting(bench: BenchSettings, mode: str = "lora", **changes) -> Settin
 
 
 def measure_grid(bench: BenchSettings, peak_flops: dict[str, float]) -> list[dict]:
-    """One row per dtype x checkpointing x batch x encoder x mode; the eval_encoder rows also time evaluation."""
+    """One row per backbone x dtype x checkpointing x batch x encoder x mode; the eval_encoder rows also time
+    evaluation."""
     rows = []
-    for dtype in bench.compute_dtypes:
-        for checkpointing in bench.checkpointing:
-            for batch in bench.batch_sizes:
-                for encoder in bench.encoders:
-                    for mode in bench.modes:
-                        setting = Setting(mode, encoder, batch, dtype, checkpointing == "on", bench.num_classes)
-                        rows.append(measure_setting(bench, peak_flops, setting,
-                                                    with_eval=encoder == bench.eval_encoder))
+    for backbone in bench.backbones:
+        for dtype in bench.compute_dtypes:
+            for checkpointing in bench.checkpointing:
+                for batch in bench.batch_sizes:
+                    for encoder in bench.encoders:
+                        for mode in bench.modes:
+                            setting = Setting(mode, encoder, batch, dtype, checkpointing == "on", bench.num_classes,
+                                              backbone=backbone)
+                            rows.append(measure_setting(bench, peak_flops, setting,
+                                                        with_eval=encoder == bench.eval_encoder))
     return rows
 
 
@@ -229,11 +237,15 @@ def _find(rows: list[dict], **keys) -> dict | None:
 def compute_ratios(rows: list[dict], footprint: dict | None) -> dict:
     """Per grid setting, each from this run's rows: QLoRA/LoRA memory and time, DoRA/LoRA and QDoRA/QLoRA
     time, and every other method's time, peak memory, footprint and trainable parameters over LoRA's."""
+    grid = grid_rows(rows)
+    first = grid[0]["backbone"] if grid else None
     out = {}
     for base in rows:
         if base["mode"] != "lora" or base.get("study") not in (None, "methods"):
             continue
         key = f"{base['encoder']}_b{base['batch']}_{base['dtype']}_ckpt{'on' if base['checkpointing'] else 'off'}"
+        if base["backbone"] != first:  # the first backbone's keys stay as a one-backbone run names them
+            key = f"{base['backbone']}_{key}"
         same = {k: base[k] for k in ("encoder", "batch", "dtype", "checkpointing", "backbone")}
         peers = [row for row in rows if row.get("study") in (None, "methods")
                  and all(row.get(k) == v for k, v in same.items())]
@@ -267,5 +279,28 @@ def method_ratios(row: dict, lora: dict) -> dict:
 
 def shots_projection(rows: list[dict]) -> dict:
     """Hours of the protocol's training (N_ITERS x shots steps) from each measured LoRA step time."""
-    return {f"{r['encoder']}_b{r['batch']}_{r['dtype']}": {s: N_ITERS * s * r["step_s"] / 3600 for s in PAPER_SHOTS}
-            for r in grid_rows(rows) if r["mode"] == "lora"}
+    grid = grid_rows(rows)
+    first = grid[0]["backbone"] if grid else None
+    return {f"{'' if r['backbone'] == first else r['backbone'] + '_'}{r['encoder']}_b{r['batch']}_{r['dtype']}":
+            {s: N_ITERS * s * r["step_s"] / 3600 for s in PAPER_SHOTS}
+            for r in grid if r["mode"] == "lora"}
+
+
+def compare_backbones(rows: list[dict]) -> dict:
+    """Per further backbone and grid setting: its step time, peak memory and weights over the first backbone's
+    (the run's reference, e.g. CLIP ViT-B/16), from rows of the same run."""
+    grid = grid_rows(rows)
+    first = grid[0]["backbone"] if grid else None
+    out = {}
+    for row in grid:
+        if row["backbone"] == first:
+            continue
+        same = {k: row[k] for k in ("mode", "encoder", "batch", "dtype", "checkpointing")}
+        reference = _find(grid, backbone=first, **same)
+        key = f"{row['backbone']}_{row['mode']}_{row['encoder']}_b{row['batch']}_{row['dtype']}"
+        out[key] = {"family": row["family"], "step_s": row["step_s"], "peak_memory_mb": row["peak_memory_mb"],
+                    "footprint_mb": row["footprint_mb"],
+                    "step_time_over_first": _ratio(row["step_s"], reference and reference["step_s"]),
+                    "peak_memory_over_first": _ratio(row["peak_memory_mb"], reference and reference["peak_memory_mb"]),
+                    "footprint_over_first": _ratio(row["footprint_mb"], reference and reference["footprint_mb"])}
+    return out

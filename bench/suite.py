@@ -12,7 +12,7 @@ import torch
 from bench import classes, dora_dropout, end_to_end, footprint, imagenet_shaped, methods, padding
 from bench.harness import gemm_peaks, machine_info
 from bench.settings import BenchSettings
-from bench.step_time import compute_ratios, measure_grid, shots_projection
+from bench.step_time import compare_backbones, compute_ratios, measure_grid, shots_projection
 
 log = logging.getLogger("bench")
 
@@ -49,6 +49,8 @@ def run_benchmark(bench: BenchSettings, command: str) -> dict:
     if weights:
         studies["footprint_mb"] = weights
     studies["train_hours_vs_shots"] = shots_projection(rows)
+    if bench.other_backbones:
+        studies["backbones"] = compare_backbones(rows)
     # The machine is shared: measure the peak again at the end and keep the higher (conservative) value.
     peak_end = gemm_peaks(device, bench.compute_dtypes)
     for dtype, value in peak_end.items():

@@ -71,12 +71,13 @@ def untrainable_message(name: str) -> str:
 
 
 def build_dataset(name: str, root: str | Path, shots: int, seed: int, template: str = "clip-lora",
-                  protocol: str = "fewshot") -> FewShotDataset:
+                  protocol: str = "fewshot", family_template: str = CLIP_LORA_TEMPLATE) -> FewShotDataset:
     """The few-shot view of a dataset, drawn as CLIP-LoRA draws it for this seed and shot count.
 
-    `template` is 'clip-lora' ('a photo of a {}.' for every dataset, as CLIP-LoRA trains) or
-    'dataset' (CoOp's per-dataset prompt). `protocol` 'base2new' restricts the drawn set to the
-    base classes afterwards and carries the new classes' test set beside it (base2new.py).
+    `template` is 'clip-lora' (one prompt for every dataset, as CLIP-LoRA trains: `family_template`,
+    the backbone family's own, 'a photo of a {}.' for CLIP) or 'dataset' (CoOp's per-dataset prompt).
+    `protocol` 'base2new' restricts the drawn set to the base classes afterwards and carries the
+    new classes' test set beside it (base2new.py).
     """
     if name in TEST_ONLY:
         raise UserError(untrainable_message(name))
@@ -88,16 +89,17 @@ def build_dataset(name: str, root: str | Path, shots: int, seed: int, template: 
     else:
         train, val = sample_train_val(split.train, split.val, shots, seed)
     data = FewShotDataset(name=name, train=train, val=val, test=split.test, classnames=split.classnames,
-                          template=_template(split, template), load_image=split.load_image, shots=shots,
-                          seed=seed)
+                          template=_template(split, template, family_template), load_image=split.load_image,
+                          shots=shots, seed=seed)
     return base_to_new(data) if protocol == "base2new" else data
 
 
-def build_eval_images(name: str, root: str | Path, template: str = "clip-lora") -> EvalImages:
+def build_eval_images(name: str, root: str | Path, template: str = "clip-lora",
+                      family_template: str = CLIP_LORA_TEMPLATE) -> EvalImages:
     """A dataset's full test set with all its class names, for evaluation only (--eval_datasets)."""
     split = _load_split(name, root, template)
-    return EvalImages(name=name, test=split.test, classnames=split.classnames, template=_template(split, template),
-                      load_image=split.load_image)
+    return EvalImages(name=name, test=split.test, classnames=split.classnames,
+                      template=_template(split, template, family_template), load_image=split.load_image)
 
 
 def _load_split(name: str, root: str | Path, template: str) -> SplitDataset:
@@ -119,8 +121,8 @@ def require_test_images(name: str, root: str | Path, split: SplitDataset) -> Non
                         f"measure; add test images (see DATASETS.md#{name})")
 
 
-def _template(split: SplitDataset, template: str) -> str:
-    return CLIP_LORA_TEMPLATE if template == "clip-lora" else split.template
+def _template(split: SplitDataset, template: str, family_template: str) -> str:
+    return family_template if template == "clip-lora" else split.template
 
 
 def write_subset(data: FewShotDataset, path: str | Path) -> None:

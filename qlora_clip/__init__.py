@@ -13,10 +13,13 @@
     own_methods.py    BitFit and full fine-tuning, the two methods PEFT has no config for
     method_training.py  what a method adds to the training step (LoRA+, AdaLoRA) and EVA's data pass
     errors.py         UserError, the one error type for bad input
-    model.py          loading a CLIP checkpoint (4-bit NF4 base or not) and putting the method's adapter on it
+    families.py       the backbone families (CLIP, SigLIP, SigLIP 2, MetaCLIP 2): what differs, chosen from config.json
+    model.py          loading a checkpoint of a family (4-bit NF4 base or not) and putting the method's adapter on it
     compat.py         version-guarded work-arounds for the pinned libraries
     tiny_clip.py      the offline tiny checkpoint, and random checkpoints in real shapes for benchmarks
-    encode.py         class prompts, text and image features, logits
+    tiny_backbones.py the other families' tiny offline checkpoints and base-model shapes for benchmarks
+    encode.py         class prompts, text and image features, the family's logits
+    losses.py         --loss: cross-entropy over the classes, SigLIP's sigmoid loss
     text_buckets.py   length buckets of class prompts (CLIP family), and the switch that allows them
     text_pass.py      the training step's text pass: once per optimizer step, sharded over processes
     evaluator.py      test-set accuracy, sharded over processes, image features reused when frozen,

@@ -59,16 +59,38 @@ class AdapterConfig:
 
 @dataclass(frozen=True)
 class ImageSettings:
-    """What the vision tower expects, from the checkpoint's image processor."""
-    image_size: int   # side of the square crop
+    """What the vision tower expects, from the checkpoint's image processor (families.image_settings).
+
+    Two test-time resizes exist among the families' processors: CLIP's (the shorter side to
+    `resize_size`, then a centre crop of `image_size`) and SigLIP's (the whole image to
+    `image_size` x `image_size`, no crop; `resize_size` is then `image_size`).
+    """
+    image_size: int   # side of the square the vision tower takes
     resize_size: int  # shorter side before the centre crop at test time
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    center_crop: bool = True  # False: resize to the square, no crop (SigLIP's processor)
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """How class prompts become the text tower's input, by the checkpoint's family (families.py).
+
+    `padding` 'longest' is only right where the tower is causal and pools at the end-of-text token
+    (`pooled_at_end_of_text`: CLIP, MetaCLIP 2), so tokens after it cannot change the features;
+    SigLIP pools the last position, so its prompts are padded to the fixed `max_length` it was
+    trained with.
+    """
+    padding: str                 # 'longest' or 'max_length'
+    max_length: int              # the text context: prompts are truncated to it ('max_length': padded to it)
+    attention_mask: bool         # pass the padding mask (CLIP) or not (SigLIP was trained without one)
+    lowercase: bool              # lowercase the prompts first (SigLIP 2 was trained on lowercased text)
+    pooled_at_end_of_text: bool  # the text feature is the end-of-text token's (causal tower)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: str = paper.BACKBONE  # paper alias, hub id, local folder or 'tiny'
+    backbone: str = paper.BACKBONE  # alias (families.ALIASES), hub id, local folder or a tiny offline checkpoint's name
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     gradient_checkpointing: bool = False
 
@@ -76,8 +98,8 @@ class ModelConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """The optimisation and its batches: AdamW on the adapters, cosine schedule over n_iters x shots
-    steps of batch_size images, each split into gradient_accumulation_steps micro-batches; `lr` is
-    the method's (methods.py) unless --lr says otherwise."""
+    steps of batch_size images, each split into gradient_accumulation_steps micro-batches, on `loss`;
+    `lr` is the method's (methods.py) unless --lr says otherwise."""
     shots: int
     seed: int = 1
     lr: float = paper.LR
@@ -85,6 +107,7 @@ class TrainConfig:
     n_iters: int = paper.N_ITERS
     batch_size: int = paper.BATCH_SIZE
     gradient_accumulation_steps: int = 1
+    loss: str = paper.LOSS  # paper.LOSSES: 'ce' (CLIP-LoRA's) or 'sigmoid' (SigLIP's, its families only)
 
     @property
     def total_steps(self) -> int:

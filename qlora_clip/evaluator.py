@@ -23,9 +23,10 @@ from datasets import Item
 from metrics import accuracy_percent, count_correct
 from qlora_clip import zero_shot_cache
 from qlora_clip.adapters import tower_is_adapted, zero_shot_view
-from qlora_clip.config import ImageSettings
+from qlora_clip.config import ImageSettings, TextSettings
 from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features, logits
+from qlora_clip.encode import ClassPrompts, image_features, logit_function
+from qlora_clip.families import CLIP_TEXT
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
 from qlora_clip.inputs.test_images import cache_key, prepared_test_images
 from qlora_clip.precision import Precision
@@ -42,13 +43,15 @@ def eval_batch_size(train_batch_size: int) -> int:
 @dataclass(frozen=True)
 class EvalSettings:
     """How a run prepares its test sets: image settings, batch size, cache, workers, process share,
-    and the length buckets its class prompts are encoded in (text_buckets.bucket_limit)."""
+    the family's text rules for the class prompts of other test sets (extra_evals.py), and the length
+    buckets its class prompts are encoded in (text_buckets.bucket_limit)."""
     image: ImageSettings
     batch_size: int
     cache_dir: str | None
     num_workers: int
     dist: Distributed
     text_buckets: int = 1
+    text: TextSettings = CLIP_TEXT
 
 
 @dataclass
@@ -59,7 +62,8 @@ class EvalSet:
     prompts: ClassPrompts
     items: list[Item] = field(default_factory=list, repr=False)  # the images of `loader`, in its order
     cached: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
-    key: dict = field(default_factory=dict, repr=False)  # what it is, all processes' images (zero_shot_key)
+    # What it is, all processes' images (zero_shot_key); None when its images cannot be identified on disk.
+    key: dict | None = field(default_factory=dict, repr=False)
     zero_shot_cached: bool = False  # its zero-shot accuracy was read from the zero-shot store
 
 
@@ -69,8 +73,10 @@ def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: 
     image, dist = settings.image, settings.dist
     pixels, labels = prepared_test_images(name, items, load_image, eval_transform(image), image.resize_size,
                                           image.image_size, settings.cache_dir, settings.num_workers, dist.rank,
-                                          dist.world)
-    key = test_set_key(cache_key(name, items, image.resize_size, image.image_size), prompts.prompts)
+                                          dist.world, center_crop=image.center_crop)
+    images_key = cache_key(name, items, image.resize_size, image.image_size, load_image, image.center_crop)
+    # Test images that cannot be identified on disk are never cached, and neither is their zero-shot accuracy.
+    key = test_set_key(images_key, prompts.prompts) if images_key is not None else None
     return EvalSet(name, EvalBatches(pixels, labels, image, settings.batch_size, dist.device), prompts,
                    list(items[dist.rank::dist.world]), key=key)
 
@@ -88,6 +94,7 @@ class Evaluator:
         self.model = model
         self.precision = precision
         self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
+        self.logits = logit_function(model)
         # With a frozen vision tower the zero-shot image features are also the trained model's.
         self.reuse_image_features = not tower_is_adapted(model, "vision_model")
         self.zero_shot_reuse = zero_shot_reuse
@@ -96,7 +103,8 @@ class Evaluator:
         """Accuracy of the pretrained base (adapters off, and the pretrained values back where the method's
         initialisation rewrote them: adapters.zero_shot_view): stored by an earlier run, or computed (and
         then stored, by the main process). `test.zero_shot_cached` says which."""
-        reuse = self.zero_shot_reuse
+        # No store for a test set without an identity on disk (the same on every process).
+        reuse = self.zero_shot_reuse if test.key is not None else None
         key = {**reuse.base, "test_set": test.key} if reuse is not None else None
         if reuse is not None:
             stored = zero_shot_cache.read(reuse.folder, key)
@@ -121,7 +129,7 @@ class Evaluator:
         with self.precision.autocast():
             text = test.prompts.features(self.model)
             for features, labels in self._encoded(test, desc):
-                correct += count_correct(logits(features, text), labels)
+                correct += count_correct(self.logits(features, text), labels)
                 total += labels.numel()
         correct, total = self.dist.sum_counts(correct, total)
         return accuracy_percent(correct, total)

@@ -1,4 +1,5 @@
-"""`--merge_export`: a plain CLIPModel checkpoint with the adapter merged into the weights.
+"""`--merge_export`: a plain checkpoint of the family's own class (CLIPModel, SiglipModel, MetaClip2Model)
+with the adapter merged into the weights, its tokenizer and image processor beside it.
 
 The adapter was trained against the base as the run held it (4-bit NF4 for the 4-bit methods, the
 compute dtype otherwise, PiSSA's and OLoRA's residual), so it is merged into exactly those weights,
@@ -18,10 +19,11 @@ from pathlib import Path
 import torch
 from peft import PeftModel
 from peft.utils.integrations import dequantize_module_weight
-from transformers import CLIPImageProcessor, CLIPModel
+from transformers import AutoImageProcessor
 
 from qlora_clip.adapters import merged_model
 from qlora_clip.errors import UserError
+from qlora_clip.families import family_for_config
 from qlora_clip.modelcard import model_card
 from qlora_clip.outputs import export_target_error
 
@@ -40,7 +42,7 @@ def _trained_value(trained_base: torch.nn.Module, name: str) -> torch.Tensor:
 
 def export_merged(model, tokenizer, source: str, folder: Path, record: dict | None = None,
                   overwrite: bool = False) -> Path:
-    """Write the merged CLIPModel, tokenizer and image processor to `folder`; with the run's results
+    """Write the merged model (the family's class), tokenizer and image processor to `folder`; with the run's results
     `record`, also its model card.
 
     Everything is written to a hidden folder beside `folder` and renamed into place, so a failed
@@ -50,7 +52,7 @@ def export_merged(model, tokenizer, source: str, folder: Path, record: dict | No
     refusal = export_target_error(folder, overwrite)  # checked at the start too; the folder may have changed
     if refusal:
         raise UserError(refusal)
-    base = CLIPModel.from_pretrained(source, dtype=torch.float32)
+    base = family_for_config(model.config).model_class_object().from_pretrained(source, dtype=torch.float32)
     trained_base = model.get_base_model() if isinstance(model, PeftModel) else model
     with torch.no_grad():
         for name, param in base.named_parameters():
@@ -61,7 +63,7 @@ def export_merged(model, tokenizer, source: str, folder: Path, record: dict | No
     try:
         merged.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        CLIPImageProcessor.from_pretrained(source).save_pretrained(staging)
+        AutoImageProcessor.from_pretrained(source).save_pretrained(staging)
         if record is not None:  # the card names the folder the model will be in, not the staging one
             (staging / "README.md").write_text(str(model_card(record, "merged", source, folder)))
         _move_into_place(staging, folder)

@@ -32,10 +32,10 @@ def base2new_fields(base_acc: float, new_acc: float, zero_shot_base_acc: float, 
                          zero_shot_hm_acc=harmonic_mean(zero_shot_base_acc, zero_shot_new_acc))
 
 
-def target_images(name: str, root: str, template: str) -> EvalImages:
-    """The full test set of an --eval_datasets target."""
+def target_images(name: str, root: str, template: str, family_template: str) -> EvalImages:
+    """The full test set of an --eval_datasets target (`family_template`: what --template clip-lora uses)."""
     try:
-        return build_eval_images(name, root, template)
+        return build_eval_images(name, root, template, family_template)
     except UserError as err:
         # The loaders name the dataset as a --dataset; here it was asked for as a target.
         raise UserError(f"--eval_datasets {name}: {str(err).replace(f'--dataset {name}: ', '', 1)}") from err
@@ -45,10 +45,10 @@ class ExtraEvaluations:
     """The test sets a run evaluates beside its own: base-to-novel's new classes, --eval_datasets targets."""
 
     def __init__(self, data_config: DataConfig, eval_config: EvalConfig, data: FewShotDataset, tokenizer,
-                 settings: EvalSettings):
+                 settings: EvalSettings, family_template: str):
         self.protocol = data_config.protocol
         self.new_classes = data.new
-        self.targets = [target_images(name, data_config.root_path, data_config.template)
+        self.targets = [target_images(name, data_config.root_path, data_config.template, family_template)
                         for name in eval_config.eval_datasets]
         self.tokenizer = tokenizer
         self.settings = settings
@@ -58,7 +58,7 @@ class ExtraEvaluations:
 
     def eval_set(self, images: EvalImages) -> EvalSet:
         """Its test images against its own class names only."""
-        prompts = ClassPrompts(self.tokenizer, images.prompts(), self.settings.dist.device,
+        prompts = ClassPrompts(self.tokenizer, images.prompts(), self.settings.dist.device, text=self.settings.text,
                                buckets=self.settings.text_buckets)
         return build_eval_set(images.name, images.test, images.load_image, prompts, self.settings)
 

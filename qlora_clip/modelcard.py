@@ -13,8 +13,8 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from datasets import dataset_module
+from qlora_clip.families import CLIP, FAMILIES, Family
 from qlora_clip.methods import METHODS
-from qlora_clip.model import FULL_PRECISION_MODULES
 from qlora_clip.own_methods import WEIGHTS_FILE as OWN_WEIGHTS_FILE
 from qlora_clip.paper import CLIP_LORA_TEMPLATE, LOGIT_SCALE
 
@@ -44,9 +44,22 @@ def reproduce_command(config: dict, processes: int = 1) -> str:
     return shlex.join(words)
 
 
+def record_family(record: dict) -> Family:
+    """The family of the run's backbone (a line written before families existed is CLIP's)."""
+    return FAMILIES[record.get("family", CLIP.name)]
+
+
+def logits_formula(family: Family) -> str:
+    """The logits the adapter was trained and evaluated with, in words."""
+    if family.logits == "siglip":
+        return "exp(logit_scale) x cosine similarity + logit_bias (the checkpoint's own, as SiglipModel computes)"
+    return f"{LOGIT_SCALE:g} x cosine similarity"
+
+
 def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
     method = METHODS[record["mode"]]
-    tags = ["clip", "few-shot", "qlora-clip", method.full_precision_name or method.name, record["mode"]]
+    family = record_family(record)
+    tags = [family.name, "few-shot", "qlora-clip", method.full_precision_name or method.name, record["mode"]]
     if method.quantized:
         tags.append("4-bit")
     accuracies = [("test accuracy", record["test_acc"]), ("zero-shot accuracy", record["zero_shot_acc"])]
@@ -67,6 +80,7 @@ def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
         shots=record["shots"],
         seed=record["seed"],
         backbone=record["backbone"],
+        family=family.name,
         zero_shot_accuracy=record["zero_shot_acc"],
         test_accuracy=record["test_acc"],
         trainable_parameters=record["trainable_params"],
@@ -83,10 +97,11 @@ def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
 
 
 def prompt_template(record: dict) -> str:
-    """The prompt the run trained with: CLIP-LoRA's, or with --template dataset CoOp's for the dataset."""
+    """The prompt the run trained with: the family's own for every dataset (CLIP-LoRA's 'a photo of a {}.'
+    for CLIP), or with --template dataset CoOp's for the dataset (CLIP-LoRA's for your own images)."""
     if record["config"]["template"] == "dataset":
         return getattr(dataset_module(record["dataset"]), "TEMPLATE", CLIP_LORA_TEMPLATE)
-    return CLIP_LORA_TEMPLATE
+    return record_family(record).template
 
 
 def _base_link(base_model: str) -> str:
@@ -96,15 +111,40 @@ def _base_link(base_model: str) -> str:
     return f"[{base_model}](https://huggingface.co/{base_model})"
 
 
-def _quantized_base(record: dict, base_model: str) -> str:
+def _load_lines(record: dict, kind: str, base_model: str, folder: Path, family: Family) -> str:
+    """Python that loads the model with plain transformers (+ PEFT for an adapter) and its processor."""
+    model, processor = family.model_class, family.processor_class
+    if kind == "merged":
+        return (f"from transformers import {model}, {processor}\n\n"
+                f"model = {model}.from_pretrained({str(folder)!r}).eval()  # this folder\n"
+                f"processor = {processor}.from_pretrained({str(folder)!r})\n")
+    method = METHODS[record["mode"]]
+    imports = f"BitsAndBytesConfig, {model}, {processor}" if method.quantized else f"{model}, {processor}"
+    base = (_quantized_base(record, base_model, family) if method.quantized
+            else f"base = {model}.from_pretrained({base_model!r})\n")
+    if method.own:
+        # Not a PEFT adapter: the tuned tensors replace the base's under their own names.
+        load = (f"from safetensors.torch import load_file\nfrom transformers import {imports}\n\n{base}"
+                f"tuned = load_file({str(folder / OWN_WEIGHTS_FILE)!r})  # this folder: the tuned "
+                f"{'biases' if method.own == 'bias' else 'weights and biases'}\n"
+                f"base.load_state_dict(tuned, strict=False)\nmodel = base.eval()\n")
+    else:
+        load = (f"from peft import PeftModel\nfrom transformers import {imports}\n\n{base}"
+                f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n")
+    if method.quantized:
+        load += _KEEP_4BIT_LAYOUT
+    return load + f"processor = {processor}.from_pretrained({base_model!r})\n"
+
+
+def _quantized_base(record: dict, base_model: str, family: Family) -> str:
     return (f"# The adapter was trained on the 4-bit NF4 base: load it the same way.\n"
             f"quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
             f"                                  bnb_4bit_use_double_quant=True,\n"
             f"                                  bnb_4bit_compute_dtype="
             f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')},\n"
-            f"                                  # both projections stayed in full precision in training\n"
-            f"                                  llm_int8_skip_modules={FULL_PRECISION_MODULES!r})\n"
-            f"base = CLIPModel.from_pretrained({base_model!r}, quantization_config=quantization)\n")
+            f"                                  # these stayed in full precision in training\n"
+            f"                                  llm_int8_skip_modules={list(family.full_precision)!r})\n"
+            f"base = {family.model_class}.from_pretrained({base_model!r}, quantization_config=quantization)\n")
 
 
 # On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4-bit weights for inference, a layout PEFT's
@@ -116,38 +156,35 @@ _KEEP_4BIT_LAYOUT = ("# On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4
                      "        module.support_avx512bf16_for_cpu = False\n")
 
 
-def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str:
-    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
-    method = METHODS[record["mode"]]
-    if kind == "merged":
-        load = (f"from transformers import CLIPModel, CLIPProcessor\n\n"
-                f"model = CLIPModel.from_pretrained({str(folder)!r}).eval()  # this folder\n"
-                f"processor = CLIPProcessor.from_pretrained({str(folder)!r})\n")
-    else:
-        imports = "BitsAndBytesConfig, CLIPModel, CLIPProcessor" if method.quantized else "CLIPModel, CLIPProcessor"
-        base = (_quantized_base(record, base_model) if method.quantized
-                else f"base = CLIPModel.from_pretrained({base_model!r})\n")
-        if method.own:
-            # Not a PEFT adapter: the tuned tensors replace the base's under their own names.
-            load = (f"from safetensors.torch import load_file\nfrom transformers import {imports}\n\n{base}"
-                    f"tuned = load_file({str(folder / OWN_WEIGHTS_FILE)!r})  # this folder: the tuned "
-                    f"{'biases' if method.own == 'bias' else 'weights and biases'}\n"
-                    f"base.load_state_dict(tuned, strict=False)\nmodel = base.eval()\n")
-        else:
-            load = (f"from peft import PeftModel\nfrom transformers import {imports}\n\n{base}"
-                    f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n")
-        if method.quantized:
-            load += _KEEP_4BIT_LAYOUT
-        load += f"processor = CLIPProcessor.from_pretrained({base_model!r})\n"
-    return (f"```python\nimport torch\n{load}\n"
-            f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
-            f"images = [...]      # PIL images\n"
-            f"prompts = [{prompt_template(record)!r}.format(name.replace(\"_\", \" \")) for name in classnames]\n"
-            f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=True)\n"
+def _classify_lines(family: Family) -> str:
+    """Python that tokenises the prompts as the run did and computes the family's logits."""
+    if family.logits == "siglip":
+        lower = ".lower()" if family.lowercase else ""
+        why = " and on lowercased text" if family.lowercase else ""
+        return (f"prompts = [prompt{lower} for prompt in prompts]\n" if family.lowercase else "") + (
+            f"# {family.label} was trained on prompts padded to its fixed text length, without a padding mask{why}.\n"
+            f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=\"max_length\",\n"
+            f"                   max_length=model.config.text_config.max_position_embeddings)\n"
+            f"inputs.pop(\"attention_mask\", None)\n"
+            f"with torch.no_grad():\n"
+            f"    out = model(**inputs)\n"
+            f"# exp(logit_scale) x cosine + logit_bias: SigLIP's logits, the checkpoint's scale and bias.\n"
+            f"logits = out.logits_per_image\n")
+    return (f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=True)\n"
             f"with torch.no_grad():\n"
             f"    out = model(**inputs)\n"
             f"# Cosine similarities times {LOGIT_SCALE:g}, the temperature the adapter was trained with.\n"
-            f"logits = {LOGIT_SCALE:g} * out.image_embeds @ out.text_embeds.T\n"
+            f"logits = {LOGIT_SCALE:g} * out.image_embeds @ out.text_embeds.T\n")
+
+
+def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str:
+    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
+    family = record_family(record)
+    return (f"```python\nimport torch\n{_load_lines(record, kind, base_model, folder, family)}\n"
+            f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
+            f"images = [...]      # PIL images\n"
+            f"prompts = [{prompt_template(record)!r}.format(name.replace(\"_\", \" \")) for name in classnames]\n"
+            f"{_classify_lines(family)}"
             f"predicted = logits.argmax(dim=-1)\n```\n")
 
 
@@ -187,18 +224,19 @@ def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelC
     data = card_metadata(record, kind, base_model)
     method = METHODS[record["mode"]]
     base = _base_link(base_model)
+    family = record_family(record)
     if kind == "adapter":
-        what = (f"{method.label} weights ({method.trains}) for {base}" if method.own
-                else f"A {method.label} adapter (PEFT) for {base}")
+        what = (f"{method.label} weights ({method.trains}) for {base}, a {family.label} model" if method.own
+                else f"A {method.label} adapter (PEFT) for {base}, a {family.label} model")
     else:
-        what = f"{base} with a {method.label} adapter merged into its weights (a plain `CLIPModel`)"
+        what = f"{base} with a {method.label} adapter merged into its weights (a plain `{family.model_class}`)"
     versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
     body = f"""
 # {data.model_name}
 
 {what}, trained for few-shot image classification on **{record['dataset']}** with {record['shots']} images
 per class (seed {record['seed']}) by qlora-clip's `main.py`, which follows the CLIP-LoRA protocol
-(Zanella & Ben Ayed, 2024): prompts "{prompt_template(record)}", logits = {LOGIT_SCALE:g} x cosine similarity.
+(Zanella & Ben Ayed, 2024): prompts "{prompt_template(record)}", logits = {logits_formula(family)}.
 
 {_summary_table(record)}
 

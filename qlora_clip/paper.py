@@ -27,6 +27,10 @@ MIN_LR = 1e-6  # the cosine schedule's floor
 N_ITERS = 500  # optimizer steps per shot: n_iters x shots steps in all
 BATCH_SIZE = 32
 LOGIT_SCALE = 100.0  # CLIP's learned temperature, fixed as in CLIP-LoRA
+# --loss: CLIP-LoRA's cross-entropy over the classes (the default, every family), or SigLIP's sigmoid
+# loss (SigLIP families only; losses.py computes both).
+LOSSES = ("ce", "sigmoid")
+LOSS = "ce"
 CONTEXT_LENGTH = 77  # CLIP's text context; prompts are truncated to it
 
 # --- prompts ------------------------------------------------------------------------------------

@@ -58,7 +58,9 @@ SCHEMA: tuple[Field, ...] = (
     Field("dataset", str, "the dataset trained and tested on (`--dataset`)"),
     Field("shots", int, "training images per class (`--shots`)"),
     Field("seed", int, "seed of the few-shot draw and of training (`--seed`)"),
-    Field("backbone", str, "`--backbone` as given (alias, hub id, folder or `tiny`)"),
+    Field("backbone", str, "`--backbone` as given (alias, hub id, folder or a tiny offline checkpoint's name)"),
+    Field("family", str, "the backbone's family, from its config.json: `clip`, `siglip`, `siglip2` or "
+                         "`metaclip_2` (qlora_clip/families.py)"),
     Field("protocol", str, "`fewshot` (train and test on all classes) or `base2new`"),
     Field("config", dict, "every flag of main.py with its value: the run's full configuration"),
     # --- accuracy ------------------------------------------------------------------------------

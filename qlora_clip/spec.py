@@ -97,7 +97,8 @@ class RunSpec:
         model = ModelConfig(backbone=f["backbone"], adapter=adapter, gradient_checkpointing=f["gradient_checkpointing"])
         train = TrainConfig(shots=f["shots"], seed=f["seed"], lr=f["lr"], n_iters=f["n_iters"],
                             batch_size=f["batch_size"], gradient_accumulation_steps=f["gradient_accumulation_steps"],
-                            loraplus_lr_ratio=method_args["loraplus_lr_ratio"] if method.step == "loraplus" else None)
+                            loraplus_lr_ratio=method_args["loraplus_lr_ratio"] if method.step == "loraplus" else None,
+                            loss=f["loss"])
         evaluation = EvalConfig(eval_datasets=tuple(f["eval_datasets"]), cache_dir=f["eval_cache_dir"] or None,
                                 eval_only=f["eval_only"], zero_shot_cache=not f["no_zero_shot_cache"])
         outputs = OutputConfig(results_file=Path(f["results_file"]),

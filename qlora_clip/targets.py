@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from qlora_clip.errors import UserError
 
-PROJECTION_NAMES = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
 LAYER_NORMS = ("layer_norm1", "layer_norm2")
 TOWERS = {"text": ("text_model",), "vision": ("vision_model",), "both": ("text_model", "vision_model")}
 
@@ -44,9 +43,16 @@ def selected_layers(config, encoder: str, position: str) -> list[str]:
 
 
 def target_module_names(config, encoder: str, position: str, params: list[str]) -> list[str]:
-    """Full names of the attention projections that get adapters."""
-    return [f"{layer}.self_attn.{PROJECTION_NAMES[p]}" for layer in selected_layers(config, encoder, position)
-            for p in params]
+    """Full names of the attention projections that get adapters, by the family's map of the model
+    (families.Family.layer_module; the four families share transformers' CLIP names)."""
+    from qlora_clip.families import family_for_config
+
+    family = family_for_config(config)
+    names = []
+    for layer in selected_layers(config, encoder, position):
+        tower, index = layer.split(".")[0], int(layer.rsplit(".", 1)[1])
+        names += [family.layer_module(tower, index, p) for p in params]
+    return names
 
 
 def layer_norm_names(config, encoder: str, position: str) -> list[str]:

@@ -34,8 +34,8 @@ def bucket_limit(model: torch.nn.Module) -> tuple[int, str | None]:
     """The one switch: (BUCKETS, None) where length buckets keep the features, else (1, why not)."""
     family = getattr(model.config, "model_type", None)
     if family not in EOS_POOLED_FAMILIES:
-        return 1, (f"the {family} text tower does not pool at the end-of-text token of a causal stack, "
-                   "so padding is not inert")
+        return 1, (f"length buckets are shown to keep the features for CLIP's text tower (causal, pooled at "
+                   f"end-of-text) only, not for the {family} one")
     if adapts_token_embedding(model):
         return 1, "the method adapts the token embedding"
     return BUCKETS, None

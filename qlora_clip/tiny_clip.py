@@ -6,9 +6,11 @@ ViT-B/16. Its weights are random: it exists to run and test the pipeline without
 """
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tokenizers import pre_tokenizers
@@ -17,13 +19,17 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 from qlora_clip.config import cache_root
 
 # Bump when the recipe below changes, so stale caches are rebuilt rather than reused.
-TINY_VERSION = 1
+# 2: logit_scale ln(100), as OpenAI's checkpoints hold it, so the checkpoint's own logits_per_image
+# equal CLIP-LoRA's fixed 100 x cosine (tests/test_backbones_logits.py); no other weight changed.
+TINY_VERSION = 2
 # Six layers: every --position selects a non-empty set of layers (half-up and top3 coincide at this
 # depth, both 3-5).
 TINY_LAYERS = 6
 # Every linear layer is 64 wide: bitsandbytes quantizes in blocks of 64, and its CPU kernels need
 # whole blocks per row.
 TINY_IMAGE_SIZE = 32
+# OpenAI's CLIP learned its temperature up to the clamp at 100; CLIP-LoRA fixes it there.
+CLIP_LOGIT_SCALE = math.log(100)
 
 
 def tiny_checkpoint_path() -> Path:
@@ -59,13 +65,13 @@ def build_tiny_checkpoint(target: Path) -> None:
             hidden_size=64, intermediate_size=128, num_hidden_layers=TINY_LAYERS,
             num_attention_heads=2, image_size=TINY_IMAGE_SIZE, patch_size=8,
         ),
-        projection_dim=64,
+        projection_dim=64, logit_scale_init_value=CLIP_LOGIT_SCALE,
     )
     processor = CLIPImageProcessor(
         size={"shortest_edge": TINY_IMAGE_SIZE},
         crop_size={"height": TINY_IMAGE_SIZE, "width": TINY_IMAGE_SIZE},
     )
-    _save_seeded_checkpoint(target, config, tokenizer, processor)
+    save_seeded_checkpoint(target, CLIPModel, config, tokenizer, processor)
 
 
 # Random checkpoints in the real shapes of the CLIP-LoRA backbones, for benchmarks: the layer
@@ -117,17 +123,21 @@ def build_random_checkpoint(target: Path, shape: str) -> None:
     processor = CLIPImageProcessor(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
     )
-    _save_seeded_checkpoint(target, config, tokenizer, processor)
+    save_seeded_checkpoint(target, CLIPModel, config, tokenizer, processor)
 
 
-def _save_seeded_checkpoint(target: Path, config: CLIPConfig, tokenizer: CLIPTokenizer,
-                            processor: CLIPImageProcessor) -> None:
+def save_seeded_checkpoint(target: Path, model_class: type, config, tokenizer, processor,
+                           finish: Callable[[torch.nn.Module], None] | None = None) -> None:
+    """`model_class(config)` initialised from seed 0 (`finish` sets what the init leaves unrealistic), saved
+    with its tokenizer and image processor to `target`, atomically."""
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(0)
     try:
-        model = CLIPModel(config)
+        model = model_class(config)
     finally:
         torch.random.set_rng_state(generator_state)
+    if finish is not None:
+        finish(model)
     # Same staging-then-rename as the tiny checkpoint: no half-written folder is ever visible.
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".building-"))

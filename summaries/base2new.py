@@ -8,7 +8,7 @@ from pathlib import Path
 from qlora_clip.paper import DATASET_TITLES, PUBLISHED_BASE2NEW
 from summaries.cells import FLAG, Cell, HarmonicCell, Row, harmonic_average, row_average
 from summaries.output import average_columns, cell_columns, markdown_table, write_csv
-from summaries.records import by_backbone, expected_seeds, method_sort_key, ordered_datasets
+from summaries.records import backbone_title, by_backbone, expected_seeds, method_sort_key, ordered_datasets
 
 
 @dataclass
@@ -56,7 +56,7 @@ def base2new_section(records: list[dict], seeds_given: tuple[int, ...] | None, o
             lines, row_csv = _row_lines(row, datasets)
             body += lines
             csv_rows += row_csv
-        parts.append(f"## Base-to-novel generalization, top-1 accuracy (%), {backbone}\n\n"
+        parts.append(f"## Base-to-novel generalization, top-1 accuracy (%), {backbone_title(backbone, mine)}\n\n"
                      "Trained on the base half of each dataset's classes; base and new test images are each "
                      "classified among their own half's classes. Mean ± sample std over seeds (n = seeds). HM = "
                      "2 x base x new / (base + new) of the means; the average's HM is the HM of the average base "

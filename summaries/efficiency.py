@@ -10,7 +10,7 @@ from qlora_clip.paper import DATASET_TITLES
 from qlora_clip.results import format_seconds
 from summaries.cells import Cell
 from summaries.output import csv_number, markdown_table, write_csv
-from summaries.records import by_backbone, expected_seeds, method_sort_key, ordered_datasets
+from summaries.records import backbone_title, by_backbone, expected_seeds, method_sort_key, ordered_datasets
 
 
 def efficiency_section(records: list[dict], seeds_given: tuple[int, ...] | None, out: Path) -> str:
@@ -28,7 +28,8 @@ def efficiency_section(records: list[dict], seeds_given: tuple[int, ...] | None,
                 csv_rows.append(row)
         header = ["Dataset", "Shots", "Method", "Training time", "Peak memory (MB)", "Model footprint (MB)",
                   "Accuracy (%)"]
-        parts.append(f"## Efficiency, {backbone}\n\nTraining time: mean over seeds (HH:MM:SS); peak memory: "
+        title = backbone_title(backbone, mine)
+        parts.append(f"## Efficiency, {title}\n\nTraining time: mean over seeds (HH:MM:SS); peak memory: "
                      "highest over seeds, of the kind named (cuda_allocated = PyTorch allocator peak on the GPU, "
                      "cpu_rss = peak resident memory of the process); accuracy: mean ± sample std over seeds.\n\n"
                      + markdown_table(header, body))

@@ -9,7 +9,7 @@ from pathlib import Path
 from qlora_clip.paper import DATASET_TITLES
 from summaries.cells import FLAG, Average, Cell, Row, row_average
 from summaries.output import average_columns, cell_columns, markdown_table, write_csv
-from summaries.records import by_backbone, expected_seeds, method_sort_key, ordered_datasets
+from summaries.records import backbone_title, by_backbone, expected_seeds, method_sort_key, ordered_datasets
 
 
 @dataclass
@@ -54,7 +54,7 @@ def paper_section(rows: list[PaperRow], records: list[dict], out: Path) -> str:
         header = ["Method", "Shots"] + [DATASET_TITLES.get(d, d) for d in datasets] + ["Average"]
         body = [[row.method, str(row.shots)] + [row.cell(d).text() for d in datasets]
                 + [row.average.text()] for row in mine]
-        parts.append(f"## Top-1 accuracy (%), {backbone}\n\n"
+        parts.append(f"## Top-1 accuracy (%), {backbone_title(backbone, records_of[backbone])}\n\n"
                      f"Mean ± sample std over seeds, n = seeds averaged; expected seeds: "
                      f"{', '.join(map(str, seeds)) or '—'}. {FLAG} marks a cell missing a seed or a partial "
                      "average (over the datasets and seeds that are there).\n\n" + markdown_table(header, body))

@@ -8,6 +8,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
+from qlora_clip.families import FAMILIES
 from qlora_clip.methods import METHODS, MODES, zero_shot_label
 from qlora_clip.paper import DOMAIN_TARGETS, PAPER_DATASETS
 from qlora_clip.results import IDENTITY_FIELDS, comparable_config, read_results
@@ -89,6 +90,15 @@ def by_backbone(items: Iterable[T], backbone_of: Callable[[T], str] = itemgetter
         groups[backbone_of(item)].append(item)
     for backbone in sorted(groups):
         yield backbone, groups[backbone]
+
+
+def backbone_title(backbone: str, records: list[dict]) -> str:
+    """A table's backbone as its heading names it: 'SigLIP-B/16 (SigLIP)', with the family the runs recorded
+    (lines written before families existed record none, and name the backbone alone)."""
+    recorded = {record.get("family") for record in records}
+    if len(recorded) == 1 and (family := recorded.pop()) in FAMILIES:
+        return f"{backbone} ({FAMILIES[family].label})"
+    return backbone
 
 
 def expected_seeds(records: list[dict], given: tuple[int, ...] | None) -> tuple[int, ...]:

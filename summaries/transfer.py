@@ -9,7 +9,7 @@ from typing import Callable
 from qlora_clip.paper import DATASET_TITLES, DOMAIN_TARGETS
 from summaries.cells import FLAG, Cell, Row, row_average
 from summaries.output import average_columns, cell_columns, markdown_table, write_csv
-from summaries.records import by_backbone, expected_seeds, in_paper_order, method_sort_key
+from summaries.records import backbone_title, by_backbone, expected_seeds, in_paper_order, method_sort_key
 
 TRANSFER_TABLES = {
     # table: (title, which --eval_datasets targets it shows)
@@ -65,7 +65,7 @@ def transfer_section(table: str, records: list[dict], seeds_given: tuple[int, ..
             line, row_csv = _row_lines(row, targets)
             body.append(line)
             csv_rows += row_csv
-        parts.append(f"## {title}, top-1 accuracy (%), {backbone}\n\n"
+        parts.append(f"## {title}, top-1 accuracy (%), {backbone_title(backbone, mine)}\n\n"
                      "One adapter per row, trained on the source dataset and evaluated on each target's full test "
                      "set with the target's own class names. Mean ± sample std over seeds (n = seeds); the average "
                      f"is over the targets shown. {FLAG} marks a missing seed or a partial average.\n\n"

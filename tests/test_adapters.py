@@ -14,6 +14,7 @@ from qlora_clip import adapters
 from qlora_clip.distributed import Distributed
 from qlora_clip.encode import ClassPrompts
 from qlora_clip.errors import UserError
+from qlora_clip.families import CLIP
 from qlora_clip.model import load_base_model, load_clip, resolve_backbone
 from qlora_clip.precision import resolve_precision
 from qlora_clip.targets import target_module_names
@@ -51,7 +52,7 @@ def test_the_seeds_four_modes_train_the_same_weights_bit_for_bit_as_the_old_code
     new = train_two_steps(bundle.model, bundle.tokenizer, spec)
 
     torch.manual_seed(1)
-    base = load_base_model(resolve_backbone("tiny"), spec.model, CPU, torch.float32)
+    base = load_base_model(resolve_backbone("tiny"), CLIP, spec.model, CPU, torch.float32)
     targets = target_module_names(base.config, "both", "all", ["q", "k", "v"])
     expected = old_lora_config(spec, targets)
     built = adapters.peft_config(spec.model.adapter, targets)

@@ -10,6 +10,7 @@ from test_methods_training import clip_logits, one_step, tiny_batch
 
 from qlora_clip import adapters
 from qlora_clip.config import ModelConfig
+from qlora_clip.families import CLIP
 from qlora_clip.methods import BASE_METHODS, METHODS, four_bit_methods
 from qlora_clip.model import load_base_model, resolve_backbone
 from run_utils import parse_args, run_spec
@@ -35,7 +36,7 @@ def test_4bit_methods_train_their_weights_and_leave_the_nf4_base_alone(mode):
 
     # Zero-shot is the 4-bit base's: the same as QLoRA's, whatever the method (LoftQ's A, B start non-zero).
     qlora = run_spec(parse_args(["--backbone", "tiny", "--mode", "qlora"])).model
-    base = load_base_model(resolve_backbone("tiny"), ModelConfig(backbone="tiny", adapter=qlora.adapter), CPU,
+    base = load_base_model(resolve_backbone("tiny"), CLIP, ModelConfig(backbone="tiny", adapter=qlora.adapter), CPU,
                            torch.float32)
     images, _ = tiny_batch(1)
     with adapters.zero_shot_view(model):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import try_to_load_from_cache
-from transformers import CLIPImageProcessor, CLIPTokenizer
 
-from qlora_clip.config import AdapterConfig, ImageSettings, ModelConfig
+from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.errors import UserError
+from qlora_clip.families import CLIP, family_of, image_settings, load_tokenizer
 from qlora_clip.model import ClipBundle, load_base_model, resolve_backbone
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -18,21 +19,22 @@ def load_frozen_clip(backbone: str, mode: str, device: torch.device, dtype: torc
     """Base CLIP, every weight frozen, in eval mode, with its tokenizer and image settings.
 
     Loaded through model.load_base_model, so a baseline sees exactly the base a LoRA run starts from.
+    The baselines are CLIP's (their logits are CLIP-LoRA's 100 x cosine, CoOp's prompt is built on
+    CLIP's tokens): another family's checkpoint is refused before its weights load.
     """
     source = resolve_backbone(backbone)
-    model = load_base_model(source, ModelConfig(backbone=backbone, adapter=AdapterConfig(mode=mode)), device, dtype)
+    family = family_of(source, backbone)
+    if family is not CLIP:
+        raise UserError(f"--mode {mode}: the baselines run on CLIP-format checkpoints only (their logits and "
+                        f"CoOp's prompt are CLIP's); --backbone {backbone} is a {family.label} checkpoint")
+    tokenizer = load_tokenizer(family, source, backbone)
+    image = image_settings(source, backbone)
+    model = load_base_model(source, family, ModelConfig(backbone=backbone, adapter=AdapterConfig(mode=mode)), device,
+                            dtype)
     model.requires_grad_(False)
     model.eval()
-    return ClipBundle(model=model, tokenizer=CLIPTokenizer.from_pretrained(source), image=image_settings(source))
-
-
-def image_settings(source: str) -> ImageSettings:
-    """What the vision tower expects, from the checkpoint's image processor (as model.load_clip reads it)."""
-    processor = CLIPImageProcessor.from_pretrained(source)
-    crop = processor.crop_size
-    return ImageSettings(image_size=int(crop["height"]),
-                         resize_size=int(processor.size.get("shortest_edge", crop["height"])),
-                         mean=tuple(processor.image_mean), std=tuple(processor.image_std))
+    return ClipBundle(model=model, tokenizer=tokenizer, image=image, text=family.text_settings(model.config),
+                      family=family)
 
 
 def weights_identity(source: str) -> dict:

@@ -14,6 +14,7 @@ NOT_FOR_BASELINES = {
     "r": "adapter rank", "alpha": "adapter alpha", "dropout_rate": "adapter dropout",
     "lora_scaling": "adapter scaling", "quantize": "a 4-bit base", "peft_args": "a PEFT config", "encoder": "adapter placement", "position": "adapter placement",
     "params": "adapter placement", "lr": "the PEFT optimiser's learning rate",
+    "loss": "the adapters' training loss",
     "n_iters": "the PEFT schedule", "batch_size": "the PEFT batch size",
     "gradient_accumulation_steps": "the PEFT batches", "gradient_checkpointing": "the PEFT training step",
     "save_path": "saved adapters", "eval_only": "saved adapters", "checkpoint_every": "training states",

@@ -29,7 +29,11 @@ MAX_AUTO_WORKERS = 8
 
 
 def eval_transform(image: ImageSettings) -> T.Compose:
-    """PIL image -> CHW uint8: shorter side resized (bicubic), centre crop."""
+    """PIL image -> CHW uint8, as the checkpoint's image processor (its PIL backend) resizes: CLIP's shorter side
+    resized (bicubic) and a centre crop, or SigLIP's whole image resized to the square (bicubic), no crop."""
+    if not image.center_crop:
+        size = (image.image_size, image.image_size)
+        return T.Compose([T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.PILToTensor()])
     return T.Compose([
         T.Resize(image.resize_size, interpolation=T.InterpolationMode.BICUBIC),
         T.CenterCrop(image.image_size),

@@ -1,10 +1,11 @@
-"""The test images, preprocessed once per sweep: decoded, resized, centre-cropped, kept as uint8.
+"""The test images, preprocessed once per sweep: decoded, resized (and centre-cropped, for CLIP-like
+processors; SigLIP's resize to the square), kept as uint8.
 
 Both evaluations of a run (zero-shot and test) read the same preprocessed pixels, and a sweep's
 runs on one dataset (15 per method in the paper's grid) share them through an on-disk cache:
 one file per (dataset, test images, preprocessing), written atomically and verified (size and
 CRC-32) when opened, so a partial or corrupt file is rebuilt, never trusted. The pixels are PIL's
-bicubic resize and centre crop, exactly the per-run path's (loaders.eval_transform).
+bicubic resize (and centre crop, CLIP's; SigLIP's resizes to the square), exactly the per-run path's (loaders.eval_transform).
 
 The cache folder (by default ~/.cache/qlora-clip, shared by every project of the user) may hold
 entries of several copies of a dataset, so an entry is keyed by where the images are and what
@@ -56,9 +57,10 @@ STALE_TEMPORARY_SECONDS = 6 * 3600
 
 
 def cache_key(dataset: str, items: Sequence[Item], resize_size: int, image_size: int,
-              load_image: Callable[[Any], Image.Image] | None = None) -> dict | None:
+              load_image: Callable[[Any], Image.Image] | None = None, center_crop: bool = True) -> dict | None:
     """Everything the cached pixels depend on: the dataset, its test images (where they are and what
-    is in them, with their labels, in order), the preprocessing and the library that resamples.
+    is in them, with their labels, in order), the preprocessing (CLIP's resize and crop, or SigLIP's
+    resize to the square) and the library that resamples.
 
     None when the images cannot be identified (sources that are not files, from a loader that names
     no source files): such a test set is not cached.
@@ -68,8 +70,8 @@ def cache_key(dataset: str, items: Sequence[Item], resize_size: int, image_size:
         return None
     listing = json.dumps([identity, [item.label for item in items]]).encode()
     return {"format": FORMAT, "dataset": dataset, "test_images_sha256": hashlib.sha256(listing).hexdigest(),
-            "images": len(items), "resize": resize_size, "crop": image_size, "interpolation": "bicubic",
-            "pillow": PIL.__version__}
+            "images": len(items), "resize": resize_size if center_crop else "square", "crop": image_size,
+            "interpolation": "bicubic", "pillow": PIL.__version__}
 
 
 def images_identity(items: Sequence[Item], load_image: Callable[[Any], Image.Image] | None) -> list | None:
@@ -281,14 +283,14 @@ def _writer_gone(host: str | None, pid: str | None) -> bool:
 
 def prepared_test_images(dataset: str, items: Sequence[Item], load_image: Callable, transform: Callable, resize_size: int,
                 image_size: int, cache_dir: str | None, num_workers: int, rank: int = 0,
-                world: int = 1) -> tuple[torch.Tensor, list[int]]:
+                world: int = 1, center_crop: bool = True) -> tuple[torch.Tensor, list[int]]:
     """This process's share of the preprocessed test images (items rank, rank + world, ...) and labels.
 
     One process reads the cache, or fills it on first use. Several processes read a cache that
     exists; otherwise each prepares only its own share, in memory (they are not synchronised to
     write one file together).
     """
-    key = cache_key(dataset, items, resize_size, image_size, load_image) if cache_dir else None
+    key = cache_key(dataset, items, resize_size, image_size, load_image, center_crop) if cache_dir else None
     if cache_dir and key is None:
         log.warning("the test images of %s are not files and their loader names no source files, so they "
                     "cannot be identified on disk: keeping them in memory only (no --eval_cache_dir entry)",
