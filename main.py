@@ -27,7 +27,7 @@ from qlora_clip.errors import UserError
 from qlora_clip.evaluator import EvalSettings, Evaluator, ZeroShotReuse, build_eval_set, eval_batch_size
 from qlora_clip.export import export_merged
 from qlora_clip.extra_evals import ExtraEvaluations
-from qlora_clip.families import check_loss, family_of
+from qlora_clip.families import CLIP, check_loss, family_of
 from qlora_clip.inputs.loaders import TrainStream, default_num_workers
 from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.inputs.train_images import decode_all
@@ -154,6 +154,7 @@ def record_baseline(spec: RunSpec, dist: Distributed, precision: Precision, star
                         adapter_params=fitted.added_params, adapter_size_mb=None, peft_config=None, method_args={},
                         model_footprint_mb=outcome.footprint_mb,
                         baseline_params=fitted.params, baseline_features=outcome.features,
+                        family=CLIP.name,  # the baselines run on CLIP-format checkpoints only
                         protocol=spec.protocol, adapter_dir=None, merge_export=None),
         **outcome.eval_memory,
         **tracker.fields(),

@@ -65,17 +65,21 @@ def markdown(report: dict) -> str:
 
 def _methods_table(report: dict) -> list[str]:
     """Every method's row beside its ratios to LoRA's at the same setting."""
-    rows = {(r["mode"], r["encoder"], r["batch"], r["dtype"], r["checkpointing"]): r for r in report["rows"]
-            if r.get("study") in (None, "methods")}
+    rows = {(r["mode"], r["backbone"], r["encoder"], r["batch"], r["dtype"], r["checkpointing"]): r
+            for r in report["rows"] if r.get("study") in (None, "methods")}
+    grid = [r for r in report["rows"] if r.get("study") is None]
+    first = grid[0]["backbone"] if grid else None
     lines = []
     for setting, values in report["ratios"].items():
         ratios = values.get("vs_lora") if isinstance(values, dict) else None
         if not ratios:
             continue
-        encoder, batch, dtype, ckpt = setting.split("_")
-        key = (encoder, int(batch[1:]), dtype, ckpt == "ckpton")
-        lines += ["", f"Methods against LoRA, {encoder} encoders, batch {key[1]}, {dtype}, checkpointing "
-                      f"{'on' if key[3] else 'off'}:", "",
+        # step_time.compute_ratios' keys: [<backbone>_]<encoder>_b<batch>_<dtype>_ckpt<on|off>
+        *prefix, encoder, batch, dtype, ckpt = setting.split("_")
+        backbone = "_".join(prefix) or first
+        key = (backbone, encoder, int(batch[1:]), dtype, ckpt == "ckpton")
+        lines += ["", f"Methods against LoRA, {backbone}, {encoder} encoders, batch {key[2]}, {dtype}, "
+                      f"checkpointing {'on' if key[4] else 'off'}:", "",
                   "| method | step s | time / LoRA | peak MB | memory / LoRA | footprint MB | footprint / LoRA "
                   "| trainable | trainable / LoRA |", "|---|---|---|---|---|---|---|---|---|"]
         for mode in ["lora", *ratios]:

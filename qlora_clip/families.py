@@ -250,7 +250,8 @@ def family_of(source: str, backbone: str) -> Family:
                         "fixed-size image pipeline cannot feed; use a fixed-resolution SigLIP 2 checkpoint, e.g. "
                         "SigLIP2-B/16 (google/siglip2-base-patch16-224). Supported: " + SUPPORTED)
     if "text_config" not in config or "vision_config" not in config:
-        missing = "text" if "text_config" not in config else "vision"
+        missing = ("text or vision" if "vision_config" not in config else "text") if "text_config" not in config \
+            else "vision"
         raise UserError(f"{where}: a '{model_type}' checkpoint without a {missing} tower (a single-tower model); "
                         f"few-shot adaptation here needs an image-text model whose text tower encodes the class "
                         f"prompts. Supported: {SUPPORTED}")
@@ -289,6 +290,9 @@ def image_settings(source: str, backbone: str) -> ImageSettings:
     from transformers import AutoImageProcessor
 
     where = _where(source, backbone)
+    if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file():
+        raise UserError(f"{where}: the folder has no preprocessor_config.json (the image size, mean and std the "
+                        "model was trained with); copy it from the checkpoint the folder came from")
     try:
         processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError) as err:

@@ -82,8 +82,8 @@ def run_snippet(card: ModelCard, classnames: list[str], images: list) -> dict:
                                             ("tiny-metaclip2", "lora")])
 def test_the_model_cards_snippet_gives_our_logits_on_each_family(backbone, mode, tiny_argv, tmp_path, color_folder):
     argv = tiny_argv("--backbone", backbone, "--mode", mode, "--lr", "2e-2", "--n_iters", "1",
-                     "--save_path", str(tmp_path / "adapters"), "--merge_export", str(tmp_path / "merged"))
-    record = main.main(argv)
+                     "--save_path", str(tmp_path / "adapters"))
+    record = main.main([*argv, "--merge_export", str(tmp_path / "merged")])
     card = ModelCard.load(Path(record["adapter_dir"]) / "README.md")
     assert card.data.family == record["family"] and record["family"] in card.data.tags
     classnames = sorted(p.name for p in color_folder.iterdir() if p.is_dir())

@@ -174,7 +174,7 @@ def test_missing_local_backbone_folder_is_named(tiny_argv, tmp_path):
 
 def test_unreachable_hub_model_points_to_tiny(tiny_argv):
     # HF_HUB_OFFLINE=1 (conftest) makes the failed fetch immediate instead of retried.
-    with pytest.raises(UserError, match=r"--backbone ViT-B/16: could not load .*--backbone tiny"):
+    with pytest.raises(UserError, match=r"--backbone ViT-B/16 \(openai/clip-vit-base-patch16\): could not read its config.json .*offline one: tiny"):
         main.main(tiny_argv("--backbone", "ViT-B/16"))
 
 

@@ -179,14 +179,18 @@ def test_training_peak_spans_exactly_the_steps_and_evaluation_has_its_own(tiny_a
 def poison_logits(monkeypatch, at_call: int) -> None:
     """Make the training logits NaN on the `at_call`-th training micro-step (1-based)."""
     calls = [0]
-    real_logits = trainer.logits
+    real_logit_function = trainer.logit_function
 
-    def logits(image, text):
-        calls[0] += 1
-        out = real_logits(image, text)
-        return out * float("nan") if calls[0] == at_call else out
+    def logit_function(model):
+        real_logits = real_logit_function(model)
 
-    monkeypatch.setattr(trainer, "logits", logits)
+        def logits(image, text):
+            calls[0] += 1
+            out = real_logits(image, text)
+            return out * float("nan") if calls[0] == at_call else out
+        return logits
+
+    monkeypatch.setattr(trainer, "logit_function", logit_function)
 
 
 def test_a_nan_loss_stops_an_fp32_run_naming_the_step_and_keeps_the_checkpoint(tiny_argv, tmp_path, monkeypatch):
