@@ -35,6 +35,7 @@
     export.py         --merge_export: a plain model with the adapter merged in
     modelcard.py      model cards of saved adapters and merged exports
     tracking.py       --report_to: TensorBoard and W&B
+    headed_file.py    the caches' file layout: a JSON header, one raw array, written atomically, CRC-checked
     inputs/           the input pipeline: train images decoded once, augmentation, sampler, loaders,
                       test images preprocessed once and cached
     baselines/        the field's baselines on the frozen base (zero-shot ensembles, linear probe, LP++,

@@ -12,20 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from qlora_clip import headed_file
+from qlora_clip.headed_file import HEADER_BYTES
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1              # bump when the layout or what the features depend on changes
-HEADER_BYTES = 4096
-CHUNK = 64 * 1024 ** 2  # bytes per CRC-32 update
 
 
 def key_digest(key: dict) -> str:
@@ -42,43 +40,24 @@ def load(path: Path, key: dict) -> torch.Tensor | None:
     if not path.is_file():
         return None
     try:
-        with open(path, "rb") as f:
-            header = json.loads(f.read(HEADER_BYTES).rstrip(b"\0 "))
-            shape = tuple(header.get("shape", ()))
-            expected = HEADER_BYTES + 4 * int(np.prod(shape))
-            if header.get("key") != key or not shape or os.fstat(f.fileno()).st_size != expected:
-                raise ValueError("key or size differs")
-            crc = 0
-            while chunk := f.read(CHUNK):
-                crc = zlib.crc32(chunk, crc)
-            if crc != header.get("crc32"):
-                raise ValueError("checksum differs")
+        shape = _shape(headed_file.read_header(path, key, lambda header: 4 * int(np.prod(_shape(header)))))
     except (OSError, ValueError) as err:
         log.warning("feature cache %s is unusable (%s); encoding again", path, err)
         return None
+    expected = HEADER_BYTES + 4 * int(np.prod(shape))
     mapped = torch.from_file(str(path), shared=False, size=expected // 4, dtype=torch.float32)
     return mapped[HEADER_BYTES // 4:].view(shape)
+
+
+def _shape(header: dict) -> tuple[int, ...]:
+    shape = header.get("shape")
+    if not (isinstance(shape, list) and shape and all(isinstance(d, int) and d > 0 for d in shape)):
+        raise ValueError(f"its header's shape is {shape!r}")
+    return tuple(shape)
 
 
 def write(path: Path, key: dict, features: torch.Tensor) -> None:
     """Header, then the float32 features, to a temporary file; fsync; rename into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = features.detach().to("cpu", torch.float32).contiguous().numpy()
-    flat = data.reshape(-1).view(np.uint8)
-    crc = 0
-    for start in range(0, flat.size, CHUNK):
-        crc = zlib.crc32(flat[start:start + CHUNK], crc)
-    header = json.dumps({"key": key, "shape": list(data.shape), "crc32": crc}).encode()
-    if len(header) > HEADER_BYTES:
-        raise ValueError(f"feature-cache header of {len(header)} bytes exceeds {HEADER_BYTES}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.ljust(HEADER_BYTES, b" "))
-            f.write(memoryview(flat))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    headed_file.write(path, {"key": key, "shape": list(data.shape)}, data, f".{path.name}.")

@@ -1,0 +1,59 @@
+"""Cache files of one layout: a JSON header padded to HEADER_BYTES, then one raw array.
+
+The test-image cache (inputs/test_images.py) and the baselines' feature cache
+(baselines/feature_cache.py) both store their arrays this way. A file is written to a temporary
+file beside its place, fsynced and renamed into place, so no reader ever sees a partial one; the
+header carries the CRC-32 of the array, which `read_header` checks before the array is mapped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zlib
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+HEADER_BYTES = 4096          # JSON header, padded with spaces; the array follows
+CHUNK = 64 * 1024 ** 2       # bytes per CRC-32 update
+
+
+def write(path: Path, header: dict, array: np.ndarray, temporary_prefix: str) -> None:
+    """`header` (with the array's CRC-32 added) and the C-contiguous `array`, atomically at `path`."""
+    flat = array.reshape(-1).view(np.uint8)
+    crc = 0
+    for start in range(0, flat.size, CHUNK):
+        crc = zlib.crc32(flat[start:start + CHUNK], crc)
+    encoded = json.dumps({**header, "crc32": crc}).encode()
+    if len(encoded) > HEADER_BYTES:
+        raise ValueError(f"cache header of {len(encoded)} bytes exceeds {HEADER_BYTES}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(encoded.ljust(HEADER_BYTES, b" "))
+            f.write(memoryview(flat))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_header(path: Path, key: dict, array_bytes: Callable[[dict], int]) -> dict:
+    """The header of a complete, intact file of `key`; ValueError (or OSError) naming what is wrong.
+
+    `array_bytes(header)`: the size the array of that header must have.
+    """
+    with open(path, "rb") as f:
+        header = json.loads(f.read(HEADER_BYTES).rstrip(b"\0 "))
+        if header.get("key") != key or os.fstat(f.fileno()).st_size != HEADER_BYTES + array_bytes(header):
+            raise ValueError("key or size differs")
+        crc = 0
+        while chunk := f.read(CHUNK):
+            crc = zlib.crc32(chunk, crc)
+        if crc != header.get("crc32"):
+            raise ValueError("checksum differs")
+    return header
