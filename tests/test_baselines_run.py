@@ -94,3 +94,13 @@ def test_each_baseline_runs_on_fashion_mnist(mode, tmp_path_factory):
         assert record["test_acc"] > record["zero_shot_acc"] + 10
     if record["final_loss"] is not None:
         assert math.isfinite(record["final_loss"])
+
+
+def test_a_baseline_on_another_family_is_refused_before_its_weights_load(color_folder, tmp_path, monkeypatch):
+    from qlora_clip.baselines import backbone
+    from qlora_clip.errors import UserError
+
+    monkeypatch.setattr(backbone, "load_base_model", lambda *a, **k: pytest.fail("the weights were loaded"))
+    with pytest.raises(UserError, match=r"--mode tip_adapter: the baselines run on CLIP-format checkpoints only.*"
+                                        r"--backbone tiny-siglip is a SigLIP checkpoint"):
+        main.main([*argv(color_folder, tmp_path, "tip_adapter"), "--backbone", "tiny-siglip"])
