@@ -250,9 +250,9 @@ def family_of(source: str, backbone: str) -> Family:
                         "fixed-size image pipeline cannot feed; use a fixed-resolution SigLIP 2 checkpoint, e.g. "
                         "SigLIP2-B/16 (google/siglip2-base-patch16-224). Supported: " + SUPPORTED)
     if "text_config" not in config or "vision_config" not in config:
-        missing = ("text or vision" if "vision_config" not in config else "text") if "text_config" not in config \
-            else "vision"
-        raise UserError(f"{where}: a '{model_type}' checkpoint without a {missing} tower (a single-tower model); "
+        missing = {(True, True): "both a text and a vision", (True, False): "a text",
+                   (False, True): "a vision"}["text_config" not in config, "vision_config" not in config]
+        raise UserError(f"{where}: a '{model_type}' checkpoint without {missing} tower (a single-tower model); "
                         f"few-shot adaptation here needs an image-text model whose text tower encodes the class "
                         f"prompts. Supported: {SUPPORTED}")
     raise UserError(f"{where}: unsupported model type '{model_type}'. Supported: {SUPPORTED}")

@@ -21,7 +21,7 @@ def test_each_method_gets_a_row_and_its_ratios_to_lora(tmp_path, capsys):
     assert vs_lora["bitfit"]["trainable_params"] == bitfit / lora
     assert all(r["time"] > 0 and r["peak_memory"] > 0 and r["footprint"] > 0 for r in vs_lora.values())
     table = next(tmp_path.glob("*.md")).read_text()
-    assert "| vera | " in table and "Methods against LoRA, both encoders, batch 4, fp32" in table
+    assert "| vera | " in table and "Methods against LoRA, tiny, both encoders, batch 4, fp32" in table
 
 
 def test_the_default_preset_times_every_method_and_the_gpu_preset_adds_them_as_a_study():

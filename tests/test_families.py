@@ -159,8 +159,8 @@ def write_config(folder, config) -> str:
 
 
 @pytest.mark.parametrize("config, message", [
-    (ViTConfig(), "a 'vit' checkpoint without a text tower"),
-    (CLIPVisionConfig(), "a 'clip_vision_model' checkpoint without a text tower"),
+    (ViTConfig(), "a 'vit' checkpoint without both a text and a vision tower"),
+    (CLIPVisionConfig(), "a 'clip_vision_model' checkpoint without both a text and a vision tower"),
     (Siglip2Config(), "a NaFlex SigLIP 2 checkpoint"),
 ])
 def test_single_tower_and_naflex_checkpoints_are_refused_naming_the_folder(config, message, tmp_path):
@@ -194,7 +194,7 @@ def test_a_missing_tokenizer_stops_before_any_weights_load(tmp_path):
     with pytest.raises(UserError, match=r"no usable tokenizer .* a CLIP checkpoint needs vocab.json and merges.txt"):
         load_clip(ModelConfig(backbone=str(clip)), CPU, torch.float32)
     processor = copy_without("tiny-metaclip2", tmp_path, "preprocessor_config.json", "model.safetensors")
-    with pytest.raises(UserError, match="no usable image processor"):
+    with pytest.raises(UserError, match="has no preprocessor_config.json"):
         load_clip(ModelConfig(backbone=str(processor)), CPU, torch.float32)
 
 
@@ -204,7 +204,7 @@ def test_main_refuses_an_unsupported_backbone_before_reading_any_data(tmp_path, 
                                       str(tmp_path / "no-images-here"), "--results_file", str(tmp_path / "r.jsonl")])
     assert main.cli() == 2
     err = capsys.readouterr().err
-    assert f"error: --backbone {folder}: a 'vit' checkpoint without a text tower" in err
+    assert f"error: --backbone {folder}: a 'vit' checkpoint without both a text and a vision tower" in err
     assert not (tmp_path / "r.jsonl").exists()
 
 

@@ -72,8 +72,8 @@ def test_prompts_the_same_in_clips_context_are_refused():
 @pytest.mark.parametrize("damage, says", [
     ("truncated weights", "the weights in .* cannot be read"),
     ("no preprocessor_config.json", "has no preprocessor_config.json"),
-    ("a BERT config.json", "a 'bert' checkpoint without a text or vision tower .*Supported: CLIP-format"),
-    ("a vision-only ViT config.json", "a 'vit' checkpoint without a text or vision tower .*Supported: CLIP-format"),
+    ("a BERT config.json", "a 'bert' checkpoint without both a text and a vision tower .*Supported: CLIP"),
+    ("a vision-only ViT config.json", "a 'vit' checkpoint without both a text and a vision tower .*Supported: CLIP"),
 ])
 def test_a_broken_backbone_folder_is_named(damage, says, tiny_argv, tmp_path, monkeypatch, capsys):
     folder = tiny_copy(tmp_path)
