@@ -71,10 +71,11 @@ def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: 
                    settings: EvalSettings) -> EvalSet:
     """This process's share of the test images, preprocessed once (cached across a sweep's runs)."""
     image, dist = settings.image, settings.dist
+    # One identity of the images (stats, and hashes where cheap) for both caches: pixels and zero-shot.
+    images_key = cache_key(name, items, image.resize_size, image.image_size, load_image, image.center_crop)
     pixels, labels = prepared_test_images(name, items, load_image, eval_transform(image), image.resize_size,
                                           image.image_size, settings.cache_dir, settings.num_workers, dist.rank,
-                                          dist.world, center_crop=image.center_crop)
-    images_key = cache_key(name, items, image.resize_size, image.image_size, load_image, image.center_crop)
+                                          dist.world, center_crop=image.center_crop, key=images_key)
     # Test images that cannot be identified on disk are never cached, and neither is their zero-shot accuracy.
     key = test_set_key(images_key, prompts.prompts) if images_key is not None else None
     return EvalSet(name, EvalBatches(pixels, labels, image, settings.batch_size, dist.device), prompts,

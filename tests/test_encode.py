@@ -6,26 +6,16 @@ the features. These tests check that on the real model code with adapters that a
 """
 import pytest
 import torch
+from adapted_models import tiny_with_nonzero_adapters
 
 from qlora_clip.encode import ClassPrompts, image_features
-from qlora_clip.model import load_clip
 from qlora_clip.paper import LOGIT_SCALE
-from qlora_clip.precision import resolve_precision
-from run_utils import parse_args, run_spec
 
 CLASSNAMES = ["cat", "dog", "sea horse", "windsor chair", "brontosaurus", "yin yang", "x"]
 
 
 def _model(mode: str):
-    args = parse_args(["--backbone", "tiny", "--mode", mode, "--encoder", "both", "--device", "cpu"])
-    device = torch.device("cpu")
-    bundle = load_clip(run_spec(args).model, device, resolve_precision("fp32", device).dtype)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in bundle.model.named_parameters():
-            if "lora_B" in name:  # B starts at zero: make the text adapters change the features
-                param.copy_(0.5 * torch.randn(param.shape, generator=g))
-    return bundle
+    return tiny_with_nonzero_adapters(mode, 0.5)
 
 
 def _full_context(tokenizer, prompts, with_mask: bool) -> ClassPrompts:

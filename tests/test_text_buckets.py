@@ -9,14 +9,12 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from adapted_models import tiny_with_nonzero_adapters
 
 from bench.prompts import imagenet_prompt_lengths
 from qlora_clip import text_buckets
 from qlora_clip.encode import ClassPrompts, image_features, logits
-from qlora_clip.model import load_clip
-from qlora_clip.precision import resolve_precision
 from qlora_clip.text_buckets import BUCKETS, MIN_SAVING, bucket_limit, padded_tokens, plan_buckets
-from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
 
@@ -66,15 +64,7 @@ def test_few_or_equal_lengths_stay_one_call():
 
 
 def _model(mode: str = "lora"):
-    args = parse_args(["--backbone", "tiny", "--mode", mode, "--encoder", "both", "--device", "cpu",
-                       "--dropout_rate", "0"])
-    bundle = load_clip(run_spec(args).model, CPU, resolve_precision("fp32", CPU).dtype)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in bundle.model.named_parameters():
-            if "lora_B" in name:  # B starts at zero: make the text adapters change the features
-                param.copy_(0.3 * torch.randn(param.shape, generator=g))
-    return bundle
+    return tiny_with_nonzero_adapters(mode, 0.3, "--dropout_rate", "0")
 
 
 # Lengths 8 to 40 tokens with the tiny tokenizer (one token per character), out of length order.

@@ -256,21 +256,27 @@ def _writer_gone(host: str | None, pid: str | None) -> bool:
     return False
 
 
+COMPUTE_KEY = object()  # prepared_test_images' default: compute the cache key itself
+
+
 def prepared_test_images(dataset: str, items: Sequence[Item], load_image: Callable, transform: Callable, resize_size: int,
                 image_size: int, cache_dir: str | None, num_workers: int, rank: int = 0,
-                world: int = 1, center_crop: bool = True) -> tuple[torch.Tensor, list[int]]:
+                world: int = 1, center_crop: bool = True, key: dict | None | object = COMPUTE_KEY
+                ) -> tuple[torch.Tensor, list[int]]:
     """This process's share of the preprocessed test images (items rank, rank + world, ...) and labels.
 
     One process reads the cache, or fills it on first use. Several processes read a cache that
     exists; otherwise each prepares only its own share, in memory (they are not synchronised to
-    write one file together).
+    write one file together). `key`: the images' cache_key when the caller has it already (it stats,
+    and may hash, every file), else computed here.
     """
-    key = cache_key(dataset, items, resize_size, image_size, load_image, center_crop) if cache_dir else None
+    if key is COMPUTE_KEY:
+        key = cache_key(dataset, items, resize_size, image_size, load_image, center_crop) if cache_dir else None
     if cache_dir and key is None:
         log.warning("the test images of %s are not files and their loader names no source files, so they "
                     "cannot be identified on disk: keeping them in memory only (no --eval_cache_dir entry)",
                     dataset)
-    path = cache_path(Path(cache_dir), key) if key is not None else None
+    path = cache_path(Path(cache_dir), key) if cache_dir and key is not None else None
     pixels = load_cached(path, key) if path else None
     if pixels is not None:
         log.info("test images of %s from the cache %s", dataset, path)
