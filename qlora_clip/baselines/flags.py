@@ -27,8 +27,12 @@ def baseline_flag_errors(flags: Mapping[str, Any], defaults: Mapping[str, Any]) 
     """One message per flag that `--mode <baseline>` does not take but was given another value."""
     mode = flags["mode"]
     return [f"--{name} {_shown(flags[name])}: --mode {mode} is a baseline with its paper's hyperparameters "
-            f"(docs/baselines.md) and does not use {why}; leave --{name} at its default ({_shown(defaults[name])})"
+            f"(docs/baselines.md) and does not use {why}; {_leave(name, defaults.get(name))}"
             for name, why in NOT_FOR_BASELINES.items() if flags.get(name) != defaults.get(name)]
+
+
+def _leave(name: str, default: Any) -> str:
+    return f"leave --{name} out" if default is None else f"leave --{name} at its default ({_shown(default)})"
 
 
 def _shown(value: Any) -> str:
