@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     bundle = load_clip(spec.model, dist.device, precision.dtype,
                        saved_adapter=spec.adapter_dir if spec.evaluation.eval_only else None)
     model = bundle.model
-    buckets, buckets_off = bucket_limit(model)
+    buckets, buckets_off = bucket_limit(model, len(data.classnames))
     prompts = ClassPrompts(bundle.tokenizer, data.prompts(), dist.device, text=bundle.text, buckets=buckets)
     num_workers = default_num_workers(dist.device) if spec.data.num_workers is None else spec.data.num_workers
     eval_settings = EvalSettings(bundle.image, eval_batch_size(spec.train.batch_size), spec.evaluation.cache_dir,

@@ -123,6 +123,9 @@ def test_max_length_padding_is_never_bucketed():
 def test_only_clip_family_text_towers_with_plain_token_embeddings_are_bucketed():
     bundle = _model()
     assert bucket_limit(bundle.model) == (BUCKETS, None)
+    assert bucket_limit(bundle.model, text_buckets.MIN_PROMPTS) == (BUCKETS, None)
+    limit, why = bucket_limit(bundle.model, 10)  # Fashion-MNIST's classes: fewer calls beat fewer tokens
+    assert limit == 1 and why.startswith("10 class prompts")
     siglip = SimpleNamespace(config=SimpleNamespace(model_type="siglip"), named_parameters=lambda: iter(()))
     limit, why = bucket_limit(siglip)
     assert limit == 1 and "siglip" in why
@@ -154,9 +157,10 @@ def test_a_run_with_mixed_length_class_names_uses_buckets_and_gets_the_unbuckete
     argv = ["--backbone", "tiny", "--dataset", "folder", "--root_path", str(root), "--shots", "2", "--n_iters", "2",
             "--batch_size", "4", "--dropout_rate", "0", "--results_file", str(tmp_path / "r.jsonl"),
             "--eval_cache_dir", ""]
+    monkeypatch.setattr(text_buckets, "MIN_PROMPTS", 1)  # the colour folder's 4 classes, bucketed all the same
     bucketed = main.main(argv)
     assert bucketed["text_buckets"] == BUCKETS and "text_buckets" not in bucketed["text_speedups_off"]
-    monkeypatch.setattr(main, "bucket_limit", lambda model: (1, "switched off by the test"))
+    monkeypatch.setattr(main, "bucket_limit", lambda model, prompts=None: (1, "switched off by the test"))
     plain = main.main(argv)
     assert plain["text_buckets"] == 1 and plain["text_speedups_off"]["text_buckets"] == "switched off by the test"
     assert bucketed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
