@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from datasets import DATASET_NAMES, SplitDataset, dataset_module, require_test_images
-from datasets.base import MissingImage, SplitSizes, UnreadableImage
+from qlora_clip.data import MissingImage, SplitSizes, UnreadableImage
 from datasets.folder import coop_split
 from datasets.splits import PARTS, MissingImages, NotFound
 from qlora_clip.errors import UserError
@@ -66,7 +66,7 @@ def _set_loader(load_image: Callable[[Any], Any]) -> None:
 
 
 def _decode_problem(source: Any) -> str | None:
-    """None if the image decodes as a run decodes it (the dataset's loader, datasets.base.open_rgb for
+    """None if the image decodes as a run decodes it (the dataset's loader, qlora_clip.data.open_rgb for
     files), else why not: a file it cannot decode or one it refuses (a floating-point image, an
     image above the pixel limit)."""
     try:

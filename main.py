@@ -17,30 +17,34 @@ import time
 import torch
 
 from datasets import FewShotDataset, build_dataset, write_subset
-from qlora_clip import adapters, baselines, method_training, saved_adapter, schema
-from qlora_clip.checkpointing import TrainCheckpoint
-from qlora_clip.compat import quiet_library_logs
+from qlora_clip.methods import adapters
+from qlora_clip.methods import baselines
+from qlora_clip.methods import step_rules as method_training
+from qlora_clip.run import saved_adapter
+from qlora_clip.run import schema
+from qlora_clip.training.checkpointing import TrainCheckpoint
+from qlora_clip.backbones.compat import quiet_library_logs
 from qlora_clip.config import DataConfig, TrainConfig
-from qlora_clip.distributed import Distributed, init_distributed
-from qlora_clip.encode import ClassPrompts
+from qlora_clip.training.distributed import Distributed, init_distributed
+from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.errors import UserError
-from qlora_clip.evaluator import EvalSettings, Evaluator, ZeroShotReuse, build_eval_set, eval_batch_size
-from qlora_clip.export import export_merged
-from qlora_clip.extra_evals import ExtraEvaluations
-from qlora_clip.families import CLIP, check_loss, family_of
+from qlora_clip.evaluation.evaluator import EvalSettings, Evaluator, ZeroShotReuse, build_eval_set, eval_batch_size
+from qlora_clip.run.export import export_merged
+from qlora_clip.evaluation.extra_evals import ExtraEvaluations
+from qlora_clip.backbones.families import CLIP, check_loss, family_of
 from qlora_clip.inputs.loaders import TrainStream, default_num_workers
 from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.inputs.train_images import decode_all
-from qlora_clip.memory import PeakMemory
-from qlora_clip.methods import METHODS
-from qlora_clip.model import ClipBundle, load_clip, resolve_backbone
-from qlora_clip.precision import Precision, allow_tf32, resolve_precision
-from qlora_clip.results import append_jsonl, library_versions, timestamp
-from qlora_clip.spec import RunSpec
-from qlora_clip.text_buckets import bucket_limit
-from qlora_clip.text_pass import speedup_fields
-from qlora_clip.tracking import start_tracking
-from qlora_clip.zero_shot_key import base_key
+from qlora_clip.training.memory import PeakMemory
+from qlora_clip.methods.table import METHODS
+from qlora_clip.backbones.loading import ClipBundle, load_clip, resolve_backbone
+from qlora_clip.training.precision import Precision, allow_tf32, resolve_precision
+from qlora_clip.run.results import append_jsonl, library_versions, timestamp
+from qlora_clip.run.spec import RunSpec
+from qlora_clip.backbones.text_buckets import bucket_limit
+from qlora_clip.training.text_pass import speedup_fields
+from qlora_clip.run.tracking import start_tracking
+from qlora_clip.evaluation.zero_shot_key import base_key
 from run_utils import parse_args, run_spec, seed_everything, setup_logging
 from trainer import TrainResult, train
 

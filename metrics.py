@@ -1,27 +1,8 @@
-"""Accuracy from counts: sum the correct predictions, divide once at the end.
+"""The metrics, as plain functions: accuracy from counts, the harmonic mean of base-to-novel.
 
-No torch import at module level: the summaries use harmonic_mean without loading torch.
+They live in the library (qlora_clip/evaluation/metrics.py), which computes every number a results
+line holds; this module is where a notebook or script imports them from.
 """
-from __future__ import annotations
+from qlora_clip.evaluation.metrics import accuracy_percent, count_correct, harmonic_mean
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    import torch
-
-
-def count_correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Top-1 hits in one batch, as a 0-d tensor on the logits' device (no host sync)."""
-    return (logits.argmax(dim=-1) == labels).sum()
-
-
-def accuracy_percent(correct: int, total: int) -> float:
-    """Top-1 accuracy in percent (0-100)."""
-    if total <= 0:
-        raise ValueError("accuracy of an empty set is undefined")
-    return 100.0 * correct / total
-
-
-def harmonic_mean(a: float, b: float) -> float:
-    """2ab / (a + b), base-to-novel's HM: high only when both are; 0 when both are 0."""
-    return 2 * a * b / (a + b) if a + b else 0.0
+__all__ = ["accuracy_percent", "count_correct", "harmonic_mean"]

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from datasets import DATASET_NAMES, TEMPLATES, TEST_ONLY, untrainable_message
 from qlora_clip import paper
-from qlora_clip.baselines.flags import baseline_flag_errors
+from qlora_clip.methods.baselines.flags import baseline_flag_errors
 from qlora_clip.config import cache_root
 from qlora_clip.errors import UserError
-from qlora_clip.families import SIGLIP_TEMPLATE, TINY_BACKBONES, aliases_help
-from qlora_clip.methods import (
+from qlora_clip.backbones.families import SIGLIP_TEMPLATE, TINY_BACKBONES, aliases_help
+from qlora_clip.methods.table import (
     BASE_METHODS,
     BASELINE_MODES,
     METHODS,
@@ -31,9 +31,9 @@ from qlora_clip.methods import (
     resolve_flags,
     resolved_mode,
 )
-from qlora_clip.outputs import export_target_error, location_error
-from qlora_clip.spec import RunSpec
-from qlora_clip.tracking import REPORT_TO, WANDB_INSTALL, wandb_installed
+from qlora_clip.run.outputs import export_target_error, location_error
+from qlora_clip.run.spec import RunSpec
+from qlora_clip.run.tracking import REPORT_TO, WANDB_INSTALL, wandb_installed
 
 COMPUTE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cuda", "cpu")
@@ -182,7 +182,7 @@ def normalised(args: argparse.Namespace) -> argparse.Namespace:
     for name, value in resolve_flags(vars(args)).items():
         setattr(args, name, value)
     if args.peft_args:
-        from qlora_clip import peft_args
+        from qlora_clip.methods import peft_args
 
         args.peft_args = peft_args.normalised(METHODS[args.mode], args.peft_args)
     if args.dataset == "folder":
@@ -256,7 +256,7 @@ def output_errors(args: argparse.Namespace) -> list[str]:
         places.append(("--merge_export", Path(args.merge_export), "folder"))
     errors = [message for flag, path, kind in places if (message := location_error(flag, path, kind))]
     if args.merge_export and not errors:
-        from qlora_clip.model import backbone_folder
+        from qlora_clip.backbones.loading import backbone_folder
 
         refusal = export_target_error(Path(args.merge_export), args.overwrite_export, backbone_folder(args.backbone))
         errors += [refusal] if refusal else []
@@ -272,7 +272,7 @@ def input_file_errors(args: argparse.Namespace) -> list[str]:
     checkpoint = run_spec(args).checkpoint_path
     if not args.resume or not checkpoint.exists():
         return []
-    from qlora_clip.checkpointing import read_checkpoint
+    from qlora_clip.training.checkpointing import read_checkpoint
 
     try:
         read_checkpoint(checkpoint)
@@ -321,12 +321,12 @@ def method_errors(args: argparse.Namespace) -> list[str]:
 
 def peft_args_errors(args: argparse.Namespace, method) -> list[str]:
     """--peft_args checked against the method's PEFT config class, and the config PEFT then builds."""
-    from qlora_clip import peft_args
+    from qlora_clip.methods import peft_args
 
     try:
         values = peft_args.parse(method, args.peft_args)
         if method.peft_class is not None:
-            from qlora_clip.adapters import peft_config
+            from qlora_clip.methods.adapters import peft_config
             from qlora_clip.config import AdapterConfig
 
             adapter = AdapterConfig(mode=method.name, r=args.r, alpha=args.alpha, dropout=args.dropout_rate,

@@ -23,9 +23,9 @@ import signal
 import sys
 
 from datasets import DATASET_NAMES
-from qlora_clip.methods import ADAPTER_MODES, BASELINE_MODES, FULL_PRECISION_MODES, MODES
+from qlora_clip.methods.table import ADAPTER_MODES, BASELINE_MODES, FULL_PRECISION_MODES, MODES
 from qlora_clip.paper import PAPER_DATASETS, PAPER_SEEDS, PAPER_SHOTS
-from qlora_clip.results import recorded_configs
+from qlora_clip.run.results import recorded_configs
 from run_utils import flag_defaults, setup_logging
 from sweeps import slurm
 from sweeps.claims import Claims

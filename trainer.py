@@ -21,19 +21,19 @@ from typing import Callable, Iterable, Sequence
 import torch
 from tqdm import tqdm
 
-from qlora_clip.adapters import tower_is_adapted
-from qlora_clip.checkpointing import TrainCheckpoint
+from qlora_clip.methods.adapters import tower_is_adapted
+from qlora_clip.training.checkpointing import TrainCheckpoint
 from qlora_clip.config import TrainConfig
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features, logit_function
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.loaders import TrainStream
-from qlora_clip.losses import summed_loss
-from qlora_clip.memory import PeakMemory
-from qlora_clip.method_training import StepRules
+from qlora_clip.training.losses import summed_loss
+from qlora_clip.training.memory import PeakMemory
+from qlora_clip.methods.step_rules import StepRules
 from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
-from qlora_clip.precision import Precision
-from qlora_clip.text_pass import PerMicroBatchText, PerUpdateText, TextPass, training_speedups
+from qlora_clip.training.precision import Precision
+from qlora_clip.training.text_pass import PerMicroBatchText, PerUpdateText, TextPass, training_speedups
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from bench.settings import BenchSettings, InputSettings
 from bench.suite import STUDIES, run_benchmark
 from datasets import DATASET_NAMES
 from qlora_clip.errors import UserError
-from qlora_clip.methods import MODES, NAMED_MODES
+from qlora_clip.methods.table import MODES, NAMED_MODES
 from qlora_clip.paper import CONTEXT_LENGTH
 
 log = logging.getLogger("bench")

@@ -22,7 +22,7 @@ tests/test_bench.py and tests/test_backbones_bench.py check this count against t
 """
 from __future__ import annotations
 
-from qlora_clip.families import family_for_config
+from qlora_clip.backbones.families import family_for_config
 from qlora_clip.paper import RANK
 
 

@@ -8,7 +8,7 @@ import torch
 
 from bench.harness import load_model, release_memory, sync
 from bench.settings import BenchSettings
-from qlora_clip.memory import MB
+from qlora_clip.training.memory import MB
 
 # (mode, dtype) pairs whose footprints the report lists; the footprint ratios need the first four.
 FOOTPRINTS = (("lora", "fp32"), ("lora", "fp16"), ("qlora", "fp32"), ("qlora", "fp16"), ("qdora", "fp32"))

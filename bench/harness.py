@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from qlora_clip.config import AdapterConfig, ModelConfig, TrainConfig
-from qlora_clip.methods import METHODS
-from qlora_clip.model import ClipBundle, load_clip
-from qlora_clip.precision import Precision, resolve_precision
-from qlora_clip.results import library_versions
-from qlora_clip.tiny_backbones import FAMILY_SHAPES, TINY_NAMES, random_family_checkpoint_dir, tiny_backbone_dir
-from qlora_clip.tiny_clip import REAL_SHAPES, random_checkpoint_dir
+from qlora_clip.methods.table import METHODS
+from qlora_clip.backbones.loading import ClipBundle, load_clip
+from qlora_clip.training.precision import Precision, resolve_precision
+from qlora_clip.run.results import library_versions
+from qlora_clip.backbones.tiny_backbones import FAMILY_SHAPES, TINY_NAMES, random_family_checkpoint_dir, tiny_backbone_dir
+from qlora_clip.backbones.tiny_clip import REAL_SHAPES, random_checkpoint_dir
 
 # What --backbone may name: a tiny offline checkpoint, or random weights in a base model's real shapes.
 BACKBONES = (*TINY_NAMES, *REAL_SHAPES, *FAMILY_SHAPES)

@@ -45,11 +45,11 @@ from bench.harness import checkpoint_dir, load_model, random_batch, release_memo
 from bench.prompts import imagenet_prompt_lengths, prompts_of_lengths
 from bench.settings import BenchSettings
 from bench.step_time import StepTimer
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features, logits
-from qlora_clip.memory import PeakMemory
-from qlora_clip.text_buckets import BUCKETS, plan_buckets
-from qlora_clip.text_pass import shard_rows
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.training.memory import PeakMemory
+from qlora_clip.backbones.text_buckets import BUCKETS, plan_buckets
+from qlora_clip.training.text_pass import shard_rows
 
 log = logging.getLogger("bench")
 

@@ -31,7 +31,7 @@ from torchvision import transforms as T
 from bench.harness import cpu_name, load_model, release_memory
 from bench.settings import InputSettings
 from datasets import Item, build_dataset
-from datasets.base import open_rgb
+from qlora_clip.data import open_rgb
 from qlora_clip.config import ImageSettings
 from qlora_clip.inputs.loaders import TrainStream, eval_transform
 from qlora_clip.inputs.sampler import TrainBatchSampler

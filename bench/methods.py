@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bench.settings import BenchSettings
 from bench.step_time import first_setting, measure_setting
-from qlora_clip.methods import NAMED_MODES
+from qlora_clip.methods.table import NAMED_MODES
 
 
 def run(bench: BenchSettings, peak_flops: dict[str, float]) -> tuple[dict, list[dict]]:

@@ -14,8 +14,8 @@ from bench.harness import checkpoint_dir, load_model, random_batch
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
 from bench.step_time import first_setting, measure_setting
-from qlora_clip.encode import ClassPrompts, image_features, logits
-from qlora_clip.families import family_of
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.backbones.families import family_of
 
 PADDING_CLASSES = 100  # Caltech101's class count, where the seed reports its numbers
 

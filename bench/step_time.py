@@ -21,16 +21,16 @@ from bench.flops import train_step_flops
 from bench.harness import current_rss_mb, gemm_rate, load_model, random_batch, release_memory, sync, train_config
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
-from qlora_clip.adapters import adapter_size_bytes, trainable_parameter_count
+from qlora_clip.methods.adapters import adapter_size_bytes, trainable_parameter_count
 from qlora_clip.config import TrainConfig
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts, image_features
 from qlora_clip.inputs.sampler import split_sizes
-from qlora_clip.memory import MB, PeakMemory
-from qlora_clip.method_training import eva_initialize
-from qlora_clip.methods import METHODS
+from qlora_clip.training.memory import MB, PeakMemory
+from qlora_clip.methods.step_rules import eva_initialize
+from qlora_clip.methods.table import METHODS
 from qlora_clip.paper import LR, N_ITERS, PAPER_SHOTS
-from qlora_clip.precision import Precision
+from qlora_clip.training.precision import Precision
 from trainer import TrainStep
 
 log = logging.getLogger("bench")

@@ -22,7 +22,7 @@ from types import ModuleType
 from qlora_clip.errors import UserError
 from qlora_clip.paper import CLIP_LORA_TEMPLATE, PROTOCOLS
 
-from .base import EvalImages, FewShotDataset, Item, SplitDataset
+from qlora_clip.data import EvalImages, FewShotDataset, Item, SplitDataset
 from .base2new import base_to_new
 from .sampling import sample_train_then_val, sample_train_val
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from qlora_clip.errors import UserError
 
-from .base import Item, SplitDataset, SplitSizes, to_rgb
+from qlora_clip.data import Item, SplitDataset, SplitSizes, to_rgb
 from .splits import NotFound
 
 FOLDERS = ("fashion_mnist", "fashion-mnist")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from qlora_clip import paper
-from qlora_clip.methods import METHODS, Method, method_defaults
+from qlora_clip.methods.table import METHODS, Method, method_defaults
 
 
 def cache_root() -> Path:

@@ -5,7 +5,7 @@ import functools
 import statistics
 from dataclasses import dataclass
 
-from metrics import harmonic_mean
+from qlora_clip.evaluation.metrics import harmonic_mean
 from qlora_clip.paper import DATASET_TITLES
 
 FLAG = "⚠"

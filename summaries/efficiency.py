@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from qlora_clip.paper import DATASET_TITLES
-from qlora_clip.results import format_seconds
+from qlora_clip.run.results import format_seconds
 from summaries.cells import Cell
 from summaries.output import csv_number, markdown_table, write_csv
 from summaries.records import backbone_title, by_backbone, expected_seeds, method_sort_key, ordered_datasets

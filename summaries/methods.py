@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from qlora_clip.results import format_seconds
+from qlora_clip.run.results import format_seconds
 from summaries.cells import Average, Cell, row_average
 from summaries.output import csv_number, markdown_table, write_csv
 from summaries.records import by_backbone, expected_seeds, method_sort_key, ordered_datasets

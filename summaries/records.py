@@ -8,10 +8,10 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TypeVar
 
-from qlora_clip.families import FAMILIES
-from qlora_clip.methods import METHODS, MODES, zero_shot_label
+from qlora_clip.backbones.families import FAMILIES
+from qlora_clip.methods.table import METHODS, MODES, zero_shot_label
 from qlora_clip.paper import DOMAIN_TARGETS, PAPER_DATASETS
-from qlora_clip.results import IDENTITY_FIELDS, comparable_config, read_results
+from qlora_clip.run.results import IDENTITY_FIELDS, comparable_config, read_results
 
 # Flags that place a record in a table cell rather than tell two methods apart.
 # (root_path: where your own images are, which is the dataset of a --dataset folder run.)

@@ -34,7 +34,7 @@ from typing import Iterator
 
 import psutil
 
-from qlora_clip.results import timestamp
+from qlora_clip.run.results import timestamp
 from sweeps.plan import Run
 
 log = logging.getLogger("sweep")

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-from qlora_clip.results import format_seconds
+from qlora_clip.run.results import format_seconds
 from sweeps.claims import Claims
 from sweeps.plan import Run, SweepError
 from sweeps.progress import Progress

@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qlora_clip.spec import RunSpec, backbone_tag
+from qlora_clip.run.spec import RunSpec, backbone_tag
 from run_utils import build_parser, flag_defaults, normalised, validation_errors
 
 MAIN = Path(__file__).resolve().parents[1] / "main.py"

@@ -9,7 +9,7 @@ from typing import IO
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from qlora_clip.results import format_seconds
+from qlora_clip.run.results import format_seconds
 
 
 class Progress:

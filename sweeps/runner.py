@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from qlora_clip.results import recorded_configs, timestamp
+from qlora_clip.run.results import recorded_configs, timestamp
 from sweeps.claims import HEARTBEAT_S, Claims, process_entry
 from sweeps.plan import Run
 

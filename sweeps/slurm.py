@@ -18,7 +18,7 @@ from pathlib import Path
 
 import submitit
 
-from qlora_clip.results import format_seconds
+from qlora_clip.run.results import format_seconds
 from sweeps.claims import Claims
 from sweeps.plan import MAIN, Run, SweepError, shell_words
 from sweeps.progress import Progress

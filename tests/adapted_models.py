@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from qlora_clip.model import ClipBundle, load_clip
-from qlora_clip.precision import resolve_precision
+from qlora_clip.backbones.loading import ClipBundle, load_clip
+from qlora_clip.training.precision import resolve_precision
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from qlora_clip.baselines.base import BaselineInputs
-from qlora_clip.baselines.features import FeatureSet
-from qlora_clip.precision import resolve_precision
+from qlora_clip.methods.baselines.base import BaselineInputs
+from qlora_clip.methods.baselines.features import FeatureSet
+from qlora_clip.training.precision import resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from qlora_clip.results import append_jsonl  # noqa: E402
+from qlora_clip.run.results import append_jsonl  # noqa: E402
 
 results_file, run_json, seconds, failures, attempts_file = sys.argv[1:]
 attempts = Path(attempts_file)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from metrics import harmonic_mean
-from qlora_clip.results import append_jsonl
+from qlora_clip.evaluation.metrics import harmonic_mean
+from qlora_clip.run.results import append_jsonl
 from run_utils import build_parser
 from summarize import main as summarize_main
 

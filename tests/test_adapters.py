@@ -10,14 +10,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 import main
-from qlora_clip import adapters
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts
+from qlora_clip.methods import adapters
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.errors import UserError
-from qlora_clip.families import CLIP
-from qlora_clip.model import load_base_model, load_clip, resolve_backbone
-from qlora_clip.precision import resolve_precision
-from qlora_clip.targets import target_module_names
+from qlora_clip.backbones.families import CLIP
+from qlora_clip.backbones.loading import load_base_model, load_clip, resolve_backbone
+from qlora_clip.training.precision import resolve_precision
+from qlora_clip.backbones.targets import target_module_names
 from run_utils import parse_args, run_spec
 from trainer import TrainStep
 

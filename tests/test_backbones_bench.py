@@ -13,7 +13,7 @@ from bench.flops import train_step_flops
 from bench.harness import load_model, random_batch
 from bench.prompts import synthetic_prompts
 from bench.step_time import StepTimer
-from qlora_clip.encode import ClassPrompts
+from qlora_clip.backbones.encode import ClassPrompts
 
 CPU = torch.device("cpu")
 TINY = ["tiny", "tiny-siglip", "tiny-siglip2", "tiny-metaclip2"]

@@ -18,10 +18,10 @@ from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer
 
 from qlora_clip.config import ModelConfig
-from qlora_clip.encode import ClassPrompts, image_features, logit_function
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
 from qlora_clip.inputs.loaders import eval_transform, to_model_input
-from qlora_clip.model import load_clip, resolve_backbone
-from qlora_clip.tiny_backbones import TINY_NAMES
+from qlora_clip.backbones.loading import load_clip, resolve_backbone
+from qlora_clip.backbones.tiny_backbones import TINY_NAMES
 
 CPU = torch.device("cpu")
 PROMPTS = ["This is a photo of a Sea horse.", "a photo of a dog", "Windsor chair, in a photo.", "x"]

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from qlora_clip.config import AdapterConfig, ModelConfig, TrainConfig
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features, logit_function
-from qlora_clip.losses import summed_loss
-from qlora_clip.model import load_clip
-from qlora_clip.precision import resolve_precision
-from qlora_clip.results import comparable_config
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
+from qlora_clip.training.losses import summed_loss
+from qlora_clip.backbones.loading import load_clip
+from qlora_clip.training.precision import resolve_precision
+from qlora_clip.run.results import comparable_config
 from run_utils import flag_defaults, parse_args, run_spec
 from trainer import TrainStep
 

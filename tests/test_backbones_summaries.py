@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from summary_results import fewshot_record, run, section, table_row
 
-from qlora_clip.results import append_jsonl
+from qlora_clip.run.results import append_jsonl
 
 
 def family_record(backbone: str, family: str, mode: str, seed: int, acc: float, *flags: str) -> dict:

@@ -17,10 +17,10 @@ from PIL import Image
 
 import main
 from datasets import build_dataset
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features, logit_function
-from qlora_clip.evaluator import EvalSettings, build_eval_set
-from qlora_clip.model import load_clip
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
+from qlora_clip.evaluation.evaluator import EvalSettings, build_eval_set
+from qlora_clip.backbones.loading import load_clip
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from baseline_inputs import GivenBank, given_inputs
 
-from qlora_clip.baselines import clip_adapter, hparams
+from qlora_clip.methods.baselines import clip_adapter, hparams
 
 
 def test_logits_are_100_cosine_of_the_blended_embedding():

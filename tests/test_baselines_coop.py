@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from qlora_clip.baselines import hparams
-from qlora_clip.baselines.backbone import load_frozen_clip
-from qlora_clip.baselines.coop import PromptLearner, prompt_ids
-from qlora_clip.baselines.schedules import dassl_lr, epoch_batches
+from qlora_clip.methods.baselines import hparams
+from qlora_clip.methods.baselines.backbone import load_frozen_clip
+from qlora_clip.methods.baselines.coop import PromptLearner, prompt_ids
+from qlora_clip.methods.baselines.schedules import dassl_lr, epoch_batches
 
 CPU = torch.device("cpu")
 N_CTX = 16

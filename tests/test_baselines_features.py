@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import main
-from qlora_clip.baselines import feature_cache
-from qlora_clip.baselines.features import FeatureBank
-from qlora_clip.baselines.views import AugmentedViews, ViewSet, view_seed
+from qlora_clip.methods.baselines import feature_cache
+from qlora_clip.methods.baselines.features import FeatureBank
+from qlora_clip.methods.baselines.views import AugmentedViews, ViewSet, view_seed
 
 
 def test_view_seeds_depend_on_seed_stream_view_and_image_only():
@@ -88,7 +88,7 @@ def test_the_key_holds_what_the_features_depend_on(change):
     from types import SimpleNamespace
 
     from qlora_clip.config import ImageSettings
-    from qlora_clip.precision import resolve_precision
+    from qlora_clip.training.precision import resolve_precision
 
     def key(compute_dtype="fp32", seed=1):
         encoder = SimpleNamespace(image=ImageSettings(32, 32, (0.5,) * 3, (0.5,) * 3),
@@ -111,9 +111,9 @@ def test_the_key_follows_the_images_where_they_are_and_what_is_in_them(tmp_path)
     from PIL import Image
 
     from datasets import Item
-    from datasets.base import open_rgb
+    from qlora_clip.data import open_rgb
     from qlora_clip.config import ImageSettings
-    from qlora_clip.precision import resolve_precision
+    from qlora_clip.training.precision import resolve_precision
 
     def items_in(folder: Path) -> list[Item]:
         folder.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ import math
 import torch
 from baseline_inputs import GivenBank, given_inputs
 
-from qlora_clip.baselines import hparams, linear_probe
+from qlora_clip.methods.baselines import hparams, linear_probe
 
 
 def small_problem(seed: int = 0, n: int = 24, dim: int = 3, classes: int = 3):

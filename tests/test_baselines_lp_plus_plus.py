@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from baseline_inputs import GivenBank, given_inputs
 
-from qlora_clip.baselines import lp_plus_plus
+from qlora_clip.methods.baselines import lp_plus_plus
 
 
 def test_initial_alpha_and_step_sizes_are_the_official_formulas():

@@ -9,8 +9,8 @@ import pytest
 import main
 import summarize
 from datasets.fashion_mnist import SYSTEM_FOLDER
-from qlora_clip import schema
-from qlora_clip.methods import BASELINE_MODES, METHODS
+from qlora_clip.run import schema
+from qlora_clip.methods.table import BASELINE_MODES, METHODS
 from run_utils import parse_args
 
 TINY_DIM = 64     # the tiny checkpoint's embedding width
@@ -97,7 +97,7 @@ def test_each_baseline_runs_on_fashion_mnist(mode, tmp_path_factory):
 
 
 def test_a_baseline_on_another_family_is_refused_before_its_weights_load(color_folder, tmp_path, monkeypatch):
-    from qlora_clip.baselines import backbone
+    from qlora_clip.methods.baselines import backbone
     from qlora_clip.errors import UserError
 
     monkeypatch.setattr(backbone, "load_base_model", lambda *a, **k: pytest.fail("the weights were loaded"))

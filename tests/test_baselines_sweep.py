@@ -6,7 +6,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from qlora_clip.methods import BASELINE_MODES
+from qlora_clip.methods.table import BASELINE_MODES
 
 REPO = Path(__file__).resolve().parents[1]
 

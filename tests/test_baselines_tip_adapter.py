@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from baseline_inputs import GivenBank, given_inputs
 
-from qlora_clip.baselines import hparams, tip_adapter
+from qlora_clip.methods.baselines import hparams, tip_adapter
 
 
 def test_cache_model_logits_equal_the_papers_formula_on_a_hand_computed_case():

@@ -13,7 +13,7 @@ from bench.harness import load_model, random_batch
 from bench.prompts import synthetic_prompts
 from bench.step_time import StepTimer
 from bench.suite import STUDIES
-from qlora_clip.encode import ClassPrompts, image_features, logits
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
 from qlora_clip.paper import CONTEXT_LENGTH, LR
 from trainer import TrainStep, build_optimizer
 

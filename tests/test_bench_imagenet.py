@@ -47,7 +47,7 @@ def test_the_reference_path_re_encodes_the_prompts_at_every_micro_batch():
 def vit_b16_config():
     from transformers import CLIPConfig
 
-    from qlora_clip.tiny_clip import REAL_SHAPES
+    from qlora_clip.backbones.tiny_clip import REAL_SHAPES
 
     shape = REAL_SHAPES["ViT-B/16"]
     return CLIPConfig(text_config=shape["text"], vision_config=shape["vision"], projection_dim=shape["projection_dim"])

@@ -5,7 +5,7 @@ import json
 
 from bench import cli
 from bench.gpu import GPU_PRESET
-from qlora_clip.methods import NAMED_MODES
+from qlora_clip.methods.table import NAMED_MODES
 
 
 def test_each_method_gets_a_row_and_its_ratios_to_lora(tmp_path, capsys):

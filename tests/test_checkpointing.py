@@ -20,9 +20,9 @@ from safetensors.torch import load_file
 from saved_weights import assert_same_adapters
 
 import main
-from qlora_clip.checkpointing import TrainCheckpoint, read_checkpoint
+from qlora_clip.training.checkpointing import TrainCheckpoint, read_checkpoint
 from qlora_clip.errors import UserError
-from qlora_clip.precision import resolve_precision
+from qlora_clip.training.precision import resolve_precision
 from run_utils import parse_args, run_spec
 
 REPO = Path(__file__).resolve().parents[1]

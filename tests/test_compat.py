@@ -7,9 +7,9 @@ import bitsandbytes as bnb
 import bitsandbytes.nn.modules as bnb_modules
 import torch
 
-from qlora_clip import compat
+from qlora_clip.backbones import compat
 from qlora_clip.config import AdapterConfig, ModelConfig
-from qlora_clip.model import load_clip
+from qlora_clip.backbones.loading import load_clip
 
 CPU = torch.device("cpu")
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from adapted_models import tiny_with_nonzero_adapters
 
-from qlora_clip.encode import ClassPrompts, image_features
+from qlora_clip.backbones.encode import ClassPrompts, image_features
 from qlora_clip.paper import LOGIT_SCALE
 
 CLASSNAMES = ["cat", "dog", "sea horse", "windsor chair", "brontosaurus", "yin yang", "x"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 import main
-from qlora_clip import evaluator
+from qlora_clip.evaluation import evaluator
 
 
 @pytest.mark.parametrize("encoder, passes", [("text", 1), ("both", 2)])

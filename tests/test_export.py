@@ -11,12 +11,12 @@ from transformers import CLIPModel
 import main
 from datasets import build_dataset
 from qlora_clip.config import AdapterConfig, ModelConfig
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features
-from qlora_clip.evaluator import EvalSet, EvalSettings, Evaluator, build_eval_set
-from qlora_clip.export import export_merged
-from qlora_clip.model import load_clip, resolve_backbone
-from qlora_clip.precision import resolve_precision
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts, image_features
+from qlora_clip.evaluation.evaluator import EvalSet, EvalSettings, Evaluator, build_eval_set
+from qlora_clip.run.export import export_merged
+from qlora_clip.backbones.loading import load_clip, resolve_backbone
+from qlora_clip.training.precision import resolve_precision
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")

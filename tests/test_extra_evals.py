@@ -9,8 +9,9 @@ import dataset_trees as trees
 import pytest
 
 import main
-from metrics import harmonic_mean
-from qlora_clip import extra_evals, schema
+from qlora_clip.evaluation.metrics import harmonic_mean
+from qlora_clip.evaluation import extra_evals
+from qlora_clip.run import schema
 from qlora_clip.errors import UserError
 from qlora_clip.paper import PUBLISHED_BASE2NEW
 

@@ -17,15 +17,15 @@ from peft import LoraConfig, get_peft_model
 from transformers import CLIPVisionConfig, Siglip2Config, SiglipModel, ViTConfig
 
 import main
-from qlora_clip import families
+from qlora_clip.backbones import families
 from qlora_clip.config import ModelConfig
-from qlora_clip.encode import ClassPrompts
+from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.errors import UserError
-from qlora_clip.families import FAMILIES, family_of, hub_id
+from qlora_clip.backbones.families import FAMILIES, family_of, hub_id
 from qlora_clip.inputs.test_images import cache_key
-from qlora_clip.model import load_clip, resolve_backbone
-from qlora_clip.targets import target_module_names
-from qlora_clip.tiny_backbones import TINY_NAMES
+from qlora_clip.backbones.loading import load_clip, resolve_backbone
+from qlora_clip.backbones.targets import target_module_names
+from qlora_clip.backbones.tiny_backbones import TINY_NAMES
 
 CPU = torch.device("cpu")
 EXPECTED = {"tiny": "clip", "tiny-siglip": "siglip", "tiny-siglip2": "siglip2", "tiny-metaclip2": "metaclip_2"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qlora_clip import schema
-from qlora_clip.memory import PeakMemory
+from qlora_clip.run import schema
+from qlora_clip.training.memory import PeakMemory
 
 CPU = torch.device("cpu")
 BLOCK_MB = 200

@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from qlora_clip.adapters import peft_config
-from qlora_clip.baselines import hparams
+from qlora_clip.methods.adapters import peft_config
+from qlora_clip.methods.baselines import hparams
 from qlora_clip.config import AdapterConfig
-from qlora_clip.methods import (
+from qlora_clip.methods.table import (
     ADAPTER_MODES,
     BASELINE_MODES,
     FULL_PRECISION_MODES,

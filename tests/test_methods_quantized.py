@@ -8,11 +8,11 @@ import pytest
 import torch
 from test_methods_training import clip_logits, one_step, tiny_batch
 
-from qlora_clip import adapters
+from qlora_clip.methods import adapters
 from qlora_clip.config import ModelConfig
-from qlora_clip.families import CLIP
-from qlora_clip.methods import BASE_METHODS, METHODS, four_bit_methods
-from qlora_clip.model import load_base_model, resolve_backbone
+from qlora_clip.backbones.families import CLIP
+from qlora_clip.methods.table import BASE_METHODS, METHODS, four_bit_methods
+from qlora_clip.backbones.loading import load_base_model, resolve_backbone
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")

@@ -7,8 +7,8 @@ import dataclasses
 import peft
 import pytest
 
-from qlora_clip.methods import BASE_METHODS, METHODS, MODES, NAMED_MODES, method_defaults, resolve_flags
-from qlora_clip.results import comparable_config
+from qlora_clip.methods.table import BASE_METHODS, METHODS, MODES, NAMED_MODES, method_defaults, resolve_flags
+from qlora_clip.run.results import comparable_config
 from run_utils import flag_defaults, parse_args, run_spec
 
 

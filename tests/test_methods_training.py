@@ -9,12 +9,13 @@ from transformers import CLIPModel
 
 import main
 from datasets import build_dataset
-from qlora_clip import adapters, method_training
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts, image_features, logits
-from qlora_clip.methods import FULL_PRECISION_MODES, METHODS
-from qlora_clip.model import load_clip, resolve_backbone
-from qlora_clip.precision import resolve_precision
+from qlora_clip.methods import adapters
+from qlora_clip.methods import step_rules as method_training
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.methods.table import FULL_PRECISION_MODES, METHODS
+from qlora_clip.backbones.loading import load_clip, resolve_backbone
+from qlora_clip.training.precision import resolve_precision
 from run_utils import parse_args, run_spec
 from trainer import TrainStep
 

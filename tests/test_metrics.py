@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from metrics import accuracy_percent, count_correct, harmonic_mean
+from qlora_clip.evaluation.metrics import accuracy_percent, count_correct, harmonic_mean
 
 
 def test_count_correct_counts_top1_hits_without_leaving_the_device():

@@ -11,9 +11,9 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 import main
-from qlora_clip.encode import ClassPrompts, image_features, logits
-from qlora_clip.model import load_clip
-from qlora_clip.modelcard import prompt_template, reproduce_command
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.backbones.loading import load_clip
+from qlora_clip.run.modelcard import prompt_template, reproduce_command
 from run_utils import build_parser, parse_args, run_spec
 
 CPU = torch.device("cpu")

@@ -10,9 +10,9 @@ from PIL import Image
 from test_modelcard import run_snippet
 
 import main
-from qlora_clip.encode import ClassPrompts, image_features, logits
-from qlora_clip.methods import METHODS
-from qlora_clip.model import load_clip
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.methods.table import METHODS
+from qlora_clip.backbones.loading import load_clip
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")

@@ -12,9 +12,10 @@ from transformers import CLIPModel
 
 import main
 import run_utils
-from qlora_clip import outputs, results
+from qlora_clip.run import outputs
+from qlora_clip.run import results
 from qlora_clip.errors import UserError
-from qlora_clip.tiny_clip import tiny_checkpoint_dir
+from qlora_clip.backbones.tiny_clip import tiny_checkpoint_dir
 
 
 def refusal(argv: list[str], monkeypatch, capsys) -> str:

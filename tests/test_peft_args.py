@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from qlora_clip import adapters, peft_args
+from qlora_clip.methods import adapters
+
+from qlora_clip.methods import peft_args
 from qlora_clip.errors import UserError
-from qlora_clip.methods import METHODS
+from qlora_clip.methods.table import METHODS
 from run_utils import parse_args, run_spec
 
 

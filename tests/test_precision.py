@@ -9,7 +9,7 @@ import torch
 from saved_weights import saved_adapter
 
 import main
-from qlora_clip.precision import resolve_precision
+from qlora_clip.training.precision import resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 
-from qlora_clip.results import append_jsonl, read_results
+from qlora_clip.run.results import append_jsonl, read_results
 
 WRITERS = 8
 LINES = 150

@@ -2,7 +2,7 @@
 lines take for flags they predate."""
 from __future__ import annotations
 
-from qlora_clip.results import comparable_config
+from qlora_clip.run.results import comparable_config
 from run_utils import flag_defaults, parse_args
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from qlora_clip.results import read_results
+from qlora_clip.run.results import read_results
 
 GOOD = {"mode": "lora", "dataset": "dtd", "shots": 4, "seed": 1, "backbone": "ViT-B/16", "config": {},
         "zero_shot_acc": 40.0, "test_acc": 60.5, "train_seconds": 12, "base_acc": None,

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 import main
-from qlora_clip import saved_adapter
+from qlora_clip.run import saved_adapter
 from qlora_clip.errors import UserError
-from qlora_clip.model import resolve_backbone
-from qlora_clip.tiny_clip import tiny_checkpoint_dir
+from qlora_clip.backbones.loading import resolve_backbone
+from qlora_clip.backbones.tiny_clip import tiny_checkpoint_dir
 from run_utils import parse_args, run_spec
 
 

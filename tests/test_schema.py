@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import main
-from qlora_clip import schema
-from qlora_clip.results import read_results
+from qlora_clip.run import schema
+from qlora_clip.run.results import read_results
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,6 @@ def test_check_names_what_is_missing_or_undeclared(tiny_argv):
 
 def test_docs_table_is_generated_from_the_schema():
     document = (REPO / "docs" / "results.md").read_text()
-    assert schema.with_table(document) == document, "run: python -m qlora_clip.schema --write docs/results.md"
+    assert schema.with_table(document) == document, "run: python -m qlora_clip.run.schema --write docs/results.md"
     for field in schema.SCHEMA:
         assert f"| `{field.name}` |" in document

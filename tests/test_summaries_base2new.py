@@ -7,7 +7,7 @@ import statistics
 import pytest
 from summary_results import section, summarize, table_row
 
-from metrics import harmonic_mean
+from qlora_clip.evaluation.metrics import harmonic_mean
 from qlora_clip.paper import PUBLISHED_BASE2NEW
 
 

@@ -7,7 +7,7 @@ import csv
 import pytest
 from summary_results import fewshot_record, summarize, table_row
 
-from qlora_clip.results import append_jsonl
+from qlora_clip.run.results import append_jsonl
 from summaries.methods import SORT_KEYS
 
 # mode -> (test accuracy for seeds 1 and 2, trainable params, adapter MB, footprint MB, seconds, peak MB)

@@ -1,7 +1,7 @@
 """summaries/records.py: which runs make one table row; zero-shot rows kept apart by what changes them."""
 from __future__ import annotations
 
-from qlora_clip.results import append_jsonl
+from qlora_clip.run.results import append_jsonl
 from run_utils import build_parser
 from summarize import main as summarize_main
 

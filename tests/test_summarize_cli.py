@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from summary_results import fewshot_record, protocol_record, run, section, summarize, table_row
 
-from qlora_clip.results import append_jsonl
+from qlora_clip.run.results import append_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from qlora_clip.results import read_results
-from qlora_clip.tiny_clip import tiny_checkpoint_dir
+from qlora_clip.run.results import read_results
+from qlora_clip.backbones.tiny_clip import tiny_checkpoint_dir
 from run_utils import parse_args, run_spec
 from sweep import main as sweep_main
 
@@ -155,7 +155,7 @@ def test_dry_run_lists_the_paper_protocol_by_default(tmp_path, capsys, monkeypat
 
 def test_a_finished_run_with_other_training_flags_is_not_taken_for_this_one(tmp_path, capsys, caplog):
     """Skipping compares the run's flags, so n_iters 1 smoke runs never stand in for real runs."""
-    from qlora_clip.results import append_jsonl
+    from qlora_clip.run.results import append_jsonl
     from run_utils import build_parser
 
     results = tmp_path / "results.jsonl"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from qlora_clip.results import append_jsonl, read_results
+from qlora_clip.run.results import append_jsonl, read_results
 from run_utils import build_parser, run_spec
 from sweeps import local as local_module
 from sweeps import progress as progress_module

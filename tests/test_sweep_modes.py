@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from qlora_clip.methods import ADAPTER_MODES, BASELINE_MODES, FULL_PRECISION_MODES
+from qlora_clip.methods.table import ADAPTER_MODES, BASELINE_MODES, FULL_PRECISION_MODES
 from sweep import parse_args
 from sweeps.plan import plan_runs
 

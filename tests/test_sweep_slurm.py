@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import submitit
 
-from qlora_clip.results import read_results
-from qlora_clip.tiny_clip import tiny_checkpoint_dir
+from qlora_clip.run.results import read_results
+from qlora_clip.backbones.tiny_clip import tiny_checkpoint_dir
 from run_utils import parse_args, run_spec
 from sweep import main as sweep_main
 from sweeps import slurm as slurm_module

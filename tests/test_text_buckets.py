@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from adapted_models import tiny_with_nonzero_adapters
 
 from bench.prompts import imagenet_prompt_lengths
-from qlora_clip import text_buckets
-from qlora_clip.encode import ClassPrompts, image_features, logits
-from qlora_clip.text_buckets import BUCKETS, MIN_SAVING, bucket_limit, padded_tokens, plan_buckets
+from qlora_clip.backbones import text_buckets
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.backbones.text_buckets import BUCKETS, MIN_SAVING, bucket_limit, padded_tokens, plan_buckets
 
 CPU = torch.device("cpu")
 

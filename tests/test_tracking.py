@@ -14,8 +14,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 import main
 from qlora_clip.errors import UserError
-from qlora_clip.results import comparable_config
-from qlora_clip.tracking import TensorBoardBackend, Tracker, TrackingConfig, WandbBackend, log_folder, start_tracking
+from qlora_clip.run.results import comparable_config
+from qlora_clip.run.tracking import TensorBoardBackend, Tracker, TrackingConfig, WandbBackend, log_folder, start_tracking
 from run_utils import flag_defaults, parse_args, run_spec
 from trainer import StepRecord
 

@@ -8,11 +8,11 @@ import torch
 import main
 import trainer
 from datasets import build_dataset
-from qlora_clip.checkpointing import read_checkpoint
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts
-from qlora_clip.model import load_clip
-from qlora_clip.precision import resolve_precision
+from qlora_clip.training.checkpointing import read_checkpoint
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.backbones.loading import load_clip
+from qlora_clip.training.precision import resolve_precision
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")

@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 
 import main
 from datasets import build_dataset
-from qlora_clip.distributed import Distributed
-from qlora_clip.encode import ClassPrompts
-from qlora_clip.model import load_clip
-from qlora_clip.precision import resolve_precision
-from qlora_clip.text_pass import shard_rows
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.backbones.loading import load_clip
+from qlora_clip.training.precision import resolve_precision
+from qlora_clip.training.text_pass import shard_rows
 from run_utils import parse_args, run_spec
 from trainer import TrainStep
 
@@ -196,7 +196,7 @@ def step_gradients(dist: Distributed, accum: int, steps: int = 2) -> list[dict]:
     micro-batches and over `dist`'s ranks as the sampler splits them (None for an empty share)."""
     from qlora_clip.config import AdapterConfig, ModelConfig, TrainConfig
     from qlora_clip.inputs.sampler import split_sizes
-    from qlora_clip.text_buckets import BUCKETS
+    from qlora_clip.backbones.text_buckets import BUCKETS
 
     torch.manual_seed(0)
     bundle = load_clip(ModelConfig("tiny", AdapterConfig(dropout=0.0)), CPU, torch.float32)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import main
-from qlora_clip import zero_shot_cache, zero_shot_key
+from qlora_clip.evaluation import zero_shot_cache
+from qlora_clip.evaluation import zero_shot_key
 from qlora_clip.config import ImageSettings
 
 

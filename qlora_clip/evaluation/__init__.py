@@ -1,0 +1,8 @@
+"""Evaluating a model on test sets, and the metrics.
+
+    metrics.py          accuracy from counts, the harmonic mean (metrics.py at the top level re-exports them)
+    evaluator.py        test-set accuracy, sharded over processes, image features reused when frozen
+    zero_shot_key.py    what a zero-shot accuracy depends on (the store's key)
+    zero_shot_cache.py  the zero-shot store: keyed JSON entries, written atomically, verified
+    extra_evals.py      what a run evaluates besides its test set: base2new's new classes, --eval_datasets
+"""

@@ -1,0 +1,147 @@
+"""Top-1 accuracy of the model on a test set: encode the images, compare with the class prompts, count.
+
+One Evaluator serves a run's evaluations (zero-shot before training, test after). With several
+processes each encodes its share of the test images (eval_images.prepared_test_images) and the
+counts are summed, so N GPUs evaluate N times faster and the accuracy is the 1-process one. When
+the vision tower is not adapted (adapters.tower_is_adapted, for every method), its features are the
+same in both evaluations, so the first evaluation of a test set keeps them and later ones only
+re-encode the prompts.
+A zero-shot
+accuracy that an earlier run stored for the same base and test set (zero_shot_cache.py, keyed by
+zero_shot_key.py) is read instead of computed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from qlora_clip.data import Item
+from qlora_clip.evaluation.metrics import accuracy_percent, count_correct
+from qlora_clip.evaluation import zero_shot_cache
+from qlora_clip.methods.adapters import tower_is_adapted, zero_shot_view
+from qlora_clip.config import ImageSettings, TextSettings
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
+from qlora_clip.backbones.families import CLIP_TEXT
+from qlora_clip.inputs.loaders import EvalBatches, eval_transform
+from qlora_clip.inputs.test_images import cache_key, prepared_test_images
+from qlora_clip.training.precision import Precision
+from qlora_clip.evaluation.zero_shot_key import test_set_key
+
+# Test batches are at least this large: no gradients, so memory allows more than training.
+MIN_EVAL_BATCH = 64
+
+
+def eval_batch_size(train_batch_size: int) -> int:
+    return max(train_batch_size, MIN_EVAL_BATCH)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """How a run prepares its test sets: image settings, batch size, cache, workers, process share,
+    the family's text rules for the class prompts of other test sets (extra_evals.py), and the length
+    buckets its class prompts are encoded in (text_buckets.bucket_limit)."""
+    image: ImageSettings
+    batch_size: int
+    cache_dir: str | None
+    num_workers: int
+    dist: Distributed
+    text_buckets: int = 1
+    text: TextSettings = CLIP_TEXT
+
+
+@dataclass
+class EvalSet:
+    """Test images (this process's share) with the prompts of their classes, in label order."""
+    name: str
+    loader: EvalBatches
+    prompts: ClassPrompts
+    items: list[Item] = field(default_factory=list, repr=False)  # the images of `loader`, in its order
+    cached: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
+    # What it is, all processes' images (zero_shot_key); None when its images cannot be identified on disk.
+    key: dict | None = field(default_factory=dict, repr=False)
+    zero_shot_cached: bool = False  # its zero-shot accuracy was read from the zero-shot store
+
+
+def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: ClassPrompts,
+                   settings: EvalSettings) -> EvalSet:
+    """This process's share of the test images, preprocessed once (cached across a sweep's runs)."""
+    image, dist = settings.image, settings.dist
+    # One identity of the images (stats, and hashes where cheap) for both caches: pixels and zero-shot.
+    images_key = cache_key(name, items, image.resize_size, image.image_size, load_image, image.center_crop)
+    pixels, labels = prepared_test_images(name, items, load_image, eval_transform(image), image.resize_size,
+                                          image.image_size, settings.cache_dir, settings.num_workers, dist.rank,
+                                          dist.world, center_crop=image.center_crop, key=images_key)
+    # Test images that cannot be identified on disk are never cached, and neither is their zero-shot accuracy.
+    key = test_set_key(images_key, prompts.prompts) if images_key is not None else None
+    return EvalSet(name, EvalBatches(pixels, labels, image, settings.batch_size, dist.device), prompts,
+                   list(items[dist.rank::dist.world]), key=key)
+
+
+@dataclass(frozen=True)
+class ZeroShotReuse:
+    """Where zero-shot accuracies are stored, and the base model's part of their keys (zero_shot_key.base_key)."""
+    folder: Path
+    base: dict
+
+
+class Evaluator:
+    def __init__(self, model: torch.nn.Module, precision: Precision, dist: Distributed | None = None,
+                 zero_shot_reuse: ZeroShotReuse | None = None):
+        self.model = model
+        self.precision = precision
+        self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
+        self.logits = logit_function(model)
+        # With a frozen vision tower the zero-shot image features are also the trained model's.
+        self.reuse_image_features = not tower_is_adapted(model, "vision_model")
+        self.zero_shot_reuse = zero_shot_reuse
+
+    def zero_shot(self, test: EvalSet) -> float:
+        """Accuracy of the pretrained base (adapters off, and the pretrained values back where the method's
+        initialisation rewrote them: adapters.zero_shot_view): stored by an earlier run, or computed (and
+        then stored, by the main process). `test.zero_shot_cached` says which."""
+        # No store for a test set without an identity on disk (the same on every process).
+        reuse = self.zero_shot_reuse if test.key is not None else None
+        key = {**reuse.base, "test_set": test.key} if reuse is not None else None
+        if reuse is not None:
+            stored = zero_shot_cache.read(reuse.folder, key)
+            # Every process reads; all must agree, since computing it sums counts over them.
+            [found] = self.dist.sum_counts(torch.tensor(int(stored is not None), device=self.dist.device))
+            if found == self.dist.world:
+                test.zero_shot_cached = True
+                return stored
+        with zero_shot_view(self.model):
+            accuracy = self.accuracy(test, desc=f"zero-shot {test.name}")
+        if reuse is not None and self.dist.is_main:
+            zero_shot_cache.write(reuse.folder, key, accuracy)
+        return accuracy
+
+    @torch.no_grad()
+    def accuracy(self, test: EvalSet, desc: str = "test") -> float:
+        """Top-1 accuracy (percent) of the model as it is now, over every process's share."""
+        self.model.eval()
+        device = self.precision.device
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        total = torch.zeros((), dtype=torch.int64, device=device)
+        with self.precision.autocast():
+            text = test.prompts.features(self.model)
+            for features, labels in self._encoded(test, desc):
+                correct += count_correct(self.logits(features, text), labels)
+                total += labels.numel()
+        correct, total = self.dist.sum_counts(correct, total)
+        return accuracy_percent(correct, total)
+
+    def _encoded(self, test: EvalSet, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(image features, labels) per test batch, from the cache when an earlier pass filled it."""
+        if test.cached:
+            yield from test.cached
+            return
+        for images, labels in tqdm(test.loader, desc=desc, leave=False, disable=None if self.dist.is_main else True):
+            encoded = (image_features(self.model, images), labels)
+            if self.reuse_image_features:
+                test.cached.append(encoded)
+            yield encoded

@@ -1,0 +1,261 @@
+"""Model cards: a README.md in Hugging Face's format for every saved adapter and merged export.
+
+The YAML header carries what a model hub and a reader filter on (base model, library, method,
+dataset, shots, seed, both accuracies, trainable parameters, training time, peak memory, the
+command that reproduces the run, library versions); the body says the same in prose and shows how
+to load the model with plain PEFT / transformers, without this repository.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from datasets import dataset_module
+from qlora_clip.backbones.families import CLIP, FAMILIES, Family
+from qlora_clip.methods.table import METHODS
+from qlora_clip.methods.own_tuners import WEIGHTS_FILE as OWN_WEIGHTS_FILE
+from qlora_clip.paper import CLIP_LORA_TEMPLATE, LOGIT_SCALE
+
+KINDS = ("adapter", "merged")
+TORCH_DTYPES = {"fp16": "torch.float16", "bf16": "torch.bfloat16", "fp32": "torch.float32"}
+ENCODERS = {"both": "the text and vision encoders", "text": "the text encoder", "vision": "the vision encoder"}
+# Flags left out of the reproducing command: continuing an interrupted run computes the same result.
+NOT_REPRODUCED = frozenset({"resume"})
+
+
+def reproduce_command(config: dict, processes: int = 1) -> str:
+    """The command line that runs `config` (a results line's "config") again, every flag spelled out.
+
+    Spelling out defaults too keeps the command exact when a later version changes a default.
+    """
+    words = ["python", "main.py"]
+    if processes > 1:
+        words = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes), "main.py"]
+    for flag, value in config.items():
+        if flag in NOT_REPRODUCED or value is None or value is False or value == []:
+            continue
+        words.append(f"--{flag}")
+        if isinstance(value, (list, tuple)):
+            words += [str(v) for v in value]
+        elif value is not True:
+            words.append(str(value))
+    return shlex.join(words)
+
+
+def record_family(record: dict) -> Family:
+    """The family of the run's backbone (a line written before families existed is CLIP's)."""
+    return FAMILIES[record.get("family", CLIP.name)]
+
+
+def logits_formula(family: Family) -> str:
+    """The logits the adapter was trained and evaluated with, in words."""
+    if family.logits == "siglip":
+        return "exp(logit_scale) x cosine similarity + logit_bias (the checkpoint's own, as SiglipModel computes)"
+    return f"{LOGIT_SCALE:g} x cosine similarity"
+
+
+def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
+    method = METHODS[record["mode"]]
+    family = record_family(record)
+    tags = [family.name, "few-shot", "qlora-clip", method.full_precision_name or method.name, record["mode"]]
+    if method.quantized:
+        tags.append("4-bit")
+    accuracies = [("test accuracy", record["test_acc"]), ("zero-shot accuracy", record["zero_shot_acc"])]
+    return ModelCardData(
+        base_model=base_model,
+        library_name="peft" if kind == "adapter" else "transformers",
+        pipeline_tag="zero-shot-image-classification",
+        tags=list(dict.fromkeys(tags)),
+        model_name=record["run_name"],
+        eval_results=[EvalResult(task_type="zero-shot-image-classification", dataset_type=record["dataset"],
+                                 dataset_name=record["dataset"], dataset_split="test", metric_type="accuracy",
+                                 metric_name=label, metric_value=round(value, 2))
+                      for label, value in accuracies],
+        # Hugging Face's names for how this model derives from the base.
+        base_model_relation="adapter" if kind == "adapter" else "merge",
+        method=record["mode"],
+        dataset=record["dataset"],
+        shots=record["shots"],
+        seed=record["seed"],
+        backbone=record["backbone"],
+        family=family.name,
+        zero_shot_accuracy=record["zero_shot_acc"],
+        test_accuracy=record["test_acc"],
+        trainable_parameters=record["trainable_params"],
+        adapter_parameters=record["adapter_params"],
+        training_seconds=round(record["train_seconds"], 1),
+        optimizer_steps=record["total_steps"],
+        peak_memory_mb=round(record["peak_memory_mb"], 1),
+        memory_kind=record["memory_kind"],
+        compute_dtype=record["compute_dtype"],
+        device=record["device_name"],
+        command=reproduce_command(record["config"], record.get("processes", 1)),
+        versions=record["versions"],
+    )
+
+
+def prompt_template(record: dict) -> str:
+    """The prompt the run trained with: the family's own for every dataset (CLIP-LoRA's 'a photo of a {}.'
+    for CLIP), or with --template dataset CoOp's for the dataset (CLIP-LoRA's for your own images)."""
+    if record["config"]["template"] == "dataset":
+        return getattr(dataset_module(record["dataset"]), "TEMPLATE", CLIP_LORA_TEMPLATE)
+    return record_family(record).template
+
+
+def _base_link(base_model: str) -> str:
+    """A hub id as a link to its page; a local folder as code."""
+    if Path(base_model).expanduser().is_dir():
+        return f"`{base_model}`"
+    return f"[{base_model}](https://huggingface.co/{base_model})"
+
+
+def _load_lines(record: dict, kind: str, base_model: str, folder: Path, family: Family) -> str:
+    """Python that loads the model with plain transformers (+ PEFT for an adapter) and its processor."""
+    model, processor = family.model_class, family.processor_class
+    if kind == "merged":
+        return (f"from transformers import {model}, {processor}\n\n"
+                f"model = {model}.from_pretrained({str(folder)!r}).eval()  # this folder\n"
+                f"processor = {processor}.from_pretrained({str(folder)!r})\n")
+    method = METHODS[record["mode"]]
+    imports = f"BitsAndBytesConfig, {model}, {processor}" if method.quantized else f"{model}, {processor}"
+    base = (_quantized_base(record, base_model, family) if method.quantized
+            else f"base = {model}.from_pretrained({base_model!r})\n")
+    if method.own:
+        # Not a PEFT adapter: the tuned tensors replace the base's under their own names.
+        load = (f"from safetensors.torch import load_file\nfrom transformers import {imports}\n\n{base}"
+                f"tuned = load_file({str(folder / OWN_WEIGHTS_FILE)!r})  # this folder: the tuned "
+                f"{'biases' if method.own == 'bias' else 'weights and biases'}\n"
+                f"base.load_state_dict(tuned, strict=False)\nmodel = base.eval()\n")
+    else:
+        load = (f"from peft import PeftModel\nfrom transformers import {imports}\n\n{base}"
+                f"model = PeftModel.from_pretrained(base, {str(folder)!r}).eval()  # this folder\n")
+    if method.quantized:
+        load += _KEEP_4BIT_LAYOUT
+    return load + f"processor = {processor}.from_pretrained({base_model!r})\n"
+
+
+def _quantized_base(record: dict, base_model: str, family: Family) -> str:
+    return (f"# The adapter was trained on the 4-bit NF4 base: load it the same way.\n"
+            f"quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=\"nf4\",\n"
+            f"                                  bnb_4bit_use_double_quant=True,\n"
+            f"                                  bnb_4bit_compute_dtype="
+            f"{TORCH_DTYPES.get(record['compute_dtype'], 'torch.float16')},\n"
+            f"                                  # these stayed in full precision in training\n"
+            f"                                  llm_int8_skip_modules={list(family.full_precision)!r})\n"
+            f"base = {family.model_class}.from_pretrained({base_model!r}, quantization_config=quantization)\n")
+
+
+# On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4-bit weights for inference, a layout PEFT's
+# DoRA then dequantizes wrongly: the snippet keeps the standard one (no effect on GPUs).
+_KEEP_4BIT_LAYOUT = ("# On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4-bit weights for inference,\n"
+                     "# a layout PEFT's DoRA then dequantizes wrongly: keep the standard one (no effect on GPUs).\n"
+                     "for module in model.modules():\n"
+                     "    if hasattr(module, \"support_avx512bf16_for_cpu\"):\n"
+                     "        module.support_avx512bf16_for_cpu = False\n")
+
+
+def _classify_lines(family: Family) -> str:
+    """Python that tokenises the prompts as the run did and computes the family's logits."""
+    if family.logits == "siglip":
+        lower = ".lower()" if family.lowercase else ""
+        why = " and on lowercased text" if family.lowercase else ""
+        return (f"prompts = [prompt{lower} for prompt in prompts]\n" if family.lowercase else "") + (
+            f"# {family.label} was trained on prompts padded to its fixed text length, without a padding mask{why}.\n"
+            f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=\"max_length\",\n"
+            f"                   max_length=model.config.text_config.max_position_embeddings)\n"
+            f"inputs.pop(\"attention_mask\", None)\n"
+            f"with torch.no_grad():\n"
+            f"    out = model(**inputs)\n"
+            f"# exp(logit_scale) x cosine + logit_bias: SigLIP's logits, the checkpoint's scale and bias.\n"
+            f"logits = out.logits_per_image\n")
+    return (f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=True)\n"
+            f"with torch.no_grad():\n"
+            f"    out = model(**inputs)\n"
+            f"# Cosine similarities times {LOGIT_SCALE:g}, the temperature the adapter was trained with.\n"
+            f"logits = {LOGIT_SCALE:g} * out.image_embeds @ out.text_embeds.T\n")
+
+
+def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str:
+    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
+    family = record_family(record)
+    return (f"```python\nimport torch\n{_load_lines(record, kind, base_model, folder, family)}\n"
+            f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
+            f"images = [...]      # PIL images\n"
+            f"prompts = [{prompt_template(record)!r}.format(name.replace(\"_\", \" \")) for name in classnames]\n"
+            f"{_classify_lines(family)}"
+            f"predicted = logits.argmax(dim=-1)\n```\n")
+
+
+def _hyperparameters(record: dict) -> str:
+    """The method's settings in words: its PEFT class, the generic flags it has, --peft_args, and where it sits."""
+    config, method = record["config"], METHODS[record["mode"]]
+    names = {"r": "r", "alpha": "alpha", "dropout": "dropout_rate"}
+    parts = [f"{field} {config[names[flag]]}" for flag, field in method.fields.items()]
+    if method.scaling_flag:
+        parts.append(f"{config['lora_scaling']} scaling")
+    parts += list(config.get("peft_args") or [])
+    built = f"PEFT `{method.peft_class}`" if method.peft_class else "our own code (not a PEFT adapter)"
+    modules = "LayerNorms" if method.targets == "layer_norms" else f"{' '.join(config['params'])} projections"
+    where = f"the {modules} of {ENCODERS[config['encoder']]}, {config['position']} layers"
+    settings = f": {', '.join(parts)}" if parts else ""
+    return f"{method.label}, {built}{settings}; on {where}; lr {config['lr']:g}"
+
+
+def _summary_table(record: dict) -> str:
+    zero_shot = "zero-shot on the 4-bit NF4 base" if METHODS[record["mode"]].quantized else "zero-shot"
+    rows = [
+        ("test accuracy", f"{record['test_acc']:.2f}% ({zero_shot}: {record['zero_shot_acc']:.2f}%)"),
+        ("method", _hyperparameters(record)),
+        ("trainable parameters", f"{record['trainable_params']:,} ({record.get('adapter_size_mb', 0) * 1024:,.1f} KB "
+                                 "saved)"),
+        ("training", f"{record['total_steps']:,} optimizer steps in {record['train_seconds']:.1f} s on "
+                     f"{record['device_name']} ({record['compute_dtype']})"),
+        ("peak memory", f"{record['peak_memory_mb']:,.0f} MB ({record['memory_kind']})"),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
+
+
+def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelCard:
+    """The card of the adapter (kind 'adapter') or merged model ('merged') a run wrote to `folder`."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    data = card_metadata(record, kind, base_model)
+    method = METHODS[record["mode"]]
+    base = _base_link(base_model)
+    family = record_family(record)
+    if kind == "adapter":
+        what = (f"{method.label} weights ({method.trains}) for {base}, a {family.label} model" if method.own
+                else f"A {method.label} adapter (PEFT) for {base}, a {family.label} model")
+    else:
+        what = f"{base} with a {method.label} adapter merged into its weights (a plain `{family.model_class}`)"
+    versions = ", ".join(f"{name} {version}" for name, version in record["versions"].items())
+    body = f"""
+# {data.model_name}
+
+{what}, trained for few-shot image classification on **{record['dataset']}** with {record['shots']} images
+per class (seed {record['seed']}) by qlora-clip's `main.py`, which follows the CLIP-LoRA protocol
+(Zanella & Ben Ayed, 2024): prompts "{prompt_template(record)}", logits = {logits_formula(family)}.
+
+{_summary_table(record)}
+
+## Load it
+
+{_load_snippet(record, kind, base_model, folder)}
+## Reproduce it
+
+```bash
+{data.command}
+```
+
+with {versions}.
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def write_model_card(folder: Path, record: dict, kind: str, base_model: str) -> Path:
+    """Write (or overwrite: PEFT writes a blank template) `folder`/README.md."""
+    path = folder / "README.md"
+    path.write_text(str(model_card(record, kind, base_model, folder)))
+    return path
