@@ -39,7 +39,7 @@ class Remote:
     name: str                 # the published file name; a --mirror serves it as BASE_URL/<name>
     urls: tuple[str, ...]     # the canonical source first, then known public mirrors
     md5: str | None = None    # the published MD5; None: recorded on first download (the lock file)
-    page: str = ""            # where a person finds it by hand, when no URL works
+    page: str = ""            # where a person gets it by hand when no URL works: "download X (from <page>)"
 
     @property
     def is_archive(self) -> bool:
@@ -62,7 +62,7 @@ class Place:
 
 @dataclass(frozen=True)
 class Entry:
-    """Everything one dataset needs on disk. `by_hand`: what cannot be fetched, and how to get it."""
+    """Everything one dataset needs on disk. `by_hand`: what cannot be fetched, and how to get it ({root}: --root_path)."""
     name: str
     places: tuple[Place, ...]
     by_hand: str = ""
@@ -93,8 +93,8 @@ ENTRIES = (
     Entry("imagenet", (Place(CLASSNAMES, imagenet.CLASSNAMES_FILE),), by_hand=(
         "ImageNet's images cannot be fetched for you: its licence asks every user to register at "
         "https://image-net.org and download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar there. "
-        "Extract them as DATA/imagenet/images/train/<wnid>/*.JPEG and DATA/imagenet/images/val/<wnid>/*.JPEG "
-        "(the validation images sorted into one folder per WordNet id) beside DATA/imagenet/classnames.txt, "
+        "Extract them as {root}/imagenet/images/train/<wnid>/*.JPEG and {root}/imagenet/images/val/<wnid>/*.JPEG "
+        "(the validation images sorted into one folder per WordNet id) beside {root}/imagenet/classnames.txt, "
         "which is fetched; see DATASETS.md#imagenet")),
     Entry("caltech101", (
         coop_split(caltech101, "1hyarUivQE36mY6jSomru6Fjd-JzwcCzN"),
@@ -115,8 +115,7 @@ ENTRIES = (
         # Dead since 2023 (pytorch/vision#7545, CoOp#61) and no public copy keeps the original file names
         # in these archives: tried, they fail with the manual steps; a --mirror that serves them works.
         *(Place(Remote(f"{part}.tgz", (f"http://ai.stanford.edu/~jkrause/car196/{part}.tgz",),
-                       page="https://ai.stanford.edu/~jkrause/cars/car_dataset.html (dead; DATASETS.md#stanford_cars "
-                            "lists copies)"),
+                       page="a copy: the original is gone, DATASETS.md#stanford_cars lists what people use"),
                 f"{stanford_cars.FOLDERS[0]}/{part}", take=part) for part in ("cars_train", "cars_test")),
     )),
     Entry("oxford_flowers", (
@@ -142,7 +141,7 @@ ENTRIES = (
         # Dead since 2025 (pytorch/vision#9348, CoOp#90); kept so that a copy with this MD5 is recognised.
         Place(Remote("SUN397.tar.gz", ("http://vision.princeton.edu/projects/2010/SUN/SUN397.tar.gz",),
                      "8ca2778205c41d23104230ba66911c7a",
-                     "https://vision.princeton.edu/projects/2010/SUN/ (dead; DATASETS.md#sun397)"),
+                     "a copy: the original is gone, DATASETS.md#sun397 says what to look for"),
               image_folder(sun397), take="SUN397"),
     )),
     Entry("dtd", (

@@ -88,7 +88,7 @@ def fetch_dataset(name: str, root: Path, mirror: str | None = None,
             outcome.installed.append(place.target)
             log.info("%s: %s in place", name, root / place.target)
     if entry.by_hand:
-        outcome.problems.append(f"{name}: {entry.by_hand}")
+        outcome.problems.append(f"{name}: {entry.by_hand.format(root=root)}")
     return outcome
 
 
@@ -120,7 +120,7 @@ def not_fetched_message(name: str, place: Place, root: Path, attempts: list[tupl
 
 def _by_hand(name: str, place: Place, root: Path, mirror: str | None) -> str:
     remote = place.remote
-    where = f" (its page: {remote.page})" if remote.page else ""
+    where = f" (from {remote.page})" if remote.page else ""
     if not remote.is_archive:
         step = f"download {remote.name}{where} and save it as {root / place.target}"
     else:
