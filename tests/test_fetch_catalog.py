@@ -30,7 +30,8 @@ def test_published_urls_and_checksums_are_the_ones_torchvision_downloads():
     for (dataset, name), (url, md5) in expected.items():
         assert (remote(dataset, name).urls[0], remote(dataset, name).md5) == (url, md5), name
     # EuroSAT's and Caltech101's are written inside their download methods.
-    for dataset, name, cls in (("eurosat", "EuroSAT.zip", tv.EuroSAT), ("caltech101", "caltech-101.zip", tv.Caltech101)):
+    for dataset, name, cls in (("eurosat", "EuroSAT.zip", tv.EuroSAT),
+                               ("caltech101", "caltech-101.zip", tv.Caltech101)):
         source = inspect.getsource(cls.download)
         assert remote(dataset, name).urls[0] in source and remote(dataset, name).md5 in source
 

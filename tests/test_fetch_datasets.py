@@ -9,11 +9,12 @@ import re
 
 import dataset_trees as trees
 import pytest
-from fetch_server import FileServer, local_entry, no_internet, pretend_published, published_files, serve
+from fetch_server import (FileServer, local_entry, no_internet, pretend_published, published_files, serve,
+                          tar_gz)
 
 import check_data
 from datasets import build_dataset
-from qlora_clip.fetch import CATALOG, WORK_FOLDER, transfer, unpack
+from qlora_clip.fetch import CATALOG, WORK_FOLDER, fetch_dataset, transfer, unpack
 from qlora_clip.fetch.checksums import LOCK_FILE
 
 
@@ -127,6 +128,35 @@ def test_a_full_disk_ends_in_a_message_and_no_tree(server, tmp_path, monkeypatch
     out = capsys.readouterr().out
     assert "dtd: split_zhou_DescribableTextures.json: no space left on the device" in out
     assert not (root / "dtd").exists()
+
+
+def test_a_full_disk_while_extracting_keeps_the_archive_and_lays_out_nothing(server, tmp_path, monkeypatch):
+    offer(monkeypatch, server, tmp_path, "eurosat")
+
+    def full(handle, member, into):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(unpack, "_extract_member", full)
+    root = tmp_path / "DATA"
+    outcome = fetch_dataset("eurosat", root)
+    assert outcome.installed == ["eurosat/split_zhou_EuroSAT.json"]
+    assert len(outcome.problems) == 1 and "EuroSAT.zip: no space left" in outcome.problems[0]
+    assert "while extracting" in outcome.problems[0] and (root / WORK_FOLDER / "EuroSAT.zip").is_file()
+    assert not (root / "eurosat/2750").exists()
+    assert not unpack.staging_folder(root / WORK_FOLDER, "eurosat/2750").exists()
+
+
+def test_an_archive_without_the_expected_folder_is_set_aside(server, tmp_path, monkeypatch):
+    wrong = {"fgvc-aircraft-2013b.tar.gz": tar_gz({"fgvc-aircraft-2013b/README.html": b"<html></html>",
+                                                   "fgvc-aircraft-2013b/evaluation.m": b"%"})}
+    serve(server, wrong)
+    monkeypatch.setitem(CATALOG, "fgvc", local_entry("fgvc", server, wrong))
+    root = tmp_path / "DATA"
+    outcome = fetch_dataset("fgvc", root)
+    problem, = outcome.problems
+    assert "has no folder fgvc-aircraft-2013b/data/" in problem and "README.html" in problem
+    assert "kept aside as" in problem and (root / WORK_FOLDER / "fgvc-aircraft-2013b.tar.gz.bad").is_file()
+    assert not (root / "fgvc_aircraft").exists()
 
 
 def test_a_dead_link_without_a_mirror_names_the_file_every_url_tried_and_the_manual_steps(

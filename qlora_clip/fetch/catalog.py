@@ -62,7 +62,7 @@ class Place:
 
 @dataclass(frozen=True)
 class Entry:
-    """Everything one dataset needs on disk. `by_hand`: what cannot be fetched, and how to get it ({root}: --root_path)."""
+    """Everything one dataset needs on disk. `by_hand`: what cannot be fetched and how to get it ({root}: the root)."""
     name: str
     places: tuple[Place, ...]
     by_hand: str = ""

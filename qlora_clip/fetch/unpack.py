@@ -41,13 +41,13 @@ def install_folder(archive: Path, work: Path, root: Path, target: str, take: str
         if inner:
             nested = tree / inner
             if not nested.is_file():
-                raise BadArchive(f"{archive.name}: has no {inner} inside ({_listing(tree)})")
+                raise BadArchive(f"{archive.name}: has no {inner} inside ({_listing(tree, inner)})")
             extract(nested, staging / "y")
             tree = staging / "y"
         source = tree / take if take else tree
         if not source.is_dir():
-            raise BadArchive(f"{(inner or archive.name)}: has no folder {take}/ ({_listing(tree)}); the archive is "
-                             "not the published one")
+            raise BadArchive(f"{(inner or archive.name)}: has no folder {take}/ ({_listing(tree, take)}); the "
+                             "archive is not the published one")
         destination = root / target
         destination.parent.mkdir(parents=True, exist_ok=True)
         os.rename(source, destination)  # same file system (work lives under root): atomic
@@ -88,7 +88,14 @@ def _extract_member(handle: tarfile.TarFile | zipfile.ZipFile, member, into: Pat
         handle.extract(member, into)  # zipfile drops absolute paths and `..` itself
 
 
-def _listing(folder: Path, limit: int = 8) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir()) if folder.is_dir() else []
-    shown = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
-    return f"its top level holds {shown}" if names else "it is empty"
+def _listing(tree: Path, take: str, limit: int = 8) -> str:
+    """What the extracted tree holds where `take` was expected: the deepest folder of its path that exists."""
+    folder, shown_as = tree, "its top level"
+    for part in Path(take).parts[:-1]:
+        if not (folder / part).is_dir():
+            break
+        folder = folder / part
+        shown_as = f"{folder.relative_to(tree).as_posix()}/"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    listed = ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
+    return f"{shown_as} holds {listed}" if names else f"{shown_as} is empty"
