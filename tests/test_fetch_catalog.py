@@ -3,6 +3,7 @@ the dataset's loader reads it."""
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 
 import dataset_trees as trees
 import pytest
@@ -50,3 +51,11 @@ def test_every_file_lands_where_the_loader_reads_it(tmp_path, name):
     for place in CATALOG[name].places:
         assert (tmp_path / place.target).exists(), place.target
         assert place.remote.is_archive == (tmp_path / place.target).is_dir(), place.target
+
+
+def test_datasets_md_leads_every_fetchable_section_with_the_command():
+    text = (Path(__file__).resolve().parents[1] / "DATASETS.md").read_text()
+    for name in CATALOG:
+        section = text.split(f"\n## {name}\n", 1)[1]
+        first_paragraph = section.strip().split("\n\n", 1)[0]
+        assert f"check_data.py --download {name} --root_path DATA" in first_paragraph, name

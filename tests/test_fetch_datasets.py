@@ -157,6 +157,10 @@ def test_an_archive_without_the_expected_folder_is_set_aside(server, tmp_path, m
     assert "has no folder fgvc-aircraft-2013b/data/" in problem and "README.html" in problem
     assert "kept aside as" in problem and (root / WORK_FOLDER / "fgvc-aircraft-2013b.tar.gz.bad").is_file()
     assert not (root / "fgvc_aircraft").exists()
+    # Its checksum, recorded on download, is forgotten: the right archive is accepted next time.
+    offer(monkeypatch, server, tmp_path, "fgvc")
+    assert fetch_dataset("fgvc", root).installed == ["fgvc_aircraft"]
+    assert check_data.check_dataset("fgvc", root, workers=1).ok
 
 
 def test_a_dead_link_without_a_mirror_names_the_file_every_url_tried_and_the_manual_steps(

@@ -64,6 +64,14 @@ class LockFile:
         """Remember a first download's checksum; written at once, atomically, so a crash keeps it."""
         self.files[remote.name] = {"md5": md5, "size": size, "url": url,
                                    "recorded": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        self._write()
+
+    def forget(self, remote: Remote) -> None:
+        """Drop a recorded checksum (its file turned out not to be the published one)."""
+        if self.files.pop(remote.name, None) is not None:
+            self._write()
+
+    def _write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps({"version": LOCK_VERSION, "files": self.files}, indent=2, sort_keys=True) + "\n")

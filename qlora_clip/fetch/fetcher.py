@@ -18,7 +18,7 @@ from qlora_clip.errors import UserError
 
 from .catalog import CATALOG, Entry, Place, Remote
 from .checksums import LockFile
-from .transfer import DiskFull, SourcesExhausted, fetch_file
+from .transfer import FULL_DISK, DiskFull, SourcesExhausted, fetch_file
 from .unpack import BadArchive, install_folder
 
 log = logging.getLogger(__name__)
@@ -98,16 +98,23 @@ def _install(place: Place, root: Path, work: Path, mirror: str | None, lock: Loc
         try:
             install_folder(downloaded, work, root, place.target, place.take, place.inner)
         except BadArchive as err:
-            # Not the archive we expect: kept for a look, never extracted again.
+            # Not the archive we expect: kept for a look, never extracted again, and its checksum, if it was
+            # the first download's, forgotten so that the right file is not refused next time.
             aside = downloaded.with_name(downloaded.name + ".bad")
             downloaded.replace(aside)
+            lock.forget(place.remote)
             raise BadArchive(f"{err}; it is kept aside as {aside} and not used") from None
         downloaded.unlink()  # the folder is in place; the archive would only double the space taken
     else:
         target = root / place.target
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".part")
-        shutil.copyfile(downloaded, tmp)
+        try:
+            shutil.copyfile(downloaded, tmp)
+        except OSError as err:
+            if err.errno in FULL_DISK:
+                raise DiskFull(f"{place.remote.name}: no space left on the device of {target.parent}") from None
+            raise
         tmp.replace(target)
 
 
