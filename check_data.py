@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "them, unless the check already accepts them; then check them (instead of --datasets)")
     p.add_argument("--mirror", metavar="BASE_URL",
                    help="with --download: your own copy, tried before the public sources, serving each file under "
-                        "its published name (BASE_URL/dtd-r1.0.1.tar.gz); default: $QLORA_CLIP_MIRROR")
+                        "its published name (BASE_URL/dtd-r1.0.1.tar.gz); when not given, $QLORA_CLIP_MIRROR if set")
     p.add_argument("--write_split", action="store_true",
                    help="with --dataset folder: write the folder's split to ROOT_PATH/split.json "
                         "(fixed seed), so its test set never changes")

@@ -123,3 +123,11 @@ def test_a_web_page_served_in_place_of_the_file_is_refused(server, tmp_path):
         fetch(remote(server, f"drive/{split}", checksum=None, name=split), tmp_path)
     fetch(remote(server, f"drive/{split}", f"copy/{split}", checksum=None, name=split), tmp_path)
     assert json.loads((tmp_path / LOCK_FILE).read_text())["files"][split]["md5"] == md5(b'{"train": []}')
+
+
+def test_a_file_larger_than_the_free_space_is_refused_before_its_first_byte(server, tmp_path, monkeypatch):
+    server.files[NAME] = PAYLOAD
+    monkeypatch.setattr(transfer.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    with pytest.raises(DiskFull, match=f"{len(PAYLOAD):,} bytes to download but only 1,000 free"):
+        fetch(remote(server, NAME), tmp_path)
+    assert not (tmp_path / f"{NAME}.part").exists()

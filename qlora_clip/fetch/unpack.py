@@ -26,7 +26,7 @@ class BadArchive(UserError):
 
 
 def staging_folder(work: Path, target: str) -> Path:
-    """Where the archive for `target` is extracted before the rename (one per target, so runs can resume)."""
+    """Where the archive for `target` is extracted before the rename (one folder per target)."""
     return work / ("unpack-" + target.replace("/", "--"))
 
 
