@@ -8,11 +8,16 @@ dataset, then the first few missing or corrupt files; exits with 1 when anything
 
 `--datasets folder --write_split` also writes the split of your own image folder as a CoOp split
 json (split.json), so its test set stays the same when images are added later.
+
+`--download NAME ... [--mirror URL]` first fetches and lays out each named dataset that the check
+does not accept yet (qlora_clip/fetch/), then checks it; what could not be fetched is said under the
+table, with the URLs tried and the manual steps.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -44,6 +49,7 @@ class Report:
     missing: list[str] = field(default_factory=list)
     corrupt: list[tuple[str, str]] = field(default_factory=list)  # (image, why it does not decode)
     error: str | None = None  # why the split could not be read
+    notes: list[str] = field(default_factory=list)  # --download: what could not be fetched, what was kept
 
     @property
     def ok(self) -> bool:
@@ -176,6 +182,7 @@ def format_details(reports: Sequence[Report], examples: int) -> str:
     """What is wrong with each dataset that is not ok, with the first `examples` files."""
     lines = []
     for r in reports:
+        lines += r.notes
         if r.error:
             lines.append(f"{r.dataset}: {r.error}")
         if r.missing:
@@ -206,6 +213,27 @@ def write_split(root: Path) -> Path:
     return path
 
 
+# --- fetching ---------------------------------------------------------------------------------
+
+def download(names: Sequence[str], root: Path, mirror: str | None, workers: int) -> list[Report]:
+    """--download: fetch each dataset the check does not accept yet, lay it out, then check it."""
+    from qlora_clip.fetch import fetch_dataset  # torchvision's download helpers: only --download pays for them
+
+    reports = []
+    for name in names:
+        report = check_dataset(name, root, workers)
+        if not report.ok:
+            outcome = fetch_dataset(name, root, mirror)
+            if outcome.installed:
+                report = check_dataset(name, root, workers)
+            report.notes = outcome.problems
+            if not report.ok:
+                report.notes += [f"{name}: {root / target} was already there and was kept, not fetched again; if it "
+                                 "is incomplete, move it aside and run again" for target in outcome.kept]
+        reports.append(report)
+    return reports
+
+
 # --- command line -----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num_workers", "--workers", dest="num_workers", type=int, default=os.cpu_count() or 1,
                    help="processes decoding images (1 = decode in this process)")
     p.add_argument("--examples", type=int, default=5, help="missing or corrupt files listed per dataset")
+    p.add_argument("--download", nargs="+", choices=DATASET_NAMES, metavar="NAME",
+                   help="fetch these datasets (images and split files) into ROOT_PATH, laid out as the loaders read "
+                        "them, unless the check already accepts them; then check them (instead of --datasets)")
+    p.add_argument("--mirror", metavar="BASE_URL",
+                   help="with --download: your own copy, tried before the public sources, serving each file under "
+                        "its published name (BASE_URL/dtd-r1.0.1.tar.gz); when not given, $QLORA_CLIP_MIRROR if set")
     p.add_argument("--write_split", action="store_true",
                    help="with --dataset folder: write the folder's split to ROOT_PATH/split.json "
                         "(fixed seed), so its test set never changes")
@@ -237,6 +271,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--examples must be >= 0 (got {args.examples})")
     if args.write_split and args.datasets != ["folder"]:
         parser.error("--write_split writes the split of your own images: use it with --datasets folder only")
+    if args.download:
+        from qlora_clip.fetch import CATALOG
+        from qlora_clip.fetch.fetcher import mirror_base
+
+        try:
+            mirror_base(args.mirror)
+        except UserError as err:
+            parser.error(str(err))
+        unknown = [name for name in args.download if name not in CATALOG]
+        if unknown:
+            parser.error(f"--download {' '.join(unknown)}: nothing to fetch for it (your own images, or a dataset "
+                         f"from a package: see DATASETS.md); fetchable: {', '.join(CATALOG)}")
+        if args.datasets is not DEFAULT_DATASETS:
+            parser.error("--download NAME checks what it fetches: leave out --datasets")
+    elif args.mirror is not None:
+        parser.error("--mirror is where --download fetches from: use it with --download")
     return args
 
 
@@ -246,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(args.root_path)
     if args.write_split:
         print(f"split written to {write_split(root)}")
-    reports = [check_dataset(name, root, args.num_workers) for name in dict.fromkeys(args.datasets)]
+    if args.download:
+        reports = download(list(dict.fromkeys(args.download)), root, args.mirror, args.num_workers)
+    else:
+        reports = [check_dataset(name, root, args.num_workers) for name in dict.fromkeys(args.datasets)]
     print(format_table(reports))
     details = format_details(reports, args.examples)
     if details:
@@ -255,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> int:
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("qlora_clip.fetch").setLevel(logging.INFO)  # --download says what it fetches from where
     try:
         return main()
     except UserError as err:
