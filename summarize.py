@@ -31,7 +31,7 @@ from summaries.efficiency import efficiency_section
 from summaries.fewshot import paper_rows, paper_section
 from summaries.methods import SORT_KEYS, methods_section
 from summaries.plot import plot
-from summaries.records import SummaryError, label_methods, label_zero_shot, latest_by_run, load, protocol_of
+from summaries.records import SummaryError, label, latest_by_run, load, protocol_of
 from summaries.transfer import transfer_section
 
 TABLES = ("paper", "efficiency", "methods", "base2new", "cross_dataset", "domain_generalization")
@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except SummaryError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    label_methods(records, flag_defaults())
-    label_zero_shot(records)
+    label(records, flag_defaults())
     fewshot = latest_by_run([r for r in records if protocol_of(r) == "fewshot"])
     base2new = latest_by_run([r for r in records if protocol_of(r) == "base2new"])
     transfer = latest_by_run([r for r in records if protocol_of(r) == "fewshot" and r.get("eval_datasets")])
