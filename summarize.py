@@ -15,7 +15,9 @@
 (f) the methods table: per method, trainable parameters, adapter size on disk, weight footprint, training
     time, peak memory, zero-shot and test accuracy side by side, per backbone and shots, --sort COLUMN.
 Tables (a), (b), (c) and (f) read few-shot-protocol runs only (a line without "protocol" is one); (d) reads
-base-to-novel runs only.
+base-to-novel runs only. Lines share a cell only with the same backbone, dataset (each --dataset folder image
+folder is its own), method and flags, device kind and precision (summaries/records.py, label); a cell whose
+runs drew fewer distinct images per class than their shots is marked "*N distinct".
 Markdown goes to stdout, CSV and PNG files to --out. Lines that cannot be read are reported with their
 file and line number on stderr and skipped.
 """
