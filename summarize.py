@@ -15,7 +15,9 @@
 (f) the methods table: per method, trainable parameters, adapter size on disk, weight footprint, training
     time, peak memory, zero-shot and test accuracy side by side, per backbone and shots, --sort COLUMN.
 Tables (a), (b), (c) and (f) read few-shot-protocol runs only (a line without "protocol" is one); (d) reads
-base-to-novel runs only.
+base-to-novel runs only. Lines share a cell only with the same backbone, dataset (each --dataset folder image
+folder is its own), method and flags, device kind and precision (summaries/records.py, label); a cell whose
+runs drew fewer distinct images per class than their shots is marked "*N distinct".
 Markdown goes to stdout, CSV and PNG files to --out. Lines that cannot be read are reported with their
 file and line number on stderr and skipped.
 """
@@ -31,7 +33,7 @@ from summaries.efficiency import efficiency_section
 from summaries.fewshot import paper_rows, paper_section
 from summaries.methods import SORT_KEYS, methods_section
 from summaries.plot import plot
-from summaries.records import SummaryError, label_methods, label_zero_shot, latest_by_run, load, protocol_of
+from summaries.records import SummaryError, label, latest_by_run, load, protocol_of
 from summaries.transfer import transfer_section
 
 TABLES = ("paper", "efficiency", "methods", "base2new", "cross_dataset", "domain_generalization")
@@ -73,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except SummaryError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    label_methods(records, flag_defaults())
-    label_zero_shot(records)
+    label(records, flag_defaults())
     fewshot = latest_by_run([r for r in records if protocol_of(r) == "fewshot"])
     base2new = latest_by_run([r for r in records if protocol_of(r) == "base2new"])
     transfer = latest_by_run([r for r in records if protocol_of(r) == "fewshot" and r.get("eval_datasets")])

@@ -1,6 +1,8 @@
 """The tables and the plot of `summarize.py`, built from results files. One module per concern:
 
-    records.py     reading results files; which method, zero-shot row and protocol each record is
+    records.py     reading results files; which dataset (its identity: each image folder its own), method
+                   (with the device kind and precision where they differ), zero-shot row and protocol
+                   each record is: the one place that decides which lines share a cell
     cells.py       a cell (one method on one dataset, by seed), the row it is in, the row's average, and
                    their HM counterparts for base-to-novel
     output.py      Markdown tables for stdout, CSV files for --out

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qlora_clip.paper import DATASET_TITLES, PUBLISHED_BASE2NEW
-from summaries.cells import FLAG, Cell, HarmonicCell, Row, harmonic_average, row_average
+from summaries.cells import DRAWN_NOTE, FLAG, Cell, HarmonicCell, Row, drawn_by, harmonic_average, row_average
 from summaries.output import average_columns, cell_columns, markdown_table, write_csv
 from summaries.records import backbone_title, by_backbone, expected_seeds, method_sort_key, ordered_datasets
 
@@ -30,11 +30,13 @@ def base2new_rows(records: list[dict], seeds: tuple[int, ...]) -> list[Base2NewR
         for key, base, new in (((r["zero_shot_method"], 0), "zero_shot_base_acc", "zero_shot_new_acc"),
                                ((r["method"], r["shots"]), "base_acc", "new_acc")):
             if r.get(base) is not None and r.get(new) is not None:
-                groups[key]["base"][r["dataset"]][r["seed"]] = r[base]
-                groups[key]["new"][r["dataset"]][r["seed"]] = r[new]
+                groups[key]["base"][r["dataset_label"]][r["seed"]] = r[base]
+                groups[key]["new"][r["dataset_label"]][r["seed"]] = r[new]
+    drawn = drawn_by(records, lambda r: (r["method"], r["shots"], r["dataset_label"]))
     rows = []
     for method, shots in sorted(groups, key=lambda k: (k[1] > 0, method_sort_key(k[0]), k[1])):
-        cells = {part: {d: Cell.for_row(v, shots, seeds) for d, v in by_dataset.items()}
+        cells = {part: {d: Cell.for_row(v, shots, seeds, drawn.get((method, shots, d)) if shots else None)
+                        for d, v in by_dataset.items()}
                  for part, by_dataset in groups[(method, shots)].items()}
         rows.append(Base2NewRow(backbone, method, shots, seeds if shots else (), cells["base"], cells["new"]))
     return rows
@@ -60,8 +62,9 @@ def base2new_section(records: list[dict], seeds_given: tuple[int, ...] | None, o
                      "Trained on the base half of each dataset's classes; base and new test images are each "
                      "classified among their own half's classes. Mean ± sample std over seeds (n = seeds). HM = "
                      "2 x base x new / (base + new) of the means; the average's HM is the HM of the average base "
-                     f"and the average new accuracy. {FLAG} marks a missing seed or a partial average.\n\n"
-                     + markdown_table(header, body))
+                     f"and the average new accuracy. {FLAG} marks a missing seed or a partial average."
+                     + (f" {DRAWN_NOTE}" if any(c.drawn is not None for row in rows for c in row.base.values()) else "")
+                     + "\n\n" + markdown_table(header, body))
     if reference:
         parts.append(published_base2new_section())
     write_csv(out / "base2new_table.csv", csv_rows)

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Callable
 
 from qlora_clip.run.results import format_seconds
-from summaries.cells import Average, Cell, row_average
+from summaries.cells import DRAWN_NOTE, Average, Cell, fewest_drawn, row_average
 from summaries.output import csv_number, markdown_table, write_csv
-from summaries.records import by_backbone, expected_seeds, method_sort_key, ordered_datasets
+from summaries.records import (DEVICES_NOTE, by_backbone, device_names, devices_mark, expected_seeds,
+                               method_sort_key, ordered_datasets)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class MethodRow:
     train_seconds: float | None
     peak_memory_mb: float | None
     memory_kind: str
+    devices: list[str]  # device_names of its runs
     zero_shot: Average
     test: Average
 
@@ -44,14 +46,19 @@ def _max(runs: list[dict], field: str) -> float | None:
 
 
 def _accuracy(runs: list[dict], field: str, datasets: list[str], seeds: tuple[int, ...]) -> Average:
+    """The accuracy `field` of `runs` over `datasets`; a trained accuracy (not the zero-shot one, which no
+    draw touched) is marked where its runs drew fewer distinct images than their shots."""
     by_dataset: dict[str, dict[int, float]] = defaultdict(dict)
     for r in runs:
         if r.get(field) is not None:
-            by_dataset[r["dataset"]][r["seed"]] = r[field]
-    cells = {d: Cell(v, seeds) for d, v in by_dataset.items()}
+            by_dataset[r["dataset_label"]][r["seed"]] = r[field]
+    trained = field != "zero_shot_acc"
+    cells = {d: Cell(v, seeds, fewest_drawn(r for r in runs if r["dataset_label"] == d) if trained else None)
+             for d, v in by_dataset.items()}
     if len(datasets) == 1:
         cell = cells.get(datasets[0], Cell({}, seeds))
-        return Average(cell.mean, cell.std, cell.n, [f"seeds missing: {cell.missing}"] if cell.missing else [])
+        return Average(cell.mean, cell.std, cell.n, [f"seeds missing: {cell.missing}"] if cell.missing else [],
+                       cell.drawn)
     return row_average(cells, datasets)
 
 
@@ -84,7 +91,7 @@ def method_rows(records: list[dict], seeds: tuple[int, ...]) -> list[MethodRow]:
             adapter_mb=_mean(runs, "adapter_size_mb"), footprint_mb=_mean(runs, "model_footprint_mb"),
             train_seconds=_mean(runs, "train_seconds"), peak_memory_mb=_max(runs, "peak_memory_mb"),
             memory_kind=" ".join(sorted({str(r["memory_kind"]) for r in runs if r.get("memory_kind")})),
-            zero_shot=_accuracy(runs, "zero_shot_acc", datasets, seeds),
+            devices=device_names(runs), zero_shot=_accuracy(runs, "zero_shot_acc", datasets, seeds),
             test=_accuracy(runs, "test_acc", datasets, seeds)))
     return rows
 
@@ -104,10 +111,12 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 
 def _cells(row: MethodRow) -> list[str]:
+    devices = devices_mark(row.devices)
     return [row.method, "—" if row.trainable_params is None else f"{row.trainable_params:,}",
             _number(row.adapter_mb, 3), _number(row.footprint_mb),
-            "—" if row.train_seconds is None else format_seconds(row.train_seconds, hour_digits=2),
-            _number(row.peak_memory_mb, 0), row.zero_shot.text(), row.test.text()]
+            "—" if row.train_seconds is None else format_seconds(row.train_seconds, hour_digits=2) + devices,
+            "—" if row.peak_memory_mb is None else _number(row.peak_memory_mb, 0) + devices,
+            row.zero_shot.text(), row.test.text()]
 
 
 def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, out: Path, sort: str = "method") -> str:
@@ -127,17 +136,21 @@ def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, ou
                          "adapter on disk: the tensors --save_path writes; weight footprint: "
                          "`get_memory_footprint()`; training time: mean over runs (HH:MM:SS); peak memory: the "
                          f"highest ({', '.join(sorted({r.memory_kind for r in rows if r.memory_kind})) or '-'}); "
-                         "accuracies: mean ± sample std over seeds, zero-shot on the base the method trains on.\n\n"
+                         "accuracies: mean ± sample std over seeds, zero-shot on the base the method trains on."
+                         + (f" {DEVICES_NOTE}" if any(len(row.devices) > 1 for row in rows) else "")
+                         + (f" {DRAWN_NOTE}" if any(row.test.drawn is not None for row in rows) else "") + "\n\n"
                          + markdown_table(header, [_cells(row) for row in rows]))
             csv_rows += [{"backbone": backbone, "shots": shots, "datasets": " ".join(datasets), "method": row.method,
                           "trainable_params": row.trainable_params if row.trainable_params is not None else "",
                           "adapter_mb": csv_number(row.adapter_mb), "footprint_mb": csv_number(row.footprint_mb),
                           "train_seconds": csv_number(row.train_seconds),
                           "peak_memory_mb": csv_number(row.peak_memory_mb),
-                          "memory_kind": row.memory_kind, "zero_shot_mean": csv_number(row.zero_shot.mean),
+                          "memory_kind": row.memory_kind, "device_names": "; ".join(row.devices),
+                          "zero_shot_mean": csv_number(row.zero_shot.mean),
                           "zero_shot_std": csv_number(row.zero_shot.std), "test_mean": csv_number(row.test.mean),
                           "test_std": csv_number(row.test.std), "n_seeds": row.test.n,
-                          "complete": not row.test.problems}
+                          "complete": not row.test.problems,
+                          "shots_drawn": "" if row.test.drawn is None else row.test.drawn}
                          for row in rows]
     write_csv(out / "methods_table.csv", csv_rows)
     return "\n\n".join(parts)

@@ -26,21 +26,22 @@ def cell_columns(cell: Cell | HarmonicCell, list_seeds: bool = False) -> dict:
     `list_seeds` adds the seeds the cell has (the paper table's CSV lists them)."""
     seeds = " ".join(map(str, sorted(cell.by_seed))) if list_seeds else None
     return _stat_columns(cell.mean, cell.std, cell.n, seeds, " ".join(map(str, cell.missing)),
-                         bool(cell.n) and not cell.missing)
+                         bool(cell.n) and not cell.missing, cell.drawn)
 
 
 def average_columns(average: Average, list_seeds: bool = False) -> dict:
     """The same columns for a row's average, whose 'missing seeds' are what makes it partial."""
     return _stat_columns(average.mean, average.std, average.n, "" if list_seeds else None,
-                         "; ".join(average.problems), not average.problems)
+                         "; ".join(average.problems), not average.problems, average.drawn)
 
 
 def _stat_columns(mean: float | None, std: float | None, n: int, seeds: str | None, missing: str,
-                  complete: bool) -> dict:
+                  complete: bool, drawn: int | None) -> dict:
     columns = {"mean": csv_number(mean), "std": csv_number(std), "n_seeds": n}
     if seeds is not None:
         columns["seeds"] = seeds
-    return {**columns, "missing_seeds": missing, "complete": complete}
+    # shots_drawn: '' when every run drew its shots, else the fewest distinct images drawn for a class.
+    return {**columns, "missing_seeds": missing, "complete": complete, "shots_drawn": "" if drawn is None else drawn}
 
 
 @contextlib.contextmanager

@@ -28,12 +28,15 @@ def plot(rows: list[PaperRow], records: list[dict], path: Path, reference: bool)
                 partial = bool(r.average.problems)
                 ax.errorbar(r.shots, r.average.mean, yerr=r.average.std or 0, fmt="o", color=drawn.get_color(),
                             markerfacecolor="white" if partial else drawn.get_color(), capsize=3)
+                if r.average.drawn is not None:  # trained on fewer distinct images than its x says
+                    ax.annotate(f"*{r.average.drawn}", (r.shots, r.average.mean), textcoords="offset points",
+                                xytext=(4, 4), fontsize="small", color=drawn.get_color())
     shots_seen = sorted({row.shots for row in trained})
     if reference:
         ax.plot(list(PUBLISHED_CLIP_LORA), list(PUBLISHED_CLIP_LORA.values()), "--", color="gray",
                 label="CLIP-LoRA, published (ViT-B/16, 11 datasets)")
         shots_seen = sorted(set(shots_seen) | set(PUBLISHED_CLIP_LORA))
-        datasets = {r["dataset"] for r in records}
+        datasets = {r["dataset_label"] for r in records}
         if datasets != set(PAPER_DATASETS):
             print("note: the published CLIP-LoRA line averages the 11 paper datasets; these results cover "
                   f"{', '.join(sorted(datasets))}", file=sys.stderr)
@@ -42,8 +45,9 @@ def plot(rows: list[PaperRow], records: list[dict], path: Path, reference: bool)
     ax.minorticks_off()
     ax.set_xlabel("shots per class")
     ax.set_ylabel("average top-1 accuracy (%)")
-    n = len({r["dataset"] for r in records})
-    ax.set_title(f"Average over {n} dataset{'s' * (n != 1)} (hollow: partial average)")
+    n = len({r["dataset_label"] for r in records})
+    over_drawn = "; *N: N distinct images per class drawn" if any(r.average.drawn is not None for r in trained) else ""
+    ax.set_title(f"Average over {n} dataset{'s' * (n != 1)} (hollow: partial average{over_drawn})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     with replaced_when_written(path, ".tmp.png") as tmp:

@@ -10,12 +10,17 @@ from typing import TypeVar
 
 from qlora_clip.backbones.families import FAMILIES
 from qlora_clip.methods.table import METHODS, MODES, zero_shot_label
-from qlora_clip.paper import DOMAIN_TARGETS, PAPER_DATASETS
+from qlora_clip.paper import DATASET_TITLES, DOMAIN_TARGETS, PAPER_DATASETS
 from qlora_clip.run.results import IDENTITY_FIELDS, comparable_config, read_results
+from qlora_clip.run.spec import dataset_tag
 
 # Flags that place a record in a table cell rather than tell two methods apart.
-# (root_path: where your own images are, which is the dataset of a --dataset folder run.)
+# (root_path: where your own images are, which is the dataset of a --dataset folder run: label_datasets.)
 CELL_FLAGS = set(IDENTITY_FIELDS) | {"root_path"}
+
+# Flags whose effect the line records as it resolved, which run_settings reads instead: --compute_dtype
+# auto is fp16 on a GPU and fp32 on the CPU, so the flag alone cannot tell two runs apart.
+SETTING_FLAGS = {"compute_dtype"}
 
 # Flags that choose the table a record goes to, or add columns to it, rather than tell two methods
 # apart: a base-to-novel 'lora' run is still 'lora', in its own table.
@@ -43,18 +48,115 @@ def load(paths: list[str]) -> list[dict]:
     return records
 
 
+def label(records: list[dict], flag_defaults: dict) -> None:
+    """Label every record with the cell it belongs to: its dataset's column, its method's row, its zero-shot row.
+
+    What keeps two lines apart in the tables, duplicate check and plot, each decided once here:
+      - the backbone and the protocol: tables of their own (by_backbone, protocol_of);
+      - the dataset's identity, not its name: each --dataset folder is its own column (label_datasets);
+      - the flags that change what a run computes (the template, the 4-bit base through the mode,
+        --n_iters, ...): the method's row (label_methods);
+      - where and in what precision it computed (run_settings: CUDA or CPU, fp16, bf16 or fp32): the
+        row names them wherever a backbone's runs differ in them (label_methods, label_zero_shot);
+      - the zero-shot base (4-bit or not), template and settings: the zero-shot row (label_zero_shot).
+    Runs that differ only in the GPU model stay in one row; the efficiency and methods tables say
+    where a row's time and memory come from several devices (device_names).
+    """
+    label_datasets(records)
+    label_methods(records, flag_defaults)
+    label_zero_shot(records)
+
+
+def label_datasets(records: list[dict]) -> None:
+    """Set record['dataset_label']: the dataset's column, one per dataset identity (spec.dataset_tag).
+
+    A named dataset is its name ('dtd'). Every --dataset folder run records 'folder' as its dataset, so
+    its identity is the folder it read (the resolved --root_path), named by the folder's name ('pets'),
+    with the digest of its path where that name alone would be ambiguous: two folders of one name, or
+    the name (or title) of a dataset of the paper ('pets (3fa2c1)' beside oxford_pets' 'Pets').
+    """
+    tags = [dataset_tag(r["dataset"], str(r.get("config", {}).get("root_path", ""))) for r in records]
+    folders: dict[str, set[str]] = defaultdict(set)  # folder name -> the digests of the folders of that name
+    for record, tag in zip(records, tags):
+        if record["dataset"] == "folder":
+            name, digest = _folder_name(tag)
+            folders[name].add(digest)
+    taken = {name.lower() for name in DATASET_TITLES} | {title.lower() for title in DATASET_TITLES.values()}
+    taken |= {r["dataset"].lower() for r in records if r["dataset"] != "folder"}
+    for record, tag in zip(records, tags):
+        if record["dataset"] != "folder":
+            record["dataset_label"] = record["dataset"]
+            continue
+        name, digest = _folder_name(tag)
+        ambiguous = len(folders[name]) > 1 or name.lower() in taken
+        record["dataset_label"] = f"{name} ({digest})" if ambiguous else name
+
+
+def _folder_name(tag: str) -> tuple[str, str]:
+    """('pets', '3fa2c1') of spec.dataset_tag's 'folder-pets-3fa2c1'."""
+    name, digest = tag.removeprefix("folder-").rsplit("-", 1)
+    return name, digest
+
+
+def run_settings(record: dict) -> dict[str, str | None]:
+    """Where and in what precision a run computed, which the flags do not say: the device kind ('cuda',
+    'cpu', from `device`) and `compute_dtype` as resolved. A CUDA fp16 run and a CPU fp32 run of the same
+    flags compute different numbers, in time and memory that do not compare. Lines without the fields
+    (older ones) fall back to the flags (--compute_dtype), or None."""
+    config = record.get("config", {})
+    device = record.get("device")
+    dtype = record.get("compute_dtype") or config.get("compute_dtype")
+    return {"device": str(device).split(":")[0] if device else None,
+            "compute_dtype": None if dtype in (None, "auto") else str(dtype)}
+
+
+def _settings_text(settings: dict[str, str | None], varies: set[str]) -> list[str]:
+    """The settings that vary among a backbone's runs, as a row label names them ('cpu', 'fp32'; a line
+    that does not say: 'device ?', 'dtype ?')."""
+    unknown = {"device": "device ?", "compute_dtype": "dtype ?"}
+    return [settings[k] or unknown[k] for k in ("device", "compute_dtype") if k in varies]
+
+
+def _varying_settings(records: list[dict]) -> dict[int, set[str]]:
+    """By id(record): which run_settings vary among the runs of its backbone (its table)."""
+    varying: dict[int, set[str]] = {}
+    for _, mine in by_backbone(records):
+        settings = [run_settings(r) for r in mine]
+        varies = {k for k in ("device", "compute_dtype") if len({s[k] for s in settings}) > 1}
+        varying.update({id(r): varies for r in mine})
+    return varying
+
+
+def device_names(runs: Iterable[dict]) -> list[str]:
+    """The devices (`device_name`: the GPU's model, or 'cpu') `runs` ran on, by name."""
+    return sorted({str(r["device_name"]) for r in runs if r.get("device_name")})
+
+
+# Said after a time or memory of runs on different devices (two GPU models: one row, as their accuracies
+# compare, but their times and memories less so).
+DEVICES_NOTE = "(N devices): the runs of the row ran on N GPU models (device_names in the CSV)."
+
+
+def devices_mark(names: list[str]) -> str:
+    """What a time or memory of runs on the devices `names` (device_names) says after its value: DEVICES_NOTE."""
+    return f" ({len(names)} devices)" if len(names) > 1 else ""
+
+
 def label_methods(records: list[dict], flag_defaults: dict) -> None:
-    """Set record['method']: the mode, plus its non-default flags where one mode ran with several configs.
+    """Set record['method']: the mode, plus its non-default flags where one mode ran with several configs,
+    plus its run_settings where the backbone's runs differ in them.
 
     Smoke runs of 'qlora' with --n_iters 1 must not be averaged with the real ones: they become
-    'qlora (n_iters=1)' while the runs with main.py's defaults stay 'qlora'. `flag_defaults`: main.py's
+    'qlora (n_iters=1)' while the runs with main.py's defaults stay 'qlora'; a CPU run beside GPU runs
+    becomes 'qlora (cpu, fp32)' beside 'qlora (cuda, fp16)'. `flag_defaults`: main.py's
     (run_utils.flag_defaults), for lines written before a flag existed.
     """
     variants: dict[tuple, dict[str, dict]] = defaultdict(dict)
     keys = []
+    varying = _varying_settings(records)
     for record in records:
         config = {k: v for k, v in comparable_config(record.get("config", {}), flag_defaults).items()
-                  if k not in CELL_FLAGS | TABLE_FLAGS}
+                  if k not in CELL_FLAGS | TABLE_FLAGS | SETTING_FLAGS}
         key = (record["backbone"], record["mode"])
         variants[key][repr(sorted(config.items()))] = config
         keys.append((key, config))
@@ -64,15 +166,18 @@ def label_methods(records: list[dict], flag_defaults: dict) -> None:
         configs = list(variants[key].values())
         differing = sorted(k for k in config if len({repr(c.get(k)) for c in configs}) > 1
                            and config[k] != defaults.get(k))
-        suffix = ", ".join(f"{k}={config[k]}" for k in differing)
-        record["method"] = f"{record['mode']} ({suffix})" if suffix else record["mode"]
+        details = [f"{k}={config[k]}" for k in differing]
+        details += _settings_text(run_settings(record), varying[id(record)])
+        record["method"] = f"{record['mode']} ({', '.join(details)})" if details else record["mode"]
 
 
 def latest_by_run(records: list[dict]) -> list[dict]:
-    """One record per (backbone, method, dataset, shots, seed): the last line wins, and repeats are reported."""
+    """One record per (backbone, method, dataset label, shots, seed), as label() set them: the last line
+    wins, and repeats are reported."""
     latest: dict[tuple, dict] = {}
     for record in records:
-        latest[(record["backbone"], record["method"], record["dataset"], record["shots"], record["seed"])] = record
+        key = (record["backbone"], record["method"], record["dataset_label"], record["shots"], record["seed"])
+        latest[key] = record
     repeats = len(records) - len(latest)
     if repeats:
         print(f"warning: {repeats} line(s) repeat a run already recorded; the last line of each run is used",
@@ -111,35 +216,34 @@ def protocol_of(record: dict) -> str:
 
 
 def zero_shot_settings(record: dict) -> dict:
-    """What changes a zero-shot accuracy besides the dataset: the 4-bit base, the prompt template,
-    the compute dtype (the backbone has a table of its own)."""
+    """What changes a zero-shot accuracy besides the dataset: the 4-bit base, the prompt template, and
+    run_settings (the backbone has a table of its own)."""
     method = METHODS.get(record["mode"])
     return {"quantized": record.get("quantized", bool(method and method.quantized)),
-            "template": record.get("config", {}).get("template", "clip-lora"),
-            "compute_dtype": record.get("compute_dtype")}
+            "template": record.get("config", {}).get("template", "clip-lora"), **run_settings(record)}
 
 
 def label_zero_shot(records: list[dict]) -> None:
     """Set record['zero_shot_method']: one zero-shot row per setting of zero_shot_settings.
 
     The label names the settings that differ between the backbone's runs, so runs with another
-    template or dtype get their own row instead of overwriting each other's cells.
+    template, device or dtype get their own row instead of overwriting each other's cells.
     """
+    varying = _varying_settings(records)
     for _, mine in by_backbone(records):
         settings = [zero_shot_settings(r) for r in mine]
-        varies = {k for k in ("template", "compute_dtype") if len({s[k] for s in settings}) > 1}
+        templates = {s["template"] for s in settings}
         for record, setting in zip(mine, settings):
             details = []
-            if "template" in varies and setting["template"] != "clip-lora":
+            if len(templates) > 1 and setting["template"] != "clip-lora":
                 details.append(f"template={setting['template']}")
-            if "compute_dtype" in varies:
-                details.append(str(setting["compute_dtype"]))
+            details += _settings_text(setting, varying[id(record)])
             record["zero_shot_method"] = zero_shot_label(setting["quantized"], details)
 
 
 def ordered_datasets(records: list[dict]) -> list[str]:
-    """The datasets of `records`, in the order the tables show them."""
-    return in_paper_order({r["dataset"] for r in records})
+    """The dataset labels of `records` (label_datasets), in the order the tables show them."""
+    return in_paper_order({r["dataset_label"] for r in records})
 
 
 def in_paper_order(names: set[str]) -> list[str]:

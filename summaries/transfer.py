@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from qlora_clip.paper import DATASET_TITLES, DOMAIN_TARGETS
-from summaries.cells import FLAG, Cell, Row, row_average
+from summaries.cells import DRAWN_NOTE, FLAG, Cell, Row, drawn_by, row_average
 from summaries.output import average_columns, cell_columns, markdown_table, write_csv
 from summaries.records import backbone_title, by_backbone, expected_seeds, in_paper_order, method_sort_key
 
@@ -34,16 +34,19 @@ def transfer_rows(records: list[dict], shows: Callable[[str], bool], seeds: tupl
         targets = {name: accs for name, accs in r["eval_datasets"].items() if shows(name)}
         if not targets:
             continue
-        for key, field in (((r["zero_shot_method"], r["dataset"], 0), "zero_shot_acc"),
-                           ((r["method"], r["dataset"], r["shots"]), "test_acc")):
+        for key, field in (((r["zero_shot_method"], r["dataset_label"], 0), "zero_shot_acc"),
+                           ((r["method"], r["dataset_label"], r["shots"]), "test_acc")):
             if r.get(field) is not None:
-                groups[key][r["dataset"]][r["seed"]] = r[field]
+                groups[key][r["dataset_label"]][r["seed"]] = r[field]
             for name, accs in targets.items():
                 if accs.get(field) is not None:
                     groups[key][name][r["seed"]] = accs[field]
+    # An adapter trained on a draw that repeated images: every cell of its row (source and targets) says so.
+    drawn = drawn_by(records, lambda r: (r["method"], r["dataset_label"], r["shots"]))
     rows = []
     for method, source, shots in sorted(groups, key=lambda k: (k[2] > 0, method_sort_key(k[0]), k[1], k[2])):
-        cells = {d: Cell.for_row(v, shots, seeds) for d, v in groups[(method, source, shots)].items()}
+        row_drawn = drawn.get((method, source, shots)) if shots else None
+        cells = {d: Cell.for_row(v, shots, seeds, row_drawn) for d, v in groups[(method, source, shots)].items()}
         source_cell = cells.pop(source, Cell({}, seeds))
         rows.append(TransferRow(backbone, method, shots, seeds if shots else (), source, source_cell, cells))
     return rows
@@ -68,8 +71,9 @@ def transfer_section(table: str, records: list[dict], seeds_given: tuple[int, ..
         parts.append(f"## {title}, top-1 accuracy (%), {backbone_title(backbone, mine)}\n\n"
                      "One adapter per row, trained on the source dataset and evaluated on each target's full test "
                      "set with the target's own class names. Mean ± sample std over seeds (n = seeds); the average "
-                     f"is over the targets shown. {FLAG} marks a missing seed or a partial average.\n\n"
-                     + markdown_table(header, body))
+                     f"is over the targets shown. {FLAG} marks a missing seed or a partial average."
+                     + (f" {DRAWN_NOTE}" if any(row.source_cell.drawn is not None for row in rows) else "")
+                     + "\n\n" + markdown_table(header, body))
     if not parts:
         return ""
     write_csv(out / f"{table}_table.csv", csv_rows)

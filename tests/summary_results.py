@@ -22,15 +22,22 @@ ACCURACY = {
 ZERO_SHOT = {"caltech101": 88.0, "dtd": 40.0}
 
 
-def fewshot_record(mode: str, dataset: str, shots: int, seed: int, acc: float, *extra: str) -> dict:
+def fewshot_record(mode: str, dataset: str, shots: int, seed: int, acc: float, *extra: str, **fields) -> dict:
+    """A few-shot line of a GPU run that drew all its shots; `fields` replace the line's own."""
     config = vars(build_parser().parse_args(["--mode", mode, "--dataset", dataset, "--shots", str(shots),
                                              "--seed", str(seed), "--backbone", "ViT-B/16", *extra]))
     return {"mode": mode, "dataset": dataset, "shots": shots, "seed": seed, "backbone": "ViT-B/16",
-            "config": config, "zero_shot_acc": ZERO_SHOT[dataset] - (1.0 if mode == "qlora" else 0.0),
+            "config": config, "zero_shot_acc": ZERO_SHOT.get(dataset, 50.0) - (1.0 if mode == "qlora" else 0.0),
             "test_acc": acc, "train_seconds": 3725.0 if mode == "lora" else 65.4, "total_steps": 500 * shots,
             "peak_memory_mb": 4823.0 if mode == "lora" else 1790.0 + seed, "memory_kind": "cuda_allocated",
             "peak_memory_reserved_mb": 5000.0, "model_footprint_mb": 570.0 if mode == "lora" else 160.0,
-            "trainable_params": 184320, "quantized": mode == "qlora", "device": "cuda"}
+            "trainable_params": 184320, "quantized": mode == "qlora", "device": "cuda:0",
+            "device_name": "NVIDIA A100-SXM4-40GB", "compute_dtype": "fp16", "shots_drawn": shots, **fields}
+
+
+def folder_record(root: Path, seed: int, acc: float, *extra: str, **fields) -> dict:
+    """A lora run on your own images in `root` (main.py records --root_path resolved, as here)."""
+    return fewshot_record("lora", "folder", 1, seed, acc, "--root_path", str(root.resolve()), *extra, **fields)
 
 
 def write_fewshot_results(path: Path) -> Path:
@@ -42,6 +49,24 @@ def write_fewshot_results(path: Path) -> Path:
     with open(path, "a") as f:
         f.write("{this is not json\n")  # line 18
     append_jsonl(path, fewshot_record("qlora", "dtd", 1, 1, 10.0, "--n_iters", "1"))  # a smoke run: not the same method
+    return path
+
+
+# --- runs that drew fewer distinct images than their shots -------------------------------------
+
+OVER_DRAWN = 6  # DTD's seed 1 at 16 shots: a class had 6 images, the draw repeated them
+
+
+def write_over_drawn_results(path: Path) -> Path:
+    """16-shot lora on DTD (seed 1 drew OVER_DRAWN distinct images for a class) and Caltech (all drawn),
+    and a 4-shot DTD run written before lines had `shots_drawn`."""
+    for seed in (1, 2):
+        append_jsonl(path, fewshot_record("lora", "dtd", 16, seed, 50.0 + seed,
+                                          shots_drawn=OVER_DRAWN if seed == 1 else 16))
+        append_jsonl(path, fewshot_record("lora", "caltech101", 16, seed, 90.0 + seed))
+    old = fewshot_record("lora", "dtd", 4, 1, 40.0)
+    del old["shots_drawn"]
+    append_jsonl(path, old)
     return path
 
 

@@ -45,6 +45,38 @@ def test_the_fit_is_the_optimum_of_scikit_learns_l2_logistic_objective():
         assert fitted.iterations > 0
 
 
+def binary_newton_solution(features, labels, c, iterations=10):
+    """scikit-learn's two-class model, written out on its own: one weight vector w and intercept b for
+    P(label 1) = sigmoid(w.x + b), minimising mean log-loss + ||w||^2 / (2 C n), by Newton's method."""
+    signs = labels.double() * 2 - 1
+    n, dim = features.shape
+
+    def loss(flat):
+        margins = signs * (features @ flat[:dim] + flat[dim])
+        return torch.nn.functional.softplus(-margins).mean() + flat[:dim].square().sum() / (2 * c * n)
+
+    flat = torch.zeros(dim + 1, dtype=torch.float64)
+    for _ in range(iterations):
+        flat = flat - torch.linalg.solve(torch.func.hessian(loss)(flat), torch.func.grad(loss)(flat))
+    return flat[:dim], flat[dim]
+
+
+def test_two_classes_fit_scikit_learns_binary_model_at_the_same_c():
+    # scikit-learn fits one binary model on two classes (what CoOp's probe runs); the softmax matches
+    # it at C / 2 (linear_probe.softmax_c). Checked by hand against scikit-learn 1.9 on such data.
+    features, labels = small_problem(seed=3, n=20, dim=4, classes=2)
+    for c in (0.1, 10.0):
+        fitted = linear_probe.fit_logistic(features, labels, 2, c)
+        w, b = binary_newton_solution(features, labels, c)
+        assert torch.allclose(fitted.weight[1] - fitted.weight[0], w, atol=2e-3, rtol=1e-3)
+        assert torch.allclose(fitted.bias[1] - fitted.bias[0], b, atol=2e-3, rtol=1e-3)
+        assert torch.allclose(fitted.weight[0], -fitted.weight[1], atol=1e-3)  # the rows split w evenly
+    # The softmax at scikit-learn's own C is the binary model at 2 C: far from it, so the test can fail.
+    w, _ = binary_newton_solution(features, labels, 1.0)
+    unhalved = linear_probe.fit_logistic(features, labels, 2, 2.0)
+    assert (unhalved.weight[1] - unhalved.weight[0] - w).abs().max() > 0.1
+
+
 def test_stronger_regularisation_shrinks_the_weights():
     features, labels = small_problem()
     norms = [linear_probe.fit_logistic(features, labels, 3, c).weight.norm() for c in (1e-4, 1e-2, 1.0, 1e2)]

@@ -5,10 +5,11 @@ import csv
 import statistics
 
 import pytest
-from summary_results import section, summarize, table_row
+from summary_results import protocol_record, section, summarize, table_row
 
 from qlora_clip.evaluation.metrics import harmonic_mean
 from qlora_clip.paper import PUBLISHED_BASE2NEW
+from qlora_clip.run.results import append_jsonl
 
 
 def test_base2new_table_averages_hm_as_the_hm_of_the_averages(protocol_results, tmp_path, capsys):
@@ -50,3 +51,18 @@ def test_reference_prints_the_published_base2new_averages(protocol_results, tmp_
         assert table_row(published, method)[1:] == [f"{base:.2f}", f"{new:.2f}", f"{hm:.2f}"]
     assert table_row(published, "CLIP-SVD")[1:] == ["84.38", "76.29", "80.13"]
     assert table_row(published, "zero-shot CLIP")[1:] == ["69.34", "74.22", "71.70"]
+
+
+def test_base_new_and_hm_of_runs_that_drew_fewer_distinct_images_than_their_shots_are_marked(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    for dataset, drawn in (("caltech101", 16), ("dtd", 5)):
+        for seed in (1, 2):
+            append_jsonl(results, protocol_record(dataset, seed, "--protocol", "base2new", test_acc=80.0,
+                                                  zero_shot_acc=70.0, base_acc=80.0, new_acc=60.0 + seed,
+                                                  hm_acc=70.0, zero_shot_base_acc=70.0, zero_shot_new_acc=65.0,
+                                                  zero_shot_hm_acc=67.0, shots_drawn=drawn))
+    out, _ = summarize(results, tmp_path, capsys, "--tables", "base2new")
+    for part in ("base", "new", "HM"):
+        caltech, dtd, average = table_row(out, "lora", "16", part)[3:]
+        assert "distinct" not in caltech and dtd.endswith(" *5 distinct") and average.endswith(" *5 distinct")
+        assert "distinct" not in "".join(table_row(out, "zero-shot", "0", part))

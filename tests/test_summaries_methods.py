@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
-from summary_results import fewshot_record, summarize, table_row
+from summary_results import fewshot_record, section, summarize, table_row, write_over_drawn_results
 
 from qlora_clip.run.results import append_jsonl
 from summaries.methods import SORT_KEYS
@@ -68,3 +68,13 @@ def test_the_other_tables_and_the_plot_take_any_methods(methods_results, tmp_pat
         assert table_row(out, mode, "2")
         assert table_row(out, "DTD", "2", mode)
     assert (tmp_path / "out" / "accuracy_vs_shots.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_test_accuracy_trained_on_fewer_distinct_images_than_its_shots_is_marked(tmp_path, capsys):
+    results = write_over_drawn_results(tmp_path / "results.jsonl")
+    out, _ = summarize(results, tmp_path, capsys, "--tables", "methods")
+    sixteen = section(out, "## Methods, ViT-B/16, 16 shots")
+    assert table_row(sixteen, "lora")[6:] == ["64.00 ± 0.00 (n=2)", "71.50 ± 0.71 (n=2) *6 distinct"]
+    assert "*6" not in section(out, "## Methods, ViT-B/16, 4 shots")  # written before shots_drawn: as drawn
+    with open(tmp_path / "out" / "methods_table.csv") as f:
+        assert {r["shots"]: r["shots_drawn"] for r in csv.DictReader(f)} == {"4": "", "16": "6"}

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import csv
 
-from summary_results import section, summarize, table_row
+from summary_results import protocol_record, section, summarize, table_row
+
+from qlora_clip.run.results import append_jsonl
 
 
 def test_cross_dataset_and_domain_generalization_tables(protocol_results, tmp_path, capsys):
@@ -22,3 +24,17 @@ def test_cross_dataset_and_domain_generalization_tables(protocol_results, tmp_pa
     with open(tmp_path / "out" / "domain_generalization_table.csv") as f:
         rows = {(r["method"], r["dataset"]): r for r in csv.DictReader(f)}
     assert rows[("lora", "average")]["mean"] == "55" and rows[("lora", "imagenet")]["mean"] == "71.5"
+
+
+def test_every_cell_of_an_adapter_trained_on_fewer_distinct_images_than_its_shots_is_marked(tmp_path, capsys):
+    results = tmp_path / "results.jsonl"
+    targets = {"dtd": {"test_acc": 45.0, "zero_shot_acc": 44.0},
+               "imagenetv2": {"test_acc": 60.0, "zero_shot_acc": 59.0}}
+    for seed, drawn in ((1, 16), (2, 9)):
+        append_jsonl(results, protocol_record("imagenet", seed, "--eval_datasets", *targets, test_acc=70.0,
+                                              zero_shot_acc=66.0, eval_datasets=targets, shots_drawn=drawn))
+    out, _ = summarize(results, tmp_path, capsys, "--tables", "cross_dataset,domain_generalization")
+    for table in ("## Cross-dataset transfer", "## Domain generalization"):
+        trained = table_row(section(out, table), "lora", "16", "ImageNet")[3:]
+        assert all(cell.endswith(" *9 distinct") for cell in trained if cell != "(source)")
+        assert "distinct" not in "".join(table_row(section(out, table), "zero-shot", "0", "ImageNet"))

@@ -6,7 +6,8 @@ The fit is scikit-learn's LogisticRegression(solver='lbfgs', penalty='l2', max_i
 in torch: full-batch L-BFGS in float64 from zero weights, minimising
     mean cross-entropy + ||W||^2 / (2 C n)        (the intercept is not penalised),
 which is scikit-learn's C * sum of cross-entropies + ||W||^2 / 2 divided by C n (same minimiser,
-and scikit-learn's own scaling). The search is CoOp's: C over 1e6, 1e4, ..., 1e-6, the best on val
+and scikit-learn's own scaling). On two classes scikit-learn fits one binary model, which the softmax
+matches at C / 2 (softmax_c). The search is CoOp's: C over 1e6, 1e4, ..., 1e-6, the best on val
 (the first of equals); then 8 rounds that fit the two ends of [C/10, 10 C] and keep the half, in
 log10 C, on the side of the better one (the left on a tie); C is the last round's winner.
 """
@@ -44,10 +45,29 @@ def objective(model: Logistic, features: torch.Tensor, labels: torch.Tensor, c: 
     return F.cross_entropy(model.logits(features), labels) + model.weight.square().sum() / (2 * c * len(labels))
 
 
+def softmax_c(c: float, n_classes: int) -> float:
+    """The C at which our softmax objective has scikit-learn's solution for its C.
+
+    On two classes scikit-learn fits ONE binary model, P(class 1) = sigmoid(w.x + b), with the
+    penalty ||w||^2 / 2 (CoOp's lpclip/linear_probe.py calls LogisticRegression with the default
+    multi_class, which is binary for two labels). A 2-way softmax with rows w1, w2 gives
+    P(class 1) = sigmoid((w2 - w1).x + b2 - b1): the same model with w = w2 - w1, and the same
+    cross-entropy. Its penalty is (||w1||^2 + ||w2||^2) / 2, and among the pairs with one difference w
+    (w1 = m - w/2, w2 = m + w/2: the penalty is ||w||^2 / 4 + ||m||^2) it is smallest at m = 0,
+    where it is ||w||^2 / 4, half the binary one; the optimum has m = 0, since m changes no logit.
+    So softmax at C minimises C * sum CE + ||w||^2 / 4, i.e. (times 2) the binary objective at 2 C:
+    the softmax at C / 2 is scikit-learn's fit at C (the same w, predictions and probabilities).
+    On three or more classes scikit-learn's lbfgs fits the softmax itself: C unchanged.
+    """
+    return c / 2 if n_classes == 2 else c
+
+
 def fit_logistic(features: torch.Tensor, labels: torch.Tensor, n_classes: int, c: float,
                  max_iter: int = hparams.LINEAR_PROBE["max_iter"]) -> Logistic:
-    """The L2-regularised multinomial logistic regression of strength 1 / C, by full-batch L-BFGS."""
+    """scikit-learn's L2-regularised logistic regression at C (on two classes its binary model, as a
+    softmax: softmax_c), by full-batch L-BFGS."""
     x = features.to(torch.float64)
+    c = softmax_c(c, n_classes)
     model = Logistic(torch.zeros(n_classes, x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True),
                      torch.zeros(n_classes, dtype=torch.float64, device=x.device, requires_grad=True))
     optimizer = torch.optim.LBFGS([model.weight, model.bias], max_iter=max_iter, tolerance_grad=GRAD_TOLERANCE,
