@@ -37,8 +37,8 @@ def draw_reliability_diagram(path: Path, bin_counts: Sequence[int], bin_accuracy
     ax = fig.add_subplot()
     ax.bar(lefts, accuracy, width=width, align="edge", color=ACCURACY_COLOR, edgecolor="black", linewidth=0.5,
            label="accuracy")
-    ax.bar(lefts, gap, bottom=accuracy, width=width, align="edge", color=GAP_COLOR, alpha=GAP_ALPHA, edgecolor=GAP_COLOR,
-           hatch="//", linewidth=0.5, label="gap to mean confidence")
+    ax.bar(lefts, gap, bottom=accuracy, width=width, align="edge", color=GAP_COLOR, alpha=GAP_ALPHA,
+           edgecolor=GAP_COLOR, hatch="//", linewidth=0.5, label="gap to mean confidence")
     ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
