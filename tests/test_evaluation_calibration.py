@@ -108,6 +108,16 @@ def test_streaming_over_batches_equals_one_batch():
         assert getattr(streamed.result(), field) == pytest.approx(getattr(whole, field), rel=1e-12)
 
 
+def test_update_never_reads_a_value_back_from_the_device():
+    # Tensors on the meta device have shapes but no values: any read-back (.item(), a data-dependent check,
+    # a copy to the host) raises. A batch going through means the GPU would never wait on the metric.
+    accumulator = CalibrationAccumulator(device="meta")
+    for images in (4, 5):
+        accumulator.update(torch.empty(images, 3, device="meta", dtype=torch.bfloat16),
+                           torch.empty(images, dtype=torch.long, device="meta"))
+    assert accumulator.sums.shape == (4 + 3 * ECE_BINS,) and accumulator.sums.is_meta
+
+
 def calibration_sums_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     accumulator = CalibrationAccumulator()
     accumulator.update(logits, labels)

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 ECE_BINS = 15  # the CLIP calibration literature's, after Guo et al. (2017)
 
@@ -73,8 +72,9 @@ def batch_sums(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS)
     off = probs.scatter_add(1, label_index, -torch.ones_like(confidence).unsqueeze(1))
     brier = off.square().sum(dim=-1)
     per_image = torch.stack([torch.ones_like(confidence), correct, nll, brier, confidence], dim=1).double()
-    # A one-hot product rather than index_add_: atomics would make the float sums order-dependent on GPUs.
-    in_bin = F.one_hot(bin_index(confidence, bins), bins).double()
+    # A one-hot product rather than index_add_, whose atomics make float sums order-dependent on GPUs; built
+    # by comparison rather than F.one_hot, which checks the indices' range on the host for some devices.
+    in_bin = (bin_index(confidence, bins).unsqueeze(1) == torch.arange(bins, device=logits.device)).double()
     per_bin = in_bin.T @ per_image[:, [0, 1, 4]]  # (bins, 3)
     return torch.cat([per_image[:, :4].sum(dim=0), per_bin.T.reshape(-1)])
 
