@@ -33,6 +33,7 @@ HAND_LABELS = torch.tensor([0, 1, 0, 1])
 def test_hand_computed_ece_nll_brier():
     result = calibration(two_class_logits(HAND_P), HAND_LABELS)
     assert result.images == 4 and result.correct == 2 and result.accuracy == 0.5
+    assert result.confidence == pytest.approx((0.9 + 0.9 + 0.7 + 0.55) / 4, abs=1e-6)
     assert result.ece == pytest.approx(0.4125, abs=1e-6)
     assert result.nll == pytest.approx(-(math.log(0.9) + math.log(0.1) + math.log(0.7) + math.log(0.45)) / 4,
                                        abs=1e-6)
@@ -115,7 +116,7 @@ def test_update_never_reads_a_value_back_from_the_device():
     for images in (4, 5):
         accumulator.update(torch.empty(images, 3, device="meta", dtype=torch.bfloat16),
                            torch.empty(images, dtype=torch.long, device="meta"))
-    assert accumulator.sums.shape == (4 + 3 * ECE_BINS,) and accumulator.sums.is_meta
+    assert accumulator.sums.shape == (5 + 3 * ECE_BINS,) and accumulator.sums.is_meta
 
 
 def calibration_sums_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -164,7 +165,7 @@ def test_bad_batches_are_named(logits, labels, message):
 def test_no_images_and_malformed_sums_are_refused():
     with pytest.raises(ValueError, match="no images were accumulated"):
         CalibrationAccumulator().result()
-    with pytest.raises(ValueError, match=r"4 \+ 3 x bins"):
-        calibration_from_sums(torch.zeros(4 + 3 * 15 + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"5 \+ 3 x bins"):
+        calibration_from_sums(torch.zeros(5 + 3 * 15 + 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="bins must be at least 1"):
         CalibrationAccumulator(bins=0)

@@ -32,7 +32,7 @@ ECE_BINS = 15  # the CLIP calibration literature's, after Guo et al. (2017)
 
 # The layout of `sums`: these totals, then per bin its image count, its correct predictions, and the
 # sum of its confidences (each a block of `bins` values).
-TOTALS = ("images", "correct", "nll", "brier")
+TOTALS = ("images", "correct", "confidence", "nll", "brier")
 PER_BIN = ("images", "correct", "confidence")
 
 
@@ -61,8 +61,11 @@ def bin_index(confidence: torch.Tensor, bins: int = ECE_BINS) -> torch.Tensor:
 def batch_sums(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS) -> torch.Tensor:
     """One batch's sums, laid out as `CalibrationAccumulator.sums`, on the logits' device."""
     check_batch(logits, labels)
-    log_probs = torch.log_softmax(logits.float(), dim=-1)
-    probs = log_probs.exp()
+    logits32 = logits.float()
+    log_probs = torch.log_softmax(logits32, dim=-1)
+    # softmax itself, not exp(log_probs): exp(0) is 1 and its division is correctly rounded, so k equal
+    # logits give exactly the float 1/k on any device, and a confidence on a bin edge is reproducible.
+    probs = torch.softmax(logits32, dim=-1)
     confidence = probs.max(dim=-1).values
     correct = (logits.argmax(dim=-1) == labels).float()
     label_index = labels.long().unsqueeze(1)
@@ -71,12 +74,13 @@ def batch_sums(logits: torch.Tensor, labels: torch.Tensor, bins: int = ECE_BINS)
     # close to the one-hot vector.
     off = probs.scatter_add(1, label_index, -torch.ones_like(confidence).unsqueeze(1))
     brier = off.square().sum(dim=-1)
-    per_image = torch.stack([torch.ones_like(confidence), correct, nll, brier, confidence], dim=1).double()
+    # Columns in the order of TOTALS, whose first three are PER_BIN.
+    per_image = torch.stack([torch.ones_like(confidence), correct, confidence, nll, brier], dim=1).double()
     # A one-hot product rather than index_add_, whose atomics make float sums order-dependent on GPUs; built
     # by comparison rather than F.one_hot, which checks the indices' range on the host for some devices.
     in_bin = (bin_index(confidence, bins).unsqueeze(1) == torch.arange(bins, device=logits.device)).double()
-    per_bin = in_bin.T @ per_image[:, [0, 1, 4]]  # (bins, 3)
-    return torch.cat([per_image[:, :4].sum(dim=0), per_bin.T.reshape(-1)])
+    per_bin = in_bin.T @ per_image[:, :len(PER_BIN)]  # (bins, 3)
+    return torch.cat([per_image.sum(dim=0), per_bin.T.reshape(-1)])
 
 
 def check_batch(logits: torch.Tensor, labels: torch.Tensor) -> None:
@@ -104,6 +108,7 @@ class Calibration:
     images: int
     correct: int
     accuracy: float            # correct / images
+    confidence: float          # mean confidence; above the accuracy: over-confident on average
     ece: float                 # expected calibration error, top label, equal-width bins
     nll: float                 # mean negative log-likelihood of the label, in nats
     brier: float               # mean over images of the sum over classes, in [0, 2]
@@ -123,7 +128,7 @@ def calibration_from_sums(sums: torch.Tensor) -> Calibration:
         raise ValueError(f"calibration sums must be a vector of {len(TOTALS)} + {len(PER_BIN)} x bins values; "
                          f"got shape {tuple(sums.shape)}")
     values = sums.detach().double().cpu().tolist()
-    images, correct, nll, brier = values[:len(TOTALS)]
+    images, correct, confidence, nll, brier = values[:len(TOTALS)]
     bins = (len(values) - len(TOTALS)) // len(PER_BIN)
     counts, hits, confidences = (values[len(TOTALS) + i * bins:len(TOTALS) + (i + 1) * bins]
                                  for i in range(len(PER_BIN)))
@@ -133,7 +138,8 @@ def calibration_from_sums(sums: torch.Tensor) -> Calibration:
     # |B| / n * |acc(B) - conf(B)| = |correct(B) - confidence sum(B)| / n: no division by an empty bin.
     ece = sum(abs(h - c) for h, c in zip(hits, confidences)) / images
     return Calibration(
-        images=n, correct=round(correct), accuracy=correct / images, ece=ece, nll=nll / images,
+        images=n, correct=round(correct), accuracy=correct / images, confidence=confidence / images, ece=ece,
+        nll=nll / images,
         brier=brier / images, bin_counts=tuple(round(c) for c in counts),
         bin_accuracy=tuple(h / c if c else None for h, c in zip(hits, counts)),
         bin_confidence=tuple(s / c if c else None for s, c in zip(confidences, counts)))
