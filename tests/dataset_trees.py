@@ -291,4 +291,4 @@ def build_ood_set(name: str, root: Path, folder: str | None = None) -> OodTree:
     (where / "README.txt").write_text("not an image")
     (where / "images" / f"._{name}_0.jpg").write_bytes(b"Mac OS X AppleDouble, not an image")
     _write_image(where / ".thumbnails" / "t.jpg", 0)
-    return OodTree(name, root, where, sorted(map(str, images)))
+    return OodTree(name, root, where, [str(path) for path in sorted(images)])

@@ -74,7 +74,7 @@ def test_any_folder_in_any_layout_is_an_ood_set(tmp_path):
     (folder / "x" / "._c.webp").write_bytes(b"AppleDouble")
     images = build_image_collection(folder)
     assert images.name == str(folder) and images.classnames == ["my photos"]
-    assert [item.source for item in images.test] == sorted(map(str, deep))
+    assert [item.source for item in images.test] == [str(path) for path in sorted(deep)]
     assert {item.label for item in images.test} == {0}
 
 

@@ -9,7 +9,7 @@ the whole test set's figures from `result()` (or `calibration_from_sums`).
 Definitions (docs/evaluation.md has them with their sources):
 - confidence: the top label's softmax probability, max_c softmax(logits)_c; the prediction is the
   argmax of the logits, as `metrics.count_correct` counts it, so `correct` here is the accuracy's.
-- ECE (Guo et al., ICML 2017, "On Calibration of Modern Neural Networks", eq. 3): the confidences in
+- ECE (Guo et al., ICML 2017, "On Calibration of Modern Neural Networks", section 2): the confidences in
   15 equal-width bins over [0, 1]; sum over bins of |B| / n * |acc(B) - conf(B)|.
 - NLL: mean over images of -log softmax(logits)_label, from log_softmax in float32 (no log of an
   underflowed probability).
