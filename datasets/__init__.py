@@ -27,7 +27,8 @@ from .base2new import base_to_new
 from .sampling import sample_train_then_val, sample_train_val
 
 # --dataset names, each the module of this package that reads it. The 11 datasets of the CLIP-LoRA table, by the names
-# its scripts use, then ImageNet's four variants (CoOp's names), then our own two.
+# its scripts use, then ImageNet's four variants (CoOp's names), then the four OOD sets of MCM's ImageNet benchmark,
+# then our own two.
 DATASET_NAMES = (
     "imagenet",
     "caltech101",
@@ -44,16 +45,24 @@ DATASET_NAMES = (
     "imagenet_sketch",
     "imagenet_a",
     "imagenet_r",
+    "ood_inaturalist",
+    "ood_sun",
+    "ood_places",
+    "ood_textures",
     "fashion_mnist",
     "folder",
 )
-# Datasets whose images are all test images: targets of --eval_datasets, never trained on.
-TEST_ONLY = frozenset({"imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"})
+# Out-of-distribution sets: unlabelled images (one pseudo-class) that a run's own classifier scores (--ood_datasets);
+# an accuracy on them would mean nothing.
+OOD_DATASETS = ("ood_inaturalist", "ood_sun", "ood_places", "ood_textures")
+# Datasets whose images are all test images, never trained on: ImageNet's variants (targets of --eval_datasets) and
+# the OOD sets.
+TEST_ONLY = frozenset({"imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r", *OOD_DATASETS})
 TEMPLATES = ("clip-lora", "dataset")
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DATASET_NAMES", "TEMPLATES", "TEST_ONLY", "EvalImages", "FewShotDataset", "Item",
+__all__ = ["DATASET_NAMES", "OOD_DATASETS", "TEMPLATES", "TEST_ONLY", "EvalImages", "FewShotDataset", "Item",
            "SplitDataset", "build_dataset", "build_eval_images", "dataset_module", "require_test_images",
            "untrainable_message", "write_subset"]
 
@@ -66,8 +75,10 @@ def dataset_module(name: str) -> ModuleType:
 
 
 def untrainable_message(name: str) -> str:
+    use = (f"score it as out-of-distribution images with --ood_datasets {name}" if name in OOD_DATASETS
+           else f"evaluate on this one with --eval_datasets {name}")
     return (f"--dataset {name} is a test-only dataset (all its images are test images), so no adapter can be "
-            f"trained on it; train on another dataset and evaluate on this one with --eval_datasets {name}")
+            f"trained on it; train on another dataset and {use}")
 
 
 def build_dataset(name: str, root: str | Path, shots: int, seed: int, template: str = "clip-lora",

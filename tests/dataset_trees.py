@@ -257,3 +257,38 @@ def write_folder_classes(root: Path, classes: dict[str, int]) -> None:
             path = root / name / f"{i:03d}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.new("RGB", (8, 8), (label * 40 % 256, 0, 0)).save(path)
+
+
+# --- the OOD sets of MCM's ImageNet benchmark (test-only, unlabelled) -------------------------------------
+
+OOD_SETS = ["ood_inaturalist", "ood_sun", "ood_places", "ood_textures"]
+# name: its folder under --root_path in MCM's layout (datasets/ood_benchmark.py)
+OOD_MCM_FOLDERS = {
+    "ood_inaturalist": "ImageNet_OOD_dataset/iNaturalist",
+    "ood_sun": "ImageNet_OOD_dataset/SUN",
+    "ood_places": "ImageNet_OOD_dataset/Places",
+    "ood_textures": "ImageNet_OOD_dataset/dtd/images",
+}
+
+
+@dataclass
+class OodTree:
+    name: str
+    root: Path                  # what --root_path gets
+    folder: Path                # the set's folder
+    images: list[str]           # every image the loader must find, in its (sorted) order
+
+
+def build_ood_set(name: str, root: Path, folder: str | None = None) -> OodTree:
+    """Write a miniature OOD set under `root/<folder>` (default: MCM's layout) and describe it: images in a
+    class folder, as ImageFolder reads the archives, one of them a level deeper and with an upper-case
+    suffix, beside files that are not images (a readme, a macOS "._" companion, a hidden folder)."""
+    where = root / (folder or OOD_MCM_FOLDERS[name])
+    images = [where / "images" / f"{name}_0.jpg", where / "images" / f"{name}_1.JPG",
+              where / "images" / "deeper" / f"{name}_2.png"]
+    for label, path in enumerate(images):
+        _write_image(path, label)
+    (where / "README.txt").write_text("not an image")
+    (where / "images" / f"._{name}_0.jpg").write_bytes(b"Mac OS X AppleDouble, not an image")
+    _write_image(where / ".thumbnails" / "t.jpg", 0)
+    return OodTree(name, root, where, [str(path) for path in sorted(images)])

@@ -5,4 +5,6 @@
     zero_shot_key.py    what a zero-shot accuracy depends on (the store's key)
     zero_shot_cache.py  the zero-shot store: keyed JSON entries, written atomically, verified
     extra_evals.py      what a run evaluates besides its test set: base2new's new classes, --eval_datasets
+    calibration.py      ECE (15 top-label bins), NLL and Brier score, accumulated in the evaluation's one pass
+    ood.py              out-of-distribution detection: the MCM score, AUROC, FPR at 95 % TPR
 """
