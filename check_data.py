@@ -10,7 +10,7 @@ dataset, then the first few missing or corrupt files; exits with 1 when anything
 json (split.json), so its test set stays the same when images are added later.
 
 `--download NAME ... [--mirror URL]` first fetches and lays out each named dataset that the check
-does not accept yet (qlora_clip/fetch/), then checks it; what could not be fetched is said under the
+does not accept yet (datasets/fetch/), then checks it; what could not be fetched is said under the
 table, with the URLs tried and the manual steps.
 """
 from __future__ import annotations
@@ -217,7 +217,7 @@ def write_split(root: Path) -> Path:
 
 def download(names: Sequence[str], root: Path, mirror: str | None, workers: int) -> list[Report]:
     """--download: fetch each dataset the check does not accept yet, lay it out, then check it."""
-    from qlora_clip.fetch import fetch_dataset  # torchvision's download helpers: only --download pays for them
+    from datasets.fetch import fetch_dataset  # torchvision's download helpers: only --download pays for them
 
     reports = []
     for name in names:
@@ -272,8 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.write_split and args.datasets != ["folder"]:
         parser.error("--write_split writes the split of your own images: use it with --datasets folder only")
     if args.download:
-        from qlora_clip.fetch import CATALOG
-        from qlora_clip.fetch.fetcher import mirror_base
+        from datasets.fetch import CATALOG
+        from datasets.fetch.fetcher import mirror_base
 
         try:
             mirror_base(args.mirror)
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def cli() -> int:
     logging.basicConfig(format="%(message)s")
-    logging.getLogger("qlora_clip.fetch").setLevel(logging.INFO)  # --download says what it fetches from where
+    logging.getLogger("datasets.fetch").setLevel(logging.INFO)  # --download says what it fetches from where
     try:
         return main()
     except UserError as err:

@@ -23,8 +23,8 @@ from pathlib import Path
 import dataset_trees as trees
 
 from datasets import dataset_module
-from datasets.base import SplitSizes
-from qlora_clip.fetch import CATALOG, Entry
+from qlora_clip.data import SplitSizes
+from datasets.fetch import CATALOG, Entry
 
 
 class FileServer:

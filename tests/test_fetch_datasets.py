@@ -14,8 +14,8 @@ from fetch_server import (FileServer, local_entry, no_internet, pretend_publishe
 
 import check_data
 from datasets import build_dataset
-from qlora_clip.fetch import CATALOG, WORK_FOLDER, fetch_dataset, transfer, unpack
-from qlora_clip.fetch.checksums import LOCK_FILE
+from datasets.fetch import CATALOG, WORK_FOLDER, fetch_dataset, transfer, unpack
+from datasets.fetch.checksums import LOCK_FILE
 
 
 @pytest.fixture

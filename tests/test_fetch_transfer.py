@@ -1,4 +1,4 @@
-"""qlora_clip.fetch's transfers on a loopback server: sources in order, the mirror first, resuming,
+"""datasets.fetch's transfers on a loopback server: sources in order, the mirror first, resuming,
 checksums (published, recorded, mismatched), a full disk, a web page served in place of the file."""
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 import pytest
 from fetch_server import FileServer, md5, no_internet
 
-from qlora_clip.fetch import MIRROR_VARIABLE, Remote, transfer
-from qlora_clip.fetch.checksums import LOCK_FILE, LockFile
-from qlora_clip.fetch.fetcher import mirror_base, sources
-from qlora_clip.fetch.transfer import DiskFull, SourcesExhausted, fetch_file
+from datasets.fetch import MIRROR_VARIABLE, Remote, transfer
+from datasets.fetch.checksums import LOCK_FILE, LockFile
+from datasets.fetch.fetcher import mirror_base, sources
+from datasets.fetch.transfer import DiskFull, SourcesExhausted, fetch_file
 
 NAME = "dtd-r1.0.1.tar.gz"
 PAYLOAD = bytes(range(256)) * 2048  # 512 KiB

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from qlora_clip import memory as memory_module
-from qlora_clip import schema
+from qlora_clip.training import memory as memory_module
+from qlora_clip.run import schema
 from qlora_clip.training.memory import PeakMemory
 
 CPU = torch.device("cpu")

@@ -1,4 +1,4 @@
-"""qlora_clip.split_files: 2SFS's .jsonl files and CoOp/Dassl's shot pickles read as (path, label) lists
+"""datasets.split_files: 2SFS's .jsonl files and CoOp/Dassl's shot pickles read as (path, label) lists
 relative to the image folder; our draw written in 2SFS's format and read back to the same images."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from datasets import build_dataset, dataset_module, write_subset
 from qlora_clip.errors import UserError
-from qlora_clip.split_files import image_folder_anchors, pick_items, read_split_file, write_2sfs
+from datasets.split_files import image_folder_anchors, pick_items, read_split_file, write_2sfs
 
 DTD = image_folder_anchors(dataset_module("dtd"))
 
