@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterator, Sequence
 from tqdm import tqdm
 
 from datasets import DATASET_NAMES, SplitDataset, dataset_module, require_test_images
-from qlora_clip.data import MissingImage, SplitSizes, UnreadableImage
+from qlora_clip.data.images import MissingImage, UnreadableImage
+from qlora_clip.data.items import SplitSizes
 from datasets.folder import coop_split
 from datasets.splits import PARTS, MissingImages, NotFound
 from qlora_clip.errors import UserError
@@ -72,7 +73,7 @@ def _set_loader(load_image: Callable[[Any], Any]) -> None:
 
 
 def _decode_problem(source: Any) -> str | None:
-    """None if the image decodes as a run decodes it (the dataset's loader, qlora_clip.data.open_rgb for
+    """None if the image decodes as a run decodes it (the dataset's loader, qlora_clip.data.images.open_rgb for
     files), else why not: a file it cannot decode or one it refuses (a floating-point image, an
     image above the pixel limit)."""
     try:

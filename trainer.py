@@ -2,9 +2,9 @@
 
 The protocol (docs/protocol.md, "Training"): CLIP-LoRA's optimizer and schedule, class prompts
 re-encoded with gradients at every step when the text tower is adapted, by any method (once per
-step, however the step is split: qlora_clip/text_pass.py), one optimizer step per batch on the mean
+step, however the step is split: qlora_clip/training/text_pass.py), one optimizer step per batch on the mean
 loss of that batch's images (a short last batch of an epoch included). A batch may be split into micro-batches
-(gradient accumulation) and across processes (distributed.py): each micro-batch's summed loss is
+(gradient accumulation) and across processes (training/distributed.py): each micro-batch's summed loss is
 divided by the image count of the whole step, so neither changes the batch or its loss weighting;
 the update is the same up to float rounding with dropout 0, while dropout masks are drawn per
 micro-batch (docs/protocol.md, "Batches").
@@ -15,25 +15,24 @@ import logging
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import torch
 from tqdm import tqdm
 
-from qlora_clip.methods.adapters import tower_is_adapted
-from qlora_clip.training.checkpointing import TrainCheckpoint
-from qlora_clip.config import TrainConfig
-from qlora_clip.training.distributed import Distributed
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
+from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.loaders import TrainStream
+from qlora_clip.methods.interface import Adapted
+from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
+from qlora_clip.training.checkpointing import TrainCheckpoint
+from qlora_clip.training.distributed import Distributed
 from qlora_clip.training.losses import summed_loss
 from qlora_clip.training.memory import PeakMemory
-from qlora_clip.methods.step_rules import StepRules
-from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
 from qlora_clip.training.precision import Precision
-from qlora_clip.training.text_pass import PerMicroBatchText, PerUpdateText, TextPass, training_speedups
+from qlora_clip.training.result import StepCallback, StepRecord, TrainResult
+from qlora_clip.training.settings import TrainConfig
+from qlora_clip.training.text_pass import PerUpdateText, TextPass, training_speedups
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +41,8 @@ class NonFiniteLoss(UserError):
     """The loss became NaN or infinite; the run stops without a results line."""
 
 
-@dataclass(frozen=True)
-class StepRecord:
-    """What one optimizer step did, handed to the `on_step` callbacks of `train` (e.g. tracking.py)."""
-    step: int            # 1-based: the number of optimizer steps taken so far
-    total_steps: int
-    loss: float          # mean loss of the step's images
-    lr: float            # the learning rate the step used
-    seconds: float       # wall time of the step, input wait included
-    images: int          # images the step trained on (all processes)
-    grad_scale: float | None  # GradScaler's scale after the step (fp16 only)
-
-
-StepCallback = Callable[[StepRecord], None]
-
-
-@dataclass
-class TrainResult:
-    steps: int
-    seconds: float
-    losses: list[float] = field(default_factory=list)
-    images_seen: int = 0               # images through the model in training, all processes
-    input_wait_seconds: float = 0.0    # time the loop waited for its next batch (this process)
-    skipped_steps: int | None = None   # steps GradScaler skipped (fp16); None without a scaler
-    peak_memory: dict = field(default_factory=dict)  # memory.PeakMemory.read() of the training loop
-    # text_pass.training_speedups of the step's text pass; None when no training step was set up
-    text_speedups: tuple[bool, int, dict[str, str]] | None = None
-
-
 def build_optimizer(params: list, lr: float, device: torch.device) -> torch.optim.AdamW:
-    """CLIP-LoRA's AdamW on the trainable (adapter) weights, or on a method's parameter groups (LoRA+)."""
+    """CLIP-LoRA's AdamW on the trainable (adapter) weights, or on a method's parameter groups (LoRA+'s)."""
     # Fused AdamW updates all adapter tensors (about 150) in one kernel instead of a loop of small ones.
     return torch.optim.AdamW(params, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=device.type == "cuda")
 
@@ -88,39 +59,37 @@ def _no_mark(phase: str) -> None:
 class TrainStep:
     """One optimizer step on a batch's micro-batches: the step every run takes, and the benchmark times.
 
-    The class prompts' features are encoded with gradients when the text tower is adapted
-    (adapters.tower_is_adapted, whatever the method; caching them would silently freeze it):
-    once per step, this rank's share of them gathered over the processes, their gradient summed over the micro-batches and back-propagated
-    once at the end (text_pass.PerUpdateText); `text_per_update=False` re-encodes them at every
-    micro-batch instead (the earlier path, the benchmark's reference). Per micro-batch: the images'
-    features, the family's logits, the loss (`config.loss`: the micro-batch's summed loss over the
+    What it computes with is the method's (methods/interface.Adapted): its text features, image
+    embeddings and logits, its parameter groups, regulariser and after-step hook; for LoRA these are
+    the base's features, the family's logits and nothing more. The class prompts' features are
+    encoded with gradients when the text tower is adapted (`Adapted.tower_is_adapted`; caching them
+    would silently freeze it): once per step, this rank's share of them gathered over the processes,
+    their gradient summed over the micro-batches and back-propagated once at the end
+    (text_pass.PerUpdateText; `text_pass` lets the benchmark time another way). Per micro-batch: the
+    images' embeddings, the logits, the loss (`config.loss`: the micro-batch's summed loss over the
     step's image count), and the backward, first to the two feature sets and then through the image
     tower (the same gradients as one loss.backward(), with each tower's share visible to `mark`).
-    Then the gradients are summed over processes and the optimizer, scaler and schedule step. A method's own part of the
-    step (LoRA+'s learning rates, AdaLoRA's regulariser and rank allocation) comes from
-    method_training.StepRules; for every other method it is nothing.
+    Then the gradients are summed over processes and the optimizer, scaler and schedule step.
     """
 
-    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, config: TrainConfig, precision: Precision,
-                 dist: Distributed, text_per_update: bool = True):
-        self.model, self.prompts, self.precision, self.dist = model, prompts, precision, dist
-        self.params = [p for p in model.parameters() if p.requires_grad]
-        self.rules = StepRules(model, config.loraplus_lr_ratio)
-        self.optimizer = build_optimizer(self.rules.parameter_groups(self.params, config.lr), config.lr,
-                                         precision.device)
+    def __init__(self, adapted: Adapted, prompts: ClassPrompts, config: TrainConfig, precision: Precision,
+                 dist: Distributed, text_pass: Callable[[ClassPrompts, Distributed], TextPass] = PerUpdateText):
+        self.adapted, self.model, self.prompts, self.precision, self.dist = adapted, adapted.model, prompts, \
+            precision, dist
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(adapted.parameter_groups(self.params, config.lr), config.lr, precision.device)
         self.scheduler = build_schedule(self.optimizer, config.total_steps)
         self.scaler = precision.grad_scaler()
-        self.logits = logit_function(model)
         self.loss = config.loss
         self.cached_text = None
         self.text: TextPass | None = None
-        if tower_is_adapted(model, "text_model"):  # the one decision on the text tower
-            self.text = PerUpdateText(prompts, dist) if text_per_update else PerMicroBatchText(prompts)
+        if adapted.tower_is_adapted("text_model"):  # the one decision on the text tower
+            self.text = text_pass(prompts, dist)
         else:
-            model.eval()
+            self.model.eval()
             with torch.no_grad(), precision.autocast():
-                self.cached_text = prompts.features(model)
-        model.train()
+                self.cached_text = adapted.text_features(prompts)
+        self.model.train()
 
     def __call__(self, micro_batches: Iterable[tuple[torch.Tensor, torch.Tensor] | None], step_images: int,
                  mark: Callable[[str], None] = _no_mark) -> tuple[torch.Tensor, float]:
@@ -130,21 +99,22 @@ class TrainStep:
         `mark(phase)` is called after each phase ('text', 'image', 'loss', 'image_backward',
         'text_backward', 'optimizer'), for the benchmark's timing; it costs nothing otherwise.
         """
+        adapted = self.adapted
         step_loss = torch.zeros((), device=self.precision.device)
         if self.text is not None:
             with self.precision.autocast():
-                self.text.start(self.model)  # every rank, images or not: it may join a collective
+                self.text.start(adapted.text_features)  # every rank, images or not: it may join a collective
             mark("text")
         for batch in micro_batches:
             if batch is None:
                 continue
             images, labels = batch
             with self.precision.autocast():
-                text = self.cached_text if self.text is None else self.text.features(self.model)
+                text = self.cached_text if self.text is None else self.text.features(adapted.text_features)
                 mark("text")
-                image = image_features(self.model, images)
+                image = adapted.image_embeddings(images)
                 mark("image")
-                step_logits = self.logits(image, text).float()
+                step_logits = adapted.logits(image, text).float()
                 loss = summed_loss(self.loss, step_logits, labels) / step_images
             # A tower without adapters (cached prompts, or a frozen vision tower) gets no backward.
             towers = [(name, features) for name, features in (("image", image), ("text", text))
@@ -158,7 +128,7 @@ class TrainStep:
                     features.backward(grad)
                 mark(f"{name}_backward")
             step_loss += loss.detach()
-            penalty = self.rules.regularizer()
+            penalty = adapted.regularizer()
             if penalty is not None:  # once per step, shared out over its micro-batches like the loss
                 penalty = penalty * (len(labels) / step_images)
                 self.scaler.scale(penalty).backward()
@@ -169,7 +139,7 @@ class TrainStep:
         step_loss = self.dist.sum_gradients(self.params, step_loss)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.rules.after_optimizer_step(self.scheduler.last_epoch)  # before the gradients are cleared
+        adapted.after_optimizer_step(self.scheduler.last_epoch)  # before the gradients are cleared
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
@@ -177,10 +147,10 @@ class TrainStep:
         return step_loss, lr
 
 
-def train(model: torch.nn.Module, stream: TrainStream, prompts: ClassPrompts, config: TrainConfig,
+def train(adapted: Adapted, stream: TrainStream, prompts: ClassPrompts, config: TrainConfig,
           precision: Precision, dist: Distributed | None = None, checkpoint: TrainCheckpoint | None = None,
           resume: bool = False, desc: str = "train", on_step: Sequence[StepCallback] = ()) -> TrainResult:
-    """Train the model's trainable (adapter) weights on the stream's micro-batches.
+    """Train the method's trainable weights on the stream's micro-batches.
 
     `resume` continues from `checkpoint`;
     each of `on_step` is called after every optimizer step with its StepRecord.
@@ -189,7 +159,8 @@ def train(model: torch.nn.Module, stream: TrainStream, prompts: ClassPrompts, co
     sampler = stream.sampler
     total_steps = config.total_steps
     device = precision.device
-    train_step = TrainStep(model, prompts, config, precision, dist)
+    model = adapted.model
+    train_step = TrainStep(adapted, prompts, config, precision, dist)
     optimizer, scheduler, scaler = train_step.optimizer, train_step.scheduler, train_step.scaler
     # Without loss scaling a non-finite loss ruins the weights: stop. With it (fp16), GradScaler
     # skips the steps whose gradients overflow, and we count them.

@@ -19,9 +19,10 @@
     methods.py         study: every method the grid lacks, at its first setting (the GPU preset's)
     input_pipeline.py  `python bench.py input`: decode + transform throughput of the real loaders
     report.py          the Markdown table and the files in bench_results/
+    text_reference.py  the per-micro-batch text pass, the ImageNet-shaped study's reference (not used in training)
 
-Every model comes from model.load_clip(ModelConfig(...)), every step uses the features, precision
-and protocol constants main.py's run uses; only the images are random, and the weights are random
+Every model comes from methods.interface.load_adapted, as main.py's does; every step is trainer.TrainStep
+with the precision and protocol constants main.py's run uses; only the images are random, and the weights are random
 checkpoints in the real shapes (tiny_clip.random_checkpoint_dir for CLIP's, tiny_backbones'
 random_family_checkpoint_dir for the other families' base models), so nothing is downloaded.
 """

@@ -22,7 +22,6 @@ tests/test_bench.py and tests/test_backbones_bench.py check this count against t
 """
 from __future__ import annotations
 
-from qlora_clip.backbones.families import family_for_config
 from qlora_clip.paper import RANK
 
 
@@ -55,7 +54,8 @@ def train_step_flops(config, batch: int, num_classes: int, prompt_len: int, enco
     total = 0.0
     v, t = config.vision_config, config.text_config
     proj = _feature_width(config)
-    attention_head = family_for_config(config).vision_pooling == "attention head"
+    # SigLIP's vision tower pools with an attention head (its config says so), CLIP's with a class token.
+    attention_head = bool(getattr(v, "vision_use_head", False))
     adapted = {"vision": encoder in ("vision", "both"), "text": encoder in ("text", "both")}
     patches = (v.image_size // v.patch_size) ** 2
     patch_embedding = 2 * batch * patches * 3 * v.patch_size ** 2 * v.hidden_size

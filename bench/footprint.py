@@ -18,9 +18,9 @@ def footprints(backbone: str, device: torch.device) -> dict[str, float]:
     """get_memory_footprint() (MB) of the adapted model, as main.py records it, per FOOTPRINTS pair."""
     out = {}
     for mode, dtype in FOOTPRINTS:
-        _, _, bundle = load_model(backbone, dtype, device, mode)
-        out[f"{mode}_{dtype}"] = bundle.model.get_memory_footprint() / MB
-        del bundle
+        _, _, adapted = load_model(backbone, dtype, device, mode)
+        out[f"{mode}_{dtype}"] = adapted.footprint_bytes() / MB
+        del adapted
         release_memory(device)
     return out
 
@@ -28,8 +28,8 @@ def footprints(backbone: str, device: torch.device) -> dict[str, float]:
 def dequant_seconds(backbone: str, dtype: str, device: torch.device) -> dict:
     """Time to dequantize every 4-bit weight once, best of 3; a QLoRA step does it once forward,
     once backward (and once more in the recomputation when checkpointing)."""
-    _, _, bundle = load_model(backbone, dtype, device, "qlora")
-    layers = [m for m in bundle.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    _, _, adapted = load_model(backbone, dtype, device, "qlora")
+    layers = [m for m in adapted.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     times = []
     for _ in range(3):
         sync(device)
@@ -38,7 +38,7 @@ def dequant_seconds(backbone: str, dtype: str, device: torch.device) -> dict:
             bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
         sync(device)
         times.append(time.perf_counter() - start)
-    del bundle
+    del adapted, layers
     release_memory(device)
     return {"layers": len(layers), "all_layers_once_s": min(times)}
 

@@ -15,13 +15,14 @@ from pathlib import Path
 
 import torch
 
-from qlora_clip.config import AdapterConfig, ModelConfig, TrainConfig
-from qlora_clip.methods.table import METHODS
-from qlora_clip.backbones.loading import ClipBundle, load_clip
-from qlora_clip.training.precision import Precision, resolve_precision
-from qlora_clip.run.results import library_versions
 from qlora_clip.backbones.tiny_backbones import FAMILY_SHAPES, TINY_NAMES, random_family_checkpoint_dir, tiny_backbone_dir
 from qlora_clip.backbones.tiny_clip import REAL_SHAPES, random_checkpoint_dir
+from qlora_clip.machine import library_versions
+from qlora_clip.methods.interface import Adapted, load_adapted
+from qlora_clip.methods.settings import AdapterConfig
+from qlora_clip.methods.table import METHODS
+from qlora_clip.training.precision import Precision, resolve_precision
+from qlora_clip.training.settings import TrainConfig
 
 # What --backbone may name: a tiny offline checkpoint, or random weights in a base model's real shapes.
 BACKBONES = (*TINY_NAMES, *REAL_SHAPES, *FAMILY_SHAPES)
@@ -123,21 +124,19 @@ def checkpoint_dir(backbone: str) -> Path:
 
 def load_model(backbone: str, dtype: str, device: torch.device, mode: str = "lora", encoder: str = "both",
                dropout: float | None = None, checkpointing: bool = False, total_steps: int = 1000
-               ) -> tuple[ModelConfig, Precision, ClipBundle]:
-    """The adapted model exactly as main.py builds it: a ModelConfig through model.load_clip, at the
-    method's defaults (`dropout` None: the method's; `total_steps`: AdaLoRA's schedule)."""
-    config = ModelConfig(backbone=str(checkpoint_dir(backbone)),
-                         adapter=AdapterConfig(mode=mode, encoder=encoder, dropout=dropout, total_steps=total_steps),
-                         gradient_checkpointing=checkpointing)
+               ) -> tuple[AdapterConfig, Precision, Adapted]:
+    """The adapted model exactly as main.py builds it (methods.interface.load_adapted), at the method's defaults
+    (`dropout` None: the method's; `total_steps`: AdaLoRA's schedule)."""
+    settings = AdapterConfig(mode=mode, encoder=encoder, dropout_rate=dropout, total_steps=total_steps)
     precision = resolve_precision(dtype, device)
-    return config, precision, load_clip(config, device, precision.dtype)
+    adapted = load_adapted(str(checkpoint_dir(backbone)), settings, device, precision.dtype, checkpointing)
+    return settings, precision, adapted
 
 
 def train_config(mode: str, total_steps: int) -> TrainConfig:
-    """The method's optimisation as main.py runs it at its defaults: its learning rate, LoRA+'s ratio."""
-    method = METHODS[mode]
-    ratio = method.extras.get("loraplus_lr_ratio") if method.step == "loraplus" else None
-    return TrainConfig(shots=1, lr=method.defaults.lr, n_iters=total_steps, loraplus_lr_ratio=ratio)
+    """The method's optimisation as main.py runs it at its defaults: its learning rate (its parameter groups,
+    LoRA+'s, are the method's own)."""
+    return TrainConfig(shots=1, lr=METHODS[mode].defaults.lr, n_iters=total_steps)
 
 
 def random_batch(batch: int, image_size: int, num_classes: int, device: torch.device,

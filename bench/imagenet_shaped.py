@@ -5,9 +5,9 @@ longest 18), the backbone's shapes with random weights (ViT-B/16 in the `imagene
 on both towers with adapter dropout 0 (so both paths compute the same update), the settings'
 first batch size and dtype, random images. Three settings, each timed on two paths:
 
-    today  the trainer's own step with `text_per_update=False` and prompts padded to the longest
+    today  the trainer's own step with the per-micro-batch text pass (bench/text_reference.py) and prompts padded to the longest
            (18 tokens): every micro-batch re-encodes all 1,000 prompts, on every process. This is
-           the earlier algorithm, kept selectable in TrainStep for this reference, not a copy.
+           the earlier text pass, kept in bench/ as this reference; the rest of the step is TrainStep's own.
     new    the step every run now takes: the prompts encoded once per optimizer step, in length
            buckets (text_buckets.py), and under several processes each rank encodes its share.
 
@@ -46,7 +46,9 @@ from bench.prompts import imagenet_prompt_lengths, prompts_of_lengths
 from bench.settings import BenchSettings
 from bench.step_time import StepTimer
 from qlora_clip.training.distributed import Distributed
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from bench.text_reference import PerMicroBatchText
+from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.training.text_pass import PerUpdateText
 from qlora_clip.training.memory import PeakMemory
 from qlora_clip.backbones.text_buckets import BUCKETS, plan_buckets
 from qlora_clip.training.text_pass import shard_rows
@@ -151,22 +153,28 @@ def cost_model(config: CLIPConfig) -> dict:
 
 
 @torch.no_grad()
-def logits_max_diff(model: torch.nn.Module, pair: dict, image_size: int, device: torch.device) -> float:
+def logits_max_diff(adapted, pair: dict, image_size: int, device: torch.device) -> float:
     """Largest |logit| difference between the bucketed and the unbucketed prompts, in eval mode."""
-    model.eval()
+    adapted.model.eval()
     images, _ = random_batch(4, image_size, 2, device, seed=3)
-    image = image_features(model, images)
-    diff = (logits(image, pair["new"][0].features(model)) - logits(image, pair["today"][0].features(model)))
-    model.train()
+    image = adapted.image_embeddings(images)
+    diff = (adapted.logits(image, adapted.text_features(pair["new"][0]))
+            - adapted.logits(image, adapted.text_features(pair["today"][0])))
+    adapted.model.train()
     return diff.abs().max().item()
+
+
+def text_pass(per_update: bool):
+    """The step's text pass: production's once per update, or the per-micro-batch reference."""
+    return PerUpdateText if per_update else PerMicroBatchText
 
 
 def one_process(bench: BenchSettings, peak_flops: dict[str, float]) -> tuple[list[dict], float]:
     """The 1-process and accumulation settings' rows, and the two paddings' largest logit difference."""
     device = torch.device(bench.device)
     batch, dtype = bench.batch_sizes[0], bench.compute_dtypes[0]
-    _, precision, bundle = load_model(bench.backbone, dtype, device, dropout=0.0)
-    model = bundle.model
+    _, precision, adapted = load_model(bench.backbone, dtype, device, dropout=0.0)
+    bundle, model = adapted.bundle, adapted.model
     with torch.no_grad():  # adapters that change the features, as after some training
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -176,8 +184,8 @@ def one_process(bench: BenchSettings, peak_flops: dict[str, float]) -> tuple[lis
     images, labels = random_batch(batch, bundle.image.image_size, len(lengths), device)
     rows = []
     for setting, accumulation in (("1 process", 1), (f"accumulation {ACCUMULATION}", ACCUMULATION)):
-        timers = {path: StepTimer(model, prompts, precision, total_steps=bench.warmup + bench.steps,
-                                  text_per_update=per_update) for path, (prompts, per_update) in pair.items()}
+        timers = {path: StepTimer(adapted, prompts, precision, total_steps=bench.warmup + bench.steps,
+                                  text_pass=text_pass(per_update)) for path, (prompts, per_update) in pair.items()}
         measured = time_alternating(timers, images, labels, accumulation, bench.steps, bench.warmup)
         for path, (prompts, per_update) in pair.items():
             flops = rank_flops(model.config, batch, lengths, accumulation, 1, 0, per_update)
@@ -185,8 +193,8 @@ def one_process(bench: BenchSettings, peak_flops: dict[str, float]) -> tuple[lis
                                   peak_flops[dtype]))
             log.info("imagenet %s %s: %.2f s per step", setting, path, rows[-1]["step_s"])
         del timers
-    diff = logits_max_diff(model, pair, bundle.image.image_size, device)
-    del model, bundle, pair
+    diff = logits_max_diff(adapted, pair, bundle.image.image_size, device)
+    del model, bundle, pair, adapted
     release_memory(device)
     return rows, diff
 
@@ -200,12 +208,13 @@ def _rank_worker(rank: int, port: int, bench: BenchSettings, peak_flops: dict[st
         device = torch.device("cpu")
         dist = Distributed(rank=rank, world=PROCESSES, device=device)
         batch, dtype = bench.batch_sizes[0], bench.compute_dtypes[0]
-        _, precision, bundle = load_model(bench.backbone, dtype, device, dropout=0.0)
+        _, precision, adapted = load_model(bench.backbone, dtype, device, dropout=0.0)
+        bundle = adapted.bundle
         pair = paths(bundle.tokenizer, device)
         lengths = pair["today"][0].lengths
         images, labels = random_batch(batch, bundle.image.image_size, len(lengths), device)
-        timers = {path: StepTimer(bundle.model, prompts, precision, total_steps=bench.warmup + bench.steps,
-                                  dist=dist, text_per_update=per_update) for path, (prompts, per_update) in pair.items()}
+        timers = {path: StepTimer(adapted, prompts, precision, total_steps=bench.warmup + bench.steps,
+                                  dist=dist, text_pass=text_pass(per_update)) for path, (prompts, per_update) in pair.items()}
         measured = time_alternating(timers, images, labels, 1, bench.steps, bench.warmup)
         rows = []
         for path, (prompts, per_update) in pair.items():

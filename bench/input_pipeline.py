@@ -28,11 +28,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
-from bench.harness import cpu_name, load_model, release_memory
+from bench.harness import checkpoint_dir, cpu_name
 from bench.settings import InputSettings
 from datasets import Item, build_dataset
-from qlora_clip.data import open_rgb
-from qlora_clip.config import ImageSettings
+from qlora_clip.data.images import open_rgb
+from qlora_clip.backbones import families
+from qlora_clip.backbones.families import ImageSettings
 from qlora_clip.inputs.loaders import TrainStream, eval_transform
 from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.inputs.test_images import preprocess
@@ -99,12 +100,8 @@ def images_per_s(stream, images: int, repeats: int) -> float:
 
 
 def image_settings(backbone: str) -> ImageSettings:
-    """The transforms' sizes and normalisation, from the backbone's checkpoint as load_clip reads them."""
-    _, _, bundle = load_model(backbone, "fp32", CPU)
-    image = bundle.image
-    del bundle
-    release_memory(CPU)
-    return image
+    """The transforms' sizes and normalisation, from the backbone's checkpoint as a run reads them."""
+    return families.image_settings(str(checkpoint_dir(backbone)), backbone)
 
 
 def _old_stream(items, load_image, image, batch_size, workers):

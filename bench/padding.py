@@ -14,7 +14,7 @@ from bench.harness import checkpoint_dir, load_model, random_batch
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
 from bench.step_time import first_setting, measure_setting
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.backbones.families import family_of
 
 PADDING_CLASSES = 100  # Caltech101's class count, where the seed reports its numbers
@@ -23,17 +23,18 @@ PADDING_CLASSES = 100  # Caltech101's class count, where the seed reports its nu
 @torch.no_grad()
 def logits_max_diff(backbone: str, num_classes: int, prompt_tokens: int, device: torch.device) -> float:
     """Largest |logit| difference between longest and 77-token padding, adapters made non-trivial."""
-    _, _, bundle = load_model(backbone, "fp32", device)
-    model = bundle.model.eval()
+    _, _, adapted = load_model(backbone, "fp32", device)
+    bundle, model = adapted.bundle, adapted.model.eval()
     g = torch.Generator().manual_seed(0)
     for name, param in model.named_parameters():
         if "lora_B" in name:
             param.copy_(0.05 * torch.randn(param.shape, generator=g))
     prompts = synthetic_prompts(bundle.tokenizer, num_classes, prompt_tokens)
     images, _ = random_batch(4, bundle.image.image_size, 2, device, seed=2)
-    image = image_features(model, images)
-    longest = logits(image, ClassPrompts(bundle.tokenizer, prompts, device).features(model))
-    full = logits(image, ClassPrompts(bundle.tokenizer, prompts, device, padding="max_length").features(model))
+    image = adapted.image_embeddings(images)
+    longest = adapted.logits(image, adapted.text_features(ClassPrompts(bundle.tokenizer, prompts, device)))
+    full = adapted.logits(image, adapted.text_features(ClassPrompts(bundle.tokenizer, prompts, device,
+                                                                    padding="max_length")))
     return (longest - full).abs().max().item()
 
 

@@ -21,16 +21,16 @@ from bench.flops import train_step_flops
 from bench.harness import current_rss_mb, gemm_rate, load_model, random_batch, release_memory, sync, train_config
 from bench.prompts import synthetic_prompts
 from bench.settings import BenchSettings
-from qlora_clip.methods.adapters import adapter_size_bytes, trainable_parameter_count
-from qlora_clip.config import TrainConfig
-from qlora_clip.training.distributed import Distributed
-from qlora_clip.backbones.encode import ClassPrompts, image_features
+from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.inputs.sampler import split_sizes
-from qlora_clip.training.memory import MB, PeakMemory
-from qlora_clip.methods.step_rules import eva_initialize
+from qlora_clip.methods.interface import Adapted
 from qlora_clip.methods.table import METHODS
 from qlora_clip.paper import LR, N_ITERS, PAPER_SHOTS
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.training.memory import MB, PeakMemory
 from qlora_clip.training.precision import Precision
+from qlora_clip.training.settings import TrainConfig
+from qlora_clip.training.text_pass import PerUpdateText, TextPass
 from trainer import TrainStep
 
 log = logging.getLogger("bench")
@@ -41,15 +41,17 @@ class StepTimer:
 
     The step reports its phases through `mark`; here each mark waits for the device, so the wall
     time between two marks is that phase's. The text pass is the prompts' forward and backward,
-    the image pass the images' forward and backward. `dist` and `text_per_update` are the step's
-    own (the ImageNet-shaped study times several processes, and the per-micro-batch reference).
+    the image pass the images' forward and backward. `dist` and `text_pass` are the step's own (the
+    ImageNet-shaped study times several processes, and the per-micro-batch reference,
+    bench/text_reference.py).
     """
 
-    def __init__(self, model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, total_steps: int = 1000,
-                 config: TrainConfig | None = None, dist: Distributed | None = None, text_per_update: bool = True):
+    def __init__(self, adapted: Adapted, prompts: ClassPrompts, precision: Precision, total_steps: int = 1000,
+                 config: TrainConfig | None = None, dist: Distributed | None = None,
+                 text_pass: Callable[[ClassPrompts, Distributed], TextPass] = PerUpdateText):
         config = config or TrainConfig(shots=1, lr=LR, n_iters=total_steps)
         self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
-        self.step_fn = TrainStep(model, prompts, config, precision, self.dist, text_per_update=text_per_update)
+        self.step_fn = TrainStep(adapted, prompts, config, precision, self.dist, text_pass=text_pass)
         self.device = precision.device
 
     def split(self, images: torch.Tensor, labels: torch.Tensor,
@@ -82,10 +84,10 @@ class StepTimer:
                 "image_s": phases.get("image", 0.0) + phases.get("image_backward", 0.0), "loss": loss.item()}
 
 
-def time_training(model: torch.nn.Module, prompts: ClassPrompts, precision: Precision, batch: int,
+def time_training(adapted: Adapted, prompts: ClassPrompts, precision: Precision, batch: int,
                   image_size: int, steps: int, warmup: int, config: TrainConfig | None = None) -> dict:
     """Median step time and tower shares over `steps` steps after `warmup`, on one random batch."""
-    timer = StepTimer(model, prompts, precision, total_steps=warmup + steps, config=config)
+    timer = StepTimer(adapted, prompts, precision, total_steps=warmup + steps, config=config)
     images, labels = random_batch(batch, image_size, len(prompts), precision.device)
     records = [timer.step(images, labels) for _ in range(warmup + steps)][warmup:]
     step_s = statistics.median(r["step_s"] for r in records)
@@ -99,9 +101,10 @@ def time_training(model: torch.nn.Module, prompts: ClassPrompts, precision: Prec
 
 
 @torch.no_grad()
-def eval_images_per_s(model: torch.nn.Module, precision: Precision, batch: int, image_size: int,
+def eval_images_per_s(adapted: Adapted, precision: Precision, batch: int, image_size: int,
                       reps: int) -> float:
     """Images/s of the evaluation's image pass (eval mode, no gradients), median of `reps` after one."""
+    model = adapted.model
     model.eval()
     images, _ = random_batch(batch, image_size, 2, precision.device, seed=1)
     times = []
@@ -109,7 +112,7 @@ def eval_images_per_s(model: torch.nn.Module, precision: Precision, batch: int, 
         for i in range(reps + 1):
             sync(precision.device)
             start = time.perf_counter()
-            image_features(model, images)
+            adapted.image_embeddings(images)
             sync(precision.device)
             if i:  # the first pass is warm-up
                 times.append(time.perf_counter() - start)
@@ -142,15 +145,16 @@ def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting:
     backbone = setting.backbone or bench.backbone
     release_memory(device)
     total_steps = bench.warmup + bench.steps
-    config, precision, bundle = load_model(backbone, setting.dtype, device, setting.mode, setting.encoder,
-                                           setting.dropout, setting.checkpointing, total_steps)
+    settings, precision, adapted = load_model(backbone, setting.dtype, device, setting.mode, setting.encoder,
+                                              setting.dropout, setting.checkpointing, total_steps)
+    bundle = adapted.bundle
     # As in main.py, the peak covers training with the model loaded, not the load itself (on the
     # CPU a 4-bit load passes through the full-precision weights).
     release_memory(device)
     rss_before = current_rss_mb()
     memory = PeakMemory(device)
     memory.reset()
-    model = bundle.model
+    model = adapted.model
     if prepare_model is not None:
         prepare_model(model)
     # SigLIP's prompts are padded to its fixed length whatever they hold; CLIP-like ones to the longest.
@@ -160,14 +164,15 @@ def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting:
                            device, padding=setting.padding, text=bundle.text)
     prompt_len = prompts.input_ids.shape[1]
     method = METHODS[setting.mode]
-    if method.step == "eva":  # its data pass, on random images (a run uses its train images)
-        eva_initialize(model, [random_batch(setting.batch, bundle.image.image_size, 2, device, seed=3)[0]], prompts)
-    row = {**asdict(setting), "backbone": backbone, "family": bundle.family.name, "dropout": config.adapter.dropout,
+    # A data-driven initialisation (EVA's), on random images (a run uses its train images); most methods have none.
+    adapted.initialize([random_batch(setting.batch, bundle.image.image_size, 2, device, seed=3)[0]], prompts)
+    fields = adapted.fields()
+    row = {**asdict(setting), "backbone": backbone, "family": bundle.family.name, "dropout": settings.dropout_rate,
            "padding": setting.padding or bundle.text.padding, "prompt_len": prompt_len,
-           "footprint_mb": model.get_memory_footprint() / MB,
-           "trainable_params": trainable_parameter_count(model), "adapter_size_mb": adapter_size_bytes(model) / MB}
+           "footprint_mb": adapted.footprint_bytes() / MB,
+           "trainable_params": fields["trainable_params"], "adapter_size_mb": fields["adapter_size_mb"]}
     rate_before = gemm_rate(device, precision.dtype)
-    row.update(time_training(model, prompts, precision, setting.batch, bundle.image.image_size,
+    row.update(time_training(adapted, prompts, precision, setting.batch, bundle.image.image_size,
                              bench.steps, bench.warmup, train_config(setting.mode, total_steps)))
     row["gemm_rate_around"] = (rate_before + gemm_rate(device, precision.dtype)) / 2
     peak = memory.read()
@@ -178,21 +183,21 @@ def measure_setting(bench: BenchSettings, peak_flops: dict[str, float], setting:
     else:
         row["peak_rss_above_loaded_mb"] = peak["peak_memory_mb"] - rss_before
     # Adapter FLOPs are LoRA's formula (rank r); other methods' adapters are counted as none (a small share).
-    rank = config.adapter.r if method.peft_class == "LoraConfig" else 0
+    rank = settings.r if method.peft_class == "LoraConfig" else 0
     flops = train_step_flops(model.config, setting.batch, setting.num_classes, prompt_len, setting.encoder,
-                             r=rank, n_params=len(config.adapter.params))
+                             r=rank, n_params=len(settings.params))
     row["step_gflop"] = flops / 1e9
     row["achieved_gflops"] = flops / row["step_s"] / 1e9
     row["utilization"] = flops / row["step_s"] / peak_flops[setting.dtype]
     row["utilization_vs_gemm_around"] = flops / row["step_s"] / row["gemm_rate_around"]
     if with_eval:
-        row["eval_images_per_s"] = eval_images_per_s(model, precision, setting.batch, bundle.image.image_size,
+        row["eval_images_per_s"] = eval_images_per_s(adapted, precision, setting.batch, bundle.image.image_size,
                                                      reps=2)
     log.info("%s %s b%d %s ckpt=%s C=%d L=%d: step %.3fs (%.1f img/s, text %.0f%%, image %.0f%%), "
              "peak %.0f MB, util %.0f%%", setting.mode, setting.encoder, setting.batch, setting.dtype,
              setting.checkpointing, setting.num_classes, prompt_len, row["step_s"], row["images_per_s"],
              100 * row["text_share"], 100 * row["image_share"], row["peak_memory_mb"], 100 * row["utilization"])
-    del model, bundle, prompts
+    del model, bundle, prompts, adapted
     release_memory(device)
     return row
 

@@ -13,6 +13,7 @@ tests/test_datasets_package.py checks that no library we use imports it on our c
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -22,49 +23,17 @@ from types import ModuleType
 from qlora_clip.errors import UserError
 from qlora_clip.paper import CLIP_LORA_TEMPLATE, PROTOCOLS
 
-from qlora_clip.data import EvalImages, FewShotDataset, Item, SplitDataset
+from qlora_clip.data.items import EvalImages, FewShotDataset, Item, SplitDataset
+from qlora_clip.data.settings import DATASET_NAMES, OOD_DATASETS, TEMPLATES, TEST_ONLY
 from .base2new import base_to_new
 from .sampling import sample_train_then_val, sample_train_val
 
-# --dataset names, each the module of this package that reads it. The 11 datasets of the CLIP-LoRA table, by the names
-# its scripts use, then ImageNet's four variants (CoOp's names), then the four OOD sets of MCM's ImageNet benchmark,
-# then our own two.
-DATASET_NAMES = (
-    "imagenet",
-    "caltech101",
-    "oxford_pets",
-    "stanford_cars",
-    "oxford_flowers",
-    "food101",
-    "fgvc",
-    "sun397",
-    "dtd",
-    "eurosat",
-    "ucf101",
-    "imagenetv2",
-    "imagenet_sketch",
-    "imagenet_a",
-    "imagenet_r",
-    "ood_inaturalist",
-    "ood_sun",
-    "ood_places",
-    "ood_textures",
-    "fashion_mnist",
-    "folder",
-)
-# Out-of-distribution sets: unlabelled images (one pseudo-class) that a run's own classifier scores (--ood_datasets);
-# an accuracy on them would mean nothing.
-OOD_DATASETS = ("ood_inaturalist", "ood_sun", "ood_places", "ood_textures")
-# Datasets whose images are all test images, never trained on: ImageNet's variants (targets of --eval_datasets) and
-# the OOD sets.
-TEST_ONLY = frozenset({"imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r", *OOD_DATASETS})
-TEMPLATES = ("clip-lora", "dataset")
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DATASET_NAMES", "OOD_DATASETS", "TEMPLATES", "TEST_ONLY", "EvalImages", "FewShotDataset", "Item",
            "SplitDataset", "build_dataset", "build_eval_images", "dataset_module", "require_test_images",
-           "untrainable_message", "write_subset"]
+           "untrainable_message", "use_template", "write_subset"]
 
 
 def dataset_module(name: str) -> ModuleType:
@@ -134,6 +103,16 @@ def require_test_images(name: str, root: str | Path, split: SplitDataset) -> Non
 
 def _template(split: SplitDataset, template: str, family_template: str) -> str:
     return family_template if template == "clip-lora" else split.template
+
+
+def use_template(data: FewShotDataset | EvalImages, template: str, family_template: str) -> FewShotDataset | EvalImages:
+    """`data` with its prompts in the backbone family's own template when --template is clip-lora (the run reads
+    its data before the checkpoint, so the family is known only afterwards); unchanged with --template dataset."""
+    if template != "clip-lora":
+        return data
+    new = getattr(data, "new", None)
+    changes = {"new": dataclasses.replace(new, template=family_template)} if new is not None else {}
+    return dataclasses.replace(data, template=family_template, **changes)
 
 
 def write_subset(data: FewShotDataset, path: str | Path) -> None:

@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 
 from qlora_clip.errors import UserError
 
-from qlora_clip.data import EvalImages, FewShotDataset, Item
+from qlora_clip.data.items import EvalImages, FewShotDataset, Item
 
 
 @dataclass(frozen=True)

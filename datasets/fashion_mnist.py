@@ -15,7 +15,9 @@ from PIL import Image
 
 from qlora_clip.errors import UserError
 
-from qlora_clip.data import Item, SplitDataset, SplitSizes, to_rgb
+from qlora_clip.data.images import to_rgb
+
+from qlora_clip.data.items import Item, SplitDataset, SplitSizes
 from .splits import NotFound
 
 FOLDERS = ("fashion_mnist", "fashion-mnist")

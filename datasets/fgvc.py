@@ -11,7 +11,7 @@ from pathlib import Path
 
 from qlora_clip.errors import UserError
 
-from qlora_clip.data import Item, SplitDataset, SplitSizes
+from qlora_clip.data.items import Item, SplitDataset, SplitSizes
 from .splits import PARTS, checked_split, find_folder, read_text, require_file
 
 NAME = "fgvc"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from qlora_clip.errors import UserError
 
-from qlora_clip.data import Item, SplitDataset
+from qlora_clip.data.items import Item, SplitDataset
 from .splits import NotFound, checked_split, read_split_json, read_text
 
 NAME = "folder"

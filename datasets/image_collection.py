@@ -18,7 +18,7 @@ from pathlib import Path
 
 from qlora_clip.errors import UserError
 
-from qlora_clip.data import EvalImages, Item, SplitDataset
+from qlora_clip.data.items import EvalImages, Item, SplitDataset
 from .folder import IMAGE_SUFFIXES
 from .splits import NotFound
 

@@ -13,7 +13,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from qlora_clip.errors import UserError
 
-from qlora_clip.data import Item, SplitDataset, SplitSizes
+from qlora_clip.data.items import Item, SplitDataset, SplitSizes
 from .splits import NotFound, find_folder, read_text, require_file, see_docs
 
 NAME = "imagenet"

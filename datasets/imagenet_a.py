@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qlora_clip.data import SplitDataset, SplitSizes
+from qlora_clip.data.items import SplitDataset, SplitSizes
 from .imagenet_variants import load_wnid_folders
 
 FOLDER = "imagenet-adversarial"

@@ -14,7 +14,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from qlora_clip.errors import UserError
 
-from qlora_clip.data import Item, SplitDataset
+from qlora_clip.data.items import Item, SplitDataset
 from .imagenet import read_classnames
 from .splits import find_folder, see_docs
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from qlora_clip.data import SplitDataset
+from qlora_clip.data.items import SplitDataset
 from .image_collection import collection_split
 from .splits import NotFound, see_docs
 

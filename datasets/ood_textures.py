@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qlora_clip.data import SplitDataset, SplitSizes
+from qlora_clip.data.items import SplitDataset, SplitSizes
 from .ood_benchmark import MCM_FOLDER, load_ood_set
 
 NAME = "ood_textures"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qlora_clip.data import SplitDataset, SplitSizes
+from qlora_clip.data.items import SplitDataset, SplitSizes
 from .splits import read_coop_split
 
 FOLDERS = ("oxford_pets", "OxfordPets")  # CoOp's name, CLIP-LoRA's name

@@ -10,7 +10,7 @@ import logging
 import random
 from typing import Sequence
 
-from qlora_clip.data import Item
+from qlora_clip.data.items import Item
 
 log = logging.getLogger(__name__)
 

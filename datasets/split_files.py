@@ -31,7 +31,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
-from qlora_clip.data import Item
+from qlora_clip.data.items import Item
 from qlora_clip.errors import UserError
 
 FORMATS = ("2sfs", "dassl", "qlora-clip")

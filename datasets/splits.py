@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 from qlora_clip.errors import UserError
 from qlora_clip.paper import CLIP_LORA_TEMPLATE
 
-from qlora_clip.data import Item, SplitDataset
+from qlora_clip.data.items import Item, SplitDataset
 
 PARTS = ("train", "val", "test")
 

@@ -37,6 +37,9 @@ CONTEXT_LENGTH = 77  # CLIP's text context; prompts are truncated to it
 # CLIP-LoRA trains and evaluates every dataset with this prompt; CoOp's per-dataset prompts are
 # declared by each dataset module (--template dataset).
 CLIP_LORA_TEMPLATE = "a photo of a {}."
+# The prompt SigLIP's model cards and transformers' zero-shot pipeline use: SigLIP's and SigLIP 2's own
+# (backbones/families.py), which --template clip-lora uses for them.
+SIGLIP_TEMPLATE = "This is a photo of {}."
 
 # --- the grid of the few-shot table -------------------------------------------------------------
 PAPER_DATASETS = ("imagenet", "sun397", "fgvc", "eurosat", "stanford_cars", "food101", "oxford_pets",

@@ -23,7 +23,7 @@ from pathlib import Path
 import dataset_trees as trees
 
 from datasets import dataset_module
-from qlora_clip.data import SplitSizes
+from qlora_clip.data.items import SplitSizes
 from datasets.fetch import CATALOG, Entry
 
 

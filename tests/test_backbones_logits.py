@@ -17,7 +17,7 @@ import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from qlora_clip.config import ModelConfig
+from qlora_clip.backbones.settings import ModelConfig
 from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
 from qlora_clip.inputs.loaders import eval_transform, to_model_input
 from qlora_clip.backbones.loading import load_clip, resolve_backbone

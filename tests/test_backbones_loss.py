@@ -7,7 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qlora_clip.config import AdapterConfig, ModelConfig, TrainConfig
+from qlora_clip.backbones.settings import ModelConfig
+
+from qlora_clip.methods.settings import AdapterConfig
+
+from qlora_clip.training.settings import TrainConfig
 from qlora_clip.training.distributed import Distributed
 from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
 from qlora_clip.training.losses import summed_loss

@@ -86,7 +86,7 @@ def test_no_disk_cache_with_an_empty_eval_cache_dir(color_folder, tmp_path):
 def test_the_key_holds_what_the_features_depend_on(change):
     from types import SimpleNamespace
 
-    from qlora_clip.config import ImageSettings
+    from qlora_clip.backbones.families import ImageSettings
     from qlora_clip.training.precision import resolve_precision
 
     def key(compute_dtype="fp32", seed=1):
@@ -110,8 +110,8 @@ def test_the_key_follows_the_images_where_they_are_and_what_is_in_them(tmp_path)
     from PIL import Image
 
     from datasets import Item
-    from qlora_clip.data import open_rgb
-    from qlora_clip.config import ImageSettings
+    from qlora_clip.data.images import open_rgb
+    from qlora_clip.backbones.families import ImageSettings
     from qlora_clip.training.precision import resolve_precision
 
     def items_in(folder: Path) -> list[Item]:

@@ -12,7 +12,7 @@ import pytest
 
 import check_data
 from datasets import DATASET_NAMES, build_dataset, dataset_module
-from qlora_clip.data import SplitSizes
+from qlora_clip.data.items import SplitSizes
 from datasets.splits import MissingImages
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,7 +8,8 @@ import bitsandbytes.nn.modules as bnb_modules
 import torch
 
 from qlora_clip.backbones import compat
-from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.backbones.settings import ModelConfig
+from qlora_clip.methods.settings import AdapterConfig
 from qlora_clip.backbones.loading import load_clip
 
 CPU = torch.device("cpu")

@@ -10,7 +10,7 @@ from PIL import Image
 
 import check_data
 from datasets import build_dataset
-from qlora_clip.data import UnreadableImage, open_rgb
+from qlora_clip.data.images import UnreadableImage, open_rgb
 from qlora_clip.inputs.train_images import decode_all
 
 # A grey ramp over the whole 16-bit range: 0, 257, 514, ... 65535 are 0, 1, 2, ... 255 in 8 bits.

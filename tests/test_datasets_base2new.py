@@ -11,7 +11,7 @@ import dataset_trees as trees
 import pytest
 
 from datasets import build_dataset, write_subset
-from qlora_clip.data import FewShotDataset, Item
+from qlora_clip.data.items import FewShotDataset, Item
 from datasets.base2new import base_to_new, relabel, split_classes
 from qlora_clip.errors import UserError
 

@@ -10,7 +10,8 @@ from transformers import CLIPModel
 
 import main
 from datasets import build_dataset
-from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.backbones.settings import ModelConfig
+from qlora_clip.methods.settings import AdapterConfig
 from qlora_clip.training.distributed import Distributed
 from qlora_clip.backbones.encode import ClassPrompts, image_features
 from qlora_clip.evaluation.evaluator import EvalSet, EvalSettings, Evaluator, build_eval_set

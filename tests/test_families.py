@@ -18,7 +18,7 @@ from transformers import CLIPVisionConfig, Siglip2Config, SiglipModel, ViTConfig
 
 import main
 from qlora_clip.backbones import families
-from qlora_clip.config import ModelConfig
+from qlora_clip.backbones.settings import ModelConfig
 from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.errors import UserError
 from qlora_clip.backbones.families import FAMILIES, family_of, hub_id
@@ -32,7 +32,7 @@ EXPECTED = {"tiny": "clip", "tiny-siglip": "siglip", "tiny-siglip2": "siglip2", 
 
 
 def tiny(backbone: str, mode: str = "lora"):
-    from qlora_clip.config import AdapterConfig
+    from qlora_clip.methods.settings import AdapterConfig
 
     return load_clip(ModelConfig(backbone=backbone, adapter=AdapterConfig(mode=mode)), CPU, torch.float32)
 

@@ -11,7 +11,8 @@ import pytest
 from conftest import make_color_folder
 
 import main
-from run_utils import default_eval_cache_dir, parse_args, run_spec
+from qlora_clip.evaluation.settings import default_eval_cache_dir
+from run_utils import parse_args, run_spec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SPECS = json.loads((GOLDEN / "run_specs.json").read_text())

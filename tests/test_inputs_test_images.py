@@ -19,8 +19,8 @@ from PIL import Image
 
 import main
 from datasets import Item
-from qlora_clip.data import open_rgb
-from qlora_clip.config import ImageSettings
+from qlora_clip.data.images import open_rgb
+from qlora_clip.backbones.families import ImageSettings
 from qlora_clip.inputs import test_images
 from qlora_clip.inputs.loaders import eval_transform
 

@@ -10,7 +10,7 @@ from image_files import write_jpegs
 from PIL import Image
 
 import main
-from qlora_clip.data import open_rgb
+from qlora_clip.data.images import open_rgb
 from qlora_clip.inputs.train_images import DecodedImages, DecodeOnRead, decode_all
 
 

@@ -18,7 +18,7 @@ from PIL import Image
 import check_data
 import main
 from datasets import build_dataset
-from qlora_clip import data as base
+from qlora_clip.data import images as base
 from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.errors import UserError
 from qlora_clip.backbones.tiny_clip import tiny_checkpoint_dir

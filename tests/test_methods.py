@@ -8,7 +8,7 @@ import pytest
 
 from qlora_clip.methods.adapters import peft_config
 from qlora_clip.methods.baselines import hparams
-from qlora_clip.config import AdapterConfig
+from qlora_clip.methods.settings import AdapterConfig
 from qlora_clip.methods.table import (
     ADAPTER_MODES,
     BASELINE_MODES,

@@ -9,7 +9,7 @@ import torch
 from test_methods_training import clip_logits, one_step, tiny_batch
 
 from qlora_clip.methods import adapters
-from qlora_clip.config import ModelConfig
+from qlora_clip.backbones.settings import ModelConfig
 from qlora_clip.backbones.families import CLIP
 from qlora_clip.methods.table import BASE_METHODS, METHODS, four_bit_methods
 from qlora_clip.backbones.loading import load_base_model, resolve_backbone

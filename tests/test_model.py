@@ -13,7 +13,8 @@ from transformers import CLIPConfig, CLIPModel
 
 import main
 from qlora_clip.methods.adapters import adapter_parameter_count, peft_config, trainable_parameter_count
-from qlora_clip.config import AdapterConfig, ModelConfig
+from qlora_clip.backbones.settings import ModelConfig
+from qlora_clip.methods.settings import AdapterConfig
 from qlora_clip.errors import UserError
 from qlora_clip.backbones.loading import FULL_PRECISION_MODULES, load_clip, resolve_backbone
 from qlora_clip.backbones.targets import position_layers, target_module_names
@@ -189,7 +190,8 @@ def test_both_projections_stay_in_full_precision_in_the_4bit_modes(mode):
 
 
 def test_the_loaded_model_uses_pytorch_sdpa_attention():
-    from qlora_clip.config import AdapterConfig, ModelConfig
+    from qlora_clip.backbones.settings import ModelConfig
+    from qlora_clip.methods.settings import AdapterConfig
     from qlora_clip.backbones.loading import load_clip
 
     model = load_clip(ModelConfig("tiny", AdapterConfig("lora")), CPU, torch.float32).model

@@ -194,7 +194,9 @@ MIXED = [f"a photo of a {'x' * n}." for n in (1, 9, 2, 14, 3, 1, 22, 5, 2, 30, 4
 def step_gradients(dist: Distributed, accum: int, steps: int = 2) -> list[dict]:
     """Each step's summed gradients (per tower) of TrainStep on 5 fixed images split into `accum`
     micro-batches and over `dist`'s ranks as the sampler splits them (None for an empty share)."""
-    from qlora_clip.config import AdapterConfig, ModelConfig, TrainConfig
+    from qlora_clip.backbones.settings import ModelConfig
+    from qlora_clip.methods.settings import AdapterConfig
+    from qlora_clip.training.settings import TrainConfig
     from qlora_clip.inputs.sampler import split_sizes
     from qlora_clip.backbones.text_buckets import BUCKETS
 

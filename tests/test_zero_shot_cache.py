@@ -12,7 +12,7 @@ import pytest
 import main
 from qlora_clip.evaluation import zero_shot_cache
 from qlora_clip.evaluation import zero_shot_key
-from qlora_clip.config import ImageSettings
+from qlora_clip.backbones.families import ImageSettings
 
 
 @pytest.fixture

@@ -1,19 +1,20 @@
-"""Normalised text and image features, and the logits the loss and the accuracy use, by backbone family."""
+"""Class prompts as the text tower takes them, and normalised text and image features (the logits are the family's:
+families.LogitRule)."""
 from __future__ import annotations
 
-import os
-from typing import Callable
+from typing import TYPE_CHECKING
 
+import os
 import torch
 import torch.nn.functional as F
 
-from qlora_clip.config import TextSettings
 from qlora_clip.errors import UserError
-from qlora_clip.backbones.families import CLIP_TEXT, family_for_config
-from qlora_clip.paper import CONTEXT_LENGTH, LOGIT_SCALE
+from qlora_clip.backbones.families import CLIP_TEXT, TextSettings
+from qlora_clip.paper import CONTEXT_LENGTH
 from qlora_clip.backbones.text_buckets import TokenBuckets
 
-Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+if TYPE_CHECKING:
+    from qlora_clip.data.items import PromptedClasses
 
 # The files a tokenizer of the families is built from: the fast tokenizer's one file, CLIP's BPE
 # vocabulary and merges, or a SentencePiece model. Without them transformers builds a tokenizer
@@ -35,10 +36,13 @@ class ClassPrompts:
     """
 
     def __init__(self, tokenizer, prompts: list[str], device: torch.device, padding: str | None = None,
-                 text: TextSettings = CLIP_TEXT, buckets: int = 1):
+                 text: TextSettings = CLIP_TEXT, buckets: int = 1, classes: PromptedClasses | None = None):
         if text.lowercase:
             prompts = [prompt.lower() for prompt in prompts]
         self.tokenizer, self.prompts, self.device, self.text = tokenizer, list(prompts), device, text
+        # The classes the prompts name (their dataset and names): a method that builds its own class text
+        # (CoOp's learned context, a prompt ensemble) reads them; None where prompts stand alone.
+        self.classes = classes
         self.padding = padding or text.padding
         self.max_buckets = buckets
         enc = tokenizer(self.prompts, padding=self.padding, truncation=True, max_length=text.max_length,
@@ -59,7 +63,7 @@ class ClassPrompts:
     def share(self, rows: list[int]) -> ClassPrompts:
         """The prompts of `rows` (repeats allowed), tokenised and bucketed on their own."""
         return ClassPrompts(self.tokenizer, [self.prompts[i] for i in rows], self.device, self.padding, self.text,
-                            self.max_buckets)
+                            self.max_buckets)  # a share names no classes of its own
 
     def features(self, model: torch.nn.Module) -> torch.Tensor:
         """Normalised text features, in label order."""
@@ -114,25 +118,3 @@ def _indistinct_message(tokenizer, first: str, second: str, length: int, context
 
 def image_features(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return F.normalize(model.get_image_features(pixel_values=images).pooler_output, dim=-1)
-
-
-def logits(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """CLIP-LoRA's logits: scaled cosine similarities (features are normalised), images x classes."""
-    return LOGIT_SCALE * image @ text.T
-
-
-def siglip_logits(model: torch.nn.Module) -> Logits:
-    """SigLIP's logits, as SiglipModel computes them: exp(logit_scale) x cosine + logit_bias, with the
-    checkpoint's own (frozen) scale and bias, read at each call so they follow the model's device."""
-    def compute(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        # PeftModel forwards attribute access to the model it wraps.
-        return (image @ text.T) * model.logit_scale.exp() + model.logit_bias
-    return compute
-
-
-def logit_function(model: torch.nn.Module) -> Logits:
-    """The logits of the model's family: CLIP-LoRA's fixed 100 x cosine for the CLIP-like families (the
-    protocol fixes CLIP's learned temperature at 100), the checkpoint's scale and bias for SigLIP's."""
-    if family_for_config(model.config).logits == "siglip":
-        return siglip_logits(model)
-    return logits

@@ -23,22 +23,104 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from qlora_clip.config import ImageSettings, TextSettings
 from qlora_clip.errors import UserError
-from qlora_clip.paper import BACKBONE_ALIASES, CLIP_LORA_TEMPLATE, CONTEXT_LENGTH
+from qlora_clip.paper import BACKBONE_ALIASES, CLIP_LORA_TEMPLATE, CONTEXT_LENGTH, LOGIT_SCALE, SIGLIP_TEMPLATE
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What the vision tower expects, from the checkpoint's image processor (families.image_settings).
+
+    Two test-time resizes exist among the families' processors: CLIP's (the shorter side to
+    `resize_size`, then a centre crop of `image_size`) and SigLIP's (the whole image to
+    `image_size` x `image_size`, no crop; `resize_size` is then `image_size`).
+    """
+    image_size: int   # side of the square the vision tower takes
+    resize_size: int  # shorter side before the centre crop at test time
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    center_crop: bool = True  # False: resize to the square, no crop (SigLIP's processor)
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """How class prompts become the text tower's input, by the checkpoint's family (families.py).
+
+    `padding` 'longest' is only right where the tower is causal and pools at the end-of-text token
+    (`pooled_at_end_of_text`: CLIP, MetaCLIP 2), so tokens after it cannot change the features;
+    SigLIP pools the last position, so its prompts are padded to the fixed `max_length` it was
+    trained with.
+    """
+    padding: str                 # 'longest' or 'max_length'
+    max_length: int              # the text context: prompts are truncated to it ('max_length': padded to it)
+    attention_mask: bool         # pass the padding mask (CLIP) or not (SigLIP was trained without one)
+    lowercase: bool              # lowercase the prompts first (SigLIP 2 was trained on lowercased text)
+    pooled_at_end_of_text: bool  # the text feature is the end-of-text token's (causal tower)
+
 
 # --params names -> the attention projections of an encoder layer (the same in every family).
 PROJECTIONS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "out_proj"}
 # --encoder -> the towers (model attribute, sub-config holding its depth).
 TOWERS = {"text": (("text_model", "text_config"),), "vision": (("vision_model", "vision_config"),),
           "both": (("text_model", "text_config"), ("vision_model", "vision_config"))}
-# The prompt SigLIP's model cards and transformers' zero-shot pipeline use.
-SIGLIP_TEMPLATE = "This is a photo of {}."
-LOGIT_RULES = ("clip-lora", "siglip")
 # PIL's bicubic filter, as preprocessor_config.json's `resample` spells it.
 BICUBIC = 3
+
+
+# --- how a family's logits are computed: a LogitRule per family, each a callable and the words that say it ------
+# (tensor methods only: this module stays free of torch imports, so the command line reads it cheaply)
+
+@dataclass(frozen=True)
+class LogitRule:
+    """How a family turns normalised image and text features into logits, and how a model card says it."""
+    make: Callable[[Any], Callable]   # model -> (image features, text features) -> images x classes logits
+    formula: str                      # in words, for model cards
+    card_lines: Callable[["Family"], str]  # Python a model card shows: tokenise as the run did, compute the logits
+
+
+def _fixed_scale(model: Any) -> Callable:
+    """CLIP-LoRA's logits: the protocol fixes CLIP's learned temperature at 100."""
+    def compute(image: Any, text: Any) -> Any:
+        return LOGIT_SCALE * image @ text.T
+    return compute
+
+
+def _checkpoint_scale_and_bias(model: Any) -> Callable:
+    """SigLIP's logits, as SiglipModel computes them: exp(logit_scale) x cosine + logit_bias, the checkpoint's own
+    (frozen) scale and bias, read at each call so they follow the model's device (PeftModel forwards them)."""
+    def compute(image: Any, text: Any) -> Any:
+        return (image @ text.T) * model.logit_scale.exp() + model.logit_bias
+    return compute
+
+
+def _fixed_scale_card(family: Family) -> str:
+    return (f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=True)\n"
+            f"with torch.no_grad():\n"
+            f"    out = model(**inputs)\n"
+            f"# Cosine similarities times {LOGIT_SCALE:g}, the temperature the adapter was trained with.\n"
+            f"logits = {LOGIT_SCALE:g} * out.image_embeds @ out.text_embeds.T\n")
+
+
+def _checkpoint_scale_card(family: Family) -> str:
+    lower = ".lower()" if family.lowercase else ""
+    why = " and on lowercased text" if family.lowercase else ""
+    return (f"prompts = [prompt{lower} for prompt in prompts]\n" if family.lowercase else "") + (
+        f"# {family.label} was trained on prompts padded to its fixed text length, without a padding mask{why}.\n"
+        f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=\"max_length\",\n"
+        f"                   max_length=model.config.text_config.max_position_embeddings)\n"
+        f"inputs.pop(\"attention_mask\", None)\n"
+        f"with torch.no_grad():\n"
+        f"    out = model(**inputs)\n"
+        f"# exp(logit_scale) x cosine + logit_bias: SigLIP's logits, the checkpoint's scale and bias.\n"
+        f"logits = out.logits_per_image\n")
+
+
+FIXED_SCALE = LogitRule(_fixed_scale, f"{LOGIT_SCALE:g} x cosine similarity", _fixed_scale_card)
+CHECKPOINT_SCALE_AND_BIAS = LogitRule(
+    _checkpoint_scale_and_bias,
+    "exp(logit_scale) x cosine similarity + logit_bias (the checkpoint's own, as SiglipModel computes)",
+    _checkpoint_scale_card)
 
 
 @dataclass(frozen=True)
@@ -53,7 +135,7 @@ class Family:
     padding: str                 # 'longest' (causal tower pooled at end-of-text) or 'max_length'
     attention_mask: bool         # pass the padding mask; SigLIP was trained without one
     lowercase: bool              # lowercase prompts first (SigLIP 2 trained on lowercased text)
-    logits: str                  # a LOGIT_RULES value
+    logit_rule: LogitRule        # how image and text features become logits
     losses: tuple[str, ...]      # the --loss values it allows
     template: str                # its own prompt: what --template clip-lora uses for every dataset
     full_precision: tuple[str, ...]  # modules kept out of 4-bit (BitsAndBytesConfig's skip list)
@@ -63,6 +145,10 @@ class Family:
     vision_pooling: str = "class token"
     # Where --params' projections are, per tower and layer (the four families share transformers' CLIP names).
     layer_path: str = "{tower}.encoder.layers.{layer}.self_attn.{projection}"
+
+    def logits(self, model: Any) -> Callable:
+        """The family's logits for a loaded model: (normalised image features, text features) -> logits."""
+        return self.logit_rule.make(model)
 
     @property
     def pooled_at_end_of_text(self) -> bool:
@@ -103,7 +189,7 @@ SIGLIP_FULL_PRECISION = ("vision_model.head", "text_model.head")
 CLIP = Family(
     name="clip", label="CLIP", model_type="clip", model_class="CLIPModel", processor_class="CLIPProcessor",
     tokenizer_files="vocab.json and merges.txt (or tokenizer.json) with tokenizer_config.json",
-    padding="longest", attention_mask=True, lowercase=False, logits="clip-lora", losses=("ce",),
+    padding="longest", attention_mask=True, lowercase=False, logit_rule=FIXED_SCALE, losses=("ce",),
     template=CLIP_LORA_TEMPLATE, full_precision=CLIP_FULL_PRECISION, tiny="tiny")
 # SigLIP's vision head (vision_model.head.attention, an nn.MultiheadAttention) is never adapted:
 # --params names the encoder layers' projections, and PEFT adapts a MultiheadAttention only whole
@@ -114,7 +200,7 @@ SIGLIP = Family(
     name="siglip", label="SigLIP", model_type="siglip", model_class="SiglipModel",
     processor_class="SiglipProcessor",
     tokenizer_files="spiece.model with tokenizer_config.json (and the sentencepiece package)",
-    padding="max_length", attention_mask=False, lowercase=False, logits="siglip", losses=("ce", "sigmoid"),
+    padding="max_length", attention_mask=False, lowercase=False, logit_rule=CHECKPOINT_SCALE_AND_BIAS, losses=("ce", "sigmoid"),
     template=SIGLIP_TEMPLATE, full_precision=SIGLIP_FULL_PRECISION, tiny="tiny-siglip",
     vision_pooling="attention head")
 # The fixed-resolution SigLIP 2 checkpoints are SiglipModel checkpoints (model_type 'siglip') with
@@ -122,14 +208,14 @@ SIGLIP = Family(
 SIGLIP2 = Family(
     name="siglip2", label="SigLIP 2", model_type="siglip", model_class="SiglipModel",
     processor_class="SiglipProcessor", tokenizer_files="tokenizer.json with tokenizer_config.json (Gemma's)",
-    padding="max_length", attention_mask=False, lowercase=True, logits="siglip", losses=("ce", "sigmoid"),
+    padding="max_length", attention_mask=False, lowercase=True, logit_rule=CHECKPOINT_SCALE_AND_BIAS, losses=("ce", "sigmoid"),
     template=SIGLIP_TEMPLATE, full_precision=SIGLIP_FULL_PRECISION, tiny="tiny-siglip2",
     vision_pooling="attention head")
 METACLIP2 = Family(
     name="metaclip_2", label="MetaCLIP 2", model_type="metaclip_2", model_class="MetaClip2Model",
     processor_class="CLIPProcessor",
     tokenizer_files="tokenizer.json (or sentencepiece.bpe.model) with tokenizer_config.json (XLM-RoBERTa's)",
-    padding="longest", attention_mask=True, lowercase=False, logits="clip-lora", losses=("ce",),
+    padding="longest", attention_mask=True, lowercase=False, logit_rule=FIXED_SCALE, losses=("ce",),
     template=CLIP_LORA_TEMPLATE, full_precision=CLIP_FULL_PRECISION, tiny="tiny-metaclip2")
 
 FAMILIES = {family.name: family for family in (CLIP, SIGLIP, SIGLIP2, METACLIP2)}
@@ -258,15 +344,6 @@ def family_of(source: str, backbone: str) -> Family:
     raise UserError(f"{where}: unsupported model type '{model_type}'. Supported: {SUPPORTED}")
 
 
-def family_for_config(config: Any) -> Family:
-    """The family of a loaded model's config, for what only depends on the model type (the target map, the
-    logits): SigLIP and SigLIP 2 share both, so the 'siglip' type names SigLIP's entry."""
-    for family in FAMILIES.values():
-        if family.model_type == config.model_type:
-            return family
-    raise UserError(f"model type '{config.model_type}' is not a supported family. Supported: {SUPPORTED}")
-
-
 def load_tokenizer(family: Family, source: str, backbone: str):
     """The checkpoint's tokenizer (AutoTokenizer: the class its tokenizer_config.json names), before any
     weights load; UserError naming the files it needs when it is missing or unreadable."""
@@ -315,8 +392,13 @@ def image_settings(source: str, backbone: str) -> ImageSettings:
                     "(CLIP) and a resize to a square without a crop (SigLIP)")
 
 
-def check_loss(family: Family, loss: str, backbone: str) -> None:
-    """--loss must be one the family was trained with or CLIP-LoRA's cross-entropy."""
+def check_family(family: Family, loss: str, method: Any, backbone: str) -> None:
+    """What the checkpoint's family must allow, checked before any weights load: the --loss (one it was trained
+    with, or CLIP-LoRA's cross-entropy) and the method (an entry of methods/table.py that names its families)."""
+    if method.families is not None and family.name not in method.families:
+        raise UserError(f"--mode {method.name} runs on {', '.join(FAMILIES[name].label for name in method.families)} "
+                        f"checkpoints only ({method.families_why}); --backbone {backbone} is a {family.label} "
+                        "checkpoint")
     if loss not in family.losses:
         raise UserError(f"--loss {loss}: the sigmoid loss is SigLIP's own (it needs the checkpoint's logit_bias); "
                         f"--backbone {backbone} is a {family.label} checkpoint, which allows "

@@ -1,9 +1,11 @@
-"""Loading a Hugging Face CLIP-family checkpoint (a 4-bit NF4 base or not) and putting the method's adapter on it.
+"""Loading a Hugging Face CLIP-family checkpoint, on a 4-bit NF4 base or not: the one loader of every method.
 
-Every method is one code path: the base as the method's table entry asks (4-bit for QLoRA, QDoRA
-and the other `-4bit` entries), then adapters.attach (or adapters.load_adapter for --eval_only).
-What differs between CLIP, SigLIP, SigLIP 2 and MetaCLIP 2 (model class, tokenizer, text rules,
-what stays in full precision) comes from the checkpoint's family (families.py).
+`open_checkpoint` resolves --backbone once per run (RunSpec.checkpoint): where its files are and its
+family, read from config.json before anything else. `load_bundle` then reads the tokenizer and the
+image processor (a missing one stops the run before any weights load) and the weights, as the
+method's entry asks (4-bit for QLoRA, QDoRA and the other `-4bit` entries); the method goes on it
+next (methods/interface.build). What differs between CLIP, SigLIP, SigLIP 2 and MetaCLIP 2 (model
+class, tokenizer, text rules, what stays in full precision) comes from the family (families.py).
 """
 from __future__ import annotations
 
@@ -18,28 +20,40 @@ from peft import prepare_model_for_kbit_training
 from safetensors import SafetensorError
 from transformers import BitsAndBytesConfig, PreTrainedModel, PreTrainedTokenizerBase
 
-from qlora_clip.methods import adapters
 from qlora_clip.backbones.compat import keep_cpu_4bit_layout_trainable  # first: quiets bitsandbytes before its import
-from qlora_clip.config import ImageSettings, ModelConfig, TextSettings
 from qlora_clip.errors import UserError
-from qlora_clip.backbones.families import CLIP, Family, family_of, hub_id, image_settings, load_tokenizer
+from qlora_clip.backbones.families import (
+    Family,
+    ImageSettings,
+    TextSettings,
+    family_of,
+    hub_id,
+    image_settings,
+    load_tokenizer,
+)
 from qlora_clip.backbones.tiny_backbones import TINY_NAMES, tiny_backbone_dir, tiny_backbone_path
 
 log = logging.getLogger(__name__)
 
-# The protocol's (CLIP's) modules kept out of 4-bit, as docs/protocol.md names them; every family's
-# own list, and why, is its families.Family.full_precision.
-FULL_PRECISION_MODULES = list(CLIP.full_precision)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A --backbone resolved: what `from_pretrained` takes, and the checkpoint's family (from its config.json)."""
+    backbone: str  # --backbone as given
+    source: str    # a local folder or a hub id
+    family: Family
 
 
 @dataclass
 class ClipBundle:
-    """The adapted model and what the data pipeline needs to feed it."""
+    """The loaded base and what the data pipeline needs to feed it."""
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     image: ImageSettings
     text: TextSettings  # how class prompts become token ids for this family (encode.ClassPrompts)
     family: Family
+    checkpoint: Checkpoint
 
 
 def resolve_backbone(backbone: str) -> str:
@@ -72,9 +86,18 @@ def backbone_folder(backbone: str) -> Path | None:
     return Path(cached).parents[2] if isinstance(cached, str) else None
 
 
-def load_base_model(source: str, family: Family, config: ModelConfig, device: torch.device,
-                    compute_dtype: torch.dtype) -> PreTrainedModel:
-    quantized = config.adapter.method.quantized
+def open_checkpoint(backbone: str) -> Checkpoint:
+    """The checkpoint --backbone names and its family, from config.json only; UserError for a missing or
+    unsupported one, naming it and what is supported."""
+    source = resolve_backbone(backbone)
+    return Checkpoint(backbone, source, family_of(source, backbone))
+
+
+def load_base_model(checkpoint: Checkpoint, quantized: bool, device: torch.device, compute_dtype: torch.dtype,
+                    gradient_checkpointing: bool = False) -> PreTrainedModel:
+    """The checkpoint's weights: on a 4-bit NF4 base (frozen, its other weights in fp32 but the token table), or in
+    the compute dtype."""
+    family, source = checkpoint.family, checkpoint.source
     if quantized:
         kwargs = {
             "quantization_config": BitsAndBytesConfig(
@@ -92,10 +115,10 @@ def load_base_model(source: str, family: Family, config: ModelConfig, device: to
     try:
         model = family.model_class_object().from_pretrained(source, **kwargs)
     except SafetensorError as err:
-        raise UserError(f"--backbone {config.backbone}: the weights in {source} cannot be read ({err}); the file is "
-                        "damaged or cut short: download or copy it again") from err
+        raise UserError(f"--backbone {checkpoint.backbone}: the weights in {source} cannot be read ({err}); the file "
+                        "is damaged or cut short: download or copy it again") from err
     except OSError as err:
-        raise _could_not_load(config.backbone, source, err) from err
+        raise _could_not_load(checkpoint.backbone, source, err) from err
     if quantized:
         # Freezes the base and puts the non-quantized parameters (norms, embeddings) in fp32.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -106,7 +129,7 @@ def load_base_model(source: str, family: Family, config: ModelConfig, device: to
         keep_cpu_4bit_layout_trainable(model)
     else:
         model.to(device)
-    if config.gradient_checkpointing:
+    if gradient_checkpointing:
         # Non-reentrant checkpointing needs no input-embedding hooks and works for every mode.
         model.activation_checkpointing_enable({"use_reentrant": False})
     return model
@@ -119,21 +142,13 @@ def _could_not_load(backbone: str, source: str, err: Exception) -> UserError:
                      f"preprocessor files) or an offline one: {', '.join(TINY_NAMES)}")
 
 
-def load_clip(config: ModelConfig, device: torch.device, compute_dtype: torch.dtype,
-              saved_adapter: Path | None = None) -> ClipBundle:
-    """Base model + tokenizer + image and text settings, with a fresh adapter or the one saved in `saved_adapter`.
-
-    The family, tokenizer and image processor are read first: an unsupported checkpoint, a missing
-    tokenizer or preprocessor settings stop the run before any weights load.
-    """
-    source = resolve_backbone(config.backbone)
-    family = family_of(source, config.backbone)
-    tokenizer = load_tokenizer(family, source, config.backbone)
-    image = image_settings(source, config.backbone)
-    model = load_base_model(source, family, config, device, compute_dtype)
-    if saved_adapter is not None:
-        model = adapters.load_adapter(model, saved_adapter, config.adapter)
-    else:
-        model = adapters.attach(model, config.adapter, source)
+def load_bundle(checkpoint: Checkpoint, quantized: bool, device: torch.device, compute_dtype: torch.dtype,
+                gradient_checkpointing: bool = False) -> ClipBundle:
+    """Tokenizer, image and text settings, then the weights: a missing tokenizer or preprocessor settings stop
+    the run before any weights load."""
+    family, source = checkpoint.family, checkpoint.source
+    tokenizer = load_tokenizer(family, source, checkpoint.backbone)
+    image = image_settings(source, checkpoint.backbone)
+    model = load_base_model(checkpoint, quantized, device, compute_dtype, gradient_checkpointing)
     return ClipBundle(model=model, tokenizer=tokenizer, image=image, text=family.text_settings(model.config),
-                      family=family)
+                      family=family, checkpoint=checkpoint)

@@ -6,6 +6,7 @@ names only, from the checkpoint's config.
 """
 from __future__ import annotations
 
+from qlora_clip.backbones.families import Family
 from qlora_clip.errors import UserError
 
 LAYER_NORMS = ("layer_norm1", "layer_norm2")
@@ -42,12 +43,9 @@ def selected_layers(config, encoder: str, position: str) -> list[str]:
     return names
 
 
-def target_module_names(config, encoder: str, position: str, params: list[str]) -> list[str]:
+def target_module_names(family: Family, config, encoder: str, position: str, params: list[str]) -> list[str]:
     """Full names of the attention projections that get adapters, by the family's map of the model
     (families.Family.layer_module; the four families share transformers' CLIP names)."""
-    from qlora_clip.backbones.families import family_for_config
-
-    family = family_for_config(config)
     names = []
     for layer in selected_layers(config, encoder, position):
         tower, index = layer.split(".")[0], int(layer.rsplit(".", 1)[1])

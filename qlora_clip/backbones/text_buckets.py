@@ -20,30 +20,30 @@ the tower's fixed per-call work (kernel launches, Python), which a small prompt 
 back. Measured: the demo's 10 Fashion-MNIST prompts on the tiny model trained 320 steps in 25-35 s
 with 4 buckets against 21.5 s with one call (two runs each, 2-core CPU).
 
-Other families are not bucketed (`bucket_limit`): a text tower that pools elsewhere or is padded
-to a fixed length (SigLIP) would change its features, and a method that adapts the token
-embedding may not see the tokens these lengths were counted from.
+A family whose text tower pools elsewhere or is padded to a fixed length (SigLIP) is not bucketed
+(`bucket_limit`, by the family's `pooled_at_end_of_text`: the one rule, which the prompts' padding
+follows too): its features would change. Nor is a model whose method adapts the token embedding,
+which may not see the tokens these lengths were counted from.
 """
 from __future__ import annotations
 
 import torch
 
+from qlora_clip.backbones.families import Family
+
 BUCKETS = 4         # at most this many forward calls per text pass
 MIN_SAVING = 0.10   # fraction of the padded tokens the buckets must save to be used
 MIN_PROMPTS = 64    # fewer class prompts than this stay one call (DTD's 47, EuroSAT's 10); ImageNet has 1,000
-# Model families (config.model_type) whose text tower is causal and pools at the end-of-text token.
-EOS_POOLED_FAMILIES = frozenset({"clip"})
 
 
-def bucket_limit(model: torch.nn.Module, prompts: int | None = None) -> tuple[int, str | None]:
+def bucket_limit(family: Family, model: torch.nn.Module, prompts: int | None = None) -> tuple[int, str | None]:
     """The one switch: (BUCKETS, None) where length buckets keep the features and a run's `prompts` (its class
     count; None: not asked) are enough to pay for the extra calls, else (1, why not)."""
     if prompts is not None and prompts < MIN_PROMPTS:
         return 1, f"{prompts} class prompts: fewer than {MIN_PROMPTS}, one call costs less than several"
-    family = getattr(model.config, "model_type", None)
-    if family not in EOS_POOLED_FAMILIES:
-        return 1, (f"length buckets are shown to keep the features for CLIP's text tower (causal, pooled at "
-                   f"end-of-text) only, not for the {family} one")
+    if not family.pooled_at_end_of_text:
+        return 1, (f"{family.label}'s text tower is not causal and pooled at end-of-text, so padding changes its "
+                   "features")
     if adapts_token_embedding(model):
         return 1, "the method adapts the token embedding"
     return BUCKETS, None

@@ -40,7 +40,7 @@ from transformers import (
     XLMRobertaTokenizer,
 )
 
-from qlora_clip.config import cache_root
+from qlora_clip.machine import cache_root
 from qlora_clip.backbones.tiny_clip import (
     CLIP_LOGIT_SCALE,
     TINY_IMAGE_SIZE,

@@ -16,7 +16,7 @@ import torch
 from tokenizers import pre_tokenizers
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
 
-from qlora_clip.config import cache_root
+from qlora_clip.machine import cache_root
 
 # Bump when the recipe below changes, so stale caches are rebuilt rather than reused.
 # 2: logit_scale ln(100), as OpenAI's checkpoints hold it, so the checkpoint's own logits_per_image

@@ -1,36 +1,37 @@
 """Top-1 accuracy of the model on a test set: encode the images, compare with the class prompts, count.
 
-One Evaluator serves a run's evaluations (zero-shot before training, test after). With several
-processes each encodes its share of the test images (eval_images.prepared_test_images) and the
-counts are summed, so N GPUs evaluate N times faster and the accuracy is the 1-process one. When
-the vision tower is not adapted (adapters.tower_is_adapted, for every method), its features are the
-same in both evaluations, so the first evaluation of a test set keeps them and later ones only
-re-encode the prompts.
-A zero-shot
-accuracy that an earlier run stored for the same base and test set (zero_shot_cache.py, keyed by
-zero_shot_key.py) is read instead of computed.
+One Evaluator serves a run's evaluations (zero-shot before training, test after), for every
+method alike: it asks the method (methods/interface.Adapted) for its text features, image
+embeddings and logits, and for the pretrained base (`zero_shot_view`). With several processes each
+encodes its share of the test images (inputs/test_images.prepared_test_images) and the counts are
+summed, so N GPUs evaluate N times faster and the accuracy is the 1-process one. When the vision
+tower is not adapted (`Adapted.tower_is_adapted`), its embeddings are the same in both evaluations,
+so the first evaluation of a test set keeps them and later ones only re-encode the prompts. A
+zero-shot accuracy that an earlier run stored for the same base and test set (zero_shot_cache.py,
+keyed by zero_shot_key.py) is read instead of computed.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import torch
 from tqdm import tqdm
 
-from qlora_clip.data import Item
-from qlora_clip.evaluation.metrics import accuracy_percent, count_correct
+from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.backbones.families import CLIP_TEXT, ImageSettings, TextSettings
+from qlora_clip.data.items import Item
 from qlora_clip.evaluation import zero_shot_cache
-from qlora_clip.methods.adapters import tower_is_adapted, zero_shot_view
-from qlora_clip.config import ImageSettings, TextSettings
-from qlora_clip.training.distributed import Distributed
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
-from qlora_clip.backbones.families import CLIP_TEXT
+from qlora_clip.evaluation.metrics import accuracy_percent, count_correct
+from qlora_clip.evaluation.zero_shot_key import test_set_key
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
 from qlora_clip.inputs.test_images import cache_key, prepared_test_images
+from qlora_clip.training.distributed import Distributed
 from qlora_clip.training.precision import Precision
-from qlora_clip.evaluation.zero_shot_key import test_set_key
+
+if TYPE_CHECKING:
+    from qlora_clip.methods.interface import Adapted
 
 # Test batches are at least this large: no gradients, so memory allows more than training.
 MIN_EVAL_BATCH = 64
@@ -90,20 +91,19 @@ class ZeroShotReuse:
 
 
 class Evaluator:
-    def __init__(self, model: torch.nn.Module, precision: Precision, dist: Distributed | None = None,
+    def __init__(self, adapted: Adapted, precision: Precision, dist: Distributed | None = None,
                  zero_shot_reuse: ZeroShotReuse | None = None):
-        self.model = model
+        self.adapted = adapted
         self.precision = precision
         self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
-        self.logits = logit_function(model)
-        # With a frozen vision tower the zero-shot image features are also the trained model's.
-        self.reuse_image_features = not tower_is_adapted(model, "vision_model")
+        # With a frozen vision tower the zero-shot image embeddings are also the trained model's.
+        self.reuse_image_features = not adapted.tower_is_adapted("vision_model")
         self.zero_shot_reuse = zero_shot_reuse
 
     def zero_shot(self, test: EvalSet) -> float:
-        """Accuracy of the pretrained base (adapters off, and the pretrained values back where the method's
-        initialisation rewrote them: adapters.zero_shot_view): stored by an earlier run, or computed (and
-        then stored, by the main process). `test.zero_shot_cached` says which."""
+        """Accuracy of the pretrained base (the method's `zero_shot_view`: adapters off, and the pretrained values
+        back where its initialisation rewrote them): stored by an earlier run, or computed (and then stored, by
+        the main process). `test.zero_shot_cached` says which."""
         # No store for a test set without an identity on disk (the same on every process).
         reuse = self.zero_shot_reuse if test.key is not None else None
         key = {**reuse.base, "test_set": test.key} if reuse is not None else None
@@ -114,7 +114,7 @@ class Evaluator:
             if found == self.dist.world:
                 test.zero_shot_cached = True
                 return stored
-        with zero_shot_view(self.model):
+        with self.adapted.zero_shot_view():
             accuracy = self.accuracy(test, desc=f"zero-shot {test.name}")
         if reuse is not None and self.dist.is_main:
             zero_shot_cache.write(reuse.folder, key, accuracy)
@@ -123,25 +123,26 @@ class Evaluator:
     @torch.no_grad()
     def accuracy(self, test: EvalSet, desc: str = "test") -> float:
         """Top-1 accuracy (percent) of the model as it is now, over every process's share."""
-        self.model.eval()
+        adapted = self.adapted
+        adapted.model.eval()
         device = self.precision.device
         correct = torch.zeros((), dtype=torch.int64, device=device)
         total = torch.zeros((), dtype=torch.int64, device=device)
         with self.precision.autocast():
-            text = test.prompts.features(self.model)
-            for features, labels in self._encoded(test, desc):
-                correct += count_correct(self.logits(features, text), labels)
+            text = adapted.text_features(test.prompts)
+            for embeddings, labels in self._encoded(test, desc):
+                correct += count_correct(adapted.logits(embeddings, text), labels)
                 total += labels.numel()
         correct, total = self.dist.sum_counts(correct, total)
         return accuracy_percent(correct, total)
 
     def _encoded(self, test: EvalSet, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(image features, labels) per test batch, from the cache when an earlier pass filled it."""
+        """(image embeddings, labels) per test batch, from the cache when an earlier pass filled it."""
         if test.cached:
             yield from test.cached
             return
         for images, labels in tqdm(test.loader, desc=desc, leave=False, disable=None if self.dist.is_main else True):
-            encoded = (image_features(self.model, images), labels)
+            encoded = (self.adapted.image_embeddings(images), labels)
             if self.reuse_image_features:
                 test.cached.append(encoded)
             yield encoded

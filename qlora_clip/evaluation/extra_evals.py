@@ -7,49 +7,36 @@
 - `--eval_datasets` (cross-dataset transfer, domain generalization): the adapter on each named
   dataset's full test set with that dataset's own class prompts, zero-shot beside it.
 
-The test sets are read when the run starts, so a missing one stops it before training; their
-images are prepared (and cached, as the run's own) one set at a time when they are evaluated.
+The test sets are read when the run starts (main.py reads them with datasets.build_eval_images), so a
+missing one stops it before training; their images are prepared (and cached, as the run's own) one
+set at a time when they are evaluated.
 """
 from __future__ import annotations
 
 import logging
 
-from datasets import EvalImages, FewShotDataset, build_eval_images
-from qlora_clip.evaluation.metrics import harmonic_mean
-from qlora_clip.run import schema
-from qlora_clip.config import DataConfig, EvalConfig
 from qlora_clip.backbones.encode import ClassPrompts
-from qlora_clip.errors import UserError
+from qlora_clip.data.items import EvalImages, FewShotDataset
 from qlora_clip.evaluation.evaluator import EvalSet, EvalSettings, Evaluator, build_eval_set
+from qlora_clip.evaluation.metrics import harmonic_mean
 
 log = logging.getLogger("qlora-clip")
 
 
 def base2new_fields(base_acc: float, new_acc: float, zero_shot_base_acc: float, zero_shot_new_acc: float) -> dict:
     """Base-to-novel's results fields: base, new and HM = 2BN/(B+N), of the adapted and the zero-shot model."""
-    return schema.fields(base_acc=base_acc, new_acc=new_acc, hm_acc=harmonic_mean(base_acc, new_acc),
+    return dict(base_acc=base_acc, new_acc=new_acc, hm_acc=harmonic_mean(base_acc, new_acc),
                          zero_shot_base_acc=zero_shot_base_acc, zero_shot_new_acc=zero_shot_new_acc,
                          zero_shot_hm_acc=harmonic_mean(zero_shot_base_acc, zero_shot_new_acc))
-
-
-def target_images(name: str, root: str, template: str, family_template: str) -> EvalImages:
-    """The full test set of an --eval_datasets target (`family_template`: what --template clip-lora uses)."""
-    try:
-        return build_eval_images(name, root, template, family_template)
-    except UserError as err:
-        # The loaders name the dataset as a --dataset; here it was asked for as a target.
-        raise UserError(f"--eval_datasets {name}: {str(err).replace(f'--dataset {name}: ', '', 1)}") from err
 
 
 class ExtraEvaluations:
     """The test sets a run evaluates beside its own: base-to-novel's new classes, --eval_datasets targets."""
 
-    def __init__(self, data_config: DataConfig, eval_config: EvalConfig, data: FewShotDataset, tokenizer,
-                 settings: EvalSettings, family_template: str):
-        self.protocol = data_config.protocol
+    def __init__(self, data: FewShotDataset, targets: list[EvalImages], tokenizer, settings: EvalSettings):
+        self.protocol = data.protocol
         self.new_classes = data.new
-        self.targets = [target_images(name, data_config.root_path, data_config.template, family_template)
-                        for name in eval_config.eval_datasets]
+        self.targets = list(targets)
         self.tokenizer = tokenizer
         self.settings = settings
         if self.new_classes is not None:
@@ -59,7 +46,7 @@ class ExtraEvaluations:
     def eval_set(self, images: EvalImages) -> EvalSet:
         """Its test images against its own class names only."""
         prompts = ClassPrompts(self.tokenizer, images.prompts(), self.settings.dist.device, text=self.settings.text,
-                               buckets=self.settings.text_buckets)
+                               buckets=self.settings.text_buckets, classes=images)
         return build_eval_set(images.name, images.test, images.load_image, prompts, self.settings)
 
     def accuracies(self, evaluator: Evaluator, images: EvalImages) -> tuple[float, float, bool]:
@@ -71,7 +58,7 @@ class ExtraEvaluations:
 
     def results(self, evaluator: Evaluator, test_acc: float, zero_shot_acc: float) -> dict:
         """The results fields of the protocol and the targets; `test_acc`/`zero_shot_acc` are the run's own."""
-        fields = schema.fields(protocol=self.protocol)
+        fields = dict(protocol=self.protocol)
         cached = {}
         if self.new_classes is not None:
             new_acc, zero_shot_new_acc, cached[self.new_classes.name] = self.accuracies(evaluator, self.new_classes)
@@ -86,7 +73,7 @@ class ExtraEvaluations:
                 per_target[target.name] = {"test_acc": test, "zero_shot_acc": zero_shot}
                 log.info("on %s (%d classes, %d images): zero-shot %.2f%% -> test %.2f%%", target.name,
                          len(target.classnames), len(target.test), zero_shot, test)
-            fields.update(schema.fields(eval_datasets=per_target))
+            fields.update(dict(eval_datasets=per_target))
         if cached:
-            fields.update(schema.fields(extra_zero_shot_cached=cached))
+            fields.update(dict(extra_zero_shot_cached=cached))
         return fields

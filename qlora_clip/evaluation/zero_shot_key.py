@@ -14,33 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict
-from pathlib import Path
 
-from qlora_clip.config import ImageSettings
-from qlora_clip.run.results import library_versions
+from qlora_clip.backbones.families import ImageSettings
+from qlora_clip.backbones.identity import checkpoint_fingerprint
+from qlora_clip.machine import library_versions
 
 FORMAT = 1  # bump when what a zero-shot evaluation computes changes in a way the key does not see
-
-
-def folder_fingerprint(folder: Path) -> list[list]:
-    """Name, size and modification time of each file of a checkpoint folder (links followed)."""
-    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(folder.iterdir()) if p.is_file()]
-
-
-def checkpoint_fingerprint(source: str) -> dict:
-    """A local checkpoint folder's files, or a hub checkpoint's cached snapshot (its commit and files)."""
-    if os.path.isdir(source):
-        folder = Path(source).resolve()
-        return {"folder": str(folder), "files": folder_fingerprint(folder)}
-    from huggingface_hub import try_to_load_from_cache
-
-    config = try_to_load_from_cache(source, "config.json")
-    if isinstance(config, str):
-        snapshot = Path(config).parent
-        return {"hub_id": source, "snapshot": snapshot.name, "files": folder_fingerprint(snapshot)}
-    return {"hub_id": source}
 
 
 def base_key(source: str, compute_dtype: str, quantized: bool, image: ImageSettings, device_type: str,

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision import transforms as T
 
-from qlora_clip.config import ImageSettings
+from qlora_clip.backbones.families import ImageSettings
 from qlora_clip.errors import UserError, WorkerError, first_worker_error, raise_worker_error
 from qlora_clip.inputs.augment import random_resized_crop_flip
 from qlora_clip.inputs.sampler import TrainBatchSampler

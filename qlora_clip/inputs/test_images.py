@@ -32,8 +32,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm import tqdm
 
-from qlora_clip.data import Item
-from qlora_clip.data import MissingImage
+from qlora_clip.data.items import Item
+from qlora_clip.data.images import MissingImage
 from qlora_clip import headed_file
 from qlora_clip.errors import UserError, WorkerError, first_worker_error, raise_worker_error
 from qlora_clip.headed_file import CHUNK, HEADER_BYTES

@@ -2,7 +2,7 @@
 
 Few-shot train sets are small (404 images at 4-shot Caltech101; 16,000 at 16-shot ImageNet, about
 10 GB decoded), and decoding a JPEG costs more than everything else the input pipeline does per
-image. So the images are decoded once (PIL, qlora_clip.data.to_rgb: the pixels the per-step path gives),
+image. So the images are decoded once (PIL, qlora_clip.data.images.to_rgb: the pixels the per-step path gives),
 in parallel, into one flat uint8 tensor in shared memory plus an index of offsets and shapes: the
 DataLoader's worker processes share that one buffer instead of each holding copies. Above the
 memory budget (--decode_budget_gb) the run decodes per step instead, with the same pixels.
@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from qlora_clip.data import image_size, to_rgb
+from qlora_clip.data.images import image_size, to_rgb
 from qlora_clip.errors import UserError
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from qlora_clip.methods.table import BASE_METHODS, FOUR_BIT_NAMES, GENERIC_FLAGS, Method
+from qlora_clip.methods.table import BASE_METHODS, FOUR_BIT_NAMES, Method
 
 START, END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
 NEEDS_VALUES = ("pissa", "olora", "shira")  # their initialisation reads the weights (SVD, QR, nonzero)
@@ -29,25 +29,29 @@ def b16_counts() -> dict[str, int]:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from qlora_clip.methods import adapters
-    from qlora_clip.config import AdapterConfig
+    from qlora_clip.backbones.families import CLIP
+    from qlora_clip.backbones.loading import Checkpoint, ClipBundle
     from qlora_clip.backbones.tiny_clip import REAL_SHAPES, random_checkpoint_dir
+    from qlora_clip.methods.interface import runtime_class
+    from qlora_clip.methods.settings import AdapterConfig
 
     shapes = REAL_SHAPES["ViT-B/16"]
     config = CLIPConfig(text_config={**shapes["text"], "vocab_size": 49408}, vision_config=shapes["vision"],
                         projection_dim=shapes["projection_dim"])
     counts = {}
     for method in BASE_METHODS:
-        if method.step == "loftq":  # LoRA's adapter on the 4-bit base
+        if method.only_4bit:  # LoftQ: LoRA's adapter on the 4-bit base
             continue
         if method.name in NEEDS_VALUES:
             model = CLIPModel.from_pretrained(random_checkpoint_dir("ViT-B/16"), dtype=torch.float32)
         else:
             with torch.device("meta"):
                 model = CLIPModel(config)
-        model = adapters.attach(model, AdapterConfig(mode=method.name, total_steps=1000), "unused")
-        counts[method.name] = adapters.trainable_parameter_count(model)
-        del model
+        bundle = ClipBundle(model=model, tokenizer=None, image=None, text=None, family=CLIP,
+                            checkpoint=Checkpoint("ViT-B/16", "unused", CLIP))
+        adapted = runtime_class(method).attach(bundle, AdapterConfig(mode=method.name, total_steps=1000))
+        counts[method.name] = adapted.trainable_parameters()
+        del model, bundle, adapted
     counts["loftq"] = counts["lora"]
     return counts
 
@@ -56,14 +60,14 @@ def _defaults(method: Method) -> str:
     d = method.defaults
     parts = [f"lr {d.lr:g}"]
     for flag, field in method.fields.items():
-        parts.append(f"{GENERIC_FLAGS[flag]} {getattr(d, flag):g} (`{field}`)")
+        parts.append(f"--{flag} {getattr(d, flag):g} (`{field}`)")
     parts += [f"`{k}` {v!r}" for k, v in {**method.config_defaults, **method.extras}.items()]
     return ", ".join(parts)
 
 
 def _four_bit(method: Method) -> str:
-    if method.step == "loftq":
-        return "only (`loftq`)"
+    if method.only_4bit:
+        return f"only (`{method.name}`)"
     return f"yes: `{FOUR_BIT_NAMES.get(method.name, method.name + '-4bit')}`" if method.four_bit else "no"
 
 

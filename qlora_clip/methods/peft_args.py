@@ -135,9 +135,8 @@ def _unknown_key(method: Method, key: str, valid: dict[str, Any]) -> str:
     listed = ", ".join(sorted(valid)) or "none"
     owner = f"{method.peft_class} (--mode {method.name})" if method.peft_class else f"--mode {method.name}"
     if key in method.fields.values():
-        flag = {"r": "--r", "alpha": "--alpha", "dropout": "--dropout_rate"}[
-            next(k for k, v in method.fields.items() if v == key)]
-        return f"--peft_args {key}: set it with {flag}, which is {key} for {method.name}"
+        flag = next(k for k, v in method.fields.items() if v == key)
+        return f"--peft_args {key}: set it with --{flag}, which is {key} for {method.name}"
     if key in method.fixed:
         return f"--peft_args {key}: {method.name} is defined by {key}={method.fixed[key]!r}; choose another --mode"
     return f"--peft_args {key}: not a field of {owner} that can be set; valid keys: {listed}"

@@ -1,20 +1,21 @@
 """The methods, in one table: how each `--mode` is built, its defaults and where they come from.
 
-Every method is an entry here; nothing elsewhere branches on a method's name. An entry says
-which PEFT config class builds it (or `own` for BitFit and full fine-tuning, which PEFT has no
-config for), the fixed fields of that config, which PEFT field each of our generic flags (`--r`,
-`--alpha`, `--dropout_rate`) sets, the method's default hyperparameters with their source, whether
-it trains on a 4-bit base and merges into the weights, and any step of its own beyond the shared
-training loop (EVA's data pass, LoRA+'s optimizer, AdaLoRA's rank allocation, LoftQ's
-initialisation). docs/methods.md describes every entry; qlora_clip/adapters.py builds them.
+Every method is one entry here, and the code behind it is one class that the entry names
+(`runtime`, imported only when a run builds it; methods/interface.py says what such a class
+does). The core calls that class and never asks which method it is. An entry says which PEFT
+config class builds it (None for our own code), the fixed fields of that config, which PEFT field
+each of our generic flags (`--r`, `--alpha`, `--dropout_rate`) sets, the method's default
+hyperparameters with their source, whether it trains on a 4-bit base and merges into the weights,
+which flags it cannot take and why, and what kind of method it is. docs/methods.md describes
+every entry; CONTRIBUTING.md says how to add one.
 
 The 4-bit base is an axis, not a method: each method that supports it has a 4-bit entry generated
 from it (`--quantize 4bit`, or its name): LoRA's and DoRA's keep their names, `qlora` and `qdora`;
 the others are `<name>-4bit`.
 
-The baselines of the field's tables (kind "baseline", BASELINE_MODES) are entries too: each runs on
-the frozen base through qlora_clip/baselines/, never through the PEFT path, with its paper's
-hyperparameters (`published`, from qlora_clip/baselines/hparams.py, which cites each value).
+The baselines of the field's tables (BASELINES) are entries too, fitted on the frozen base's
+features with their papers' hyperparameters (`published`, from methods/baselines/hparams.py, which
+cites each value).
 
 Nothing here imports torch or PEFT, so the command line, the sweep and the summaries read the
 table cheaply.
@@ -30,7 +31,10 @@ from qlora_clip.methods.baselines import hparams
 
 CLIP_LORA = "CLIP-LoRA (Zanella & Ben Ayed, CVPRW 2024): r 2, alpha 1, dropout 0.25, lr 2e-4"
 PEFT_MM = "PEFT's MetaMathQA method comparison (method_comparison/MetaMathQA/experiments)"
-GENERIC_FLAGS = {"r": "--r", "alpha": "--alpha", "dropout": "--dropout_rate"}
+# Our generic flags, which each method maps onto a field of its own config (Method.fields).
+GENERIC_FLAGS = ("r", "alpha", "dropout_rate")
+# What kind of method an entry is (the methods table's column).
+KINDS = ("adapter", "prompt", "probe", "training-free")
 QUANTIZE = ("none", "4bit")
 
 
@@ -40,7 +44,7 @@ class Defaults:
     lr: float | None              # None: a baseline, whose optimiser (if any) is its paper's
     r: int | None = None          # the value of the PEFT field `Method.fields['r']` names
     alpha: float | None = None
-    dropout: float | None = None
+    dropout_rate: float | None = None
     source: str = ""
 
 
@@ -48,35 +52,39 @@ class Defaults:
 class Method:
     name: str            # the --mode value, and the method's name in results lines
     label: str           # how papers write it
-    family: str          # 'lora' (low-rank additive, PEFT's LoRA or a variant), 'adapter' (another PEFT tuner), 'own'
-    peft_class: str | None  # the PEFT config class; None for our own tuners (own_methods.py)
+    kind: str            # a KINDS value: what the method trains or fits (the methods table's column)
+    runtime: str         # 'module:Class', the code behind the entry (a methods.interface.Adapted)
+    peft_class: str | None  # the PEFT config class; None for our own code
     trains: str          # what the optimizer updates, in words (docs/methods.md)
     defaults: Defaults
     paper: str = ""
-    # Our generic flags -> the PEFT config field each sets ({'r': 'r', 'alpha': 'lora_alpha', ...}).
+    # Our generic flags -> the config field each sets ({'r': 'r', 'alpha': 'lora_alpha', ...}).
     fields: Mapping[str, str] = field(default_factory=dict)
     fixed: Mapping[str, Any] = field(default_factory=dict)  # PEFT config fields that make it this method
     # Further PEFT config values of ours where PEFT's default does not fit (--peft_args can change them).
     config_defaults: Mapping[str, Any] = field(default_factory=dict)
     scaling_flag: bool = False   # --lora_scaling applies (PEFT's use_rslora)
     four_bit: bool = False       # PEFT 0.21 trains it on a bitsandbytes 4-bit base (checked by tests)
+    only_4bit: bool = False      # it exists only on the 4-bit base (LoftQ initialises LoRA for one)
     mergeable: bool = True       # PEFT (or our own code) can merge it into the weights
     quantized: bool = False      # this entry runs on the 4-bit NF4 base
     base_method: str | None = None  # for a 4-bit entry: the full-precision method it quantizes
-    step: str | None = None      # a step of its own: 'eva', 'loraplus', 'adalora', 'loftq'
     # Method settings that are not PEFT config fields, settable like them with --peft_args.
     extras: Mapping[str, Any] = field(default_factory=dict)
     targets: str = "projections"  # 'projections' (--params of --position layers) or 'layer_norms'
-    # The initialisation rewrites the frozen base (PiSSA, OLoRA): zero-shot needs the original kept.
-    rewrites_base: bool = False
-    own: str | None = None       # our own tuner: 'bias' (BitFit) or 'full'
-    # A baseline's published hyperparameters, with their "source" (family 'baseline' only).
+    # 'images': trained by the training loop, images through the towers; 'features': fitted on frozen image features.
+    trains_on: str = "images"
+    # main.py flags the method cannot take other than at their defaults, and why ("--mode NAME <why>"; checked
+    # before anything loads).
+    refuses: Mapping[str, str] = field(default_factory=dict)
+    # Whether it classifies classes it was not fitted on (base-to-novel's new half, --eval_datasets): a
+    # classifier whose weights are the train classes' (a linear probe, a cache model) does not.
+    unseen_classes: bool = True
+    # The backbone families (families.py names) it runs on, and why only those; None: every family.
+    families: tuple[str, ...] | None = None
+    families_why: str = ""
+    # A baseline's published hyperparameters, with their "source".
     published: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def kind(self) -> str:
-        """'peft': an adapter trained by trainer.py; 'baseline': run by qlora_clip/baselines/."""
-        return "baseline" if self.family == "baseline" else "peft"
 
     @property
     def dora(self) -> bool:
@@ -94,21 +102,28 @@ class Method:
         return self.base_method if self.quantized else self.name
 
 
-def _lora(name: str, label: str, trains: str, defaults: Defaults, paper_ref: str, **kw) -> Method:
+# The code behind the entries (methods/interface.py): PEFT's tuners, and the methods that add a step of their own.
+PEFT = "qlora_clip.methods.peft_tuners:PeftAdapter"
+
+
+def _lora(name: str, label: str, trains: str, defaults: Defaults, paper_ref: str, runtime: str = PEFT,
+          **kw) -> Method:
     """A method built by PEFT's LoraConfig: our three generic flags are its r, lora_alpha, lora_dropout."""
-    return Method(name, label, "lora", "LoraConfig", trains, defaults, paper_ref,
-                  fields=MappingProxyType({"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout"}),
+    return Method(name, label, "adapter", runtime, "LoraConfig", trains, defaults, paper_ref,
+                  fields=MappingProxyType({"r": "r", "alpha": "lora_alpha", "dropout_rate": "lora_dropout"}),
                   scaling_flag=True, **kw)
 
 
 def _adapter(name: str, label: str, peft_class: str, trains: str, defaults: Defaults, paper_ref: str,
-             fields: dict[str, str] | None = None, fixed: dict[str, Any] | None = None, **kw) -> Method:
-    return Method(name, label, "adapter", peft_class, trains, defaults, paper_ref,
+             fields: dict[str, str] | None = None, fixed: dict[str, Any] | None = None, runtime: str = PEFT,
+             **kw) -> Method:
+    return Method(name, label, "adapter", runtime, peft_class, trains, defaults, paper_ref,
                   fields=MappingProxyType(fields or {}), fixed=MappingProxyType(fixed or {}), **kw)
 
 
+REWRITES_BASE = "qlora_clip.methods.peft_tuners:ResidualInit"
 LORA_TRAINS = "A (r x in) and B (out x r) per projection; W + s B A, s = alpha/sqrt(r) (rsLoRA) or alpha/r"
-_PROTOCOL = Defaults(lr=paper.LR, r=paper.RANK, alpha=paper.ALPHA, dropout=paper.DROPOUT, source=CLIP_LORA)
+_PROTOCOL = Defaults(lr=paper.LR, r=paper.RANK, alpha=paper.ALPHA, dropout_rate=paper.DROPOUT, source=CLIP_LORA)
 
 BASE_METHODS: tuple[Method, ...] = (
     # --- the LoRA family ------------------------------------------------------------------------
@@ -116,36 +131,38 @@ BASE_METHODS: tuple[Method, ...] = (
     _lora("dora", "DoRA", LORA_TRAINS + ", and a magnitude vector (out) per projection", _PROTOCOL,
           "Liu et al., ICML 2024", fixed=MappingProxyType({"use_dora": True}), four_bit=True),
     _lora("pissa", "PiSSA", LORA_TRAINS + "; A, B start as the top-r singular vectors of W, which keeps only the "
-          "residual", replace(_PROTOCOL, dropout=0.0, source=CLIP_LORA + "; dropout 0 as PEFT's PiSSA example "
+          "residual", replace(_PROTOCOL, dropout_rate=0.0, source=CLIP_LORA + "; dropout 0 as PEFT's PiSSA example "
                               "(examples/pissa_finetuning)"),
-          "Meng et al., NeurIPS 2024", fixed=MappingProxyType({"init_lora_weights": "pissa"}), rewrites_base=True),
+          "Meng et al., NeurIPS 2024", fixed=MappingProxyType({"init_lora_weights": "pissa"}), runtime=REWRITES_BASE),
     _lora("olora", "OLoRA", LORA_TRAINS + "; A, B start from the QR decomposition of W, which keeps the residual",
-          _PROTOCOL, "Büyükakyüz, 2024", fixed=MappingProxyType({"init_lora_weights": "olora"}), rewrites_base=True),
+          _PROTOCOL, "Büyükakyüz, 2024", fixed=MappingProxyType({"init_lora_weights": "olora"}), runtime=REWRITES_BASE),
     _lora("eva", "EVA", LORA_TRAINS + "; A starts as the top singular vectors of each layer's inputs on the few-shot "
           "train images, ranks redistributed by explained variance",
           replace(_PROTOCOL, source=CLIP_LORA + "; rho 2 as PEFT's EVA guide (docs: LoRA developer guide)"),
-          "Paischer et al., 2024", fixed=MappingProxyType({"init_lora_weights": "eva"}), step="eva", four_bit=True,
+          "Paischer et al., 2024", fixed=MappingProxyType({"init_lora_weights": "eva"}), runtime="qlora_clip.methods.eva:Eva", four_bit=True,
           extras=MappingProxyType({"eva_rho": 2.0})),
     _lora("loftq", "LoftQ", LORA_TRAINS + "; A, B start as the rank-r SVD of W minus its NF4 quantization",
-          _PROTOCOL, "Li et al., ICLR 2024", step="loftq", four_bit=True),
+          _PROTOCOL, "Li et al., ICLR 2024", runtime="qlora_clip.methods.loftq:LoftQ", four_bit=True, only_4bit=True),
     _lora("loraplus", "LoRA+", LORA_TRAINS + "; B at loraplus_lr_ratio x the learning rate",
           replace(_PROTOCOL, source=CLIP_LORA + "; loraplus_lr_ratio 16 = 2^4, as the LoRA+ paper and PEFT's "
                                                 "create_loraplus_optimizer"),
-          "Hayou et al., ICML 2024", step="loraplus", four_bit=True,
+          "Hayou et al., ICML 2024", runtime="qlora_clip.methods.loraplus:LoraPlus", four_bit=True,
           extras=MappingProxyType({"loraplus_lr_ratio": 16.0})),
-    Method("adalora", "AdaLoRA", "lora", "AdaLoraConfig",
+    Method("adalora", "AdaLoRA", "adapter", "qlora_clip.methods.adalora:AdaLora", "AdaLoraConfig",
            "P (r x in), Lambda (r), Q (out x r) per projection (SVD form); ranks pruned from init_r to r by importance",
-           Defaults(lr=paper.LR, r=paper.RANK, alpha=paper.ALPHA, dropout=paper.DROPOUT,
+           Defaults(lr=paper.LR, r=paper.RANK, alpha=paper.ALPHA, dropout_rate=paper.DROPOUT,
                     source=CLIP_LORA + " (r = the final budget); init_r = 1.5 x r as the AdaLoRA paper; tinit, "
                     "tfinal, deltaT, beta1/2, orth_reg_weight: PEFT's AdaLoraConfig defaults"),
            "Zhang et al., ICLR 2023",
-           fields=MappingProxyType({"r": "target_r", "alpha": "lora_alpha", "dropout": "lora_dropout"}),
-           step="adalora", four_bit=True),
+           fields=MappingProxyType({"r": "target_r", "alpha": "lora_alpha", "dropout_rate": "lora_dropout"}),
+           four_bit=True, refuses=MappingProxyType(dict.fromkeys(
+               ("checkpoint_every", "resume"), "cannot resume: its rank allocator (its importance scores) is not part of the "
+               "training state, so a resumed run would not reproduce the uninterrupted one"))),
     # --- other adapters -------------------------------------------------------------------------
     _adapter("vera", "VeRA", "VeraConfig", "two vectors (r and out) per projection scaling shared frozen random "
-             "matrices", Defaults(lr=1e-3, r=256, dropout=0.0, source="r 256, d_initial 0.1: PEFT's VeraConfig "
+             "matrices", Defaults(lr=1e-3, r=256, dropout_rate=0.0, source="r 256, d_initial 0.1: PEFT's VeraConfig "
                                   "defaults; lr 1e-3: " + PEFT_MM),
-             "Kopiczko et al., ICLR 2024", {"r": "r", "dropout": "vera_dropout"}, four_bit=True),
+             "Kopiczko et al., ICLR 2024", {"r": "r", "dropout_rate": "vera_dropout"}, four_bit=True),
     _adapter("loha", "LoHa", "LoHaConfig", "two low-rank pairs per projection, combined by a Hadamard product",
              Defaults(lr=paper.LR, r=paper.RANK, alpha=float(paper.RANK), source="rank and lr: " + CLIP_LORA
                       + "; alpha = r (scale 1) as PEFT's LoHaConfig defaults"),
@@ -155,15 +172,15 @@ BASE_METHODS: tuple[Method, ...] = (
                                     source="rank and lr: " + CLIP_LORA + "; alpha = r as PEFT's LoKrConfig defaults"),
              "Yeh et al., ICLR 2024 (LyCORIS)", {"r": "r", "alpha": "alpha"}),
     _adapter("oft", "OFT", "OFTConfig", "a block-diagonal orthogonal rotation (Cayley) of each projection's input, "
-             "blocks of oft_block_size", Defaults(lr=paper.LR, r=32, dropout=0.0, source="oft_block_size 32: PEFT's "
+             "blocks of oft_block_size", Defaults(lr=paper.LR, r=32, dropout_rate=0.0, source="oft_block_size 32: PEFT's "
                                                   "OFTConfig default and OFT guide; lr: " + CLIP_LORA),
-             "Qiu et al., NeurIPS 2023; OFTv2 (Qiu et al., 2025)", {"r": "oft_block_size", "dropout": "module_dropout"},
+             "Qiu et al., NeurIPS 2023; OFTv2 (Qiu et al., 2025)", {"r": "oft_block_size", "dropout_rate": "module_dropout"},
              fixed={"r": 0}, four_bit=True),
     _adapter("boft", "BOFT", "BOFTConfig", "an orthogonal rotation factored into butterfly blocks per projection",
-             Defaults(lr=paper.LR, r=4, dropout=0.1, source="boft_block_size 4, dropout 0.1: PEFT's BOFT "
+             Defaults(lr=paper.LR, r=4, dropout_rate=0.1, source="boft_block_size 4, dropout 0.1: PEFT's BOFT "
                       "image-classification example (docs); one butterfly factor: PEFT's default, and what PEFT "
                       "falls back to without its CUDA extension (so every machine runs the same); lr: " + CLIP_LORA),
-             "Liu et al., ICLR 2024", {"r": "boft_block_size", "dropout": "boft_dropout"}, four_bit=True),
+             "Liu et al., ICLR 2024", {"r": "boft_block_size", "dropout_rate": "boft_dropout"}, four_bit=True),
     _adapter("hra", "HRA", "HRAConfig", "r Householder reflections (vectors of size in) per projection",
              Defaults(lr=paper.LR, r=8, source="r 8: PEFT's HRAConfig default; lr: " + CLIP_LORA),
              "Yuan et al., NeurIPS 2024", {"r": "r"}),
@@ -178,14 +195,16 @@ BASE_METHODS: tuple[Method, ...] = (
     _adapter("lntuning", "LN tuning", "LNTuningConfig", "the weights and biases of both LayerNorms of the selected "
              "layers (a trainable copy; the original stays for zero-shot)",
              Defaults(lr=paper.LR, source="lr: " + CLIP_LORA),
-             "Zhao et al., ICLR 2024", targets="layer_norms", four_bit=True),
-    Method("bitfit", "BitFit", "own", None, "the biases of the targeted projections (our own code: PEFT has no "
+             "Zhao et al., ICLR 2024", targets="layer_norms", four_bit=True,
+             refuses=MappingProxyType({"params": "tunes the LayerNorms of the selected layers, not projections (--encoder "
+                                                 "and --position still choose the layers)"})),
+    Method("bitfit", "BitFit", "adapter", "qlora_clip.methods.own_tuners:BitFit", None, "the biases of the targeted projections (our own code: PEFT has no "
            "config for it)", Defaults(lr=1e-3, source="lr 1e-3: the top of BitFit's search range (1e-4 to 1e-3)"),
-           "Ben Zaken et al., ACL 2022", four_bit=True, own="bias"),
-    Method("full", "Full fine-tuning", "own", None, "every weight and bias of the targeted projections (our own "
+           "Ben Zaken et al., ACL 2022", four_bit=True),
+    Method("full", "Full fine-tuning", "adapter", "qlora_clip.methods.own_tuners:FullFineTuning", None, "every weight and bias of the targeted projections (our own "
            "code): the reference the adapters approximate", Defaults(lr=1e-5, source="lr 1e-5: " + PEFT_MM
                                                                    + " (full-finetuning, lr 0.00001)"),
-           "", own="full"),
+           ""),
     # --- more of PEFT's tuners that apply to these layers (docs/methods.md lists the rest) -------
     _adapter("road", "RoAd", "RoadConfig", "2D rotations with scales, 2 parameters per output pair and group",
              Defaults(lr=1e-3, source="variant road_1, group_size 64: PEFT's defaults; lr 1e-3: PEFT's RoAd guide"),
@@ -195,8 +214,8 @@ BASE_METHODS: tuple[Method, ...] = (
                                  "and " + PEFT_MM + "; lr: " + CLIP_LORA),
              "Albert et al., ICLR 2025", {"r": "r", "alpha": "randlora_alpha"}, four_bit=True),
     _adapter("miss", "MiSS", "MissConfig", "one shared r x out block per projection (matrix shard sharing)",
-             Defaults(lr=paper.LR, r=64, dropout=0.0, source="r 64: PEFT's MissConfig default; lr: " + CLIP_LORA),
-             "Kang & Yin, 2024 (Bone/MiSS)", {"r": "r", "dropout": "miss_dropout"}, four_bit=True),
+             Defaults(lr=paper.LR, r=64, dropout_rate=0.0, source="r 64: PEFT's MissConfig default; lr: " + CLIP_LORA),
+             "Kang & Yin, 2024 (Bone/MiSS)", {"r": "r", "dropout_rate": "miss_dropout"}, four_bit=True),
     _adapter("shira", "SHiRA", "ShiraConfig", "a fixed random sparse subset of W's entries, r x (in + out) of them",
              Defaults(lr=3e-4, r=32, source="r 32, random mask: PEFT's defaults; lr 3e-4: " + PEFT_MM),
              "Bhardwaj et al., NeurIPS 2024", {"r": "r"}, config_defaults=MappingProxyType({"random_seed": 42}),
@@ -218,9 +237,9 @@ BASE_METHODS: tuple[Method, ...] = (
              "Li et al., NeurIPS 2024", {"r": "r"}, config_defaults=MappingProxyType({"vector_length": 64}),
              four_bit=True),
     _adapter("hira", "HiRA", "HiraConfig", "A and B per projection, W + W * (B A) (Hadamard high-rank update)",
-             Defaults(lr=4.5e-3, r=32, dropout=0.0, source="r 32, hira_dropout 0: PEFT's defaults; lr 4.5e-3: "
+             Defaults(lr=4.5e-3, r=32, dropout_rate=0.0, source="r 32, hira_dropout 0: PEFT's defaults; lr 4.5e-3: "
                       + PEFT_MM),
-             "Huang et al., ICLR 2025", {"r": "r", "dropout": "hira_dropout"}, four_bit=True),
+             "Huang et al., ICLR 2025", {"r": "r", "dropout_rate": "hira_dropout"}, four_bit=True),
     _adapter("lily", "Lily", "LilyConfig", "low-rank A per layer group and B experts shared across layers, with a "
              "router", Defaults(lr=paper.LR, r=32, alpha=1.0, source="r 32, stride_A 1, num_B 2, scaling 1: PEFT's "
                                 "LilyConfig defaults; lr: " + CLIP_LORA),
@@ -241,8 +260,7 @@ def _ordered() -> tuple[Method, ...]:
     """LoRA, QLoRA, DoRA, QDoRA first (the seed's four, in their old order), then each method and its 4-bit entry."""
     out = []
     for method in BASE_METHODS:
-        if method.step == "loftq":
-            # LoftQ initialises LoRA for a quantized base: it only exists on the 4-bit base.
+        if method.only_4bit:
             out.append(replace(method, quantized=True))
             continue
         out.append(method)
@@ -251,29 +269,56 @@ def _ordered() -> tuple[Method, ...]:
     return tuple(out)
 
 
-def _baseline(name: str, label: str, trains: str, published: Mapping[str, Any]) -> Method:
-    return Method(name, label, "baseline", None, trains, Defaults(lr=None, source=published["source"]),
-                  mergeable=False, published=MappingProxyType(dict(published)))
+# What a baseline runs with is its paper's (published): the adapters' flags would be silently ignored, so a run
+# that changes one is refused, naming the flag, rather than recorded as if it had mattered.
+NOT_FOR_BASELINES = MappingProxyType({
+    "r": "adapter rank", "alpha": "adapter alpha", "dropout_rate": "adapter dropout", "lora_scaling": "adapter scaling",
+    "quantize": "a 4-bit base", "peft_args": "a PEFT config", "encoder": "adapter placement",
+    "position": "adapter placement", "params": "adapter placement", "lr": "the adapters' learning rate",
+    "loss": "the adapters' training loss", "n_iters": "the adapters' schedule", "batch_size": "the adapters' batch size",
+    "gradient_accumulation_steps": "the adapters' batches", "gradient_checkpointing": "the adapters' training step",
+    "save_path": "saved adapters", "eval_only": "saved adapters", "checkpoint_every": "training states",
+    "resume": "training states", "merge_export": "merged exports"})
+
+
+def _baseline(name: str, label: str, kind: str, runtime: str, trains: str, published: Mapping[str, Any],
+              unseen_classes: bool, **kw) -> Method:
+    why = {flag: f"is a baseline with its paper's hyperparameters (docs/baselines.md) and does not use {what}"
+           for flag, what in NOT_FOR_BASELINES.items()}
+    return Method(name, label, kind, f"qlora_clip.methods.baselines.{runtime}", None, trains,
+                  Defaults(lr=None, source=published["source"]), mergeable=False, trains_on="features",
+                  refuses=MappingProxyType(why), unseen_classes=unseen_classes,
+                  published=MappingProxyType(dict(published)), **kw)
 
 
 BASELINES: tuple[Method, ...] = (
-    _baseline("zs_ensemble_imagenet", "Zero-shot CLIP, 80 ImageNet prompts", "nothing (averaged text features)",
-              hparams.ZERO_SHOT_ENSEMBLE),
-    _baseline("zs_ensemble_dataset", "Zero-shot CLIP, per-dataset prompts", "nothing (averaged text features)",
-              hparams.ZERO_SHOT_ENSEMBLE),
-    _baseline("linear_probe", "Linear probe", "a logistic regression on frozen image features", hparams.LINEAR_PROBE),
-    _baseline("lp_plus_plus", "LP++", "a text-initialised linear probe and its blending weights",
-              hparams.LP_PLUS_PLUS),
-    _baseline("tip_adapter", "Tip-Adapter", "nothing (a cache model of the few-shot features)", hparams.TIP_ADAPTER),
-    _baseline("tip_adapter_f", "Tip-Adapter-F", "the cache model's keys", hparams.TIP_ADAPTER),
-    _baseline("clip_adapter", "CLIP-Adapter", "a residual MLP on the image features", hparams.CLIP_ADAPTER),
-    _baseline("coop", "CoOp", "16 context vectors in the text tower's input", hparams.COOP),
+    _baseline("zs_ensemble_imagenet", "Zero-shot CLIP, 80 ImageNet prompts", "training-free",
+              "zero_shot_ensemble:ImageNetEnsemble", "nothing (averaged text features)", hparams.ZERO_SHOT_ENSEMBLE,
+              unseen_classes=True),
+    _baseline("zs_ensemble_dataset", "Zero-shot CLIP, per-dataset prompts", "training-free",
+              "zero_shot_ensemble:DatasetEnsemble", "nothing (averaged text features)", hparams.ZERO_SHOT_ENSEMBLE,
+              unseen_classes=True),
+    _baseline("linear_probe", "Linear probe", "probe", "linear_probe:LinearProbe",
+              "a logistic regression on frozen image features", hparams.LINEAR_PROBE, unseen_classes=False),
+    _baseline("lp_plus_plus", "LP++", "probe", "lp_plus_plus:LpPlusPlus",
+              "a text-initialised linear probe and its blending weights", hparams.LP_PLUS_PLUS, unseen_classes=False),
+    _baseline("tip_adapter", "Tip-Adapter", "training-free", "tip_adapter:TipAdapter",
+              "nothing (a cache model of the few-shot features)", hparams.TIP_ADAPTER, unseen_classes=False),
+    _baseline("tip_adapter_f", "Tip-Adapter-F", "adapter", "tip_adapter:TipAdapterF", "the cache model's keys",
+              hparams.TIP_ADAPTER, unseen_classes=False),
+    _baseline("clip_adapter", "CLIP-Adapter", "adapter", "clip_adapter:ClipAdapter",
+              "a residual MLP on the image features", hparams.CLIP_ADAPTER, unseen_classes=True),
+    _baseline("coop", "CoOp", "prompt", "coop:CoOp", "16 context vectors in the text tower's input", hparams.COOP,
+              unseen_classes=True, families=("clip",),
+              families_why="its prompts are CLIP's token layout, start token, context, class name, end-of-text "
+                           "token where the causal tower pools"),
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in _ordered() + BASELINES}
 MODES = tuple(METHODS)
-ADAPTER_MODES = tuple(name for name, m in METHODS.items() if m.kind == "peft")
 BASELINE_MODES = tuple(m.name for m in BASELINES)
+# The methods of the methods table (docs/methods.md): every entry but the field's baselines.
+ADAPTER_MODES = tuple(name for name in METHODS if name not in BASELINE_MODES)
 FULL_PRECISION_MODES = tuple(name for name in ADAPTER_MODES if not METHODS[name].quantized)
 # Every method once: on the full-precision base, plus the 4-bit methods the literature names (QLoRA,
 # QDoRA, LoftQ). What run_methods.sh sweeps and bench.py times by default; the other -4bit entries
@@ -283,7 +328,7 @@ NAMED_MODES = tuple(name for name in ADAPTER_MODES if not METHODS[name].quantize
 
 def four_bit_methods() -> list[str]:
     """The full-precision methods that have a 4-bit entry."""
-    return [m.name for m in BASE_METHODS if m.four_bit and m.step != "loftq"]
+    return [m.name for m in BASE_METHODS if m.four_bit and not m.only_4bit]
 
 
 # --- flags that default to the method's value --------------------------------------------------------
@@ -297,7 +342,7 @@ def method_defaults(method: Method) -> dict[str, Any]:
     return {"lr": d.lr,
             "r": d.r if "r" in method.fields else None,
             "alpha": d.alpha if "alpha" in method.fields else None,
-            "dropout_rate": d.dropout if "dropout" in method.fields else None,
+            "dropout_rate": d.dropout_rate if "dropout_rate" in method.fields else None,
             "lora_scaling": "rslora" if method.scaling_flag else None,
             "quantize": "4bit" if method.quantized else "none"}
 
@@ -322,7 +367,7 @@ def resolve_flags(flags: Mapping[str, Any]) -> dict:
     out = dict(flags)
     mode = resolved_mode(out.get("mode", "lora"), out.get("quantize"))
     method = METHODS.get(mode)
-    if method is None or method.kind == "baseline":  # a baseline takes none of these flags (baselines/flags.py)
+    if method is None or method.trains_on == "features":  # fitted on frozen features: it takes none of these flags
         return out
     out["mode"] = mode
     for name, value in method_defaults(method).items():

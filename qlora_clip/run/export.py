@@ -5,8 +5,8 @@ The adapter was trained against the base as the run held it (4-bit NF4 for the 4
 compute dtype otherwise, PiSSA's and OLoRA's residual), so it is merged into exactly those weights,
 dequantized to fp32, not into the original full-precision ones. `merge_and_unload()` on the 4-bit
 model itself would re-quantize the merged weights and lose the adapter's small update. Every
-method PEFT can merge goes through adapters.merged_model (BitFit and full fine-tuning are already
-plain weights); main.py refuses --merge_export for the others before loading anything.
+method that can merge does it through its own `Adapted.merged` (BitFit and full fine-tuning are
+already plain weights); the flags refuse --merge_export for the others before loading anything.
 """
 from __future__ import annotations
 
@@ -17,13 +17,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 from peft.utils.integrations import dequantize_module_weight
 from transformers import AutoImageProcessor
 
-from qlora_clip.methods.adapters import merged_model
 from qlora_clip.errors import UserError
-from qlora_clip.backbones.families import family_for_config
+from qlora_clip.methods.interface import Adapted
 from qlora_clip.run.modelcard import model_card
 from qlora_clip.run.outputs import export_target_error
 
@@ -40,8 +38,8 @@ def _trained_value(trained_base: torch.nn.Module, name: str) -> torch.Tensor:
     return getattr(module, attr).detach().float()
 
 
-def export_merged(model, tokenizer, source: str, folder: Path, record: dict | None = None,
-                  overwrite: bool = False) -> Path:
+def export_merged(adapted: Adapted, source: str, folder: Path, record: dict | None = None, overwrite: bool = False,
+                  template: str | None = None) -> Path:
     """Write the merged model (the family's class), tokenizer and image processor to `folder`; with the run's results
     `record`, also its model card.
 
@@ -52,20 +50,21 @@ def export_merged(model, tokenizer, source: str, folder: Path, record: dict | No
     refusal = export_target_error(folder, overwrite)  # checked at the start too; the folder may have changed
     if refusal:
         raise UserError(refusal)
-    base = family_for_config(model.config).model_class_object().from_pretrained(source, dtype=torch.float32)
-    trained_base = model.get_base_model() if isinstance(model, PeftModel) else model
+    bundle = adapted.bundle
+    base = bundle.family.model_class_object().from_pretrained(source, dtype=torch.float32)
+    trained_base = adapted.base_model()
     with torch.no_grad():
         for name, param in base.named_parameters():
             param.copy_(_trained_value(trained_base, name).cpu())
-    merged = merged_model(model, base)
+    merged = adapted.merged(base)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.export-"))
     try:
         merged.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        bundle.tokenizer.save_pretrained(staging)
         AutoImageProcessor.from_pretrained(source).save_pretrained(staging)
         if record is not None:  # the card names the folder the model will be in, not the staging one
-            (staging / "README.md").write_text(str(model_card(record, "merged", source, folder)))
+            (staging / "README.md").write_text(str(model_card(record, "merged", source, folder, template)))
         _move_into_place(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -12,11 +12,9 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from datasets import dataset_module
 from qlora_clip.backbones.families import CLIP, FAMILIES, Family
 from qlora_clip.methods.table import METHODS
 from qlora_clip.methods.own_tuners import WEIGHTS_FILE as OWN_WEIGHTS_FILE
-from qlora_clip.paper import CLIP_LORA_TEMPLATE, LOGIT_SCALE
 
 KINDS = ("adapter", "merged")
 TORCH_DTYPES = {"fp16": "torch.float16", "bf16": "torch.bfloat16", "fp32": "torch.float32"}
@@ -51,9 +49,7 @@ def record_family(record: dict) -> Family:
 
 def logits_formula(family: Family) -> str:
     """The logits the adapter was trained and evaluated with, in words."""
-    if family.logits == "siglip":
-        return "exp(logit_scale) x cosine similarity + logit_bias (the checkpoint's own, as SiglipModel computes)"
-    return f"{LOGIT_SCALE:g} x cosine similarity"
+    return family.logit_rule.formula
 
 
 def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
@@ -96,14 +92,6 @@ def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
     )
 
 
-def prompt_template(record: dict) -> str:
-    """The prompt the run trained with: the family's own for every dataset (CLIP-LoRA's 'a photo of a {}.'
-    for CLIP), or with --template dataset CoOp's for the dataset (CLIP-LoRA's for your own images)."""
-    if record["config"]["template"] == "dataset":
-        return getattr(dataset_module(record["dataset"]), "TEMPLATE", CLIP_LORA_TEMPLATE)
-    return record_family(record).template
-
-
 def _base_link(base_model: str) -> str:
     """A hub id as a link to its page; a local folder as code."""
     if Path(base_model).expanduser().is_dir():
@@ -122,11 +110,10 @@ def _load_lines(record: dict, kind: str, base_model: str, folder: Path, family: 
     imports = f"BitsAndBytesConfig, {model}, {processor}" if method.quantized else f"{model}, {processor}"
     base = (_quantized_base(record, base_model, family) if method.quantized
             else f"base = {model}.from_pretrained({base_model!r})\n")
-    if method.own:
-        # Not a PEFT adapter: the tuned tensors replace the base's under their own names.
+    if method.peft_class is None:
+        # Not a PEFT adapter (our own tuner): the tuned tensors replace the base's under their own names.
         load = (f"from safetensors.torch import load_file\nfrom transformers import {imports}\n\n{base}"
-                f"tuned = load_file({str(folder / OWN_WEIGHTS_FILE)!r})  # this folder: the tuned "
-                f"{'biases' if method.own == 'bias' else 'weights and biases'}\n"
+                f"tuned = load_file({str(folder / OWN_WEIGHTS_FILE)!r})  # this folder: {method.trains}\n"
                 f"base.load_state_dict(tuned, strict=False)\nmodel = base.eval()\n")
     else:
         load = (f"from peft import PeftModel\nfrom transformers import {imports}\n\n{base}"
@@ -158,32 +145,16 @@ _KEEP_4BIT_LAYOUT = ("# On CPUs with AVX512-BF16, bitsandbytes >= 0.49 repacks 4
 
 def _classify_lines(family: Family) -> str:
     """Python that tokenises the prompts as the run did and computes the family's logits."""
-    if family.logits == "siglip":
-        lower = ".lower()" if family.lowercase else ""
-        why = " and on lowercased text" if family.lowercase else ""
-        return (f"prompts = [prompt{lower} for prompt in prompts]\n" if family.lowercase else "") + (
-            f"# {family.label} was trained on prompts padded to its fixed text length, without a padding mask{why}.\n"
-            f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=\"max_length\",\n"
-            f"                   max_length=model.config.text_config.max_position_embeddings)\n"
-            f"inputs.pop(\"attention_mask\", None)\n"
-            f"with torch.no_grad():\n"
-            f"    out = model(**inputs)\n"
-            f"# exp(logit_scale) x cosine + logit_bias: SigLIP's logits, the checkpoint's scale and bias.\n"
-            f"logits = out.logits_per_image\n")
-    return (f"inputs = processor(text=prompts, images=images, return_tensors=\"pt\", padding=True)\n"
-            f"with torch.no_grad():\n"
-            f"    out = model(**inputs)\n"
-            f"# Cosine similarities times {LOGIT_SCALE:g}, the temperature the adapter was trained with.\n"
-            f"logits = {LOGIT_SCALE:g} * out.image_embeds @ out.text_embeds.T\n")
+    return family.logit_rule.card_lines(family)
 
 
-def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str:
+def _load_snippet(record: dict, kind: str, base_model: str, folder: Path, template: str) -> str:
     """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
     family = record_family(record)
     return (f"```python\nimport torch\n{_load_lines(record, kind, base_model, folder, family)}\n"
             f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
             f"images = [...]      # PIL images\n"
-            f"prompts = [{prompt_template(record)!r}.format(name.replace(\"_\", \" \")) for name in classnames]\n"
+            f"prompts = [{template!r}.format(name.replace(\"_\", \" \")) for name in classnames]\n"
             f"{_classify_lines(family)}"
             f"predicted = logits.argmax(dim=-1)\n```\n")
 
@@ -191,8 +162,7 @@ def _load_snippet(record: dict, kind: str, base_model: str, folder: Path) -> str
 def _hyperparameters(record: dict) -> str:
     """The method's settings in words: its PEFT class, the generic flags it has, --peft_args, and where it sits."""
     config, method = record["config"], METHODS[record["mode"]]
-    names = {"r": "r", "alpha": "alpha", "dropout": "dropout_rate"}
-    parts = [f"{field} {config[names[flag]]}" for flag, field in method.fields.items()]
+    parts = [f"{field} {config[flag]}" for flag, field in method.fields.items()]
     if method.scaling_flag:
         parts.append(f"{config['lora_scaling']} scaling")
     parts += list(config.get("peft_args") or [])
@@ -217,7 +187,8 @@ def _summary_table(record: dict) -> str:
     return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 
 
-def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelCard:
+def model_card(record: dict, kind: str, base_model: str, folder: Path, template: str) -> ModelCard:
+    """The card of a saved adapter or merged export (`kind`) of the run `record`, whose prompts were `template`."""
     """The card of the adapter (kind 'adapter') or merged model ('merged') a run wrote to `folder`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
@@ -226,7 +197,8 @@ def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelC
     base = _base_link(base_model)
     family = record_family(record)
     if kind == "adapter":
-        what = (f"{method.label} weights ({method.trains}) for {base}, a {family.label} model" if method.own
+        what = (f"{method.label} weights ({method.trains}) for {base}, a {family.label} model"
+                if method.peft_class is None
                 else f"A {method.label} adapter (PEFT) for {base}, a {family.label} model")
     else:
         what = f"{base} with a {method.label} adapter merged into its weights (a plain `{family.model_class}`)"
@@ -236,13 +208,13 @@ def model_card(record: dict, kind: str, base_model: str, folder: Path) -> ModelC
 
 {what}, trained for few-shot image classification on **{record['dataset']}** with {record['shots']} images
 per class (seed {record['seed']}) by qlora-clip's `main.py`, which follows the CLIP-LoRA protocol
-(Zanella & Ben Ayed, 2024): prompts "{prompt_template(record)}", logits = {logits_formula(family)}.
+(Zanella & Ben Ayed, 2024): prompts "{template}", logits = {logits_formula(family)}.
 
 {_summary_table(record)}
 
 ## Load it
 
-{_load_snippet(record, kind, base_model, folder)}
+{_load_snippet(record, kind, base_model, folder, template)}
 ## Reproduce it
 
 ```bash
@@ -254,8 +226,8 @@ with {versions}.
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def write_model_card(folder: Path, record: dict, kind: str, base_model: str) -> Path:
+def write_model_card(folder: Path, record: dict, kind: str, base_model: str, template: str) -> Path:
     """Write (or overwrite: PEFT writes a blank template) `folder`/README.md."""
     path = folder / "README.md"
-    path.write_text(str(model_card(record, kind, base_model, folder)))
+    path.write_text(str(model_card(record, kind, base_model, folder, template)))
     return path

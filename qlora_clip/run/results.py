@@ -15,12 +15,12 @@ import math
 import os
 from dataclasses import dataclass
 from datetime import datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
 from qlora_clip.errors import UserError
 from qlora_clip.methods.table import resolve_flags
+from qlora_clip.run.settings import BOOKKEEPING_FLAGS
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,6 @@ NUMBER_FIELDS = ("zero_shot_acc", "test_acc", "base_acc", "new_acc", "hm_acc", "
 # The same for each target of --eval_datasets: "eval_datasets": {"<name>": {"test_acc": ..., ...}}.
 TARGET_NUMBER_FIELDS = ("test_acc", "zero_shot_acc")
 
-# Flags that say where things are read or written, or how the work is spread, but not what a run
-# computes: two runs differing only in these are the same run (sweeps skip it, --resume accepts it).
-# --protocol and --eval_datasets are not among them: the first changes what is trained and tested,
-# and a line with --eval_datasets holds accuracies that a line without them lacks, so a sweep asked
-# for those targets must not count a run recorded without them as done.
-BOOKKEEPING_FLAGS = frozenset({"root_path", "num_workers", "results_file", "save_path", "device",
-                               "checkpoint_every", "checkpoint_dir", "resume", "merge_export", "overwrite_export",
-                               "decode_budget_gb", "eval_cache_dir", "no_zero_shot_cache",
-                               "report_to", "run_name", "run_group", "logging_dir"})
-
-LIBRARIES = ("torch", "torchvision", "transformers", "peft", "bitsandbytes", "accelerate")
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -106,16 +95,6 @@ def format_seconds(seconds: float, hour_digits: int = 1) -> str:
     """A duration as H:MM:SS, the hours zero-padded to `hour_digits` (2 lines up a table column)."""
     seconds = round(seconds)
     return f"{seconds // 3600:0{hour_digits}d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def library_versions() -> dict[str, str]:
-    versions = {}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -207,7 +186,7 @@ def _shown(value: object) -> str:
 # --- run identity -------------------------------------------------------------------------------
 
 def comparable_config(config: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict:
-    """The flags of a run that decide what it computes, with `defaults` (main.py's, run_utils.flag_defaults)
+    """The flags of a run that decide what it computes, with `defaults` (main.py's, settings.flag_defaults)
     for flags it predates, and the method's values (methods.resolve_flags) for flags left to the method.
 
     Two runs are the same run exactly when these are equal. Filling defaults keeps older lines

@@ -15,9 +15,8 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
-from qlora_clip.methods.adapters import save_adapter
+from qlora_clip.backbones.identity import base_fingerprint
+from qlora_clip.methods.interface import Adapted
 from qlora_clip.errors import UserError
 from qlora_clip.run.modelcard import write_model_card
 from qlora_clip.run.spec import RunSpec
@@ -25,34 +24,18 @@ from qlora_clip.run.spec import RunSpec
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
-WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
-def base_fingerprint(source: str) -> str:
-    """What identifies a base checkpoint cheaply: for a local folder its config and the names and sizes of its
-    weight files; for a hub id, the id."""
-    folder = Path(source)
-    if not folder.is_dir():
-        return source
-    digest = hashlib.sha256()
-    config = folder / "config.json"
-    digest.update(config.read_bytes() if config.is_file() else b"")
-    for path in sorted(folder.iterdir()):
-        if path.suffix in WEIGHT_SUFFIXES:
-            digest.update(f"{path.name}:{path.stat().st_size}".encode())
-    return digest.hexdigest()[:16]
-
-
-def save(model: torch.nn.Module, record: dict, folder: Path, base_model: str) -> None:
-    """The method's adapter files (adapters.save_adapter), run.json (the record and the base's fingerprint)
-    and the model card."""
-    save_adapter(model, folder)
+def save(adapted: Adapted, record: dict, folder: Path, base_model: str, template: str) -> None:
+    """The method's files (its `Adapted.save`), run.json (the record and the base's fingerprint) and the model
+    card (`template`: the prompts the run used)."""
+    adapted.save(folder)
     run = {**record, "adapter_dir": str(folder), "base_model": base_model,
            "base_fingerprint": base_fingerprint(base_model)}
     tmp = folder / f".{RUN_FILE}.tmp"
     tmp.write_text(json.dumps(run, indent=2, sort_keys=True))
     os.replace(tmp, folder / RUN_FILE)
-    write_model_card(folder, record, "adapter", base_model)
+    write_model_card(folder, record, "adapter", base_model, template)
     log.info("adapter saved to %s", folder)
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from qlora_clip.methods.table import BASELINE_MODES
+from qlora_clip.methods.table import METHODS
 
 Number = (int, float)
 
@@ -43,14 +43,20 @@ class Field:
 CONDITIONS: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "base2new": ("with `--protocol base2new`", lambda record: record.get("protocol") == "base2new"),
     "eval_datasets": ("with `--eval_datasets`", lambda record: bool(record.get("config", {}).get("eval_datasets"))),
-    "baseline": ("with a baseline `--mode` (docs/baselines.md)", lambda record: record.get("mode") in BASELINE_MODES),
-    # The zero-shot store and the text pass's speed-ups belong to the adapters' path (trainer.py,
-    # evaluator.py); a baseline encodes frozen features its own way (`baseline_features`).
-    "adapter": ("with an adapter `--mode` (not a baseline)", lambda record: record.get("mode") not in BASELINE_MODES),
+    "baseline": ("with a method fitted on frozen features (a baseline: docs/baselines.md)",
+                 lambda record: _trains_on(record) == "features"),
+    # The text pass's speed-ups belong to the training loop (trainer.py); a baseline is fitted on frozen
+    # features (`baseline_features`).
+    "adapter": ("with a method trained on images (not a baseline)", lambda record: _trains_on(record) == "images"),
     "extra_evals": ("with `--protocol base2new` or `--eval_datasets`",
                     lambda record: record.get("protocol") == "base2new"
                     or bool(record.get("config", {}).get("eval_datasets"))),
 }
+
+def _trains_on(record: dict) -> str | None:
+    method = METHODS.get(record.get("mode"))
+    return method.trains_on if method is not None else None
+
 
 SCHEMA: tuple[Field, ...] = (
     # --- which run -----------------------------------------------------------------------------
@@ -68,7 +74,7 @@ SCHEMA: tuple[Field, ...] = (
                                   "measured before training"),
     Field("zero_shot_cached", bool, "whether `zero_shot_acc` was read from the zero-shot store, where an earlier "
                                     "run on the same base, test set, prompts and precision put it (docs/protocol.md, "
-                                    "\"Evaluation\"), instead of computed", when="adapter"),
+                                    "\"Evaluation\"), instead of computed"),
     Field("test_acc", float, "top-1 accuracy (%) on the full test set after the last training step "
                              "(no model selection)"),
     Field("base_acc", float, "base classes' test accuracy (%) against the base class names; equals `test_acc`",

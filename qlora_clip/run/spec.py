@@ -1,7 +1,7 @@
 """A run as one value: its identity, its typed settings, and every name and path derived from them.
 
 `RunSpec.from_flags` is the one place that turns main.py's flag values into typed settings
-(config.py). Everything a run names or writes is a property of its spec, so the run, the sweep
+(each part's settings module; flags.py). Everything a run names or writes is a property of its spec, so the run, the sweep
 that plans it, `--resume`, `--eval_only` and the tracking backends all spell it the same way:
 
     name             qlora-dtd-4shot-seed1, qlora-dtd-base2new-16shot-seed1   (tracking, sweep labels)
@@ -22,23 +22,28 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-from qlora_clip.methods import peft_args
-from qlora_clip.config import AdapterConfig, DataConfig, EvalConfig, ModelConfig, OutputConfig, TrainConfig
-from qlora_clip.methods.table import METHODS, resolve_flags
+from qlora_clip.backbones.settings import ModelConfig
+from qlora_clip.data.settings import DataConfig
+from qlora_clip.evaluation.settings import EvalConfig
+from qlora_clip.flags import build
+from qlora_clip.methods.settings import AdapterConfig
+from qlora_clip.methods.table import resolve_flags
 from qlora_clip.run.results import comparable_config
+from qlora_clip.run.settings import NOT_IN_ADAPTER, OutputConfig, flag_defaults
 from qlora_clip.run.tracking import TrackingConfig
+from qlora_clip.training.settings import ComputeConfig, TrainConfig
+
+if TYPE_CHECKING:
+    from qlora_clip.backbones.loading import Checkpoint
 
 # The flags of a run's identity that its paths spell out in their own folder levels (root_path:
 # for --dataset folder, in the dataset's).
 PATH_FLAGS = ("backbone", "dataset", "root_path", "protocol", "shots", "seed", "mode")
-# Flags that change what a run evaluates or how it computes, not the adapter it trains: an adapter
-# trained without --eval_datasets is the one a later --eval_only --eval_datasets ... evaluates, and
-# gradient checkpointing recomputes the same activations (PyTorch restores the dropout RNG).
-NOT_IN_ADAPTER = frozenset({"eval_datasets", "eval_only", "gradient_checkpointing"})
 # A method folder's readable part stops here; the digest after it keeps folders apart regardless.
 MAX_VARIANT_TEXT = 48
 
@@ -70,57 +75,46 @@ def _digest(value: Any, length: int) -> str:
 class RunSpec:
     """One run of main.py: who it is, how it is set up, where it writes."""
     flags: Mapping[str, Any]     # every flag's value, as the results line records it ("config")
-    defaults: Mapping[str, Any]  # every flag's default (the CLI's), to tell what a run changed
+    defaults: Mapping[str, Any]  # every flag's default, to tell what a run changed
     data: DataConfig
     model: ModelConfig
+    adapter: AdapterConfig
     train: TrainConfig
+    compute: ComputeConfig
     evaluation: EvalConfig
     outputs: OutputConfig
-    device: str                  # --device: auto, cuda or cpu
-    compute_dtype: str           # --compute_dtype: auto, fp32, fp16 or bf16
+    tracking_flags: TrackingConfig = field(repr=False)
 
     @classmethod
-    def from_flags(cls, flags: Mapping[str, Any], defaults: Mapping[str, Any]) -> RunSpec:
-        """The spec of a run with these flag values (vars() of main.py's parsed arguments; flags left to the
-        method, None, take the method's values)."""
-        f = resolve_flags(flags)
-        method = METHODS[f["mode"]]
-        extra = peft_args.decoded(f.get("peft_args") or [])
-        method_args = peft_args.split(method, extra)[1]
-        data = DataConfig(dataset=f["dataset"], root_path=f["root_path"], shots=f["shots"], seed=f["seed"],
-                          template=f["template"], protocol=f["protocol"], num_workers=f["num_workers"],
-                          decode_budget_gb=f["decode_budget_gb"])
-        adapter = AdapterConfig(mode=f["mode"], r=f["r"], alpha=f["alpha"], dropout=f["dropout_rate"],
-                                encoder=f["encoder"], position=f["position"], params=tuple(f["params"]),
-                                lora_scaling=f["lora_scaling"], peft_args=tuple(extra.items()),
-                                total_steps=f["n_iters"] * f["shots"])
-        model = ModelConfig(backbone=f["backbone"], adapter=adapter, gradient_checkpointing=f["gradient_checkpointing"])
-        train = TrainConfig(shots=f["shots"], seed=f["seed"], lr=f["lr"], n_iters=f["n_iters"],
-                            batch_size=f["batch_size"], gradient_accumulation_steps=f["gradient_accumulation_steps"],
-                            loraplus_lr_ratio=method_args["loraplus_lr_ratio"] if method.step == "loraplus" else None,
-                            loss=f["loss"])
-        evaluation = EvalConfig(eval_datasets=tuple(f["eval_datasets"]), cache_dir=f["eval_cache_dir"] or None,
-                                eval_only=f["eval_only"], zero_shot_cache=not f["no_zero_shot_cache"])
-        outputs = OutputConfig(results_file=Path(f["results_file"]),
-                               save_path=Path(f["save_path"]) if f["save_path"] else None,
-                               checkpoint_dir=Path(f["checkpoint_dir"]), checkpoint_every=f["checkpoint_every"],
-                               resume=f["resume"], merge_export=Path(f["merge_export"]) if f["merge_export"] else None,
-                               overwrite_export=f["overwrite_export"])
-        return cls(flags=f, defaults=dict(defaults), data=data, model=model, train=train, evaluation=evaluation,
-                   outputs=outputs, device=f["device"], compute_dtype=f["compute_dtype"])
+    def from_flags(cls, flags: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> RunSpec:
+        """The spec of a run with these flag values (vars() of main.py's parsed arguments, or a results line's
+        config); a flag missing from them takes its default, and one left to the method (None) the method's."""
+        defaults = dict(flag_defaults() if defaults is None else defaults)
+        f = resolve_flags({**defaults, **flags})
+        return cls(flags=f, defaults=defaults, data=build(DataConfig, f), model=build(ModelConfig, f),
+                   adapter=build(AdapterConfig, f, total_steps=f["n_iters"] * f["shots"]),
+                   train=build(TrainConfig, f, shots=f["shots"], seed=f["seed"]), compute=build(ComputeConfig, f),
+                   evaluation=build(EvalConfig, f), outputs=build(OutputConfig, f),
+                   tracking_flags=build(TrackingConfig, f, resume=f["resume"]))
 
     @property
     def tracking(self) -> TrackingConfig:
         """--report_to and its folder; the run is called --run_name, or `name`."""
-        f = self.flags
-        return TrackingConfig(report_to=tuple(name for name in f["report_to"] if name != "none"),
-                              logging_dir=Path(f["logging_dir"]), run_name=f["run_name"] or self.name,
-                              run_group=f["run_group"], resume=f["resume"])
+        given = self.tracking_flags
+        return TrackingConfig(report_to=given.report_to, run_name=given.run_name or self.name,
+                              run_group=given.run_group, logging_dir=given.logging_dir, resume=given.resume)
+
+    @cached_property
+    def checkpoint(self) -> Checkpoint:
+        """The --backbone's checkpoint, resolved once for the run: where it is, and its family (config.json)."""
+        from qlora_clip.backbones.loading import open_checkpoint
+
+        return open_checkpoint(self.backbone)
 
     # --- identity -------------------------------------------------------------------------------
     @property
     def method(self) -> str:
-        return self.model.adapter.mode
+        return self.adapter.mode
 
     @property
     def backbone(self) -> str:

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Protocol, Sequence
 
 from qlora_clip.run import schema
 from qlora_clip.errors import UserError
+from qlora_clip.flags import BOOKKEEPING, flag
 
 if TYPE_CHECKING:
-    from trainer import StepRecord
+    from qlora_clip.training.result import StepRecord
 
 REPORT_TO = ("none", "tensorboard", "wandb")
 WANDB_INSTALL = ("--report_to wandb needs the wandb package, which is optional and not installed: "
@@ -41,11 +42,23 @@ WANDB_DEFAULT_PROJECT = "qlora-clip"
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    report_to: tuple[str, ...]  # backends, without "none"
-    logging_dir: Path
-    run_name: str
-    run_group: str | None = None
-    resume: bool = False        # continue in the folder of the interrupted run
+    """The tracking flags; RunSpec.tracking fills in the run's name and whether it resumes."""
+    report_to: tuple[str, ...] = flag(("none",), "where to send per-step loss, learning rate, speed and the "
+                                      "accuracies (several allowed; wandb is optional: pip install wandb)",
+                                      group="experiment tracking", role=BOOKKEEPING, nargs="+", choices=REPORT_TO)
+    run_name: str | None = flag(None, "the run's name in TensorBoard / W&B and the results line; unset: "
+                                "<mode>-<dataset>-<K>shot-seed<S>", group="experiment tracking", role=BOOKKEEPING,
+                                type=str)
+    run_group: str | None = flag(None, "a group of runs, e.g. a sweep: W&B's group, a TensorBoard folder level",
+                                 group="experiment tracking", role=BOOKKEEPING, type=str)
+    logging_dir: Path = flag("runs", "tracking logs go to LOGGING_DIR/[RUN_GROUP/]RUN_NAME",
+                             group="experiment tracking", role=BOOKKEEPING, convert=Path)
+    resume: bool = False  # continue in the folder of the interrupted run (--resume); not a flag here
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """The backends to report to (`none` names none)."""
+        return tuple(name for name in self.report_to if name != "none")
 
 
 class Backend(Protocol):
@@ -225,13 +238,13 @@ class Tracker:
 
 
 def start_tracking(config: TrackingConfig, run_config: dict, main_process: bool = True) -> Tracker:
-    """A Tracker with the backends of `config.report_to` (none off the main process), config logged."""
-    if not config.report_to or not main_process:
+    """A Tracker with the backends of `config.backends` (none off the main process), config logged."""
+    if not config.backends or not main_process:
         return Tracker(config.run_name, config.run_group)
     folder = log_folder(config)
     continues = folder.exists()  # only with --resume: log_folder picks a fresh folder otherwise
     backends: list[Backend] = []
-    for name in config.report_to:
+    for name in config.backends:
         if name == "tensorboard":
             backends.append(TensorBoardBackend(folder, continues))
         elif name == "wandb":

@@ -1,9 +1,8 @@
 """The class prompts' text pass of a training step when the text tower has adapters.
 
-Two ways, the same update (with adapter dropout 0; docs/protocol.md, "Batches", says what holds
-with dropout):
-
-- `PerUpdateText` (what runs train): the prompts are encoded once per optimizer step. The
+`PerUpdateText`: the prompts are encoded once per optimizer step (the method's text features:
+methods/interface.Adapted.text_features), the same update as encoding them per micro-batch (with
+adapter dropout 0; docs/protocol.md, "Batches", says what holds with dropout). The
   micro-batches' losses see a detached copy of the features and their gradients are summed; after
   the last micro-batch the text tower is back-propagated once with that sum. By linearity this is
   the gradient of the step's loss, whatever the number of micro-batches, for one text pass
@@ -15,17 +14,18 @@ with dropout):
   of all ranks' losses, and Distributed.sum_gradients, which already sums the adapter gradients
   after the step, adds up the shares: the 1-process text gradient, times exactly 1. A rank with
   no image in the step still encodes its share and joins both collectives, with a zero gradient.
-- `PerMicroBatchText` (the path before this one, kept as the benchmark's reference): every
-  micro-batch re-encodes all prompts and back-propagates them at once, on every rank.
+(bench/text_reference.py keeps the path before this one, every micro-batch re-encoding all prompts,
+as the benchmark's reference.)
 
 Shares are dealt round-robin over the prompts sorted by token length, so every rank's share has
 the same spread of lengths and, bucketed (text_buckets.py), the same cost.
 """
 from __future__ import annotations
 
+from typing import Callable, Protocol
+
 import torch
 
-from qlora_clip.run import schema
 from qlora_clip.training.distributed import Distributed
 from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.backbones.text_buckets import MIN_SAVING
@@ -49,27 +49,6 @@ def shard_rows(lengths: list[int], rank: int, world: int) -> tuple[list[int], li
     return mine + [mine[0] if mine else 0] * (share - len(mine)), gathered_at
 
 
-class PerMicroBatchText:
-    """All prompts re-encoded with gradients at every micro-batch, back-propagated right away."""
-    once_per_update = False
-    shards = 1
-
-    def __init__(self, prompts: ClassPrompts):
-        self.prompts = prompts
-
-    def start(self, model: torch.nn.Module) -> None:
-        pass
-
-    def features(self, model: torch.nn.Module) -> torch.Tensor:
-        return self.prompts.features(model)
-
-    def backward(self, features: torch.Tensor, grad: torch.Tensor) -> None:
-        features.backward(grad)
-
-    def finish(self) -> None:
-        pass
-
-
 class PerUpdateText:
     """The prompts encoded once per optimizer step (this rank's share, gathered), one backward at its end."""
     once_per_update = True
@@ -88,16 +67,16 @@ class PerUpdateText:
     def shards(self) -> int:
         return self.world
 
-    def start(self, model: torch.nn.Module) -> None:
+    def start(self, encode: Callable[[ClassPrompts], torch.Tensor]) -> None:
         """Encode the step's text features (with the text tower's graph) and hand out a detached copy."""
-        local = self.share.features(model)
+        local = encode(self.share)
         if self.gathered_at is not None:
             local = self.dist.gather_shares(local)[self.gathered_at]
         self.encoded = local
         self.detached = local.detach().requires_grad_(True)
         self.grad = None
 
-    def features(self, model: torch.nn.Module) -> torch.Tensor:
+    def features(self, encode: Callable[[ClassPrompts], torch.Tensor]) -> torch.Tensor:
         return self.detached
 
     def backward(self, features: torch.Tensor, grad: torch.Tensor) -> None:
@@ -114,7 +93,18 @@ class PerUpdateText:
         self.encoded = self.detached = self.grad = None
 
 
-TextPass = PerUpdateText | PerMicroBatchText
+
+
+class TextPass(Protocol):
+    """How a training step gets its text features and sends their gradient back (PerUpdateText, or the
+    benchmark's reference)."""
+    once_per_update: bool
+    shards: int
+
+    def start(self, encode: Callable[[ClassPrompts], torch.Tensor]) -> None: ...
+    def features(self, encode: Callable[[ClassPrompts], torch.Tensor]) -> torch.Tensor: ...
+    def backward(self, features: torch.Tensor, grad: torch.Tensor) -> None: ...
+    def finish(self) -> None: ...
 
 
 def training_speedups(text: TextPass | None) -> tuple[bool, int, dict[str, str]]:
@@ -143,5 +133,5 @@ def speedup_fields(training: tuple[bool, int, dict[str, str]] | None, prompts: C
     if prompts.buckets.count == 1:
         off["text_buckets"] = buckets_off or (f"length buckets would save under {MIN_SAVING:.0%} of the "
                                               f"{prompts.buckets.unbucketed_tokens} padded tokens")
-    return schema.fields(text_once_per_update=once, text_shards=shards, text_buckets=prompts.buckets.count,
+    return dict(text_once_per_update=once, text_shards=shards, text_buckets=prompts.buckets.count,
                          text_speedups_off=off)

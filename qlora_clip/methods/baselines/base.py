@@ -1,17 +1,35 @@
-"""What every baseline is given and gives back, so the runner treats them alike."""
+"""What every baseline is given and gives back, and `FeatureBaseline`: a baseline as a method of the table.
+
+A baseline is fitted on the frozen base's image features (features.FeatureBank: train views and
+val, each encoded once and cached) with its paper's hyperparameters; it is evaluated like every
+method, by the shared evaluator, through `Fitted.predict` on the test images' embeddings.
+`FeatureBaseline` is the methods/interface.Adapted that does this for each of them: its subclass
+names the `Baseline` (what feature sets it needs, how it fits).
+"""
 from __future__ import annotations
 
+import contextlib
+import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable, ContextManager, Iterator
 
 import torch
 import torch.nn.functional as F
 
+from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.backbones.loading import ClipBundle
+from qlora_clip.errors import UserError
 from qlora_clip.evaluation.metrics import accuracy_percent, count_correct
 from qlora_clip.methods.baselines.features import FeatureBank
+from qlora_clip.methods.baselines.text import prompt_features
 from qlora_clip.methods.baselines.views import ViewSet
-from qlora_clip.paper import LOGIT_SCALE
+from qlora_clip.methods.interface import Adapted, FitInputs
+from qlora_clip.methods.settings import AdapterConfig
+from qlora_clip.training.memory import PeakMemory
 from qlora_clip.training.precision import Precision
+from qlora_clip.training.result import TrainResult
+
+Logits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -31,9 +49,10 @@ class BaselineInputs:
     classnames: list[str]
     text: torch.Tensor            # (classes, dim) normalised features of the run's prompts (--template)
     bank: FeatureBank
-    model: torch.nn.Module        # the frozen CLIP: CoOp and the ensembles encode text with it
+    model: torch.nn.Module        # the frozen base: CoOp and the ensembles encode text with it
     tokenizer: object
     precision: Precision
+    family_logits: Logits         # the family's logits of normalised image features and text features
 
     @property
     def device(self) -> torch.device:
@@ -42,17 +61,26 @@ class BaselineInputs:
     def on_device(self, features: torch.Tensor) -> torch.Tensor:
         return features.to(self.device, torch.float32)
 
+    def zero_shot_logits(self, features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The family's logits (CLIP's 100 x cosine) of raw image embeddings with text features."""
+        return self.family_logits(F.normalize(features, dim=-1), text)
+
 
 @dataclass
 class Fitted:
-    """A fitted baseline: logits for test features, and what the results line says about it."""
-    predict: Callable[[torch.Tensor], torch.Tensor]  # raw image embeddings (n, dim) on the device -> logits
+    """A fitted baseline: logits for image embeddings, and what the results line says about it."""
+    # (raw image embeddings (n, dim) on the device, the class text features) -> logits; a baseline whose
+    # weights are the train classes' (unseen_classes False in the table) ignores the text.
+    predict: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     params: dict                   # the hyperparameters it ran with, searched values included
     trainable_params: int = 0      # weights an optimiser updated
-    added_params: int = 0          # weights it holds beside CLIP's (a cache model's keys and values count)
+    added_params: int = 0          # weights it holds beside the base's (a cache model's keys and values count)
     steps: int = 0                 # optimiser steps
     images_seen: int = 0           # train features through the method's training, all epochs
     losses: list[float] = field(default_factory=list)
+    # The class text features it classifies with, for any classes (CoOp's learned context, an ensemble's
+    # templates); None: the prompts' own features.
+    text: Callable[[ClassPrompts], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,11 +89,86 @@ class Baseline:
     fit: Callable[[BaselineInputs], Fitted]
 
 
-def zero_shot_logits(features: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """CLIP's logits: 100 x cosine of the (normalised) image embeddings with the text features."""
-    return LOGIT_SCALE * F.normalize(features, dim=-1) @ text.T
-
-
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent, counted (metrics.py)."""
+    """Top-1 accuracy in percent, counted (evaluation/metrics.py)."""
     return accuracy_percent(int(count_correct(logits, labels.to(logits.device))), len(labels))
+
+
+class FeatureBaseline(Adapted):
+    """A baseline on the frozen base: fitted on its image features, evaluated through `Fitted.predict`."""
+    baseline: Baseline  # the subclass's
+
+    def __init__(self, bundle: ClipBundle, settings: AdapterConfig):
+        super().__init__(bundle, settings)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.fitted: Fitted | None = None
+        self.features: dict = {}
+        self._zero_shot = False
+
+    # --- evaluation -----------------------------------------------------------------------------
+    def text_features(self, prompts: ClassPrompts) -> torch.Tensor:
+        if self._zero_shot or self.fitted is None or self.fitted.text is None:
+            return super().text_features(prompts)
+        return self.fitted.text(prompts)
+
+    def logits(self, embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        if self._zero_shot or self.fitted is None:
+            return super().logits(embeddings, text)
+        return self.fitted.predict(embeddings.float(), text.float())
+
+    def zero_shot_view(self) -> ContextManager:
+        return self._zero_shot_only()
+
+    @contextlib.contextmanager
+    def _zero_shot_only(self) -> Iterator[None]:
+        self._zero_shot = True
+        try:
+            yield
+        finally:
+            self._zero_shot = False
+
+    # --- fitting --------------------------------------------------------------------------------
+    def fit(self, inputs: FitInputs) -> TrainResult:
+        """Encode (or read) the feature sets it needs, then fit, timed apart: the fit's time and peak memory are
+        its training's (`train_seconds`, `peak_memory_mb`), the features' in `baseline_features`."""
+        data, bank, precision = inputs.data, inputs.features(), inputs.precision
+        needs = self.baseline.needs(data.name, data.shots)
+        if needs.val and not data.val:
+            raise UserError(f"--mode {self.method.name} searches its hyperparameters on the val images, and this "
+                            f"draw of --dataset {data.name} has none")
+        if needs.val:
+            bank.val()
+        if needs.train_centre:
+            bank.train_centre()
+        for views in needs.views:
+            bank.train_views(views)
+        baseline_inputs = BaselineInputs(
+            data.name, data.shots, data.seed, data.classnames,
+            prompt_features(self.model, self.bundle.tokenizer, inputs.prompts.prompts, precision), bank, self.model,
+            self.bundle.tokenizer, precision, self.family_logits)
+        memory = PeakMemory(precision.device)
+        memory.reset()
+        start = time.perf_counter()
+        self.fitted = self.baseline.fit(baseline_inputs)
+        if precision.device.type == "cuda":
+            torch.cuda.synchronize(precision.device)
+        seconds = time.perf_counter() - start
+        self.features = bank.describe()
+        fitted = self.fitted
+        return TrainResult(steps=fitted.steps, seconds=seconds, losses=fitted.losses, images_seen=fitted.images_seen,
+                           peak_memory=memory.read())
+
+    # --- the record -----------------------------------------------------------------------------
+    def trainable_parameters(self) -> int:
+        return self.fitted.trainable_params if self.fitted else 0
+
+    def footprint_bytes(self) -> int:
+        """The base's weights plus the baseline's (float32)."""
+        return super().footprint_bytes() + 4 * (self.fitted.added_params if self.fitted else 0)
+
+    def fields(self) -> dict[str, Any]:
+        return {"trainable_params": self.trainable_parameters(),
+                "adapter_params": self.fitted.added_params if self.fitted else 0, "adapter_size_mb": None,
+                "peft_config": None, "method_args": {},
+                "baseline_params": self.fitted.params if self.fitted else {}, "baseline_features": self.features}

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qlora_clip.methods.baselines import hparams
-from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, Fitted, Needs, zero_shot_logits
+from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, FeatureBaseline, Fitted, Needs
 from qlora_clip.methods.baselines.schedules import train_dassl
 from qlora_clip.methods.baselines.views import ViewSet
 
@@ -62,7 +62,7 @@ def fit(inputs: BaselineInputs) -> Fitted:
     ratio, text = config["ratio"], inputs.text
 
     def loss_of(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(zero_shot_logits(blend(adapter, features, ratio), text), labels)
+        return F.cross_entropy(inputs.zero_shot_logits(blend(adapter, features, ratio), text), labels)
 
     adapter.train()
     run = train_dassl(list(adapter.parameters()), loss_of, views.features, views.labels, config, inputs.seed,
@@ -71,11 +71,15 @@ def fit(inputs: BaselineInputs) -> Fitted:
     weights = sum(p.numel() for p in adapter.parameters())
 
     @torch.no_grad()
-    def predict(features: torch.Tensor) -> torch.Tensor:
-        return zero_shot_logits(blend(adapter, features, ratio), text)
+    def predict(features: torch.Tensor, class_text: torch.Tensor) -> torch.Tensor:
+        return inputs.zero_shot_logits(blend(adapter, features, ratio), class_text)
 
     return Fitted(predict=predict, params=dict(config), trainable_params=weights, added_params=weights,
                   steps=run.steps, images_seen=run.images_seen, losses=run.losses)
 
 
 CLIP_ADAPTER = Baseline(needs=_needs, fit=fit)
+
+
+class ClipAdapter(FeatureBaseline):
+    baseline = CLIP_ADAPTER

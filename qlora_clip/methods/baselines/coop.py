@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from qlora_clip.methods.baselines import hparams
-from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, Fitted, Needs, zero_shot_logits
+from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, FeatureBaseline, Fitted, Needs
 from qlora_clip.methods.baselines.clip_adapter import views_for
 from qlora_clip.methods.baselines.schedules import train_dassl
 from qlora_clip.errors import UserError
@@ -107,15 +108,31 @@ def fit(inputs: BaselineInputs) -> Fitted:
     def loss_of(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with precision.autocast():
             text = learner.features()
-        return F.cross_entropy(zero_shot_logits(features, text), labels)
+        return F.cross_entropy(inputs.zero_shot_logits(features, text), labels)
 
     run = train_dassl([learner.ctx], loss_of, views.features, views.labels, config, inputs.seed, inputs.device)
     with torch.no_grad(), precision.autocast():
         text = learner.features()
 
-    return Fitted(predict=lambda features: zero_shot_logits(features, text), params=config,
+    @torch.no_grad()
+    def class_text(prompts: ClassPrompts) -> torch.Tensor:
+        """The learned context before the classes of `prompts` (another dataset's, base-to-novel's new ones)."""
+        classes = prompts.classes
+        if classes is None or classes.classnames == inputs.classnames:
+            return text
+        other = PromptLearner(inputs.model, inputs.tokenizer, classes.classnames, config["n_ctx"], config["ctx_init_std"],
+                              inputs.seed, inputs.device)
+        other.ctx.data = learner.ctx.data
+        with precision.autocast():
+            return other.features()
+
+    return Fitted(predict=inputs.zero_shot_logits, text=class_text, params=config,
                   trainable_params=learner.ctx.numel(), added_params=learner.ctx.numel(), steps=run.steps,
                   images_seen=run.images_seen, losses=run.losses)
 
 
 COOP = Baseline(needs=_needs, fit=fit)
+
+
+class CoOp(FeatureBaseline):
+    baseline = COOP

@@ -23,7 +23,7 @@ from qlora_clip.headed_file import HEADER_BYTES
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1              # bump when the layout or what the features depend on changes
+FORMAT = 2              # bump when the layout or what the features depend on changes (2: the checkpoint fingerprint)
 
 
 def key_digest(key: dict) -> str:

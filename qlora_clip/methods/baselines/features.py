@@ -29,11 +29,12 @@ import transformers
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from qlora_clip.data import FewShotDataset, Item
+from qlora_clip.data.items import FewShotDataset, Item
 from qlora_clip.methods.baselines import feature_cache
-from qlora_clip.methods.baselines.backbone import weights_identity
+from qlora_clip.backbones.identity import checkpoint_fingerprint
 from qlora_clip.methods.baselines.views import AugmentedViews, ViewSet, labels_tensor
-from qlora_clip.config import ImageSettings
+from qlora_clip.backbones.families import ImageSettings
+from qlora_clip.backbones.loading import ClipBundle
 from qlora_clip.inputs.loaders import eval_transform, to_model_input
 from qlora_clip.inputs.test_images import images_identity, prepared_test_images, preprocess
 from qlora_clip.inputs.train_images import decode_all
@@ -97,7 +98,7 @@ class FeatureBank:
         self.cache_dir, self.pixel_cache_dir = cache_dir, pixel_cache_dir
         self.dataset_tag = dataset_tag
         self._base_key = {
-            "format": feature_cache.FORMAT, "backbone": weights_identity(backbone_source),
+            "format": feature_cache.FORMAT, "backbone": checkpoint_fingerprint(backbone_source),
             "image": asdict(encoder.image), "compute_dtype": encoder.precision.name, "quantized": quantized,
             "dataset": dataset_tag,
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "pillow": PIL.__version__},
@@ -189,3 +190,11 @@ class FeatureBank:
         encoded = self.encoder.encode(self.encoder.loader(dataset), len(dataset),
                                       f"encoding {views.count} views ({views.stream})")
         return encoded.view(views.count, len(images), -1)
+
+
+def feature_bank(bundle: ClipBundle, precision: Precision, data: FewShotDataset, dataset_tag: str,
+                 cache_dir: str | None, batch_size: int, num_workers: int, decode_budget_gb: float) -> FeatureBank:
+    """A run's feature sets on its frozen base, cached in <cache_dir>/features (none without a cache folder)."""
+    encoder = Encoder(bundle.model, bundle.image, precision, batch_size, num_workers)
+    return FeatureBank(encoder, data, bundle.checkpoint.source, dataset_tag, data.seed,
+                       Path(cache_dir) / "features" if cache_dir else None, cache_dir, decode_budget_gb)

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from qlora_clip.methods.baselines import hparams
-from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, Fitted, Needs, accuracy
+from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, FeatureBaseline, Fitted, Needs, accuracy
 
 # L-BFGS's stopping rules: scikit-learn's tol (on the gradient) and scipy's ftol, history of 10.
 GRAD_TOLERANCE = 1e-4
@@ -134,7 +134,7 @@ def fit(inputs: BaselineInputs) -> Fitted:
     search = search_c(val_accuracy, list(config["coarse_grid"]), config["refine_steps"])
     probe = fits[search.c]
     weights = probe.weight.numel() + probe.bias.numel()
-    return Fitted(predict=lambda features: probe.logits(features).float(),
+    return Fitted(predict=lambda features, text: probe.logits(features).float(),
                   params={**config, "C": search.c, "fits": len(fits),
                           "search": [[c, acc] for c, acc in search.trace]},
                   trainable_params=weights, added_params=weights,
@@ -143,3 +143,7 @@ def fit(inputs: BaselineInputs) -> Fitted:
 
 
 LINEAR_PROBE = Baseline(needs=_needs, fit=fit)
+
+
+class LinearProbe(FeatureBaseline):
+    baseline = LINEAR_PROBE

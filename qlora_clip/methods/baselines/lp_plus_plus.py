@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from qlora_clip.methods.baselines import hparams
-from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, Fitted, Needs, accuracy
+from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, FeatureBaseline, Fitted, Needs, accuracy
 from qlora_clip.methods.baselines.views import ViewSet
 
 VIEWS = ViewSet("lp++", tuple(hparams.LP_PLUS_PLUS["view_scale"]), count=1)
@@ -106,7 +106,7 @@ def fit(inputs: BaselineInputs) -> Fitted:
         if val_acc >= best_acc:
             best, best_acc, best_epoch = probe.detached(), val_acc, epoch
     weights = probe.weight.numel() + probe.bias.numel() + probe.alpha.numel()
-    return Fitted(predict=lambda features: best.logits(F.normalize(features, dim=-1)),
+    return Fitted(predict=lambda features, text: best.logits(F.normalize(features, dim=-1)),
                   params={**config, "lr_w": lr_w, "lr_alpha": lr_alpha, "alpha_init": alpha0,
                           "best_epoch": best_epoch, "best_val_acc": best_acc},
                   trainable_params=weights, added_params=weights, steps=config["epochs"],
@@ -114,3 +114,7 @@ def fit(inputs: BaselineInputs) -> Fitted:
 
 
 LP_PLUS_PLUS = Baseline(needs=_needs, fit=fit)
+
+
+class LpPlusPlus(FeatureBaseline):
+    baseline = LP_PLUS_PLUS

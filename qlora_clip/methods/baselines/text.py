@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from qlora_clip.data import class_prompts
+from qlora_clip.data.items import class_prompts
 from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.training.precision import Precision
 

@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 
 from qlora_clip.methods.baselines import hparams
-from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, Fitted, Needs, accuracy
+from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, FeatureBaseline, Fitted, Logits, Needs, accuracy
 from qlora_clip.methods.baselines.schedules import epoch_batches
 from qlora_clip.methods.baselines.views import ViewSet
-from qlora_clip.paper import LOGIT_SCALE
 
 SCALE = tuple(hparams.TIP_ADAPTER["view_scale"])
 CACHE_VIEWS = ViewSet("tip-cache", SCALE, hparams.TIP_ADAPTER["cache_views"])
@@ -52,9 +51,10 @@ def cache_logits(affinity: torch.Tensor, values: torch.Tensor, beta: float) -> t
 
 
 def tip_logits(features: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, text: torch.Tensor,
-               alpha: float, beta: float) -> torch.Tensor:
-    """The paper's logits for normalised embeddings: 100 f T^T + alpha exp(-beta (1 - f K^T)) L."""
-    return LOGIT_SCALE * features @ text.T + alpha * cache_logits(features @ keys.T, values, beta)
+               alpha: float, beta: float, zero_shot: Logits) -> torch.Tensor:
+    """The paper's logits for normalised embeddings: 100 f T^T + alpha exp(-beta (1 - f K^T)) L (the first term
+    the family's zero-shot logits: CLIP's 100 x cosine)."""
+    return zero_shot(features, text) + alpha * cache_logits(features @ keys.T, values, beta)
 
 
 def search_grid(scale: float, steps: int) -> list[float]:
@@ -63,11 +63,11 @@ def search_grid(scale: float, steps: int) -> list[float]:
 
 
 def search(features: torch.Tensor, labels: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-           text: torch.Tensor, config: dict) -> tuple[float, float, float]:
+           text: torch.Tensor, config: dict, zero_shot: Logits) -> tuple[float, float, float]:
     """(beta, alpha, val accuracy) of the best grid point, beta outer, alpha inner, the first best winning."""
     betas = search_grid(config["search_scale"][0], config["search_steps"][0])
     alphas = search_grid(config["search_scale"][1], config["search_steps"][1])
-    clip = LOGIT_SCALE * features @ text.T
+    clip = zero_shot(features, text)
     affinity = features @ keys.T
     best = (betas[0], alphas[0], -math.inf)
     for beta in betas:
@@ -97,17 +97,19 @@ def _setup(inputs: BaselineInputs):
     return config, keys, values, val_x, val.labels.to(inputs.device)
 
 
-def _fitted(config: dict, keys: torch.Tensor, values: torch.Tensor, text: torch.Tensor, beta: float, alpha: float,
-            val_acc: float, extra: dict | None = None, **fields) -> Fitted:
-    return Fitted(predict=lambda features: tip_logits(F.normalize(features, dim=-1), keys, values, text, alpha, beta),
+def _fitted(inputs: BaselineInputs, config: dict, keys: torch.Tensor, values: torch.Tensor, beta: float,
+            alpha: float, val_acc: float, extra: dict | None = None, **fields) -> Fitted:
+    text, zero_shot = inputs.text, inputs.family_logits
+    return Fitted(predict=lambda features, _: tip_logits(F.normalize(features, dim=-1), keys, values, text, alpha, beta,
+                                                         zero_shot),
                   params={**config, "beta": beta, "alpha": alpha, "best_val_acc": val_acc, **(extra or {})},
                   added_params=keys.numel() + values.numel(), **fields)
 
 
 def fit_training_free(inputs: BaselineInputs) -> Fitted:
     config, keys, values, val_x, val_y = _setup(inputs)
-    beta, alpha, val_acc = search(val_x, val_y, keys, values, inputs.text, config)
-    return _fitted(config, keys, values, inputs.text, beta, alpha, val_acc)
+    beta, alpha, val_acc = search(val_x, val_y, keys, values, inputs.text, config, inputs.family_logits)
+    return _fitted(inputs, config, keys, values, beta, alpha, val_acc)
 
 
 def fit_finetuned(inputs: BaselineInputs) -> Fitted:
@@ -125,7 +127,7 @@ def fit_finetuned(inputs: BaselineInputs) -> Fitted:
         features = F.normalize(inputs.on_device(views.features[epoch]), dim=-1)
         for batch in epoch_batches(n_images, config["batch_size"], inputs.seed, epoch, drop_last=False):
             batch = batch.to(inputs.device)
-            logits = tip_logits(features[batch], trained, values, inputs.text, alpha, beta)
+            logits = tip_logits(features[batch], trained, values, inputs.text, alpha, beta, inputs.family_logits)
             loss = F.cross_entropy(logits, labels[batch])
             optimizer.zero_grad()
             loss.backward()
@@ -133,11 +135,11 @@ def fit_finetuned(inputs: BaselineInputs) -> Fitted:
             scheduler.step()
             losses.append(loss.detach().item())
         with torch.no_grad():
-            val_acc = accuracy(tip_logits(val_x, trained, values, inputs.text, alpha, beta), val_y)
+            val_acc = accuracy(tip_logits(val_x, trained, values, inputs.text, alpha, beta, inputs.family_logits), val_y)
         if val_acc > best_acc:
             best_keys, best_acc, best_epoch = trained.detach().clone(), val_acc, epoch
-    beta, alpha, val_acc = search(val_x, val_y, best_keys, values, inputs.text, config)
-    return _fitted(config, best_keys, values, inputs.text, beta, alpha, val_acc,
+    beta, alpha, val_acc = search(val_x, val_y, best_keys, values, inputs.text, config, inputs.family_logits)
+    return _fitted(inputs, config, best_keys, values, beta, alpha, val_acc,
                    extra={"best_epoch": best_epoch, "best_epoch_val_acc": best_acc},
                    trainable_params=trained.numel(), steps=epochs * batches_per_epoch,
                    images_seen=epochs * n_images, losses=losses)
@@ -145,3 +147,11 @@ def fit_finetuned(inputs: BaselineInputs) -> Fitted:
 
 TIP_ADAPTER = Baseline(needs=_needs_training_free, fit=fit_training_free)
 TIP_ADAPTER_F = Baseline(needs=_needs_finetuned, fit=fit_finetuned)
+
+
+class TipAdapter(FeatureBaseline):
+    baseline = TIP_ADAPTER
+
+
+class TipAdapterF(FeatureBaseline):
+    baseline = TIP_ADAPTER_F

@@ -1,0 +1,162 @@
+"""What every method does, whatever it is: the one interface the core calls (never a method's name).
+
+A method of the table (table.py) names its class (`Method.runtime`); `build` imports it and puts the
+method on a loaded base, fresh or from a saved adapter. The result, an `Adapted`, is all the rest of
+the code sees:
+
+    the evaluator     text_features, image_embeddings, logits; zero_shot_view (the pretrained base);
+                      tower_is_adapted (may the frozen vision tower's features be reused?)
+    the trainer       fit (the training loop, a fit on frozen features, or nothing); parameter_groups,
+                      regularizer, after_optimizer_step (a method's part of the shared step)
+    the run's record  fields (trainable and adapter weights, size, effective config); save / merged
+
+Defaults here are the plain case (LoRA's): the base's text and image features with the family's
+logits, the shared training loop, no parameter groups, no regulariser; a method overrides what it
+changes. PEFT's tuners (peft_tuners.py), our own tuners (own_tuners.py), the methods with a step of
+their own (eva.py, loftq.py, loraplus.py, adalora.py) and the baselines (baselines/) implement it.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.backbones.loading import ClipBundle
+from qlora_clip.errors import UserError
+from qlora_clip.methods.settings import AdapterConfig
+from qlora_clip.methods.table import Method
+
+if TYPE_CHECKING:
+    from qlora_clip.data.items import FewShotDataset
+    from qlora_clip.methods.baselines.features import FeatureBank
+    from qlora_clip.training.precision import Precision
+    from qlora_clip.training.result import TrainResult
+
+
+@dataclass
+class FitInputs:
+    """What a method may be fitted on, built by main.py: the run's draw and prompts, the shared training loop
+    on the run's augmented train images, one epoch of those batches, and the frozen features."""
+    data: FewShotDataset
+    prompts: ClassPrompts
+    precision: Precision
+    train_steps: Callable[[Adapted], TrainResult]          # trainer.train on the run's train stream
+    one_epoch: Callable[[], list[torch.Tensor]]           # the augmented train batches of one epoch, one process
+    features: Callable[[], FeatureBank]                   # the frozen feature sets (train views, val)
+
+
+class Adapted:
+    """A method on a loaded base. `model` is what computes (a PeftModel, or the base itself)."""
+
+    def __init__(self, bundle: ClipBundle, settings: AdapterConfig, model: torch.nn.Module | None = None):
+        self.bundle, self.settings = bundle, settings
+        self.model = bundle.model if model is None else model
+        self.family_logits = bundle.family.logits(self.model)
+
+    @property
+    def method(self) -> Method:
+        return self.settings.method
+
+    # --- building -------------------------------------------------------------------------------
+    @classmethod
+    def attach(cls, bundle: ClipBundle, settings: AdapterConfig) -> Adapted:
+        """The method, fresh, on the loaded base."""
+        return cls(bundle, settings)
+
+    @classmethod
+    def load(cls, bundle: ClipBundle, settings: AdapterConfig, folder: Path) -> Adapted:
+        """The method as saved in `folder` (--eval_only), frozen; UserError when it is not what the flags describe."""
+        raise UserError(f"--eval_only: {settings.mode} saves nothing to evaluate later; run it without --eval_only")
+
+    # --- what the evaluator and the trainer compute with ----------------------------------------
+    def text_features(self, prompts: ClassPrompts) -> torch.Tensor:
+        """Normalised class text features (classes, dim), in label order."""
+        return prompts.features(self.model)
+
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """The vision tower's pooled, projected output (images, dim), not normalised."""
+        return self.model.get_image_features(pixel_values=images).pooler_output
+
+    def logits(self, embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Images x classes: the family's logits of the normalised image embeddings with the text features."""
+        return self.family_logits(F.normalize(embeddings, dim=-1), text)
+
+    def zero_shot_view(self) -> ContextManager:
+        """While open, the model computes as the pretrained base (zero-shot)."""
+        return contextlib.nullcontext()
+
+    def tower_is_adapted(self, tower: str) -> bool:
+        """Whether `tower` ('text_model' or 'vision_model') computes with weights the method trained or changed."""
+        return False
+
+    # --- training -------------------------------------------------------------------------------
+    def fit(self, inputs: FitInputs) -> TrainResult:
+        """Train: by default the shared training loop (trainer.train) on the run's train images."""
+        return inputs.train_steps(self)
+
+    def initialize(self, batches: Iterable[torch.Tensor], prompts: ClassPrompts) -> None:
+        """A data-driven initialisation before the first step (EVA's); most methods have none."""
+
+    def parameter_groups(self, params: list[torch.nn.Parameter], lr: float) -> list:
+        """What the optimizer is built on: the trainable parameters, or groups with learning rates of their own."""
+        return params
+
+    def regularizer(self) -> torch.Tensor | None:
+        """A term the method adds to each step's loss (AdaLoRA's), or None."""
+        return None
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called after the optimizer step of `step` (0-based), before the gradients are cleared."""
+
+    # --- the run's record and outputs -----------------------------------------------------------
+    def base_model(self) -> torch.nn.Module:
+        """The base model inside `model`, its layers holding the values the run computed with."""
+        return self.model
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+    def footprint_bytes(self) -> int:
+        """Bytes of the weights the run computes with (`get_memory_footprint`: where the 4-bit base shows)."""
+        return self.model.get_memory_footprint()
+
+    def fields(self) -> dict[str, Any]:
+        """The method's part of the results line (qlora_clip/run/schema.py names each field)."""
+        return {}
+
+    def save(self, folder: Path) -> None:
+        """The method's files (--save_path)."""
+        raise UserError(f"--save_path: {self.method.name} has nothing to save")
+
+    def merged(self, base: torch.nn.Module) -> torch.nn.Module:
+        """`base` (a full-precision copy holding the values the run held) with the method merged in."""
+        raise UserError(f"--merge_export: {self.method.name} cannot be merged into the weights")
+
+
+def runtime_class(method: Method) -> type[Adapted]:
+    """The class a table entry names (`module:Class`), imported now."""
+    module, _, name = method.runtime.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def build(bundle: ClipBundle, settings: AdapterConfig, saved: Path | None = None) -> Adapted:
+    """The method of `settings` on the loaded base: fresh, or the one saved in `saved` (--eval_only)."""
+    cls = runtime_class(settings.method)
+    return cls.load(bundle, settings, saved) if saved is not None else cls.attach(bundle, settings)
+
+
+def load_adapted(backbone: str, settings: AdapterConfig, device: torch.device, compute_dtype: torch.dtype,
+                 gradient_checkpointing: bool = False, saved: Path | None = None) -> Adapted:
+    """A --backbone loaded as the method's entry asks (4-bit or not) and the method put on it: what main.py does,
+    in one call, for the benchmark, the tests and notebooks."""
+    from qlora_clip.backbones.loading import load_bundle, open_checkpoint
+
+    bundle = load_bundle(open_checkpoint(backbone), settings.method.quantized, device, compute_dtype,
+                         gradient_checkpointing)
+    return build(bundle, settings, saved)
