@@ -13,6 +13,7 @@ import logging
 import math
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -23,7 +24,14 @@ from qlora_clip.backbones.families import check_family
 from qlora_clip.backbones.loading import ClipBundle, load_bundle
 from qlora_clip.backbones.text_buckets import bucket_limit
 from qlora_clip.errors import UserError
-from qlora_clip.evaluation.evaluator import EvalSettings, Evaluator, ZeroShotReuse, build_eval_set, eval_batch_size
+from qlora_clip.evaluation.evaluator import (
+    EvalSettings,
+    Evaluator,
+    FrozenEmbeddings,
+    ZeroShotReuse,
+    build_eval_set,
+    eval_batch_size,
+)
 from qlora_clip.evaluation.extra_evals import ExtraEvaluations
 from qlora_clip.evaluation.zero_shot_key import base_key
 from qlora_clip.inputs.loaders import TrainStream, default_num_workers
@@ -80,7 +88,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     eval_settings = EvalSettings(bundle.image, eval_batch_size(spec.train.batch_size), spec.evaluation.cache_dir,
                                  num_workers, dist, text_buckets=buckets, text=bundle.text)
     test = build_eval_set(data.name, data.test, data.load_image, prompts, eval_settings)
-    evaluator = Evaluator(adapted, precision, dist, zero_shot_reuse(spec, bundle, precision.name, dist.device, buckets))
+    evaluator = Evaluator(adapted, precision, dist, zero_shot_reuse(spec, bundle, precision.name, dist.device, buckets),
+                          frozen_embeddings(spec, bundle, precision.name, dist.device))
     extra = ExtraEvaluations(data, targets, bundle.tokenizer, eval_settings)
     eval_memory = PeakMemory(dist.device)
     tracker = start_tracking(spec.tracking, dict(spec.flags), main_process=dist.is_main)
@@ -110,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     line = {
         **record.run_fields(spec, adapted, dist, precision.name, result, started_at),
-        **record.method_fields(adapted, result, prompts, buckets_off),
+        **record.method_fields(adapted, result, prompts, buckets_off, test.embeddings),
         "family": bundle.family.name, "zero_shot_acc": zero_shot_acc, "zero_shot_cached": test.zero_shot_cached,
         "test_acc": test_acc, "eval_seconds": eval_seconds, "test_images_per_process": test_shards,
         "subset_file": str(spec.subset_path),
@@ -184,6 +193,17 @@ def zero_shot_reuse(spec: RunSpec, bundle: ClipBundle, compute_dtype: str, devic
     base = base_key(bundle.checkpoint.source, compute_dtype, spec.adapter.method.quantized, bundle.image, device.type,
                     text_buckets)
     return ZeroShotReuse(folder, base)
+
+
+def frozen_embeddings(spec: RunSpec, bundle: ClipBundle, compute_dtype: str,
+                      device: torch.device) -> FrozenEmbeddings | None:
+    """Where a frozen vision tower's test embeddings are stored across runs (<--eval_cache_dir>/features), and
+    this run's base model's part of their keys; None without a cache folder."""
+    if spec.evaluation.cache_dir is None:
+        return None
+    base = base_key(bundle.checkpoint.source, compute_dtype, spec.adapter.method.quantized, bundle.image, device.type,
+                    text_buckets=1)
+    return FrozenEmbeddings(Path(spec.evaluation.cache_dir) / "features", base)
 
 
 def cli() -> int:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import main
-from qlora_clip.methods.baselines import feature_cache
+from qlora_clip.evaluation import feature_cache
 from qlora_clip.methods.baselines.features import FeatureBank
 from qlora_clip.methods.baselines.views import AugmentedViews, ViewSet, view_seed
 

@@ -6,15 +6,19 @@ embeddings and logits, and for the pretrained base (`zero_shot_view`). With seve
 encodes its share of the test images (inputs/test_images.prepared_test_images) and the counts are
 summed, so N GPUs evaluate N times faster and the accuracy is the 1-process one. When the vision
 tower is not adapted (`Adapted.tower_is_adapted`), its embeddings are the same in both evaluations,
-so the first evaluation of a test set keeps them and later ones only re-encode the prompts. A
-zero-shot accuracy that an earlier run stored for the same base and test set (zero_shot_cache.py,
-keyed by zero_shot_key.py) is read instead of computed.
+so the first evaluation of a test set keeps them and later ones only re-encode the prompts; with a
+cache folder they are also stored on disk (`FrozenEmbeddings`, feature_cache.py), so the next run
+on the same base and test set (a sweep's next seed, method or baseline) reads them instead of
+encoding the test set again. A zero-shot accuracy that an earlier run stored for the same base and
+test set (zero_shot_cache.py, keyed by zero_shot_key.py) is read instead of computed.
 """
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Callable, ContextManager, Iterator, Protocol
 
 import torch
 from tqdm import tqdm
@@ -22,7 +26,7 @@ from tqdm import tqdm
 from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.backbones.families import CLIP_TEXT, ImageSettings, TextSettings
 from qlora_clip.data.items import Item
-from qlora_clip.evaluation import zero_shot_cache
+from qlora_clip.evaluation import feature_cache, zero_shot_cache
 from qlora_clip.evaluation.metrics import accuracy_percent, count_correct
 from qlora_clip.evaluation.zero_shot_key import test_set_key
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
@@ -30,8 +34,8 @@ from qlora_clip.inputs.test_images import cache_key, prepared_test_images
 from qlora_clip.training.distributed import Distributed
 from qlora_clip.training.precision import Precision
 
-if TYPE_CHECKING:
-    from qlora_clip.methods.interface import Adapted
+
+log = logging.getLogger(__name__)
 
 # Test batches are at least this large: no gradients, so memory allows more than training.
 MIN_EVAL_BATCH = 64
@@ -65,7 +69,10 @@ class EvalSet:
     cached: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list, repr=False)
     # What it is, all processes' images (zero_shot_key); None when its images cannot be identified on disk.
     key: dict | None = field(default_factory=dict, repr=False)
+    images_key: dict | None = field(default=None, repr=False)  # its images alone (test_images.cache_key)
     zero_shot_cached: bool = False  # its zero-shot accuracy was read from the zero-shot store
+    # Its frozen embeddings on disk (FrozenEmbeddings): {"cached": read rather than encoded, "file": where}.
+    embeddings: dict = field(default_factory=dict, repr=False)
 
 
 def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: ClassPrompts,
@@ -80,7 +87,7 @@ def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: 
     # Test images that cannot be identified on disk are never cached, and neither is their zero-shot accuracy.
     key = test_set_key(images_key, prompts.prompts) if images_key is not None else None
     return EvalSet(name, EvalBatches(pixels, labels, image, settings.batch_size, dist.device), prompts,
-                   list(items[dist.rank::dist.world]), key=key)
+                   list(items[dist.rank::dist.world]), key=key, images_key=images_key)
 
 
 @dataclass(frozen=True)
@@ -90,15 +97,45 @@ class ZeroShotReuse:
     base: dict
 
 
+@dataclass(frozen=True)
+class FrozenEmbeddings:
+    """Where a frozen vision tower's test embeddings are stored (feature_cache.py's files), and the base model's
+    part of their keys (zero_shot_key.base_key: the checkpoint's files, precision, 4-bit or not, preprocessing,
+    device type, library versions)."""
+    folder: Path
+    base: dict
+
+    def path_and_key(self, test: EvalSet, dtype: torch.dtype) -> tuple[Path, dict] | None:
+        """The file and key of `test`'s embeddings in `dtype`; None when its images cannot be identified on disk."""
+        if test.images_key is None:
+            return None
+        key = json.loads(json.dumps({"format": feature_cache.FORMAT, "kind": "test-embeddings", **self.base,
+                                     "dtype": str(dtype), "test_images": test.images_key}))
+        return feature_cache.cache_path(self.folder, f"{test.name}-test-embeddings", key), key
+
+
+class Scored(Protocol):
+    """What the evaluator asks of a method on a model (every methods.interface.Adapted answers it)."""
+    model: torch.nn.Module
+
+    def text_features(self, prompts: ClassPrompts) -> torch.Tensor: ...
+    def image_embeddings(self, images: torch.Tensor) -> torch.Tensor: ...
+    def logits(self, embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor: ...
+    def zero_shot_view(self) -> ContextManager: ...
+    def tower_is_adapted(self, tower: str) -> bool: ...
+
+
 class Evaluator:
-    def __init__(self, adapted: Adapted, precision: Precision, dist: Distributed | None = None,
-                 zero_shot_reuse: ZeroShotReuse | None = None):
+    def __init__(self, adapted: Scored, precision: Precision, dist: Distributed | None = None,
+                 zero_shot_reuse: ZeroShotReuse | None = None, frozen_embeddings: FrozenEmbeddings | None = None):
         self.adapted = adapted
         self.precision = precision
         self.dist = dist or Distributed(rank=0, world=1, device=precision.device)
         # With a frozen vision tower the zero-shot image embeddings are also the trained model's.
         self.reuse_image_features = not adapted.tower_is_adapted("vision_model")
         self.zero_shot_reuse = zero_shot_reuse
+        # Stored across runs where they are the base's own (frozen tower) and one process encodes the whole set.
+        self.frozen_embeddings = frozen_embeddings if self.reuse_image_features and self.dist.world == 1 else None
 
     def zero_shot(self, test: EvalSet) -> float:
         """Accuracy of the pretrained base (the method's `zero_shot_view`: adapters off, and the pretrained values
@@ -137,7 +174,10 @@ class Evaluator:
         return accuracy_percent(correct, total)
 
     def _encoded(self, test: EvalSet, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(image embeddings, labels) per test batch, from the cache when an earlier pass filled it."""
+        """(image embeddings, labels) per test batch: from memory when an earlier pass kept them, from the disk
+        store when an earlier run stored them (a frozen tower), else encoded (and then kept, and stored)."""
+        if not test.cached and self.frozen_embeddings is not None:
+            test.cached = self._stored(test)
         if test.cached:
             yield from test.cached
             return
@@ -146,3 +186,35 @@ class Evaluator:
             if self.reuse_image_features:
                 test.cached.append(encoded)
             yield encoded
+        if self.frozen_embeddings is not None:
+            self._store(test)
+
+    def _stored(self, test: EvalSet) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The set's embeddings from the disk store, in the loader's batches; [] when not stored (or unusable)."""
+        dtype = self.precision.dtype
+        found = self.frozen_embeddings.path_and_key(test, dtype)
+        if found is None:
+            return []
+        path, key = found
+        embeddings = feature_cache.load(path, key)
+        test.embeddings = {"cached": embeddings is not None, "file": str(path)}
+        if embeddings is None:
+            return []
+        device, size = self.precision.device, test.loader.batch_size
+        labels = torch.tensor([item.label for item in test.items], dtype=torch.long)
+        # Stored as float32; back in the dtype they were computed in (an exact round trip for fp16 and bf16).
+        return [(embeddings[start:start + size].to(device, dtype), labels[start:start + size].to(device))
+                for start in range(0, len(labels), size)]
+
+    def _store(self, test: EvalSet) -> None:
+        found = self.frozen_embeddings.path_and_key(test, self.precision.dtype)
+        if found is None or not test.cached:
+            return
+        path, key = found
+        try:
+            feature_cache.write(path, key, torch.cat([embeddings for embeddings, _ in test.cached]))
+        except (OSError, ValueError) as err:  # a full disk, say: the run goes on, the next one encodes again
+            log.warning("the test embeddings could not be stored in %s (%s); the next run encodes them again",
+                        path, err)
+            path = None
+        test.embeddings = {"cached": False, "file": str(path) if path else None}

@@ -53,12 +53,16 @@ def run_fields(spec: RunSpec, adapted: Adapted, dist: Distributed, compute_dtype
     )
 
 
-def method_fields(adapted: Adapted, result: TrainResult, prompts: ClassPrompts, buckets_off: str | None) -> dict:
+def method_fields(adapted: Adapted, result: TrainResult, prompts: ClassPrompts, buckets_off: str | None,
+                  test_embeddings: dict) -> dict:
     """What the method says of itself (its weights, size, effective config; a baseline's search and features),
-    and, for a method trained on images, which text speed-ups the training used."""
+    and, for a method trained on images, which text speed-ups the training used; a method fitted on frozen
+    features lists the test set's beside its own (`test_embeddings`: read from the store or encoded)."""
     fields = schema.fields(**adapted.fields())
     if adapted.method.trains_on == "images":
         fields.update(schema.fields(**speedup_fields(result.text_speedups, prompts, buckets_off)))
+    else:
+        fields["baseline_features"] = {**fields["baseline_features"], "test": test_embeddings}
     return fields
 
 

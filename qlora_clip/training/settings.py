@@ -41,4 +41,5 @@ class TrainConfig:
 class ComputeConfig:
     compute_dtype: str = flag("auto", "auto = fp16 autocast on CUDA, fp32 on CPU", group="training",
                               choices=COMPUTE_DTYPES)
-    device: str = flag("auto", "", group="training", role=BOOKKEEPING, choices=DEVICES)
+    device: str = flag("auto", "where to compute: auto = CUDA when a GPU is visible, else the CPU", group="training",
+                       role=BOOKKEEPING, choices=DEVICES)

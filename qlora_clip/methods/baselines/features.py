@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from qlora_clip.data.items import FewShotDataset, Item
-from qlora_clip.methods.baselines import feature_cache
+from qlora_clip.evaluation import feature_cache
 from qlora_clip.backbones.identity import checkpoint_fingerprint
 from qlora_clip.methods.baselines.views import AugmentedViews, ViewSet, labels_tensor
 from qlora_clip.backbones.families import ImageSettings

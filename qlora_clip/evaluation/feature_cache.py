@@ -1,11 +1,13 @@
-"""Frozen image features on disk, shared by the baselines' runs: one file per key, atomic, verified.
+"""Frozen image features on disk, shared by a sweep's runs: one file per key, atomic, verified.
 
-A file holds one feature set (the test set, the val set, or a view set of the train images) as
-float32 (views x images x dim), after a JSON header with its key, shape and CRC-32. It is written to
+Two kinds of features are stored this way: a test set's embeddings when the method leaves the
+vision tower frozen (evaluator.FrozenEmbeddings: every baseline, a text-only adapter, a prompt
+learner), and the baselines' train views and val images (methods/baselines/features.FeatureBank).
+A file holds one feature set as float32 (views x images x dim), after a JSON header with its key,
+shape and CRC-32. It is written to
 a temporary file, fsynced and renamed into place, so a reader never sees half a file; it is read
 only when its key equals the one asked for and its size and checksum match, so a partial, corrupt
-or stale file is re-encoded, never trusted. The key (features.FeatureBank.key) holds everything the
-features depend on.
+or stale file is re-encoded, never trusted. The key holds everything the features depend on.
 """
 from __future__ import annotations
 
