@@ -175,12 +175,13 @@ def method_errors(args: argparse.Namespace) -> list[str]:
     method = METHODS[args.mode]
     if args.quantize == "4bit" and not method.quantized and method.four_bit_name is None \
             and "quantize" not in method.refuses:
+        only = [m.name for m in BASE_METHODS if m.only_4bit]
         return [f"--quantize 4bit: {args.mode} does not train on a 4-bit base in PEFT 0.21; the methods that do: "
-                f"{', '.join(four_bit_methods())} (and loftq)"]
+                f"{', '.join(four_bit_methods() + only)}"]
     if args.quantize == "none" and method.quantized:
         if method.base_method is None:
-            return [f"--quantize none: {args.mode} initialises LoRA for the 4-bit base; it has no full-precision form "
-                    "(use --mode lora)"]
+            return [f"--quantize none: {args.mode} exists only on the 4-bit base ({method.trains}); it has no "
+                    "full-precision form"]
         return [f"--quantize none: {args.mode} is {method.base_method} on the 4-bit base; use --mode "
                 f"{method.base_method} for a full-precision base"]
     method = METHODS[resolved_mode(args.mode, args.quantize)]

@@ -188,8 +188,8 @@ def _summary_table(record: dict) -> str:
 
 
 def model_card(record: dict, kind: str, base_model: str, folder: Path, template: str) -> ModelCard:
-    """The card of a saved adapter or merged export (`kind`) of the run `record`, whose prompts were `template`."""
-    """The card of the adapter (kind 'adapter') or merged model ('merged') a run wrote to `folder`."""
+    """The card of the adapter (kind 'adapter') or merged model ('merged') a run wrote to `folder`; its prompts
+    were `template`."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
     data = card_metadata(record, kind, base_model)
