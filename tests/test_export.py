@@ -45,7 +45,8 @@ def test_merged_export_is_a_plain_clip_with_the_adapters_outputs(mode, tiny_argv
     with torch.no_grad():
         with_adapter = image_features(adapted.model, images) @ prompts.features(adapted.model).T
         plain = image_features(merged, images) @ prompts.features(merged).T
-    assert (with_adapter - plain).abs().max() > 0 or mode == "lora"  # computed through different layers
+    if mode != "lora":  # a 4-bit base: computed through different layers, so not bit for bit
+        assert (with_adapter - plain).abs().max() > 0
     torch.testing.assert_close(plain, with_adapter, rtol=1e-4, atol=1e-4)
     fp32 = resolve_precision("fp32", CPU)
     # The merged model evaluated as a plain model: the interface's defaults (its features, the family's logits).
