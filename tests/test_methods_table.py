@@ -114,6 +114,8 @@ BENCH = sorted((ROOT / "bench").rglob("*.py"))
 # Every --mode, and the full-precision method each 4-bit entry quantizes.
 METHOD_NAMES = set(METHODS) | {m.base_method for m in METHODS.values() if m.base_method}
 # Fields the table once had for branching on a method (a step of its own, our own tuner), now the runtime class's.
+# `.own` has no other meaning here; `.step` also names a training step's number (StepRecord.step) and the
+# optimizer's step(), so it counts only where it is tested for truth or compared with a tag.
 REMOVED_FIELDS = {"step", "own"}
 
 
@@ -124,6 +126,17 @@ def _strings(node: ast.AST) -> set[str]:
     if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
         return set().union(*(_strings(e) for e in node.elts)) if node.elts else set()
     return set()
+
+
+def _removed_field(node: ast.AST) -> bool:
+    while isinstance(node, ast.UnaryOp):  # `not method.own`
+        node = node.operand
+    return isinstance(node, ast.Attribute) and node.attr in REMOVED_FIELDS
+
+
+def _is_tag(node: ast.AST) -> bool:
+    """A string (or a literal of strings) or None: what a removed field was compared with."""
+    return bool(_strings(node)) or (isinstance(node, ast.Constant) and node.value is None)
 
 
 def _names_the_run(node: ast.AST) -> bool:
@@ -141,9 +154,13 @@ def method_branches(path: Path, strict: bool) -> list[str]:
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
         where = f"{shown}:{getattr(node, 'lineno', '?')}"
+        if isinstance(node, ast.Attribute) and node.attr == "own":
+            found.append(f"{where} reads the removed field own: {ast.unparse(node)}")
+        elif isinstance(node, (ast.If, ast.IfExp, ast.While, ast.Assert)) and _removed_field(node.test):
+            found.append(f"{where} branches on a removed field: {ast.unparse(node.test)}")
         if isinstance(node, ast.Compare):
             operands = [node.left, *node.comparators]
-            if any(isinstance(o, ast.Attribute) and o.attr in REMOVED_FIELDS for o in operands):
+            if any(_removed_field(o) for o in operands) and any(_is_tag(o) for o in operands):
                 found.append(f"{where} compares a removed field: {ast.unparse(node)}")
             named = set().union(*(_strings(o) for o in operands)) & METHOD_NAMES
             if named and (strict or any(_names_the_run(o) for o in operands)):
@@ -170,11 +187,13 @@ def test_the_method_name_scan_finds_each_kind_of_branch(tmp_path):
     """The scan above can fail: each form of branching it forbids is found in a module written to hold it."""
     source = tmp_path / "core.py"
     for code in ('if settings.mode == "eva": pass', 'if mode in ("lora", "qlora"): pass',
-                 'if method.step == "loraplus": pass', 'if method.own is not None: pass',
-                 'match name:\n    case "bitfit": pass', 'RULES = {"adalora": 1}'):
+                 'if method.step == "loraplus": pass', 'if method.step != "x": pass', 'if not method.step: pass',
+                 'if method.own is not None: pass', 'tuning = method.own', 'match name:\n    case "bitfit": pass',
+                 'RULES = {"adalora": 1}'):
         source.write_text(code + "\n")
         assert method_branches(source, strict=True), code
-    source.write_text('if image.mode == "RGB": pass\nif loss == "ce": pass\n')  # not a method's name
+    source.write_text('if image.mode == "RGB": pass\nif loss == "ce": pass\n'  # not a method's name
+                      'optimizer.step()\nif record.step == total: pass\n')   # not the removed field
     assert method_branches(source, strict=True) == []
     source.write_text('lora = [row for row in rows if row["mode"] == "lora"]\n')  # a report's rows
     assert method_branches(source, strict=True)
