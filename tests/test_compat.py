@@ -8,9 +8,8 @@ import bitsandbytes.nn.modules as bnb_modules
 import torch
 
 from qlora_clip.backbones import compat
-from qlora_clip.backbones.settings import ModelConfig
+from qlora_clip.methods.interface import load_adapted
 from qlora_clip.methods.settings import AdapterConfig
-from qlora_clip.backbones.loading import load_clip
 
 CPU = torch.device("cpu")
 
@@ -29,9 +28,9 @@ def test_bitsandbytes_still_repacks_for_cpu_inference_and_the_shim_prevents_it(m
 
     monkeypatch.setattr(bnb_modules, "_convert_weight_packed_for_cpu", spy)
     assert callable(real_repack)
-    model = load_clip(ModelConfig("tiny", AdapterConfig("qlora")), CPU, torch.float32).model
+    model = load_adapted("tiny", AdapterConfig("qlora"), CPU, torch.float32).model
     layer = first_4bit_layer(model)
-    assert getattr(layer, compat.CPU_REPACK_ATTRIBUTE) is False  # load_clip applied the shim
+    assert getattr(layer, compat.CPU_REPACK_ATTRIBUTE) is False  # the loader applied the shim
     x = torch.randn(2, layer.in_features)
     layer.eval()
 

@@ -8,11 +8,8 @@ import pytest
 import torch
 from test_methods_training import clip_logits, one_step, tiny_batch
 
-from qlora_clip.methods import adapters
-from qlora_clip.backbones.settings import ModelConfig
-from qlora_clip.backbones.families import CLIP
+from qlora_clip.backbones.loading import load_base_model, open_checkpoint
 from qlora_clip.methods.table import BASE_METHODS, METHODS, four_bit_methods
-from qlora_clip.backbones.loading import load_base_model, resolve_backbone
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
@@ -22,24 +19,28 @@ NOT_ON_4BIT = [m.name for m in BASE_METHODS if not m.four_bit]
 
 @pytest.mark.parametrize("mode", QUANTIZED)
 def test_4bit_methods_train_their_weights_and_leave_the_nf4_base_alone(mode):
-    model, prompts, before = one_step(mode)
+    adapted, prompts, before = one_step(mode)
+    model = adapted.model
     layers = {n: m for n, m in model.named_modules() if isinstance(m, bnb.nn.Linear4bit)}
     assert len(layers) == 72  # every q/k/v, o and MLP projection of both towers: the base really is 4-bit
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     changed = {n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())}
-    assert changed and changed <= trainable
-    assert adapters.trainable_parameter_count(model) == adapters.adapter_parameter_count(model)
-    assert all(layer.weight.dtype == torch.uint8 and f"{n}.weight" not in changed for n, layer in layers.items())
+    assert changed
+    assert changed <= trainable
+    fields = adapted.fields()
+    assert adapted.trainable_parameters() == fields["trainable_params"] == fields["adapter_params"]
+    for n, layer in layers.items():
+        assert layer.weight.dtype == torch.uint8, n
+        assert f"{n}.weight" not in changed
     for tower in ("text_model", "vision_model"):
-        assert adapters.tower_is_adapted(model, tower)
+        assert adapted.tower_is_adapted(tower)
         assert any(f".{tower}." in f".{n}" for n in changed)
 
     # Zero-shot is the 4-bit base's: the same as QLoRA's, whatever the method (LoftQ's A, B start non-zero).
-    qlora = run_spec(parse_args(["--backbone", "tiny", "--mode", "qlora"])).model
-    base = load_base_model(resolve_backbone("tiny"), CLIP, ModelConfig(backbone="tiny", adapter=qlora.adapter), CPU,
-                           torch.float32)
+    qlora = run_spec(parse_args(["--backbone", "tiny", "--mode", "qlora"])).adapter
+    base = load_base_model(open_checkpoint("tiny"), qlora.method.quantized, CPU, torch.float32)
     images, _ = tiny_batch(1)
-    with adapters.zero_shot_view(model):
+    with adapted.zero_shot_view():
         zero_shot = clip_logits(model, prompts, images)
     torch.testing.assert_close(zero_shot, clip_logits(base, prompts, images), rtol=0, atol=1e-5)
 
@@ -57,5 +58,6 @@ def test_the_4bit_axis_keeps_qlora_and_qdora_and_names_the_others():
     assert parse_args(["--mode", "lora", "--quantize", "4bit"]).mode == "qlora"
     assert parse_args(["--mode", "dora", "--quantize", "4bit"]).mode == "qdora"
     assert parse_args(["--mode", "ia3", "--quantize", "4bit"]).mode == "ia3-4bit"
-    assert parse_args(["--mode", "qlora"]).quantize == "4bit" and parse_args(["--mode", "ia3"]).quantize == "none"
+    assert parse_args(["--mode", "qlora"]).quantize == "4bit"
+    assert parse_args(["--mode", "ia3"]).quantize == "none"
     assert run_spec(parse_args(["--mode", "vera", "--quantize", "4bit"])).name.startswith("vera-4bit-")

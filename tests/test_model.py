@@ -1,5 +1,5 @@
-"""qlora_clip/model.py: the backbone a flag names, and adapters on exactly the requested modules, with the
-requested method, scale and precision."""
+"""qlora_clip/backbones/loading.py and methods/interface.load_adapted: the backbone a flag names, and adapters on
+exactly the requested modules, with the requested method, scale and precision."""
 from __future__ import annotations
 
 import math
@@ -12,12 +12,13 @@ from peft import get_peft_model
 from transformers import CLIPConfig, CLIPModel
 
 import main
-from qlora_clip.methods.adapters import adapter_parameter_count, peft_config, trainable_parameter_count
-from qlora_clip.backbones.settings import ModelConfig
-from qlora_clip.methods.settings import AdapterConfig
-from qlora_clip.errors import UserError
-from qlora_clip.backbones.loading import FULL_PRECISION_MODULES, load_clip, resolve_backbone
+from qlora_clip.backbones.families import CLIP
+from qlora_clip.backbones.loading import resolve_backbone
 from qlora_clip.backbones.targets import position_layers, target_module_names
+from qlora_clip.errors import UserError
+from qlora_clip.methods.interface import Adapted, load_adapted
+from qlora_clip.methods.peft_tuners import peft_config
+from qlora_clip.methods.settings import AdapterConfig
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
@@ -34,9 +35,10 @@ def b16_config() -> CLIPConfig:
     )
 
 
-def adapted_tiny(*flags: str):
-    args = parse_args(["--backbone", "tiny", *flags])
-    return args, load_clip(run_spec(args).model, CPU, torch.float32).model
+def adapted_tiny(*flags: str, dtype: torch.dtype = torch.float32) -> Adapted:
+    """The tiny model with the method main.py's `flags` describe, loaded as main.py loads it."""
+    spec = run_spec(parse_args(["--backbone", "tiny", *flags]))
+    return load_adapted(spec.backbone, spec.adapter, CPU, dtype, spec.model.gradient_checkpointing)
 
 
 def adapted_module_names(model) -> list[str]:
@@ -65,9 +67,11 @@ def test_vit_b16_shapes_give_the_published_trainable_count():
     with torch.device("meta"):
         model = CLIPModel(config)
     args = parse_args([])
-    peft_model = get_peft_model(model, peft_config(AdapterConfig(), target_module_names(config, "both", "all", args.params)))
+    names = target_module_names(CLIP, config, "both", "all", args.params)
+    assert names == AdapterConfig().targets(CLIP, config)  # what a run at the defaults adapts
+    peft_model = get_peft_model(model, peft_config(AdapterConfig(), names))
     # text 12 x 3 x 2 x (512+512) + vision 12 x 3 x 2 x (768+768)
-    assert trainable_parameter_count(peft_model) == 184_320
+    assert sum(p.numel() for p in peft_model.parameters() if p.requires_grad) == 184_320
 
 
 @pytest.mark.parametrize("flags, towers, layers, projections", [
@@ -78,35 +82,35 @@ def test_vit_b16_shapes_give_the_published_trainable_count():
     (["--position", "half-up", "--params", "v"], ("text_model", "vision_model"), [3, 4, 5], ("v_proj",)),
 ])
 def test_adapters_sit_on_exactly_the_requested_modules(flags, towers, layers, projections):
-    _, model = adapted_tiny(*flags)
+    adapted = adapted_tiny(*flags)
     expected = sorted(f"{t}.encoder.layers.{i}.self_attn.{p}" for t in towers for i in layers for p in projections)
-    assert adapted_module_names(model) == expected
+    assert adapted_module_names(adapted.model) == expected
     # tiny: every projection is 64 x 64, so each adapter has r x (64 + 64) weights
-    assert trainable_parameter_count(model) == len(expected) * 2 * (64 + 64)
+    assert adapted.trainable_parameters() == len(expected) * 2 * (64 + 64)
 
 
 def test_rank_changes_the_adapter_size():
-    _, r2 = adapted_tiny()
-    _, r8 = adapted_tiny("--r", "8")
-    assert trainable_parameter_count(r8) == 4 * trainable_parameter_count(r2)
+    r2 = adapted_tiny()
+    r8 = adapted_tiny("--r", "8")
+    assert r8.trainable_parameters() == 4 * r2.trainable_parameters()
 
 
 @pytest.mark.parametrize("scaling, expected", [("rslora", 4 / math.sqrt(8)), ("standard", 4 / 8)])
 def test_lora_scaling(scaling, expected):
-    _, model = adapted_tiny("--r", "8", "--alpha", "4", "--lora_scaling", scaling)
+    model = adapted_tiny("--r", "8", "--alpha", "4", "--lora_scaling", scaling).model
     layer = model.base_model.model.vision_model.encoder.layers[0].self_attn.q_proj
     assert layer.scaling["default"] == pytest.approx(expected)
 
 
 def test_dropout_rate_reaches_the_adapter():
-    _, model = adapted_tiny("--dropout_rate", "0.1")
+    model = adapted_tiny("--dropout_rate", "0.1").model
     layer = model.base_model.model.text_model.encoder.layers[0].self_attn.k_proj
     assert layer.lora_dropout["default"].p == pytest.approx(0.1)
 
 
 def test_adapter_starts_as_identity():
     """B is zero at init: the adapted model equals the frozen one (zero-shot CLIP)."""
-    _, model = adapted_tiny()
+    model = adapted_tiny().model
     layer = model.base_model.model.vision_model.encoder.layers[2].self_attn.v_proj
     assert torch.count_nonzero(layer.lora_B["default"].weight) == 0
     assert torch.count_nonzero(layer.lora_A["default"].weight) > 0
@@ -114,28 +118,28 @@ def test_adapter_starts_as_identity():
 
 @pytest.mark.parametrize("mode", ["dora", "qdora"])
 def test_dora_modes_add_magnitude_vectors(mode):
-    _, model = adapted_tiny("--mode", mode)
-    magnitudes = [n for n, p in model.named_parameters() if "lora_magnitude_vector" in n and p.requires_grad]
+    adapted = adapted_tiny("--mode", mode)
+    magnitudes = [n for n, p in adapted.model.named_parameters() if "lora_magnitude_vector" in n and p.requires_grad]
     assert len(magnitudes) == 36  # one per adapted projection: 2 towers x 6 layers x q,k,v
-    assert trainable_parameter_count(model) == 36 * (2 * 128 + 64)
+    assert adapted.trainable_parameters() == 36 * (2 * 128 + 64)
 
 
 @pytest.mark.parametrize("mode", ["qlora", "qdora"])
 def test_quantized_modes_have_an_nf4_base_with_a_smaller_footprint(mode):
-    _, full = adapted_tiny("--mode", "lora")
-    _, quantized = adapted_tiny("--mode", mode)
-    layers = [m for m in quantized.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    full = adapted_tiny("--mode", "lora")
+    quantized = adapted_tiny("--mode", mode)
+    layers = [m for m in quantized.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert layers, "no 4-bit layers"
     state = layers[0].weight.quant_state
-    assert state.quant_type == "nf4" and state.nested  # double quantization
+    assert state.quant_type == "nf4"
+    assert state.nested  # double quantization
     assert all(layer.weight.dtype == torch.uint8 for layer in layers)
-    assert quantized.get_memory_footprint() < 0.6 * full.get_memory_footprint()
-    assert adapter_parameter_count(quantized) == adapter_parameter_count(full) + (36 * 64 if mode == "qdora" else 0)
+    assert quantized.footprint_bytes() < 0.6 * full.footprint_bytes()
+    assert quantized.adapter_parameters() == full.adapter_parameters() + (36 * 64 if mode == "qdora" else 0)
 
 
 def test_lora_base_is_stored_in_the_compute_dtype_and_adapters_in_fp32():
-    args = parse_args(["--backbone", "tiny"])
-    model = load_clip(run_spec(args).model, CPU, torch.bfloat16).model
+    model = adapted_tiny(dtype=torch.bfloat16).model
     layer = model.base_model.model.vision_model.encoder.layers[0].self_attn.q_proj
     assert layer.base_layer.weight.dtype == torch.bfloat16
     assert layer.lora_A["default"].weight.dtype == torch.float32
@@ -148,7 +152,7 @@ def test_gradient_checkpointing_flag_turns_it_on_without_changing_gradients(mode
     grads = {}
     for flags in ([], ["--gradient_checkpointing"]):
         torch.manual_seed(0)
-        _, model = adapted_tiny("--mode", mode, "--dropout_rate", "0", *flags)
+        model = adapted_tiny("--mode", mode, "--dropout_rate", "0", *flags).model
         assert model.base_model.model.vision_model.encoder.gradient_checkpointing == bool(flags)
         model.train()
         for p in model.parameters():
@@ -181,18 +185,17 @@ def test_unreachable_hub_model_points_to_tiny(tiny_argv):
 
 @pytest.mark.parametrize("mode", ["qlora", "qdora"])
 def test_both_projections_stay_in_full_precision_in_the_4bit_modes(mode):
-    model = load_clip(ModelConfig("tiny", AdapterConfig(mode)), CPU, torch.float32).model.base_model.model
-    assert FULL_PRECISION_MODULES == ["visual_projection", "text_projection"]
-    for name in FULL_PRECISION_MODULES:
+    adapted = load_adapted("tiny", AdapterConfig(mode), CPU, torch.float32)
+    model = adapted.model.base_model.model
+    # The 4-bit loader's skip list is the family's (CLIP's, for the tiny checkpoint): both projections.
+    assert adapted.bundle.family.full_precision == ("visual_projection", "text_projection")
+    for name in adapted.bundle.family.full_precision:
         layer = getattr(model, name)
-        assert type(layer) is torch.nn.Linear and layer.weight.dtype == torch.float32, name
+        assert type(layer) is torch.nn.Linear, name
+        assert layer.weight.dtype == torch.float32, name
     assert isinstance(model.vision_model.encoder.layers[0].mlp.fc1, bnb.nn.Linear4bit)
 
 
 def test_the_loaded_model_uses_pytorch_sdpa_attention():
-    from qlora_clip.backbones.settings import ModelConfig
-    from qlora_clip.methods.settings import AdapterConfig
-    from qlora_clip.backbones.loading import load_clip
-
-    model = load_clip(ModelConfig("tiny", AdapterConfig("lora")), CPU, torch.float32).model
+    model = load_adapted("tiny", AdapterConfig("lora"), CPU, torch.float32).model
     assert model.base_model.model.config._attn_implementation == "sdpa"

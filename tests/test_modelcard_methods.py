@@ -7,12 +7,12 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from PIL import Image
-from test_modelcard import run_snippet
+from test_modelcard import our_logits, run_snippet
 
 import main
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.methods.interface import load_adapted
 from qlora_clip.methods.table import METHODS
-from qlora_clip.backbones.loading import load_clip
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
@@ -27,18 +27,20 @@ def test_card_names_the_method_and_its_snippet_loads_it(mode, loader, tiny_argv,
     folder = run_spec(args).adapter_dir
     card = ModelCard.load(folder / "README.md")
     method = METHODS[mode]
-    assert card.data.method == mode and mode in card.data.tags and method.label in card.text
-    assert f"| method | {method.label}" in card.text and ("4-bit" in card.data.tags) == method.quantized
+    assert card.data.method == mode
+    assert mode in card.data.tags
+    assert method.label in card.text
+    assert f"| method | {method.label}" in card.text
+    assert ("4-bit" in card.data.tags) == method.quantized
 
     classnames = sorted(p.name for p in color_folder.iterdir() if p.is_dir())
     images = [Image.open(path).convert("RGB") for path in sorted(color_folder.glob("*/00[0-2].png"))]
     plain = run_snippet(card, classnames, images)
     assert type(plain["model"]).__name__ == loader
 
-    bundle = load_clip(run_spec(args).model, CPU, torch.float32, saved_adapter=folder)
-    bundle.model.eval()
-    prompts = ClassPrompts(bundle.tokenizer, [f"a photo of a {name}." for name in classnames], CPU)
-    with torch.no_grad():
-        ours = logits(image_features(bundle.model, plain["inputs"]["pixel_values"]), prompts.features(bundle.model))
+    spec = run_spec(args)
+    adapted = load_adapted(spec.backbone, spec.adapter, CPU, torch.float32, saved=folder)
+    prompts = ClassPrompts(adapted.bundle.tokenizer, [f"a photo of a {name}." for name in classnames], CPU)
+    ours = our_logits(adapted, plain["inputs"]["pixel_values"], prompts)
     torch.testing.assert_close(plain["logits"], ours, rtol=1e-4, atol=1e-3)
     assert record["adapter_dir"] == str(folder)

@@ -2,13 +2,20 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from qlora_clip.methods import adapters
-
-from qlora_clip.methods import peft_args
+from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.errors import UserError
+from qlora_clip.methods import peft_args
+from qlora_clip.methods.interface import load_adapted
+from qlora_clip.methods.peft_tuners import method_args, peft_config
 from qlora_clip.methods.table import METHODS
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.training.precision import resolve_precision
 from run_utils import parse_args, run_spec
+from trainer import TrainStep
+
+CPU = torch.device("cpu")
 
 
 def error_of(argv: list[str], capsys) -> str:
@@ -21,11 +28,13 @@ def test_values_take_the_fields_type_and_reach_the_peft_config():
     args = parse_args(["--mode", "vera", "--peft_args", "d_initial=0.2", "save_projection=false",
                        "projection_prng_key=7"])
     assert args.peft_args == ["d_initial=0.2", "projection_prng_key=7", "save_projection=false"]  # sorted
-    adapter = run_spec(args).model.adapter
-    config = adapters.peft_config(adapter, ["text_model.encoder.layers.0.self_attn.q_proj"])
-    assert (config.d_initial, config.save_projection, config.projection_prng_key) == (0.2, False, 7)
+    adapter = run_spec(args).adapter
+    config = peft_config(adapter, ["text_model.encoder.layers.0.self_attn.q_proj"])
+    assert config.d_initial == 0.2
+    assert config.save_projection is False
+    assert config.projection_prng_key == 7
     lora = parse_args(["--mode", "lora", "--peft_args", "init_lora_weights=gaussian"])
-    assert adapters.peft_config(run_spec(lora).model.adapter, ["x"]).init_lora_weights == "gaussian"
+    assert peft_config(run_spec(lora).adapter, ["x"]).init_lora_weights == "gaussian"
 
 
 def test_an_unknown_key_lists_the_valid_ones(capsys):
@@ -55,11 +64,25 @@ def test_a_config_peft_refuses_is_refused_before_loading(capsys):
     assert "--mode adalora: PEFT refuses this AdaLoraConfig" in err
 
 
+def optimizer_lrs(*flags: str) -> list[float]:
+    """The learning rates of the optimizer's parameter groups the trainer builds for the tiny model's run."""
+    spec = run_spec(parse_args(["--backbone", "tiny", "--lr", "1e-3", *flags]))
+    adapted = load_adapted(spec.backbone, spec.adapter, CPU, torch.float32)
+    prompts = ClassPrompts(adapted.bundle.tokenizer, ["a red.", "a blue."], CPU)
+    step = TrainStep(adapted, prompts, spec.train, resolve_precision("fp32", CPU),
+                     Distributed(rank=0, world=1, device=CPU))
+    return [group["lr"] for group in step.optimizer.param_groups]
+
+
 def test_method_extras_are_set_like_fields_and_reach_the_training():
     spec = run_spec(parse_args(["--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=4"]))
-    assert spec.train.loraplus_lr_ratio == 4 and adapters.method_args(spec.model.adapter) == {"loraplus_lr_ratio": 4}
-    assert run_spec(parse_args(["--mode", "loraplus"])).train.loraplus_lr_ratio == 16.0
-    assert run_spec(parse_args(["--mode", "lora"])).train.loraplus_lr_ratio is None
+    assert method_args(spec.adapter) == {"loraplus_lr_ratio": 4}
+    assert method_args(run_spec(parse_args(["--mode", "loraplus"])).adapter) == {"loraplus_lr_ratio": 16.0}
+    assert method_args(run_spec(parse_args(["--mode", "lora"])).adapter) == {}
+    # LoRA+ reads its ratio itself: B trains at ratio x --lr in the optimizer the trainer builds.
+    assert optimizer_lrs("--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=4") == [1e-3, 4e-3]
+    assert optimizer_lrs("--mode", "loraplus") == [1e-3, 16e-3]
+    assert optimizer_lrs("--mode", "lora") == [1e-3]
     with pytest.raises(UserError, match=r"not a field of LoraConfig \(--mode lora\)"):  # LoRA+'s, not LoRA's
         peft_args.parse(METHODS["lora"], ["loraplus_lr_ratio=4"])
     with pytest.raises(UserError, match="--mode bitfit that can be set; valid keys: none"):
@@ -69,4 +92,5 @@ def test_method_extras_are_set_like_fields_and_reach_the_training():
 def test_two_spellings_of_one_setting_are_one_run():
     a = run_spec(parse_args(["--mode", "vera", "--peft_args", "d_initial=0.20", "init_weights=True"]))
     b = run_spec(parse_args(["--mode", "vera", "--peft_args", "init_weights=true", "d_initial=2e-1"]))
-    assert a.identity == b.identity and a.variant == b.variant != "vera"
+    assert a.identity == b.identity
+    assert a.variant == b.variant != "vera"

@@ -1,4 +1,4 @@
-"""qlora_clip/saved_adapter.py: --save_path's adapter folders, and the checks --eval_only makes before it
+"""qlora_clip/run/saved_adapter.py: --save_path's adapter folders, and the checks --eval_only makes before it
 loads one (through main.py; check_saved_run's unit tests follow)."""
 from __future__ import annotations
 
@@ -23,10 +23,12 @@ def test_saved_adapter_reproduces_its_accuracy_with_eval_only(mode, tiny_argv, t
     trained = main.main(tiny_argv(*save))
     folder = Path(trained["adapter_dir"])
     assert folder == run_spec(parse_args(tiny_argv(*save))).adapter_dir
-    assert (folder / "adapter_model.safetensors").exists() and (folder / "adapter_config.json").exists()
+    assert (folder / "adapter_model.safetensors").exists()
+    assert (folder / "adapter_config.json").exists()
     evaluated = main.main(tiny_argv(*save, "--eval_only"))
     assert evaluated["test_acc"] == trained["test_acc"]
-    assert evaluated["total_steps"] == 0 and evaluated["zero_shot_acc"] == trained["zero_shot_acc"]
+    assert evaluated["total_steps"] == 0
+    assert evaluated["zero_shot_acc"] == trained["zero_shot_acc"]
 
 
 def test_eval_only_refuses_a_missing_or_mismatched_adapter(tiny_argv, tmp_path):
@@ -45,10 +47,11 @@ def test_eval_only_refuses_a_missing_or_mismatched_adapter(tiny_argv, tmp_path):
 HUB_BASE = "openai/clip-vit-base-patch16"  # what --backbone ViT-B/16 resolves to; its fingerprint is the id
 
 
-class FakePeftModel:
-    """Writes the files PEFT's save_pretrained writes, without a model."""
+class FakeAdapted:
+    """A method whose `save` (methods/interface.Adapted.save) writes the files PEFT's save_pretrained writes,
+    without a model."""
 
-    def save_pretrained(self, folder: Path) -> None:
+    def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "adapter_config.json").write_text("{}")
         (folder / "adapter_model.safetensors").write_bytes(b"")
@@ -60,7 +63,7 @@ def saved_run(tmp_path, monkeypatch, *flags: str, base_model: str = HUB_BASE):
     args = parse_args(["--dataset", "dtd", "--save_path", str(tmp_path / "ckpt"), *flags])
     spec = run_spec(args)
     record = {"mode": spec.method, "config": vars(args), "test_acc": 61.5}
-    saved_adapter.save(FakePeftModel(), record, spec.adapter_dir, base_model)
+    saved_adapter.save(FakeAdapted(), record, spec.adapter_dir, base_model, "a photo of a {}.")
     return spec
 
 
@@ -71,8 +74,10 @@ def eval_only(tmp_path, *flags: str):
 def test_the_adapter_saved_with_the_same_flags_passes_and_gives_its_record(tmp_path, monkeypatch):
     trained = saved_run(tmp_path, monkeypatch, "--r", "4")
     saved = saved_adapter.check_saved_run(eval_only(tmp_path, "--r", "4", "--eval_datasets", "eurosat"), HUB_BASE)
-    assert saved["test_acc"] == 61.5 and saved["adapter_dir"] == str(trained.adapter_dir)
-    assert saved["base_model"] == HUB_BASE and saved["base_fingerprint"] == HUB_BASE
+    assert saved["test_acc"] == 61.5
+    assert saved["adapter_dir"] == str(trained.adapter_dir)
+    assert saved["base_model"] == HUB_BASE
+    assert saved["base_fingerprint"] == HUB_BASE
 
 
 def test_no_folder_at_all_says_to_train_first(tmp_path):
