@@ -54,12 +54,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     spec = parse_run(argv)
     setup_logging()
     quiet_library_logs()
-    # The cheap things first: the data folders and split files, then the checkpoint's config.json (its family
-    # chooses the prompt and must allow the loss and the method), and only then any weights.
-    data = read_data(spec)
-    targets = [read_target(spec, name) for name in spec.evaluation.eval_datasets]
+    # The backbone's family first (config.json only): an unsupported checkpoint, or a loss or method it does not
+    # allow, stops the run before any data or weights load (README, "Backbones"), and the family chooses the prompt.
     checkpoint = spec.checkpoint
     check_family(checkpoint.family, spec.train.loss, spec.adapter.method, spec.backbone)
+    data = read_data(spec)
+    targets = [read_target(spec, name) for name in spec.evaluation.eval_datasets]
     data, targets = use_template(data, spec.data.template, checkpoint.family.template), \
         [use_template(target, spec.data.template, checkpoint.family.template) for target in targets]
     if spec.evaluation.eval_only:
