@@ -1,4 +1,4 @@
-"""qlora_clip/distributed.py: two processes under accelerate launch train and evaluate as one does."""
+"""qlora_clip/training/distributed.py: two processes under accelerate launch train and evaluate as one does."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""qlora_clip/extra_evals.py: what a run evaluates besides its test set, through main.py: --eval_datasets
+"""qlora_clip/evaluation/extra_evals.py: what a run evaluates besides its test set, through main.py: --eval_datasets
 (cross-dataset transfer, domain generalization) and base-to-novel's new classes with their own classifier."""
 from __future__ import annotations
 

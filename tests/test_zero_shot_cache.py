@@ -1,4 +1,4 @@
-"""The zero-shot store (qlora_clip/zero_shot_cache.py, keyed by zero_shot_key.py): a sweep's later runs on
+"""The zero-shot store (qlora_clip/evaluation/zero_shot_cache.py, keyed by zero_shot_key.py): a sweep's later runs on
 a dataset read the first run's zero-shot accuracy instead of computing it; a corrupt entry is recomputed."""
 from __future__ import annotations
 
