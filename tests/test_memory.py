@@ -1,4 +1,5 @@
-"""qlora_clip/training/memory.py on the CPU: PeakMemory resets the resident set's peak, measures blocks, reads results fields.
+"""qlora_clip/training/memory.py on the CPU: PeakMemory resets the resident set's peak, measures blocks, reads
+results fields.
 
 The logic (what reset, read and measure do with the kernel's peak) is tested against a fake kernel whose
 resident set the test sets, so no number depends on what else the machine is doing. Two tests use the real
