@@ -62,8 +62,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     spec = parse_run(argv)
     setup_logging()
     quiet_library_logs()
-    # The cheap things first: the data folders and split files, then the checkpoint's config.json (its family
-    # chooses the prompt and must allow the loss and the method), and only then any weights.
+    # The cheap things first: the data folders and split files (a missing dataset is said before any checkpoint is
+    # looked up), then the checkpoint's config.json (an unsupported checkpoint, or a loss or method its family does
+    # not allow, stops the run there; the family chooses the prompt), and only then any weights.
     data = read_data(spec)
     targets = [read_target(spec, name) for name in spec.evaluation.eval_datasets]
     checkpoint = spec.checkpoint

@@ -17,11 +17,12 @@ import transformers
 from PIL import Image
 from transformers import AutoImageProcessor, AutoTokenizer
 
-from qlora_clip.backbones.settings import ModelConfig
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
-from qlora_clip.inputs.loaders import eval_transform, to_model_input
-from qlora_clip.backbones.loading import load_clip, resolve_backbone
+from qlora_clip.backbones.encode import ClassPrompts, image_features
+from qlora_clip.backbones.loading import resolve_backbone
 from qlora_clip.backbones.tiny_backbones import TINY_NAMES
+from qlora_clip.inputs.loaders import eval_transform, to_model_input
+from qlora_clip.methods.interface import Adapted, load_adapted
+from qlora_clip.methods.settings import AdapterConfig
 
 CPU = torch.device("cpu")
 PROMPTS = ["This is a photo of a Sea horse.", "a photo of a dog", "Windsor chair, in a photo.", "x"]
@@ -51,24 +52,31 @@ def hf_inputs(bundle, source: str, backend: str) -> dict:
     return processor(text=prompts, images=images(), return_tensors="pt", padding=True)
 
 
-def ours(bundle) -> tuple[torch.Tensor, torch.Tensor, ClassPrompts]:
+def load(backbone: str) -> Adapted:
+    """The backbone with fresh LoRA adapters, in fp32 on the CPU."""
+    return load_adapted(backbone, AdapterConfig(), CPU, torch.float32)
+
+
+def ours(adapted: Adapted) -> tuple[torch.Tensor, torch.Tensor, ClassPrompts]:
     """(logits, pixel values, prompts) through our own pipeline."""
+    bundle = adapted.bundle
     transform = eval_transform(bundle.image)
     pixels = torch.stack([transform(image) for image in images()])
     pixel_values = to_model_input(pixels, CPU, bundle.image)
     prompts = ClassPrompts(bundle.tokenizer, PROMPTS, CPU, text=bundle.text)
-    model = bundle.model
-    with torch.no_grad(), model.disable_adapter():
-        logits = logit_function(model)(image_features(model, pixel_values), prompts.features(model))
+    model = adapted.model
+    with torch.no_grad(), adapted.zero_shot_view():
+        logits = bundle.family.logits(model)(image_features(model, pixel_values), prompts.features(model))
     return logits, pixel_values, prompts
 
 
 @pytest.mark.parametrize("backbone", TINY_NAMES)
 def test_zero_shot_logits_equal_the_families_own_model(backbone):
     source = resolve_backbone(backbone)
-    bundle = load_clip(ModelConfig(backbone=backbone), CPU, torch.float32)
-    bundle.model.eval()
-    logits, pixel_values, prompts = ours(bundle)
+    adapted = load(backbone)
+    bundle = adapted.bundle
+    adapted.model.eval()
+    logits, pixel_values, prompts = ours(adapted)
     inputs = hf_inputs(bundle, source, "pil")
 
     assert torch.equal(prompts.input_ids, inputs["input_ids"])
@@ -83,9 +91,11 @@ def test_zero_shot_logits_equal_the_families_own_model(backbone):
 @pytest.mark.parametrize("backbone", ["tiny", "tiny-siglip"])
 def test_the_default_torchvision_processor_is_within_half_a_grey_level_of_ours_on_average(backbone):
     source = resolve_backbone(backbone)
-    bundle = load_clip(ModelConfig(backbone=backbone), CPU, torch.float32)
-    _, pixel_values, _ = ours(bundle)
+    adapted = load(backbone)
+    bundle = adapted.bundle
+    _, pixel_values, _ = ours(adapted)
     theirs = hf_inputs(bundle, source, "torchvision")["pixel_values"]
     grey_level = 1 / 255 / torch.tensor(bundle.image.std).view(1, 3, 1, 1)
     levels = (pixel_values - theirs).abs() / grey_level
-    assert 0 < levels.mean() <= 0.5
+    assert levels.mean() > 0
+    assert levels.mean() <= 0.5

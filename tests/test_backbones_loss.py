@@ -7,18 +7,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from qlora_clip.backbones.settings import ModelConfig
-
+from qlora_clip.backbones.encode import ClassPrompts, image_features
+from qlora_clip.methods.interface import load_adapted
+from qlora_clip.paper import LR
 from qlora_clip.methods.settings import AdapterConfig
-
-from qlora_clip.training.settings import TrainConfig
-from qlora_clip.training.distributed import Distributed
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logit_function
-from qlora_clip.training.losses import summed_loss
-from qlora_clip.backbones.loading import load_clip
-from qlora_clip.training.precision import resolve_precision
 from qlora_clip.run.results import comparable_config
-from run_utils import flag_defaults, parse_args, run_spec
+from qlora_clip.run.settings import flag_defaults
+from qlora_clip.training.distributed import Distributed
+from qlora_clip.training.losses import summed_loss
+from qlora_clip.training.precision import resolve_precision
+from qlora_clip.training.settings import TrainConfig
+from run_utils import parse_run
 from trainer import TrainStep
 
 CPU = torch.device("cpu")
@@ -48,28 +47,30 @@ def test_sigmoid_loss_is_the_one_vs_rest_formula():
 def siglip_step(loss: str):
     """A tiny SigLIP with non-zero adapters, its prompts, and a TrainStep on `loss` (no dropout)."""
     torch.manual_seed(0)
-    bundle = load_clip(ModelConfig(backbone="tiny-siglip", adapter=AdapterConfig(dropout=0.0)), CPU, torch.float32)
+    adapted = load_adapted("tiny-siglip", AdapterConfig(dropout_rate=0.0), CPU, torch.float32)
+    bundle = adapted.bundle
     with torch.no_grad():
-        for name, param in bundle.model.named_parameters():
+        for name, param in adapted.model.named_parameters():
             if "lora_B" in name:
                 param.normal_(0, 0.1)
     prompts = ClassPrompts(bundle.tokenizer, [f"This is a photo of {c}." for c in ("red", "green", "blue", "cat")],
                            CPU, text=bundle.text)
-    step = TrainStep(bundle.model, prompts, TrainConfig(shots=1, n_iters=1, loss=loss), resolve_precision("fp32", CPU),
-                     Distributed(rank=0, world=1, device=CPU))
-    return bundle, prompts, step
+    config = TrainConfig(lr=LR, shots=1, n_iters=1, loss=loss)
+    step = TrainStep(adapted, prompts, config, resolve_precision("fp32", CPU), Distributed(rank=0, world=1, device=CPU))
+    return adapted, prompts, step
 
 
 @pytest.mark.parametrize("loss", ["sigmoid", "ce"])
 def test_the_step_averages_the_loss_per_image_of_the_whole_step_on_siglips_biased_logits(loss):
-    bundle, prompts, step = siglip_step(loss)
+    adapted, prompts, step = siglip_step(loss)
     g = torch.Generator().manual_seed(1)
     images = torch.randn(5, 3, 32, 32, generator=g)
     labels = torch.tensor([0, 1, 2, 3, 1])
-    model = bundle.model
+    model = adapted.model
     with torch.no_grad():
-        logits = logit_function(model)(image_features(model, images), prompts.features(model))
-    assert model.logit_bias.item() == pytest.approx(-10.0) and logits.mean() < -5  # the bias is in the logits
+        logits = adapted.bundle.family.logits(model)(image_features(model, images), prompts.features(model))
+    assert model.logit_bias.item() == pytest.approx(-10.0)
+    assert logits.mean() < -5  # the bias is in the logits
     expected = (by_hand(logits, labels) if loss == "sigmoid"
                 else F.cross_entropy(logits, labels, reduction="sum").item()) / 5
     # Micro-batches of 3 and 2 images: each summed loss is divided by the step's 5 images.
@@ -78,10 +79,12 @@ def test_the_step_averages_the_loss_per_image_of_the_whole_step_on_siglips_biase
 
 
 def test_the_loss_is_part_of_the_runs_identity():
-    default = run_spec(parse_args(["--backbone", "tiny-siglip"]))
-    sigmoid = run_spec(parse_args(["--backbone", "tiny-siglip", "--loss", "sigmoid"]))
-    assert default.variant == "lora" and default.train.loss == "ce"
-    assert sigmoid.variant.startswith("lora-losssigmoid-") and sigmoid.train.loss == "sigmoid"
+    default = parse_run(["--backbone", "tiny-siglip"])
+    sigmoid = parse_run(["--backbone", "tiny-siglip", "--loss", "sigmoid"])
+    assert default.variant == "lora"
+    assert default.train.loss == "ce"
+    assert sigmoid.variant.startswith("lora-losssigmoid-")
+    assert sigmoid.train.loss == "sigmoid"
     assert sigmoid.key != default.key
     # A line written before --loss existed is read as a cross-entropy run: the same run as the default.
     older = {k: v for k, v in default.flags.items() if k != "loss"}

@@ -13,7 +13,7 @@ from bench.harness import load_model, random_batch
 from bench.prompts import synthetic_prompts
 from bench.step_time import StepTimer
 from bench.suite import STUDIES
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.backbones.encode import ClassPrompts, image_features
 from qlora_clip.paper import CONTEXT_LENGTH, LR
 from trainer import TrainStep, build_optimizer
 
@@ -27,11 +27,13 @@ def test_quick_preset_writes_json_and_table(tmp_path, capsys):
     [md_file] = tmp_path.glob("*.md")
     report = json.loads(json_file.read_text())
     assert report["command"].startswith("bench.py --preset quick")
-    assert report["args"]["backbone"] == "tiny" and report["args"]["modes"] == ["lora", "qlora"]
+    assert report["args"]["backbone"] == "tiny"
+    assert report["args"]["modes"] == ["lora", "qlora"]
     rows = [r for r in report["rows"] if not r.get("study")]
     assert [(r["mode"], r["encoder"]) for r in rows] == [("lora", "both"), ("qlora", "both")]
     for row in rows:
-        assert row["step_s"] > 0 and row["finite_loss"]
+        assert row["step_s"] > 0
+        assert row["finite_loss"]
         assert 0 < row["text_share"] + row["image_share"] <= 1
         assert 0 < row["utilization"] < 1
         assert row["eval_images_per_s"] > 0
@@ -44,7 +46,8 @@ def test_quick_preset_writes_json_and_table(tmp_path, capsys):
     assert set(report["studies"]) == {"padding", "footprint_mb", "train_hours_vs_shots"}
 
     table = md_file.read_text()
-    assert "| qlora | both | 4 | fp32 |" in table and table in capsys.readouterr().out
+    assert "| qlora | both | 4 | fp32 |" in table
+    assert table in capsys.readouterr().out
 
 
 def test_each_study_reports_its_summary_and_rows(monkeypatch):
@@ -53,7 +56,9 @@ def test_each_study_reports_its_summary_and_rows(monkeypatch):
     peak = {"fp32": 1e12}  # utilization is not looked at here
 
     dequant, rows = STUDIES["dequant"](settings, peak)
-    assert dequant["layers"] > 0 and dequant["all_layers_once_s"] > 0 and rows == []
+    assert dequant["layers"] > 0
+    assert dequant["all_layers_once_s"] > 0
+    assert rows == []
 
     dora, rows = STUDIES["dora_dropout"](settings, peak)
     assert [(r["mode"], r["dropout"], r["adapter_dropout_dora"]) for r in rows] == [
@@ -62,7 +67,8 @@ def test_each_study_reports_its_summary_and_rows(monkeypatch):
     assert dora["peft_over_adapter_dropout"] == rows[0]["step_s"] / rows[2]["step_s"]
 
     by_classes, rows = STUDIES["classes"](settings, peak)
-    assert [r["num_classes"] for r in rows] == [3, 5] and list(by_classes) == [3, 5]
+    assert [r["num_classes"] for r in rows] == [3, 5]
+    assert list(by_classes) == [3, 5]
     assert by_classes[5]["step_s"] == rows[1]["step_s"]
 
 
@@ -74,12 +80,15 @@ def test_bad_flags_name_the_flag(capsys):
 
 def test_flags_override_the_preset():
     settings = cli.parse_bench_args(["--preset", "scaling", "--batch_sizes", "2", "--studies"])
-    assert settings.batch_sizes == (2,) and settings.studies == ()
-    assert settings.modes == ("lora",) and settings.backbone == "ViT-B/16"
+    assert settings.batch_sizes == (2,)
+    assert settings.studies == ()
+    assert settings.modes == ("lora",)
+    assert settings.backbone == "ViT-B/16"
 
 
 def test_synthetic_prompts_have_the_requested_token_lengths():
-    _, _, bundle = load_model("tiny", "fp32", CPU)
+    _, _, adapted = load_model("tiny", "fp32", CPU)
+    bundle = adapted.bundle
     prompts = synthetic_prompts(bundle.tokenizer, 5, 12)
     assert ClassPrompts(bundle.tokenizer, prompts, CPU).attention_mask.sum(1).tolist() == [8, 9, 10, 11, 12]
     full = ClassPrompts(bundle.tokenizer, prompts, CPU, padding="max_length")
@@ -89,12 +98,13 @@ def test_synthetic_prompts_have_the_requested_token_lengths():
 @pytest.mark.parametrize("encoder", ["both", "vision"])
 def test_flop_formula_matches_pytorch_flop_counter(encoder):
     """The documented formula (bench/flops.py) counts what the step's matrix multiplies really do."""
-    _, precision, bundle = load_model("tiny", "fp32", CPU, encoder=encoder)
-    tokenizer, model = bundle.tokenizer, bundle.model
+    _, precision, adapted = load_model("tiny", "fp32", CPU, encoder=encoder)
+    bundle, model = adapted.bundle, adapted.model
+    tokenizer = bundle.tokenizer
     # The counter does not see the CPU's fused attention kernel; eager attention is plain matmuls.
     model.base_model.model.set_attn_implementation("eager")
     prompts = ClassPrompts(tokenizer, synthetic_prompts(tokenizer, 7, 14), CPU)
-    timer = StepTimer(model, prompts, precision)
+    timer = StepTimer(adapted, prompts, precision)
     assert (timer.step_fn.cached_text is None) == (encoder == "both")
     images, labels = random_batch(3, bundle.image.image_size, 7, CPU)
     with FlopCounterMode(display=False) as counter:
@@ -105,8 +115,9 @@ def test_flop_formula_matches_pytorch_flop_counter(encoder):
 
 def test_step_timer_gives_the_gradients_of_one_backward():
     """The benchmark's step is the trainer's, and splitting its backward by tower changes nothing it computes."""
-    _, precision, bundle = load_model("tiny", "fp32", CPU, dropout=0.0)
-    model = bundle.model
+    _, precision, adapted = load_model("tiny", "fp32", CPU, dropout=0.0)
+    bundle, model = adapted.bundle, adapted.model
+    logits = bundle.family.logits(model)
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -121,7 +132,7 @@ def test_step_timer_gives_the_gradients_of_one_backward():
     expected = {n: p.grad.clone() for n, p in trainable.items()}
     model.zero_grad(set_to_none=True)
 
-    timer = StepTimer(model, prompts, precision)
+    timer = StepTimer(adapted, prompts, precision)
     # The benchmark times the trainer's own step, with the optimizer every run builds.
     assert type(timer.step_fn) is TrainStep
     reference = build_optimizer(list(trainable.values()), LR, CPU)
@@ -137,8 +148,8 @@ def test_step_timer_gives_the_gradients_of_one_backward():
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
 def test_adapter_dropout_dora_changes_only_where_dropout_acts(dropout):
     """The proposed DoRA variant equals PEFT's DoRA in evaluation, and in training without dropout."""
-    _, _, bundle = load_model("tiny", "fp32", CPU, "dora", dropout=dropout)
-    model = bundle.model
+    _, _, adapted = load_model("tiny", "fp32", CPU, "dora", dropout=dropout)
+    bundle, model = adapted.bundle, adapted.model
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -164,8 +175,14 @@ def test_protocol_study_runs_main_end_to_end_per_method(tmp_path):
     assert results["write_data_s"] > 0
     for mode in ("lora", "qlora"):
         run = results[mode]
-        assert run["steps"] == 2 * end_to_end.SHOTS and run["train_images_seen"] == 8 * 16
-        assert run["total_s"] > run["train_s"] > 0 and run["ms_per_step"] > 0
-        assert 0 < run["input_wait_s"] < run["train_s"]  # in-process loading (CPU: no workers), inside the loop
-        assert run["peak_memory_mb"] > 0 and run["memory_kind"] == "cpu_rss"
-    assert not results["lora"]["test_images_cached_before"] and results["qlora"]["test_images_cached_before"]
+        assert run["steps"] == 2 * end_to_end.SHOTS
+        assert run["train_images_seen"] == 8 * 16
+        assert run["train_s"] > 0
+        assert run["total_s"] > run["train_s"]
+        assert run["ms_per_step"] > 0
+        assert run["input_wait_s"] > 0
+        assert run["input_wait_s"] < run["train_s"]  # in-process loading (CPU: no workers), inside the loop
+        assert run["peak_memory_mb"] > 0
+        assert run["memory_kind"] == "cpu_rss"
+    assert not results["lora"]["test_images_cached_before"]
+    assert results["qlora"]["test_images_cached_before"]

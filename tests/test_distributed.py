@@ -1,4 +1,4 @@
-"""qlora_clip/distributed.py: two processes under accelerate launch train and evaluate as one does."""
+"""qlora_clip/training/distributed.py: two processes under accelerate launch train and evaluate as one does."""
 from __future__ import annotations
 
 import os
@@ -43,10 +43,15 @@ def test_two_processes_match_one_process_and_share_the_evaluation(tiny_argv, tmp
     assert len(lines) == 1  # only the main process writes
     import json
     double = json.loads(lines[0])
-    assert double["processes"] == 2 and double["total_steps"] == single["total_steps"] == 6
-    assert double["train_images_seen"] == single["train_images_seen"] == 5 + 5 + 2 + 5 + 5 + 2
+    assert double["processes"] == 2
+    assert single["total_steps"] == 6
+    assert double["total_steps"] == 6
+    assert single["train_images_seen"] == 5 + 5 + 2 + 5 + 5 + 2
+    assert double["train_images_seen"] == single["train_images_seen"]
     assert_same_adapters(tmp_path / "one", tmp_path / "two", exact=False)
     assert double["final_loss"] == pytest.approx(single["final_loss"], rel=1e-5)
     # Each process encoded half of the 16 test images; the summed counts give the 1-process accuracy.
-    assert single["test_images_per_process"] == [16] and double["test_images_per_process"] == [8, 8]
-    assert double["test_acc"] == single["test_acc"] and double["zero_shot_acc"] == single["zero_shot_acc"]
+    assert single["test_images_per_process"] == [16]
+    assert double["test_images_per_process"] == [8, 8]
+    assert double["test_acc"] == single["test_acc"]
+    assert double["zero_shot_acc"] == single["zero_shot_acc"]

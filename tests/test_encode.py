@@ -1,4 +1,4 @@
-"""qlora_clip/encode.py: padding class prompts to the longest prompt (ClassPrompts) gives the logits of
+"""qlora_clip/backbones/encode.py: padding class prompts to the longest prompt (ClassPrompts) gives the logits of
 CLIP-LoRA's 77-token padding.
 
 CLIP's text tower is causal and pools at the end-of-text token, so tokens after it cannot change
@@ -31,14 +31,15 @@ def _full_context(tokenizer, prompts, with_mask: bool) -> ClassPrompts:
 @pytest.mark.parametrize("with_mask", [True, False])
 @torch.no_grad()
 def test_longest_padding_gives_the_77_token_logits(mode, with_mask):
-    bundle = _model(mode)
-    model = bundle.model.eval()
+    adapted = _model(mode)
+    model, bundle = adapted.model.eval(), adapted.bundle
     prompts = [f"a photo of a {name}." for name in CLASSNAMES]
     longest = ClassPrompts(bundle.tokenizer, prompts, torch.device("cpu"))
     full = _full_context(bundle.tokenizer, prompts, with_mask)
     lengths = longest.attention_mask.sum(1)
-    assert longest.input_ids.shape[1] == lengths.max() < 77  # really shorter, and prompts differ in length
-    assert lengths.min() < lengths.max()
+    assert longest.input_ids.shape[1] == lengths.max()  # padded to the longest prompt
+    assert lengths.max() < 77  # really shorter than the context
+    assert lengths.min() < lengths.max()  # and prompts differ in length
 
     images = torch.randn(5, 3, bundle.image.image_size, bundle.image.image_size, generator=torch.Generator().manual_seed(1))
     image = image_features(model, images)

@@ -1,21 +1,23 @@
-"""qlora_clip/evaluator.py: test-set accuracy, with the image features of a frozen vision tower reused."""
+"""qlora_clip/evaluation/evaluator.py: test-set accuracy, with the image features of a frozen vision tower reused."""
 from __future__ import annotations
 
 import pytest
 
 import main
-from qlora_clip.evaluation import evaluator
+from qlora_clip.methods.interface import Adapted
 
 
 @pytest.mark.parametrize("encoder, passes", [("text", 1), ("both", 2)])
-def test_frozen_vision_tower_encodes_the_test_images_once(encoder, passes, tiny_argv, monkeypatch):
+def test_frozen_vision_tower_encodes_the_test_images_once(encoder, passes, tiny_argv, tmp_path, monkeypatch):
     encoded = []
-    image_features = evaluator.image_features
+    image_embeddings = Adapted.image_embeddings  # what the evaluator encodes the test images with
 
-    def counting(model, images):
+    def counting(adapted, images):
         encoded.append(len(images))
-        return image_features(model, images)
-    monkeypatch.setattr(evaluator, "image_features", counting)
-    record = main.main(tiny_argv("--encoder", encoder, "--n_iters", "0", "--no_zero_shot_cache"))
+        return image_embeddings(adapted, images)
+    monkeypatch.setattr(Adapted, "image_embeddings", counting)
+    # A fresh cache folder: nothing an earlier test stored (zero-shot accuracies, embeddings) is read instead.
+    record = main.main(tiny_argv("--encoder", encoder, "--n_iters", "0", "--no_zero_shot_cache",
+                                 "--eval_cache_dir", str(tmp_path / "cache")))
     assert sum(encoded) == passes * 16  # the colour folder's test split has 16 images
     assert record["test_acc"] == record["zero_shot_acc"]

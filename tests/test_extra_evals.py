@@ -1,4 +1,4 @@
-"""qlora_clip/extra_evals.py: what a run evaluates besides its test set, through main.py: --eval_datasets
+"""qlora_clip/evaluation/extra_evals.py: what a run evaluates besides its test set, through main.py: --eval_datasets
 (cross-dataset transfer, domain generalization) and base-to-novel's new classes with their own classifier."""
 from __future__ import annotations
 
@@ -51,19 +51,23 @@ def test_adapter_is_evaluated_on_each_target_with_its_own_classes(data_root, tmp
                     ("imagenet_a", 4, imagenet_a_test), ("imagenet_a", 4, imagenet_a_test)]
     assert record["protocol"] == "fewshot"
     assert list(record["eval_datasets"]) == ["eurosat", "imagenet_a"]
-    assert set(record) == schema.expected_names(record) and "eval_datasets" in schema.expected_names(record)
+    assert set(record) == schema.expected_names(record)
+    assert "eval_datasets" in schema.expected_names(record)
     schema.check(record)
     for accs in record["eval_datasets"].values():
-        assert set(accs) == {"test_acc", "zero_shot_acc"} and all(0 <= v <= 100 for v in accs.values())
+        assert set(accs) == {"test_acc", "zero_shot_acc"}
+        assert all(0 <= v <= 100 for v in accs.values())
 
     # Zero-shot does not depend on training: the same as in a run that does not train.
     untrained = main.main(argv(data_root, tmp_path, "--n_iters", "0"))
     for name, accs in untrained["eval_datasets"].items():
-        assert accs["zero_shot_acc"] == record["eval_datasets"][name]["zero_shot_acc"] == accs["test_acc"]
+        assert accs["zero_shot_acc"] == record["eval_datasets"][name]["zero_shot_acc"]
+        assert accs["test_acc"] == accs["zero_shot_acc"]
 
     # --eval_only on the saved adapter gives the trained run's numbers again.
     evaluated = main.main(argv(data_root, tmp_path, *save, "--eval_only"))
-    assert evaluated["eval_datasets"] == record["eval_datasets"] and evaluated["total_steps"] == 0
+    assert evaluated["eval_datasets"] == record["eval_datasets"]
+    assert evaluated["total_steps"] == 0
 
 
 def test_missing_target_stops_the_run_before_training(tmp_path, monkeypatch):
@@ -106,17 +110,22 @@ def test_base2new_run_tests_each_half_with_its_own_classifier(tiny_argv, monkeyp
         ("folder (new classes)", 2, [0, 1], ["red", "yellow"]),
         ("folder (new classes)", 2, [0, 1], ["red", "yellow"]),
     ]
-    assert record["protocol"] == "base2new" and record["config"]["protocol"] == "base2new"
-    assert record["base_acc"] == record["test_acc"] and record["zero_shot_base_acc"] == record["zero_shot_acc"]
+    assert record["protocol"] == "base2new"
+    assert record["config"]["protocol"] == "base2new"
+    assert record["base_acc"] == record["test_acc"]
+    assert record["zero_shot_base_acc"] == record["zero_shot_acc"]
     assert record["hm_acc"] == pytest.approx(harmonic_mean(record["base_acc"], record["new_acc"]))
     assert record["zero_shot_hm_acc"] == pytest.approx(
         harmonic_mean(record["zero_shot_base_acc"], record["zero_shot_new_acc"]))
     assert all(0 <= record[k] <= 100 for k in ("base_acc", "new_acc", "zero_shot_new_acc"))
     subset = json.loads(open(record["subset_file"]).read())
-    assert subset["classnames"] == ["blue", "green"] and len(subset["train"]) == 2 * 4
+    assert subset["classnames"] == ["blue", "green"]
+    assert len(subset["train"]) == 2 * 4
     folder = Path(record["adapter_dir"])
-    assert (folder / "run.json").exists() and folder.parent.parent.parent.name == "base2new"
-    assert folder.is_relative_to(tmp_path / "ckpt" / "tiny") and folder.name.startswith("lora-")
+    assert (folder / "run.json").exists()
+    assert folder.parent.parent.parent.name == "base2new"
+    assert folder.is_relative_to(tmp_path / "ckpt" / "tiny")
+    assert folder.name.startswith("lora-")
 
     again = main.main(tiny_argv("--protocol", "base2new", "--n_iters", "1", "--save_path", str(tmp_path / "ckpt"),
                                 "--eval_only"))
@@ -125,4 +134,6 @@ def test_base2new_run_tests_each_half_with_its_own_classifier(tiny_argv, monkeyp
 
 def test_fewshot_run_says_its_protocol(tiny_argv):
     record = main.main(tiny_argv("--n_iters", "0"))
-    assert record["protocol"] == "fewshot" and "base_acc" not in record and "eval_datasets" not in record
+    assert record["protocol"] == "fewshot"
+    assert "base_acc" not in record
+    assert "eval_datasets" not in record

@@ -1,4 +1,4 @@
-"""qlora_clip/families.py: a checkpoint's family from its config.json, the family table, and the refusals.
+"""qlora_clip/backbones/families.py: a checkpoint's family from its config.json, the family table, and the refusals.
 
 Every family's tiny checkpoint is detected as its family and gets the family's tokenizer, text rules,
 image resize, target modules and 4-bit skip list; an unsupported or incomplete checkpoint stops
@@ -17,24 +17,24 @@ from peft import LoraConfig, get_peft_model
 from transformers import CLIPVisionConfig, Siglip2Config, SiglipModel, ViTConfig
 
 import main
+from qlora_clip.backbones import loading
 from qlora_clip.backbones import families
-from qlora_clip.backbones.settings import ModelConfig
 from qlora_clip.backbones.encode import ClassPrompts
-from qlora_clip.errors import UserError
-from qlora_clip.backbones.families import FAMILIES, family_of, hub_id
-from qlora_clip.inputs.test_images import cache_key
-from qlora_clip.backbones.loading import load_clip, resolve_backbone
+from qlora_clip.backbones.families import CHECKPOINT_SCALE_AND_BIAS, FAMILIES, FIXED_SCALE, family_of, hub_id
+from qlora_clip.backbones.loading import resolve_backbone
 from qlora_clip.backbones.targets import target_module_names
 from qlora_clip.backbones.tiny_backbones import TINY_NAMES
+from qlora_clip.errors import UserError
+from qlora_clip.inputs.test_images import cache_key
+from qlora_clip.methods.interface import Adapted, load_adapted
+from qlora_clip.methods.settings import AdapterConfig
 
 CPU = torch.device("cpu")
 EXPECTED = {"tiny": "clip", "tiny-siglip": "siglip", "tiny-siglip2": "siglip2", "tiny-metaclip2": "metaclip_2"}
 
 
-def tiny(backbone: str, mode: str = "lora"):
-    from qlora_clip.methods.settings import AdapterConfig
-
-    return load_clip(ModelConfig(backbone=backbone, adapter=AdapterConfig(mode=mode)), CPU, torch.float32)
+def tiny(backbone: str, mode: str = "lora") -> Adapted:
+    return load_adapted(backbone, AdapterConfig(mode=mode), CPU, torch.float32)
 
 
 def copy_without(backbone: str, tmp_path, *names: str):
@@ -50,10 +50,12 @@ def copy_without(backbone: str, tmp_path, *names: str):
 @pytest.mark.parametrize("backbone", TINY_NAMES)
 def test_each_tiny_checkpoint_is_its_family_with_the_familys_tokenizer_and_resize(backbone):
     family = family_of(resolve_backbone(backbone), backbone)
-    assert family.name == EXPECTED[backbone] and family.tiny == backbone
-    bundle = tiny(backbone)
+    assert family.name == EXPECTED[backbone]
+    assert family.tiny == backbone
+    adapted = tiny(backbone)
+    bundle = adapted.bundle
     assert bundle.family is family
-    assert type(bundle.model.get_base_model()).__name__ == family.model_class
+    assert type(adapted.model.get_base_model()).__name__ == family.model_class
     tokenizer = {"clip": "CLIPTokenizer", "siglip": "SiglipTokenizer", "siglip2": "GemmaTokenizer",
                  "metaclip_2": "XLMRobertaTokenizer"}[family.name]
     assert type(bundle.tokenizer).__name__ == tokenizer
@@ -63,17 +65,23 @@ def test_each_tiny_checkpoint_is_its_family_with_the_familys_tokenizer_and_resiz
 def test_the_table_says_what_differs():
     assert [f.padding for f in FAMILIES.values()] == ["longest", "max_length", "max_length", "longest"]
     assert [f.pooled_at_end_of_text for f in FAMILIES.values()] == [True, False, False, True]
-    assert [f.logits for f in FAMILIES.values()] == ["clip-lora", "siglip", "siglip", "clip-lora"]
-    assert FAMILIES["siglip"].losses == FAMILIES["siglip2"].losses == ("ce", "sigmoid")
-    assert FAMILIES["clip"].losses == FAMILIES["metaclip_2"].losses == ("ce",)
-    assert FAMILIES["siglip"].template == "This is a photo of {}." and FAMILIES["clip"].template == "a photo of a {}."
-    assert FAMILIES["siglip2"].lowercase and not FAMILIES["siglip"].lowercase  # SiglipTokenizer lowercases itself
-    assert {f.logits for f in FAMILIES.values()} == set(families.LOGIT_RULES)
+    assert [f.logit_rule for f in FAMILIES.values()] == [FIXED_SCALE, CHECKPOINT_SCALE_AND_BIAS,
+                                                         CHECKPOINT_SCALE_AND_BIAS, FIXED_SCALE]
+    assert FAMILIES["siglip"].losses == ("ce", "sigmoid")
+    assert FAMILIES["siglip2"].losses == ("ce", "sigmoid")
+    assert FAMILIES["clip"].losses == ("ce",)
+    assert FAMILIES["metaclip_2"].losses == ("ce",)
+    assert FAMILIES["siglip"].template == "This is a photo of {}."
+    assert FAMILIES["clip"].template == "a photo of a {}."
+    assert FAMILIES["siglip2"].lowercase
+    assert not FAMILIES["siglip"].lowercase  # SiglipTokenizer lowercases itself
 
 
 def test_aliases_name_hub_ids_of_listed_families():
-    assert hub_id("SigLIP-B/16") == resolve_backbone("SigLIP-B/16") == "google/siglip-base-patch16-224"
-    assert hub_id("ViT-B/16") == "openai/clip-vit-base-patch16" and hub_id("org/model") == "org/model"
+    assert hub_id("SigLIP-B/16") == "google/siglip-base-patch16-224"
+    assert resolve_backbone("SigLIP-B/16") == "google/siglip-base-patch16-224"
+    assert hub_id("ViT-B/16") == "openai/clip-vit-base-patch16"
+    assert hub_id("org/model") == "org/model"
     assert {family for _, family in families.ALIASES.values()} == set(FAMILIES)
     for alias in ("SigLIP-B/16", "SigLIP2-B/16", "MetaCLIP2-B/16", "OpenCLIP-B/32-laion2b"):
         assert alias in families.aliases_help()
@@ -87,24 +95,28 @@ def test_a_clip_format_checkpoint_with_gelu_is_the_clip_family(tmp_path):
     for tower in ("text_config", "vision_config"):
         config[tower]["hidden_act"] = "gelu"
     (folder / "config.json").write_text(json.dumps(config))
-    bundle = load_clip(ModelConfig(backbone=str(folder)), CPU, torch.float32)
-    assert bundle.family.name == "clip" and bundle.model.config.text_config.hidden_act == "gelu"
+    adapted = tiny(str(folder))
+    assert adapted.bundle.family.name == "clip"
+    assert adapted.model.config.text_config.hidden_act == "gelu"
 
 
 # --- text rules -----------------------------------------------------------------------------------
 
 def test_siglip_prompts_are_padded_to_the_fixed_length_without_a_mask_and_clips_to_the_longest():
     prompts = ["This is a photo of a cat.", "This is a photo of a windsor chair."]
-    siglip = tiny("tiny-siglip")
+    siglip = tiny("tiny-siglip").bundle
     encoded = ClassPrompts(siglip.tokenizer, prompts, CPU, text=siglip.text)
-    assert encoded.input_ids.shape == (2, 64) == (2, siglip.text.max_length) and encoded.attention_mask is None
-    clip = tiny("tiny")
+    assert encoded.input_ids.shape == (2, 64)
+    assert siglip.text.max_length == 64
+    assert encoded.attention_mask is None
+    clip = tiny("tiny").bundle
     encoded = ClassPrompts(clip.tokenizer, prompts, CPU, text=clip.text)
-    assert encoded.input_ids.shape[1] == encoded.attention_mask.sum(1).max() < 77
+    assert encoded.input_ids.shape[1] == encoded.attention_mask.sum(1).max()
+    assert encoded.input_ids.shape[1] < 77
 
 
 def test_siglip2_prompts_are_lowercased_as_it_was_trained():
-    bundle = tiny("tiny-siglip2")
+    bundle = tiny("tiny-siglip2").bundle
     upper = ClassPrompts(bundle.tokenizer, ["A Photo of a CAT."], CPU, text=bundle.text)
     lower = ClassPrompts(bundle.tokenizer, ["a photo of a cat."], CPU, text=bundle.text)
     assert torch.equal(upper.input_ids, lower.input_ids)
@@ -115,12 +127,14 @@ def test_siglip2_prompts_are_lowercased_as_it_was_trained():
 
 @pytest.mark.parametrize("backbone", ["tiny-siglip", "tiny-metaclip2"])
 def test_params_map_to_the_encoder_layers_and_never_to_siglips_pooling_head(backbone):
-    model = FAMILIES[EXPECTED[backbone]].model_class_object().from_pretrained(resolve_backbone(backbone))
-    names = target_module_names(model.config, "both", "all", ["q", "k", "v", "o"])
-    assert len(names) == 2 * 6 * 4 and not any(".head" in name for name in names)
+    family = FAMILIES[EXPECTED[backbone]]
+    model = family.model_class_object().from_pretrained(resolve_backbone(backbone))
+    names = target_module_names(family, model.config, "both", "all", ["q", "k", "v", "o"])
+    assert len(names) == 2 * 6 * 4
+    assert not any(".head" in name for name in names)
     modules = dict(model.named_modules())
     assert all(isinstance(modules[name], torch.nn.Linear) for name in names)
-    assert target_module_names(model.config, "vision", "top", ["o"]) == [
+    assert target_module_names(family, model.config, "vision", "top", ["o"]) == [
         "vision_model.encoder.layers.5.self_attn.out_proj"]
 
 
@@ -137,13 +151,15 @@ def test_peft_cannot_adapt_siglips_attention_head_with_dora():
 def test_4bit_keeps_the_familys_projections_and_heads_in_full_precision(backbone):
     model = tiny(backbone, "qlora").model.get_base_model()
     quantized = {name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)}
-    assert "text_model.encoder.layers.0.mlp.fc1" in quantized and "vision_model.encoder.layers.5.mlp.fc2" in quantized
+    assert "text_model.encoder.layers.0.mlp.fc1" in quantized
+    assert "vision_model.encoder.layers.5.mlp.fc2" in quantized
     kept = FAMILIES[EXPECTED[backbone]].full_precision
     assert not any(name == k or name.startswith(k + ".") for name in quantized for k in kept)
     for name in kept:
         assert model.get_submodule(name).state_dict()  # present, and full precision
     if backbone == "tiny-siglip":
-        assert model.logit_scale.dtype == model.logit_bias.dtype == torch.float32
+        assert model.logit_scale.dtype == torch.float32
+        assert model.logit_bias.dtype == torch.float32
         assert model.logit_bias.item() == pytest.approx(-10.0)
 
 
@@ -167,7 +183,8 @@ def test_single_tower_and_naflex_checkpoints_are_refused_naming_the_folder(confi
     folder = write_config(tmp_path / "ckpt", config)
     with pytest.raises(UserError, match=message) as error:
         family_of(folder, folder)
-    assert folder in str(error.value) and "Supported:" in str(error.value)
+    assert folder in str(error.value)
+    assert "Supported:" in str(error.value)
 
 
 def test_an_unknown_model_type_is_refused_with_what_is_supported(tmp_path):
@@ -192,16 +209,22 @@ def test_a_missing_tokenizer_stops_before_any_weights_load(tmp_path):
     # No tokenizer and no weights: the tokenizer's absence is what is reported, so it was checked first.
     clip = copy_without("tiny", tmp_path, "tokenizer.json", "tokenizer_config.json", "model.safetensors")
     with pytest.raises(UserError, match=r"no usable tokenizer .* a CLIP checkpoint needs vocab.json and merges.txt"):
-        load_clip(ModelConfig(backbone=str(clip)), CPU, torch.float32)
+        tiny(str(clip))
     processor = copy_without("tiny-metaclip2", tmp_path, "preprocessor_config.json", "model.safetensors")
     with pytest.raises(UserError, match="has no preprocessor_config.json"):
-        load_clip(ModelConfig(backbone=str(processor)), CPU, torch.float32)
+        tiny(str(processor))
 
 
-def test_main_refuses_an_unsupported_backbone_before_reading_any_data(tmp_path, monkeypatch, capsys):
+def test_main_refuses_an_unsupported_backbone_before_loading_any_weights(tmp_path, monkeypatch, capsys,
+                                                                         color_folder):
     folder = write_config(tmp_path / "vit", ViTConfig())
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights were loaded for an unsupported checkpoint")
+
+    monkeypatch.setattr(loading, "load_base_model", no_weights)
     monkeypatch.setattr(sys, "argv", ["main.py", "--backbone", folder, "--dataset", "folder", "--root_path",
-                                      str(tmp_path / "no-images-here"), "--results_file", str(tmp_path / "r.jsonl")])
+                                      str(color_folder), "--results_file", str(tmp_path / "r.jsonl")])
     assert main.cli() == 2
     err = capsys.readouterr().err
     assert f"error: --backbone {folder}: a 'vit' checkpoint without both a text and a vision tower" in err

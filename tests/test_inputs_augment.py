@@ -33,6 +33,7 @@ def test_uint8_augmentation_is_within_half_a_grey_level_of_the_pil_path():
         torch.manual_seed(seed)
         reference = pil_path(image).float()
         ours = random_resized_crop_flip(torch.from_numpy(np.array(image)), 224, torch.Generator().manual_seed(seed))
-        assert ours.dtype == torch.uint8 and ours.shape == (3, 224, 224)
+        assert ours.dtype == torch.uint8
+        assert ours.shape == (3, 224, 224)
         differences.append((ours.float() - reference).abs().mean().item())
     assert max(differences) <= 0.5, differences

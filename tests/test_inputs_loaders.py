@@ -25,15 +25,18 @@ def test_augmentation_seeds_no_device_generator_and_leaves_the_global_one_alone(
     first, label = augmented[(0, 123)]
     again, _ = augmented[(0, 123)]
     other, _ = augmented[(0, 124)]
-    assert device_seeds == [] and label == 7
+    assert device_seeds == []
+    assert label == 7
     assert torch.equal(torch.get_rng_state(), before)
-    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
 
 
 def test_worker_processes_load_the_same_images(tiny_argv):
     serial = main.main(tiny_argv("--n_iters", "0"))
     parallel = main.main(tiny_argv("--n_iters", "0", "--num_workers", "2"))
-    assert parallel["config"]["num_workers"] == 2 and parallel["test_acc"] == serial["test_acc"]
+    assert parallel["config"]["num_workers"] == 2
+    assert parallel["test_acc"] == serial["test_acc"]
 
 
 def test_two_loader_workers_train_the_same_weights_as_none(tiny_argv, tmp_path):
@@ -41,8 +44,10 @@ def test_two_loader_workers_train_the_same_weights_as_none(tiny_argv, tmp_path):
     serial = main.main(tiny_argv(*run, "--num_workers", "0", "--save_path", str(tmp_path / "w0")))
     parallel = main.main(tiny_argv(*run, "--num_workers", "2", "--save_path", str(tmp_path / "w2")))
     a, b = saved_adapter(tmp_path / "w0"), saved_adapter(tmp_path / "w2")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert parallel["final_loss"] == serial["final_loss"] and parallel["test_acc"] == serial["test_acc"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert parallel["final_loss"] == serial["final_loss"]
+    assert parallel["test_acc"] == serial["test_acc"]
 
 
 def test_workers_default_to_none_on_the_cpu_and_to_the_free_cpus_on_a_gpu(monkeypatch):

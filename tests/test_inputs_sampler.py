@@ -8,7 +8,8 @@ from qlora_clip.inputs.sampler import TrainBatchSampler
 def test_epochs_keep_their_short_last_batch():
     sampler = TrainBatchSampler(37, 32, 1, seed=1)  # 1-shot Oxford Pets at batch 32
     assert [sampler.step_images(s) for s in range(5)] == [32, 5, 32, 5, 32]
-    assert sampler.images_seen(4) == 74 and sampler.images_seen(0) == 0
+    assert sampler.images_seen(4) == 74
+    assert sampler.images_seen(0) == 0
     for epoch in range(3):
         first, second = sampler.step_batch(2 * epoch), sampler.step_batch(2 * epoch + 1)
         assert sorted(i for i, _ in first + second) == list(range(37))  # each image once per epoch
@@ -17,7 +18,8 @@ def test_epochs_keep_their_short_last_batch():
 
 def test_a_train_set_smaller_than_a_batch_is_one_batch_every_step():
     sampler = TrainBatchSampler(12, 32, 1, seed=3)
-    assert [sampler.step_images(s) for s in range(3)] == [12, 12, 12] and sampler.images_seen(3) == 36
+    assert [sampler.step_images(s) for s in range(3)] == [12, 12, 12]
+    assert sampler.images_seen(3) == 36
     assert sorted(i for i, _ in sampler.step_batch(1)) == list(range(12))
 
 
@@ -28,7 +30,8 @@ def test_the_stream_is_a_pure_function_of_seed_and_step():
     resumed.start_at_step(3)
     assert [next(iter(resumed)) for _ in range(1)] == stream[6:7]
     seeds = [seed for micro in stream for _, seed in micro]
-    assert len(set(seeds)) == len(seeds) == 32 + 5 + 32 + 5 + 32  # one augmentation seed per image drawn
+    assert len(seeds) == 32 + 5 + 32 + 5 + 32  # one augmentation seed per image drawn
+    assert len(set(seeds)) == len(seeds)  # none drawn twice
 
 
 def test_ranks_share_each_micro_batch_without_overlap_even_when_short():

@@ -19,14 +19,17 @@ def test_train_images_are_decoded_once_into_one_shared_buffer(tmp_path, caplog):
     sources = [item.source for item in items]
     with caplog.at_level(logging.INFO):
         images = decode_all(sources, open_rgb, budget_gb=1)
-    assert isinstance(images, DecodedImages) and images.pixels.is_shared()
-    assert images.pixels.numel() == 3 * (50 * 40 + 33 * 61 + 64 * 64) and "decoded 3 train images once" in caplog.text
+    assert isinstance(images, DecodedImages)
+    assert images.pixels.is_shared()
+    assert images.pixels.numel() == 3 * (50 * 40 + 33 * 61 + 64 * 64)
+    assert "decoded 3 train images once" in caplog.text
     for i, source in enumerate(sources):
         assert torch.equal(images[i], torch.from_numpy(np.array(Image.open(source).convert("RGB"))))
 
     with caplog.at_level(logging.WARNING):
         fallback = decode_all(sources, open_rgb, budget_gb=1e-6)
-    assert isinstance(fallback, DecodeOnRead) and "above --decode_budget_gb" in caplog.text
+    assert isinstance(fallback, DecodeOnRead)
+    assert "above --decode_budget_gb" in caplog.text
     assert all(torch.equal(fallback[i], images[i]) for i in range(3))
 
 

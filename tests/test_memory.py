@@ -1,4 +1,5 @@
-"""qlora_clip/memory.py on the CPU: PeakMemory resets the resident set's peak, measures blocks, reads results fields.
+"""qlora_clip/training/memory.py on the CPU: PeakMemory resets the resident set's peak, measures blocks, reads
+results fields.
 
 The logic (what reset, read and measure do with the kernel's peak) is tested against a fake kernel whose
 resident set the test sets, so no number depends on what else the machine is doing. Two tests use the real
@@ -121,11 +122,15 @@ def test_read_gives_the_results_fields_with_and_without_a_prefix_and_no_reserved
     plain, prefixed = memory.read(), memory.read(prefix="eval_")
     assert set(plain) == {"peak_memory_mb", "memory_kind", "peak_memory_reserved_mb"}
     assert set(plain) | set(prefixed) <= set(schema.FIELDS)  # every name is a declared results field
-    assert prefixed["eval_memory_kind"] == plain["memory_kind"] == "cpu_rss"
-    assert prefixed["eval_peak_memory_reserved_mb"] is None and plain["peak_memory_reserved_mb"] is None
+    assert plain["memory_kind"] == "cpu_rss"
+    assert prefixed["eval_memory_kind"] == "cpu_rss"
+    assert prefixed["eval_peak_memory_reserved_mb"] is None
+    assert plain["peak_memory_reserved_mb"] is None
     # The peak since the reset, read later: at least the resident set in between, at most the lifetime peak.
     lifetime_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    assert resident - 1 <= plain["peak_memory_mb"] <= prefixed["eval_peak_memory_mb"] <= lifetime_mb + 1
+    assert plain["peak_memory_mb"] >= resident - 1
+    assert prefixed["eval_peak_memory_mb"] >= plain["peak_memory_mb"]  # read later: never lower
+    assert prefixed["eval_peak_memory_mb"] <= lifetime_mb + 1
 
 
 def test_the_reset_reaches_linux():

@@ -1,4 +1,4 @@
-"""Length buckets (qlora_clip/text_buckets.py): the plan is the documented one, and bucketed prompts give
+"""Length buckets (qlora_clip/backbones/text_buckets.py): the plan is the documented one, and bucketed prompts give
 the features, logits and gradients of prompts padded to the longest one."""
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from adapted_models import tiny_with_nonzero_adapters
 
 from bench.prompts import imagenet_prompt_lengths
 from qlora_clip.backbones import text_buckets
-from qlora_clip.backbones.encode import ClassPrompts, image_features, logits
+from qlora_clip.backbones.encode import ClassPrompts, image_features
+from qlora_clip.backbones.families import METACLIP2, SIGLIP, SIGLIP2
 from qlora_clip.backbones.text_buckets import BUCKETS, MIN_SAVING, bucket_limit, padded_tokens, plan_buckets
 
 CPU = torch.device("cpu")
@@ -63,8 +64,8 @@ def test_few_or_equal_lengths_stay_one_call():
     assert plan_buckets([8, 30, 8, 30]) == [[0, 2], [1, 3]]  # the fewest buckets among equal token counts
 
 
-def _model(mode: str = "lora"):
-    return tiny_with_nonzero_adapters(mode, 0.3, "--dropout_rate", "0")
+def _model(mode: str = "lora", backbone: str = "tiny"):
+    return tiny_with_nonzero_adapters(mode, 0.3, "--dropout_rate", "0", "--backbone", backbone)
 
 
 # Lengths 8 to 40 tokens with the tiny tokenizer (one token per character), out of length order.
@@ -73,14 +74,19 @@ MIXED = ["a photo of a " + name + "." for name in
           "a very long compound class name", "dog", "airliner", "t"]]
 
 
-@pytest.mark.parametrize("mode", ["lora", "qlora", "dora"])
+# Every family whose text tower is pooled at end of text (Family.pooled_at_end_of_text) is bucketed.
+@pytest.mark.parametrize(("backbone", "mode"), [("tiny", "lora"), ("tiny", "qlora"), ("tiny", "dora"),
+                                                ("tiny-metaclip2", "lora"), ("tiny-metaclip2", "qlora")])
 @torch.no_grad()
-def test_bucketed_prompts_give_the_features_and_logits_of_longest_padding(mode):
-    bundle = _model(mode)
-    model = bundle.model.eval()
-    plain = ClassPrompts(bundle.tokenizer, MIXED, CPU)
-    bucketed = ClassPrompts(bundle.tokenizer, MIXED, CPU, buckets=BUCKETS)
-    assert plain.buckets.count == 1 and bucketed.buckets.count == BUCKETS
+def test_bucketed_prompts_give_the_features_and_logits_of_longest_padding(backbone, mode):
+    adapted = _model(mode, backbone)
+    model, bundle = adapted.model.eval(), adapted.bundle
+    assert bundle.family.pooled_at_end_of_text
+    logits = bundle.family.logits(model)
+    plain = ClassPrompts(bundle.tokenizer, MIXED, CPU, text=bundle.text)
+    bucketed = ClassPrompts(bundle.tokenizer, MIXED, CPU, text=bundle.text, buckets=BUCKETS)
+    assert plain.buckets.count == 1
+    assert bucketed.buckets.count == BUCKETS
     assert bucketed.buckets.tokens < 0.75 * bucketed.buckets.unbucketed_tokens
     images = torch.randn(5, 3, bundle.image.image_size, bundle.image.image_size,
                          generator=torch.Generator().manual_seed(1))
@@ -96,8 +102,9 @@ def test_bucketed_prompts_give_the_features_and_logits_of_longest_padding(mode):
 
 
 def test_bucketed_prompts_give_the_text_adapters_the_same_gradients():
-    bundle = _model()
-    model = bundle.model.train()
+    adapted = _model()
+    model, bundle = adapted.model.train(), adapted.bundle
+    logits = bundle.family.logits(model)
     images = torch.randn(4, 3, bundle.image.image_size, bundle.image.image_size,
                          generator=torch.Generator().manual_seed(2))
     labels = torch.tensor([0, 5, 8, 11])
@@ -115,32 +122,41 @@ def test_bucketed_prompts_give_the_text_adapters_the_same_gradients():
 
 
 def test_max_length_padding_is_never_bucketed():
-    bundle = _model()
-    full = ClassPrompts(bundle.tokenizer, MIXED, CPU, padding="max_length", buckets=BUCKETS)
-    assert full.buckets.count == 1 and full.input_ids.shape[1] == 77
+    adapted = _model()
+    full = ClassPrompts(adapted.bundle.tokenizer, MIXED, CPU, padding="max_length", buckets=BUCKETS)
+    assert full.buckets.count == 1
+    assert full.input_ids.shape[1] == 77
 
 
-def test_only_clip_family_text_towers_with_plain_token_embeddings_are_bucketed():
-    bundle = _model()
-    assert bucket_limit(bundle.model) == (BUCKETS, None)
-    assert bucket_limit(bundle.model, text_buckets.MIN_PROMPTS) == (BUCKETS, None)
-    limit, why = bucket_limit(bundle.model, 10)  # Fashion-MNIST's classes: fewer calls beat fewer tokens
-    assert limit == 1 and why.startswith("10 class prompts")
-    siglip = SimpleNamespace(config=SimpleNamespace(model_type="siglip"), named_parameters=lambda: iter(()))
-    limit, why = bucket_limit(siglip)
-    assert limit == 1 and "siglip" in why
-    embedding = bundle.model.base_model.model.text_model.embeddings.token_embedding
+def test_only_end_of_text_pooled_text_towers_with_plain_token_embeddings_are_bucketed():
+    adapted = _model()
+    family, model = adapted.bundle.family, adapted.model
+    assert bucket_limit(family, model) == (BUCKETS, None)
+    assert bucket_limit(family, model, text_buckets.MIN_PROMPTS) == (BUCKETS, None)
+    assert bucket_limit(METACLIP2, model) == (BUCKETS, None)  # pooled at end of text too
+    limit, why = bucket_limit(family, model, 10)  # Fashion-MNIST's classes: fewer calls beat fewer tokens
+    assert limit == 1
+    assert why.startswith("10 class prompts")
+    no_parameters = SimpleNamespace(named_parameters=lambda: iter(()))
+    for siglip in (SIGLIP, SIGLIP2):  # pooled at the last position: padding changes the features
+        limit, why = bucket_limit(siglip, no_parameters)
+        assert limit == 1
+        assert siglip.label in why
+    embedding = model.base_model.model.text_model.embeddings.token_embedding
     embedding.weight.requires_grad_(True)  # a method that trains the token table
-    assert bucket_limit(bundle.model) == (1, "the method adapts the token embedding")
-    assert text_buckets.adapts_token_embedding(bundle.model)
+    assert bucket_limit(family, model) == (1, "the method adapts the token embedding")
+    assert text_buckets.adapts_token_embedding(model)
 
 
 def test_the_imagenet_shaped_spread_has_the_stated_figures():
     import statistics
 
     lengths = imagenet_prompt_lengths()
-    assert len(lengths) == 1000 and max(lengths) == 18 and min(lengths) == 8
-    assert statistics.mean(lengths) == pytest.approx(9.2) and statistics.median(lengths) == 9
+    assert len(lengths) == 1000
+    assert max(lengths) == 18
+    assert min(lengths) == 8
+    assert statistics.mean(lengths) == pytest.approx(9.2)
+    assert statistics.median(lengths) == 9
 
 
 def test_a_run_with_mixed_length_class_names_uses_buckets_and_gets_the_unbucketed_results(tmp_path, monkeypatch):
@@ -159,9 +175,11 @@ def test_a_run_with_mixed_length_class_names_uses_buckets_and_gets_the_unbuckete
             "--eval_cache_dir", ""]
     monkeypatch.setattr(text_buckets, "MIN_PROMPTS", 1)  # the colour folder's 4 classes, bucketed all the same
     bucketed = main.main(argv)
-    assert bucketed["text_buckets"] == BUCKETS and "text_buckets" not in bucketed["text_speedups_off"]
-    monkeypatch.setattr(main, "bucket_limit", lambda model, prompts=None: (1, "switched off by the test"))
+    assert bucketed["text_buckets"] == BUCKETS
+    assert "text_buckets" not in bucketed["text_speedups_off"]
+    monkeypatch.setattr(main, "bucket_limit", lambda family, model, prompts=None: (1, "switched off by the test"))
     plain = main.main(argv)
-    assert plain["text_buckets"] == 1 and plain["text_speedups_off"]["text_buckets"] == "switched off by the test"
+    assert plain["text_buckets"] == 1
+    assert plain["text_speedups_off"]["text_buckets"] == "switched off by the test"
     assert bucketed["final_loss"] == pytest.approx(plain["final_loss"], rel=1e-5)
     assert (bucketed["zero_shot_acc"], bucketed["test_acc"]) == (plain["zero_shot_acc"], plain["test_acc"])

@@ -1,6 +1,6 @@
-"""The text pass once per optimizer step (qlora_clip/text_pass.py): with adapter dropout 0, gradient
-accumulation and several processes give the weights of the path that re-encoded the prompts at every
-micro-batch, and of one process without accumulation."""
+"""The text pass once per optimizer step (qlora_clip/training/text_pass.py): with adapter dropout 0, gradient
+accumulation and several processes give the weights of the path that re-encodes the prompts at every
+micro-batch (bench/text_reference.py), and of one process without accumulation."""
 from __future__ import annotations
 
 import json
@@ -14,13 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 import main
+from bench.text_reference import PerMicroBatchText
 from datasets import build_dataset
-from qlora_clip.training.distributed import Distributed
 from qlora_clip.backbones.encode import ClassPrompts
-from qlora_clip.backbones.loading import load_clip
+from qlora_clip.methods.interface import load_adapted
+from qlora_clip.training.distributed import Distributed
 from qlora_clip.training.precision import resolve_precision
-from qlora_clip.training.text_pass import shard_rows
-from run_utils import parse_args, run_spec
+from qlora_clip.training.text_pass import PerUpdateText, shard_rows
+from run_utils import parse_run
 from trainer import TrainStep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ CPU = torch.device("cpu")
 FP32 = resolve_precision("fp32", CPU)
 
 
-def trained_weights(root: Path, *flags: str, text_per_update: bool = True, steps: int = 3,
+def trained_weights(root: Path, *flags: str, text_pass=PerUpdateText, steps: int = 3,
                     grads: list | None = None) -> dict:
     """Adapter weights after `steps` steps of TrainStep on the colour folder (dropout 0, B made non-zero);
     each step's summed gradients are appended to `grads` when given.
@@ -39,21 +40,20 @@ def trained_weights(root: Path, *flags: str, text_per_update: bool = True, steps
     computations therefore agree to about lr x 1e-1 in the worst entry, 2e-5 at --lr 1e-2. AdamW
     also hides a gradient's scale, so the gradients are compared too.
     """
-    args = parse_args(["--backbone", "tiny", "--dataset", "folder", "--root_path", str(root), "--shots", "3",
-                       "--dropout_rate", "0", *flags])
-    run = run_spec(args)
-    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
-    torch.manual_seed(args.seed)
-    bundle = load_clip(run.model, CPU, torch.float32)
-    model = bundle.model
+    spec = parse_run(["--backbone", "tiny", "--dataset", "folder", "--root_path", str(root), "--shots", "3",
+                      "--dropout_rate", "0", *flags])
+    data = build_dataset(spec.dataset, spec.data.root_path, spec.shots, spec.seed)
+    torch.manual_seed(spec.seed)
+    adapted = load_adapted(spec.backbone, spec.adapter, CPU, torch.float32)
+    model = adapted.model
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:  # B starts at zero, which would hide the text gradients' first step
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
-    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
+    prompts = ClassPrompts(adapted.bundle.tokenizer, data.prompts(), CPU)
     dist = Distributed(rank=0, world=1, device=CPU)
-    stream = main.build_train_stream(data, bundle, run.train, run.data, dist, num_workers=0)
-    step = TrainStep(model, prompts, run.train, FP32, dist, text_per_update=text_per_update)
+    stream = main.build_train_stream(data, adapted.bundle, spec.train, spec, dist, num_workers=0)
+    step = TrainStep(adapted, prompts, spec.train, FP32, dist, text_pass=text_pass)
     if grads is not None:
         record_gradients(step, grads)
     batches = iter(stream)
@@ -82,12 +82,14 @@ def assert_same_weights(ours: dict, reference: dict) -> None:
 
 
 def assert_same_gradients(ours: list, reference: list) -> None:
-    assert len(ours) == len(reference) > 0
+    assert len(reference) > 0
+    assert len(ours) == len(reference)
     for step_ours, step_reference in zip(ours, reference):
         for tower, b in step_reference.items():
             # Relative to each tower's gradient: a wrong factor on either would show as 1e-1 or more.
             a = step_ours[tower]
-            assert b.norm() > 0 and (a - b).norm() <= 1e-5 * b.norm(), (tower, ((a - b).norm() / b.norm()).item())
+            assert b.norm() > 0, tower
+            assert (a - b).norm() <= 1e-5 * b.norm(), (tower, ((a - b).norm() / b.norm()).item())
 
 
 def count_text_passes(model) -> list[int]:
@@ -97,36 +99,37 @@ def count_text_passes(model) -> list[int]:
 
 
 @pytest.mark.parametrize("batch, accum", [(8, 4), (5, 5)])  # 12 images: steps 8, 4, 8; 5, 5, 2 (empty micro-batches)
-def test_accumulation_with_one_text_pass_gives_todays_and_the_unaccumulated_weights(batch, accum, color_folder):
+def test_accumulation_with_one_text_pass_gives_the_per_micro_batch_and_the_unaccumulated_weights(batch, accum,
+                                                                                                  color_folder):
     run = ("--batch_size", str(batch))
     accumulate = ("--gradient_accumulation_steps", str(accum))
-    grads = {"plain": [], "today": [], "once": []}
+    grads = {"plain": [], "per_micro_batch": [], "once": []}
     start = trained_weights(color_folder, *run, steps=0)
     plain = trained_weights(color_folder, *run, grads=grads["plain"])
-    today = trained_weights(color_folder, *run, *accumulate, text_per_update=False, grads=grads["today"])
+    per_micro_batch = trained_weights(color_folder, *run, *accumulate, text_pass=PerMicroBatchText,
+                                      grads=grads["per_micro_batch"])
     once = trained_weights(color_folder, *run, *accumulate, grads=grads["once"])
     moved = max((once[n] - start[n]).abs().max().item() for n in once if "text_model" in n)
     assert moved > 4e-4  # three steps of about lr = 2e-4 each: the text adapters trained
-    assert any(not torch.equal(once[n], today[n]) for n in once)  # really two computations
-    assert_same_weights(once, today)
+    assert any(not torch.equal(once[n], per_micro_batch[n]) for n in once)  # really two computations
+    assert_same_weights(once, per_micro_batch)
     assert_same_weights(once, plain)
-    assert_same_gradients(grads["once"], grads["today"])
+    assert_same_gradients(grads["once"], grads["per_micro_batch"])
     assert_same_gradients(grads["once"], grads["plain"])
 
 
 def test_one_step_encodes_the_prompts_once_whatever_the_accumulation(color_folder):
-    args = parse_args(["--backbone", "tiny", "--dataset", "folder", "--root_path", str(color_folder), "--shots", "2",
-                       "--batch_size", "8", "--gradient_accumulation_steps", "4"])
-    run = run_spec(args)
-    data = build_dataset(args.dataset, args.root_path, args.shots, args.seed)
-    bundle = load_clip(run.model, CPU, torch.float32)
+    spec = parse_run(["--backbone", "tiny", "--dataset", "folder", "--root_path", str(color_folder), "--shots", "2",
+                      "--batch_size", "8", "--gradient_accumulation_steps", "4"])
+    data = build_dataset(spec.dataset, spec.data.root_path, spec.shots, spec.seed)
+    adapted = load_adapted(spec.backbone, spec.adapter, CPU, torch.float32)
     dist = Distributed(rank=0, world=1, device=CPU)
-    stream = main.build_train_stream(data, bundle, run.train, run.data, dist, num_workers=0)
-    prompts = ClassPrompts(bundle.tokenizer, data.prompts(), CPU)
+    stream = main.build_train_stream(data, adapted.bundle, spec.train, spec, dist, num_workers=0)
+    prompts = ClassPrompts(adapted.bundle.tokenizer, data.prompts(), CPU)
     batches = iter(stream)
-    for per_update, passes in ((True, 1), (False, 4)):
-        calls = count_text_passes(bundle.model)
-        step = TrainStep(bundle.model, prompts, run.train, FP32, dist, text_per_update=per_update)
+    for text_pass, passes in ((PerUpdateText, 1), (PerMicroBatchText, 4)):
+        calls = count_text_passes(adapted.model)
+        step = TrainStep(adapted, prompts, spec.train, FP32, dist, text_pass=text_pass)
         step([next(batches) for _ in range(4)], 8)
         assert calls[0] == passes
 
@@ -141,7 +144,8 @@ def test_shards_are_equal_in_size_cover_every_prompt_and_spread_the_lengths():
     positions = shares[0][1]
     assert all(gathered[positions[i]] == i for i in range(len(lengths)))  # every prompt read back from its owner
     one = shard_rows([8, 9], 1, 4)  # more ranks than prompts: an empty share is padded with row 0
-    assert one[0] == [1] and shard_rows([8, 9], 3, 4)[0] == [0]
+    assert one[0] == [1]
+    assert shard_rows([8, 9], 3, 4)[0] == [0]
 
 
 def free_port() -> int:
@@ -173,15 +177,20 @@ def test_two_processes_with_sharded_text_give_the_one_process_unaccumulated_weig
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     double = json.loads((tmp_path / "two.jsonl").read_text())
-    assert double["processes"] == 2 and double["total_steps"] == single["total_steps"] == 3
-    assert double["text_once_per_update"] and double["text_shards"] == 2 and single["text_shards"] == 1
+    assert double["processes"] == 2
+    assert single["total_steps"] == 3
+    assert double["total_steps"] == 3
+    assert double["text_once_per_update"]
+    assert double["text_shards"] == 2
+    assert single["text_shards"] == 1
     ours, reference = adapters(tmp_path / "two"), adapters(tmp_path / "one")
     assert ours.keys() == reference.keys()
     for name in ours:
         torch.testing.assert_close(ours[name], reference[name], rtol=0, atol=1e-5, msg=name)
     assert double["final_loss"] == pytest.approx(single["final_loss"], rel=1e-5)
     # Both processes read the zero-shot accuracy the 1-process run stored.
-    assert not single["zero_shot_cached"] and double["zero_shot_cached"]
+    assert not single["zero_shot_cached"]
+    assert double["zero_shot_cached"]
     assert double["zero_shot_acc"] == single["zero_shot_acc"]
 
 
@@ -194,16 +203,17 @@ MIXED = [f"a photo of a {'x' * n}." for n in (1, 9, 2, 14, 3, 1, 22, 5, 2, 30, 4
 def step_gradients(dist: Distributed, accum: int, steps: int = 2) -> list[dict]:
     """Each step's summed gradients (per tower) of TrainStep on 5 fixed images split into `accum`
     micro-batches and over `dist`'s ranks as the sampler splits them (None for an empty share)."""
-    from qlora_clip.backbones.settings import ModelConfig
-    from qlora_clip.methods.settings import AdapterConfig
-    from qlora_clip.training.settings import TrainConfig
-    from qlora_clip.inputs.sampler import split_sizes
     from qlora_clip.backbones.text_buckets import BUCKETS
+    from qlora_clip.inputs.sampler import split_sizes
+    from qlora_clip.methods.settings import AdapterConfig
+    from qlora_clip.paper import LR
+    from qlora_clip.training.settings import TrainConfig
 
     torch.manual_seed(0)
-    bundle = load_clip(ModelConfig("tiny", AdapterConfig(dropout=0.0)), CPU, torch.float32)
+    adapted = load_adapted("tiny", AdapterConfig(dropout_rate=0.0), CPU, torch.float32)
+    bundle = adapted.bundle
     with torch.no_grad():
-        for name, p in bundle.model.named_parameters():
+        for name, p in adapted.model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
     prompts = ClassPrompts(bundle.tokenizer, MIXED, CPU, buckets=BUCKETS)
@@ -211,7 +221,7 @@ def step_gradients(dist: Distributed, accum: int, steps: int = 2) -> list[dict]:
     g = torch.Generator().manual_seed(1)
     size = bundle.image.image_size
     images, labels = torch.randn(5, 3, size, size, generator=g), torch.randint(0, len(MIXED), (5,), generator=g)
-    step = TrainStep(bundle.model, prompts, TrainConfig(shots=1, n_iters=steps), FP32, dist)
+    step = TrainStep(adapted, prompts, TrainConfig(lr=LR, shots=1, n_iters=steps), FP32, dist)
     grads: list[dict] = []
     record_gradients(step, grads)
     for _ in range(steps):

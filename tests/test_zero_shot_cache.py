@@ -1,4 +1,4 @@
-"""The zero-shot store (qlora_clip/zero_shot_cache.py, keyed by zero_shot_key.py): a sweep's later runs on
+"""The zero-shot store (qlora_clip/evaluation/zero_shot_cache.py, keyed by zero_shot_key.py): a sweep's later runs on
 a dataset read the first run's zero-shot accuracy instead of computing it; a corrupt entry is recomputed."""
 from __future__ import annotations
 
@@ -36,19 +36,23 @@ def entries(cache: Path) -> list[Path]:
 def test_a_sweeps_second_run_on_a_dataset_reads_the_zero_shot_accuracy(tiny_argv, tmp_path, zero_shot_passes):
     cache = ["--eval_cache_dir", str(tmp_path / "cache"), "--n_iters", "1"]
     first = main.main(tiny_argv(*cache, "--mode", "lora"))
-    assert zero_shot_passes == ["folder"] and not first["zero_shot_cached"]
+    assert zero_shot_passes == ["folder"]
+    assert not first["zero_shot_cached"]
     assert len(entries(tmp_path / "cache")) == 1
     # Another method and seed on the same full-precision base and test set: no zero-shot pass.
     second = main.main(tiny_argv(*cache, "--mode", "dora", "--seed", "2", "--lr", "1e-3"))
-    assert zero_shot_passes == ["folder"] and second["zero_shot_cached"]
+    assert zero_shot_passes == ["folder"]
+    assert second["zero_shot_cached"]
     assert second["zero_shot_acc"] == first["zero_shot_acc"]
     # The 4-bit base is another model: its own entry.
     quantized = main.main(tiny_argv(*cache, "--mode", "qlora"))
-    assert zero_shot_passes == ["folder", "folder"] and not quantized["zero_shot_cached"]
+    assert zero_shot_passes == ["folder", "folder"]
+    assert not quantized["zero_shot_cached"]
     assert len(entries(tmp_path / "cache")) == 2
     # --no_zero_shot_cache computes it again, and the value is the stored one.
     again = main.main(tiny_argv(*cache, "--mode", "lora", "--no_zero_shot_cache"))
-    assert zero_shot_passes == ["folder"] * 3 and not again["zero_shot_cached"]
+    assert zero_shot_passes == ["folder"] * 3
+    assert not again["zero_shot_cached"]
     assert again["zero_shot_acc"] == first["zero_shot_acc"]
     # Without a cache folder there is no store either.
     main.main(tiny_argv("--eval_cache_dir", "", "--n_iters", "1"))
@@ -65,28 +69,34 @@ def test_a_corrupt_entry_is_recomputed_with_a_warning_and_replaced(tiny_argv, tm
     with caplog.at_level(logging.WARNING):
         second = main.main(tiny_argv(*cache))
     assert "is unusable (its checksum differs)" in caplog.text
-    assert zero_shot_passes == ["folder", "folder"] and not second["zero_shot_cached"]
+    assert zero_shot_passes == ["folder", "folder"]
+    assert not second["zero_shot_cached"]
     assert second["zero_shot_acc"] == first["zero_shot_acc"]
     entry.write_text(entry.read_text()[:-20])  # torn
     third = main.main(tiny_argv(*cache))
-    assert zero_shot_passes == ["folder"] * 3 and third["zero_shot_acc"] == first["zero_shot_acc"]
+    assert zero_shot_passes == ["folder"] * 3
+    assert third["zero_shot_acc"] == first["zero_shot_acc"]
     fourth = main.main(tiny_argv(*cache))  # the rewritten entry verifies
-    assert zero_shot_passes == ["folder"] * 3 and fourth["zero_shot_cached"]
+    assert zero_shot_passes == ["folder"] * 3
+    assert fourth["zero_shot_cached"]
 
 
 def test_base2new_new_classes_have_their_own_cached_zero_shot(tiny_argv, tmp_path, zero_shot_passes):
     run = tiny_argv("--protocol", "base2new", "--n_iters", "1", "--eval_cache_dir", str(tmp_path / "cache"))
     first = main.main(run)
     assert zero_shot_passes == ["folder", "folder (new classes)"]
-    assert first["extra_zero_shot_cached"] == {"folder (new classes)": False} and not first["zero_shot_cached"]
+    assert first["extra_zero_shot_cached"] == {"folder (new classes)": False}
+    assert not first["zero_shot_cached"]
     second = main.main([*run, "--mode", "dora"])
     assert zero_shot_passes == ["folder", "folder (new classes)"]  # neither computed again
-    assert second["extra_zero_shot_cached"] == {"folder (new classes)": True} and second["zero_shot_cached"]
+    assert second["extra_zero_shot_cached"] == {"folder (new classes)": True}
+    assert second["zero_shot_cached"]
     assert (second["zero_shot_base_acc"], second["zero_shot_new_acc"]) == (first["zero_shot_base_acc"],
                                                                             first["zero_shot_new_acc"])
     # The few-shot protocol's test set has all four classes: another entry.
     main.main(tiny_argv("--n_iters", "0", "--eval_cache_dir", str(tmp_path / "cache")))
-    assert zero_shot_passes[-1] == "folder" and len(entries(tmp_path / "cache")) == 3
+    assert zero_shot_passes[-1] == "folder"
+    assert len(entries(tmp_path / "cache")) == 3
 
 
 # --- the store and its key ------------------------------------------------------------------------
