@@ -106,11 +106,12 @@ def test_the_probe_picks_the_c_with_the_best_validation_accuracy():
     features = torch.tensor([[2.0, 0.1], [2.2, -0.1], [1.8, 0.0], [-2.0, 0.0]])
     val = torch.tensor([[1.9, 0.0], [-1.9, 0.0], [-2.1, 0.1], [-1.7, 0.0]])
     val_labels = torch.tensor([0, 1, 1, 1])
-    fitted = linear_probe.fit(given_inputs(GivenBank(features, labels, val, val_labels), torch.eye(2)))
+    text = torch.eye(2)
+    fitted = linear_probe.fit(given_inputs(GivenBank(features, labels, val, val_labels), text))
     trace = fitted.params["search"]
     best = max(acc for _, acc in trace)
     chosen = dict((c, acc) for c, acc in trace)[fitted.params["C"]]
     assert chosen == best == 100.0
     assert min(acc for _, acc in trace) < 100.0  # the search saw worse values and did not take them
-    assert fitted.predict(val).argmax(1).tolist() == val_labels.tolist()
+    assert fitted.predict(val, text).argmax(1).tolist() == val_labels.tolist()
     assert fitted.trainable_params == 2 * 2 + 2

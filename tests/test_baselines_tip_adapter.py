@@ -6,7 +6,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from baseline_inputs import GivenBank, given_inputs
+from baseline_inputs import CLIP_LOGITS, GivenBank, given_inputs
 
 from qlora_clip.methods.baselines import hparams, tip_adapter
 
@@ -25,7 +25,7 @@ def test_cache_model_logits_equal_the_papers_formula_on_a_hand_computed_case():
     # 100 f T^T + alpha exp(-beta (1 - f K^T)) L, by hand
     a0, a1 = 0.6 * r + 0.8 * r, 0.8
     expected = [100 * 0.6 + alpha * math.exp(-beta * (1 - a0)), 100 * 0.8 + alpha * math.exp(-beta * (1 - a1))]
-    logits = tip_adapter.tip_logits(f, keys, values, text, alpha, beta)
+    logits = tip_adapter.tip_logits(f, keys, values, text, alpha, beta, CLIP_LOGITS)
     assert torch.allclose(logits, torch.tensor([expected]), atol=1e-5)
     # The cache model with several images of a class adds their votes.
     values3 = F.one_hot(torch.tensor([0, 0]), 2).float()
@@ -47,11 +47,12 @@ def test_the_search_returns_the_first_best_grid_point_in_the_official_order():
     val = F.normalize(torch.randn(9, 4), dim=-1)
     labels = torch.tensor([0, 1, 2] * 3)
     config = {"search_scale": [5, 2], "search_steps": [12, 6]}
-    beta, alpha, acc = tip_adapter.search(val, labels, keys, values, text, config)
+    beta, alpha, acc = tip_adapter.search(val, labels, keys, values, text, config, CLIP_LOGITS)
     best = None
     for b in tip_adapter.search_grid(5, 12):           # beta outer, alpha inner, strict improvement
         for a in tip_adapter.search_grid(2, 6):
-            score = (tip_adapter.tip_logits(val, keys, values, text, a, b).argmax(1) == labels).float().mean() * 100
+            logits = tip_adapter.tip_logits(val, keys, values, text, a, b, CLIP_LOGITS)
+            score = (logits.argmax(1) == labels).float().mean() * 100
             if best is None or score > best[2]:
                 best = (b, a, float(score))
     assert (beta, alpha) == best[:2] and math.isclose(acc, best[2], rel_tol=1e-6)
