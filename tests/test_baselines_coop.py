@@ -57,17 +57,20 @@ def test_learned_context_replaces_the_tokens_after_bos_and_pools_at_eos(clip):
 def test_only_the_context_receives_gradients(clip):
     learner = PromptLearner(clip.model, clip.bundle.tokenizer, ["dog", "cat"], N_CTX, 0.02, seed=1, device=CPU)
     learner.features().sum().backward()
-    assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
+    assert learner.ctx.grad is not None
+    assert learner.ctx.grad.abs().sum() > 0
     assert all(p.grad is None for p in clip.model.parameters())
     assert learner.ctx.shape == (N_CTX, clip.model.config.text_config.hidden_size)
 
 
 def test_the_context_is_drawn_from_the_runs_seed_without_touching_the_global_generator(clip):
     before = torch.random.get_rng_state()
-    first, again, other = (PromptLearner(clip.model, clip.bundle.tokenizer, ["dog"], N_CTX, 0.02, seed=s, device=CPU).ctx
+    tokenizer = clip.bundle.tokenizer
+    first, again, other = (PromptLearner(clip.model, tokenizer, ["dog"], N_CTX, 0.02, seed=s, device=CPU).ctx
                            for s in (1, 1, 2))
     assert torch.equal(torch.random.get_rng_state(), before)
-    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
     assert 0.01 < float(first.detach().std()) < 0.03
 
 

@@ -86,7 +86,8 @@ def test_stronger_regularisation_shrinks_the_weights():
 def test_the_coarse_stage_takes_the_first_of_the_best_grid_values():
     scores = {1e6: 50, 1e4: 60, 1e2: 70, 1.0: 70, 1e-2: 10, 1e-4: 10, 1e-6: 10}
     search = linear_probe.search_c(lambda c: scores.get(c, 0.0), list(scores), rounds=0)
-    assert search.c == 1e2 and [c for c, _ in search.trace] == list(scores)
+    assert search.c == 1e2
+    assert [c for c, _ in search.trace] == list(scores)
 
 
 def test_the_bisection_converges_on_the_peak_of_a_unimodal_validation_curve():

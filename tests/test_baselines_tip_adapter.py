@@ -35,7 +35,9 @@ def test_cache_model_logits_equal_the_papers_formula_on_a_hand_computed_case():
 
 def test_the_search_grids_are_the_official_ones():
     betas = tip_adapter.search_grid(7, 200)
-    assert len(betas) == 200 and betas[0] == 0.1 and math.isclose(betas[-1], 199 * 6.9 / 200 + 0.1)
+    assert len(betas) == 200
+    assert betas[0] == 0.1
+    assert math.isclose(betas[-1], 199 * 6.9 / 200 + 0.1)
     assert tip_adapter.search_grid(3, 20)[1] == 1 * 2.9 / 20 + 0.1
 
 
@@ -55,7 +57,8 @@ def test_the_search_returns_the_first_best_grid_point_in_the_official_order():
             score = (logits.argmax(1) == labels).float().mean() * 100
             if best is None or score > best[2]:
                 best = (b, a, float(score))
-    assert (beta, alpha) == best[:2] and math.isclose(acc, best[2], rel_tol=1e-6)
+    assert (beta, alpha) == best[:2]
+    assert math.isclose(acc, best[2], rel_tol=1e-6)
 
 
 def test_tip_adapter_f_trains_the_keys_and_keeps_the_val_best_epoch():
@@ -71,12 +74,15 @@ def test_tip_adapter_f_trains_the_keys_and_keeps_the_val_best_epoch():
     fitted = tip_adapter.fit_finetuned(given_inputs(bank, text, dataset="dtd"))
     config = hparams.tip_adapter_config("dtd")
     assert fitted.trainable_params == len(labels) * dim
-    assert fitted.steps == config["epochs"] * 1 and len(fitted.losses) == fitted.steps  # 12 images: 1 batch of 256
+    assert fitted.steps == config["epochs"] * 1
+    assert len(fitted.losses) == fitted.steps  # 12 images: 1 batch of 256
     assert fitted.losses[-1] < fitted.losses[0]
     assert 0 <= fitted.params["best_epoch"] < config["epochs"]
-    assert fitted.params["search_scale"] == [13, 13] and fitted.params["config_of"] == "dtd"
+    assert fitted.params["search_scale"] == [13, 13]
+    assert fitted.params["config_of"] == "dtd"
     training_free = tip_adapter.fit_training_free(given_inputs(bank, text, dataset="dtd"))
-    assert training_free.trainable_params == 0 and training_free.added_params == len(labels) * (dim + classes)
+    assert training_free.trainable_params == 0
+    assert training_free.added_params == len(labels) * (dim + classes)
 
 
 def test_datasets_without_a_tip_adapter_config_use_imagenets_and_say_so():
