@@ -255,7 +255,7 @@ def test_a_damaged_checkpoint_is_refused_before_anything_loads(damage, saved, ca
     argv, _, path = saved
     spoil, what = DAMAGE[damage]
     spoil(path)
-    monkeypatch.setattr(main, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(main, "load_bundle", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(SystemExit) as exit_info:
         main.main([*argv, "--resume"])
     assert exit_info.value.code == 2

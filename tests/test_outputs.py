@@ -20,7 +20,7 @@ from qlora_clip.backbones.tiny_clip import tiny_checkpoint_dir
 
 def refusal(argv: list[str], monkeypatch, capsys) -> str:
     """main.py's error line for `argv`, asserting it stops with exit 2 before the model loads."""
-    monkeypatch.setattr(main, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(main, "load_bundle", lambda *a, **k: pytest.fail("the model was loaded"))
     monkeypatch.setattr(main, "build_dataset", lambda *a, **k: pytest.fail("the dataset was read"))
     with pytest.raises(SystemExit) as exit_info:
         main.main(argv)
