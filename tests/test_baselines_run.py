@@ -3,6 +3,7 @@ line, the tables, the refused flags, and Fashion-MNIST's real images."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -125,13 +126,31 @@ def test_a_baseline_that_classifies_through_prompts_takes_what_adapters_take(mod
     assert args.report_to == ["tensorboard"]
 
 
-def test_coop_runs_base_to_novel_scoring_the_new_classes_with_its_learned_context(color_folder, tmp_path):
-    record = main.main([*argv(color_folder, tmp_path, "coop", shots=1), "--protocol", "base2new"])
+def test_coop_runs_base_to_novel_and_reports_to_tensorboard(color_folder, tmp_path):
+    record = main.main([*argv(color_folder, tmp_path, "coop", shots=1), "--protocol", "base2new",
+                        "--report_to", "tensorboard", "--logging_dir", str(tmp_path / "runs")])
     schema.check(record)
     for name in ("base_acc", "new_acc", "hm_acc", "zero_shot_base_acc", "zero_shot_new_acc", "zero_shot_hm_acc"):
         assert 0 <= record[name] <= 100
     assert record["base_acc"] == record["test_acc"]
     assert record["baseline_params"]["epochs"] == 50  # CoOp's 1-shot schedule
+    # Tracked like any method: its evaluations and results line in TensorBoard's folder.
+    assert record["tracking_dir"] == str(tmp_path / "runs" / "coop-folder-base2new-1shot-seed1")
+    assert list(Path(record["tracking_dir"]).glob("events.out.tfevents.*"))
+
+
+def test_a_prompt_ensemble_is_evaluated_on_other_datasets_with_their_own_templates(tmp_path):
+    import dataset_trees as trees
+
+    root = tmp_path / "data"
+    trees.build("dtd", root)
+    trees.build("eurosat", root)
+    record = main.main([*argv(root, tmp_path, "zs_ensemble_dataset", dataset="dtd"), "--eval_datasets", "eurosat"])
+    schema.check(record)
+    assert record["baseline_params"]["template_set"].startswith("clip-dtd-")  # DTD's own set
+    target = record["eval_datasets"]["eurosat"]
+    assert 0 <= target["test_acc"] <= 100
+    assert 0 <= target["zero_shot_acc"] <= 100
 
 
 @pytest.mark.skipif(not SYSTEM_FOLDER.exists(), reason="apt-get install dataset-fashion-mnist")
