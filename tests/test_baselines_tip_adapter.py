@@ -74,8 +74,8 @@ def test_tip_adapter_f_trains_the_keys_and_keeps_the_val_best_epoch():
     fitted = tip_adapter.fit_finetuned(given_inputs(bank, text, dataset="dtd"))
     config = hparams.tip_adapter_config("dtd")
     assert fitted.trainable_params == len(labels) * dim
-    assert fitted.steps == config["epochs"] * 1
-    assert len(fitted.losses) == fitted.steps  # 12 images: 1 batch of 256
+    assert fitted.steps == config["epochs"] * 1  # 12 images: 1 batch of 256
+    assert len(fitted.losses) == fitted.steps
     assert fitted.losses[-1] < fitted.losses[0]
     assert 0 <= fitted.params["best_epoch"] < config["epochs"]
     assert fitted.params["search_scale"] == [13, 13]

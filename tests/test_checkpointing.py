@@ -322,5 +322,4 @@ def test_the_saved_rng_states_are_plain_data(saved):
     _, _, path = saved
     state = read_checkpoint(path)  # weights_only: would fail on a numpy array or any other object
     assert isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
-    assert isinstance(state["rng"]["python"]["internal"],
-                                                                                  list)
+    assert isinstance(state["rng"]["python"]["internal"], list)
