@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import torch
 
+from qlora_clip.backbones.families import CLIP
 from qlora_clip.methods.baselines.base import BaselineInputs
 from qlora_clip.methods.baselines.features import FeatureSet
 from qlora_clip.training.precision import resolve_precision
 
 CPU = torch.device("cpu")
+# CLIP's logits (100 x cosine of normalised features); its fixed scale needs no model.
+CLIP_LOGITS = CLIP.logits(None)
 
 
 class GivenBank:
@@ -33,4 +36,4 @@ def given_inputs(bank: GivenBank, text: torch.Tensor, dataset: str = "folder", s
                  seed: int = 1) -> BaselineInputs:
     classnames = [f"class{k}" for k in range(text.shape[0])]
     return BaselineInputs(dataset, shots, seed, classnames, text, bank, model=None, tokenizer=None,
-                          precision=resolve_precision("fp32", CPU))
+                          precision=resolve_precision("fp32", CPU), family_logits=CLIP_LOGITS)

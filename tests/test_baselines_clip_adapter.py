@@ -18,7 +18,9 @@ def test_logits_are_100_cosine_of_the_blended_embedding():
     blended = clip_adapter.blend(adapter, x, 0.2)
     assert torch.allclose(blended, torch.tensor([[2.4, 0.8 + 1.2, 0.0, 0.0]]))
     text = F.normalize(torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]]), dim=-1)
-    logits = clip_adapter.zero_shot_logits(blended, text)
+    # CLIP-Adapter's logits are the family's zero-shot logits of the blend (CLIP's: 100 x cosine).
+    inputs = given_inputs(GivenBank(x, torch.tensor([0]), x, torch.tensor([0])), text)
+    logits = inputs.zero_shot_logits(blended, text)
     assert torch.allclose(logits, 100 * F.normalize(blended, dim=-1) @ text.T)
     assert sum(p.numel() for p in adapter.parameters()) == 4 + 4  # no biases
 
@@ -32,4 +34,5 @@ def test_training_moves_the_adapter_over_its_epochs_of_views():
     fitted = clip_adapter.fit(given_inputs(bank, F.normalize(torch.randn(classes, dim), dim=-1)))
     assert fitted.steps == epochs  # 6 images: one (kept) batch per epoch
     assert fitted.trainable_params == 2 * dim * (dim // 4)
-    assert fitted.params["ratio"] == 0.2 and fitted.params["lr"] == hparams.CLIP_ADAPTER["lr"]
+    assert fitted.params["ratio"] == 0.2
+    assert fitted.params["lr"] == hparams.CLIP_ADAPTER["lr"]

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from qlora_clip.methods.baselines import hparams
-from qlora_clip.methods.baselines.backbone import load_frozen_clip
 from qlora_clip.methods.baselines.coop import PromptLearner, prompt_ids
+from qlora_clip.methods.interface import Adapted, load_adapted
+from qlora_clip.methods.settings import AdapterConfig
 from qlora_clip.methods.baselines.schedules import dassl_lr, epoch_batches
 
 CPU = torch.device("cpu")
@@ -17,12 +18,13 @@ N_CTX = 16
 
 
 @pytest.fixture(scope="module")
-def clip():
-    return load_frozen_clip("tiny", "coop", CPU, torch.float32)
+def clip() -> Adapted:
+    """The frozen tiny CLIP as a CoOp run loads it (the shared loader, then the baseline's class, which freezes it)."""
+    return load_adapted("tiny", AdapterConfig(mode="coop"), CPU, torch.float32)
 
 
 def test_prompt_ids_are_bos_context_class_tokens_eos(clip):
-    tokenizer = clip.tokenizer
+    tokenizer = clip.bundle.tokenizer
     ids, mask, eos = prompt_ids(tokenizer, ["sea_lion", "cat"], N_CTX, CPU)
     placeholder = tokenizer("X", add_special_tokens=False)["input_ids"]
     for row, name in enumerate(["sea lion", "cat"]):
@@ -36,7 +38,7 @@ def test_prompt_ids_are_bos_context_class_tokens_eos(clip):
 def test_learned_context_replaces_the_tokens_after_bos_and_pools_at_eos(clip):
     """With the context set to the embeddings of 16 distinct words, the learner's features equal CLIP's
     own features of the prompt that spells those words out: same positions, same pooling."""
-    model, tokenizer = clip.model, clip.tokenizer
+    model, tokenizer = clip.model, clip.bundle.tokenizer
     letters = "abcdefghijklmnop"
     learner = PromptLearner(model, tokenizer, ["dog", "sea lion"], N_CTX, 0.02, seed=1, device=CPU)
     letter_ids = [tokenizer(letter, add_special_tokens=False)["input_ids"] for letter in letters]
@@ -53,19 +55,22 @@ def test_learned_context_replaces_the_tokens_after_bos_and_pools_at_eos(clip):
 
 
 def test_only_the_context_receives_gradients(clip):
-    learner = PromptLearner(clip.model, clip.tokenizer, ["dog", "cat"], N_CTX, 0.02, seed=1, device=CPU)
+    learner = PromptLearner(clip.model, clip.bundle.tokenizer, ["dog", "cat"], N_CTX, 0.02, seed=1, device=CPU)
     learner.features().sum().backward()
-    assert learner.ctx.grad is not None and learner.ctx.grad.abs().sum() > 0
+    assert learner.ctx.grad is not None
+    assert learner.ctx.grad.abs().sum() > 0
     assert all(p.grad is None for p in clip.model.parameters())
     assert learner.ctx.shape == (N_CTX, clip.model.config.text_config.hidden_size)
 
 
 def test_the_context_is_drawn_from_the_runs_seed_without_touching_the_global_generator(clip):
     before = torch.random.get_rng_state()
-    first, again, other = (PromptLearner(clip.model, clip.tokenizer, ["dog"], N_CTX, 0.02, seed=s, device=CPU).ctx
+    tokenizer = clip.bundle.tokenizer
+    first, again, other = (PromptLearner(clip.model, tokenizer, ["dog"], N_CTX, 0.02, seed=s, device=CPU).ctx
                            for s in (1, 1, 2))
     assert torch.equal(torch.random.get_rng_state(), before)
-    assert torch.equal(first, again) and not torch.equal(first, other)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
     assert 0.01 < float(first.detach().std()) < 0.03
 
 

@@ -10,6 +10,7 @@ import torch
 
 import main
 from qlora_clip.evaluation import feature_cache
+from qlora_clip.methods.baselines.base import FeatureBaseline
 from qlora_clip.methods.baselines.features import FeatureBank
 from qlora_clip.methods.baselines.views import AugmentedViews, ViewSet, view_seed
 
@@ -53,33 +54,42 @@ def baseline_argv(folder, tmp_path, mode: str, seed: int) -> list[str]:
 
 
 def test_a_sweep_over_seeds_encodes_the_test_set_once(color_folder, tmp_path, monkeypatch):
-    calls = []
-    encode_test = FeatureBank._encode_test
+    # The test set is the shared evaluator's: every image it encodes goes through the method's image_embeddings
+    # (the baselines' own train and val sets are encoded by the feature bank, straight from the base).
+    encoded = []
+    image_embeddings = FeatureBaseline.image_embeddings
 
-    def counted(self):
-        calls.append(self.data.name)
-        return encode_test(self)
-    monkeypatch.setattr(FeatureBank, "_encode_test", counted)
+    def counted(self, images):
+        encoded.append(len(images))
+        return image_embeddings(self, images)
+    monkeypatch.setattr(FeatureBaseline, "image_embeddings", counted)
     first = main.main(baseline_argv(color_folder, tmp_path, "tip_adapter", seed=1))
     second = main.main(baseline_argv(color_folder, tmp_path, "tip_adapter", seed=2))
     third = main.main(baseline_argv(color_folder, tmp_path, "linear_probe", seed=2))
-    assert len(calls) == 1  # the encoder never saw the test images again
-    assert not first["baseline_features"]["test"]["cached"]
-    assert second["baseline_features"]["test"]["cached"] and third["baseline_features"]["test"]["cached"]
-    assert second["baseline_features"]["test"]["file"] == first["baseline_features"]["test"]["file"]
     # A new draw (seed 2) is a new cache entry for the train views; the same draw reuses them.
-    assert not second["baseline_features"]["train-tip-cache"]["cached"]
+    first_views = first["baseline_features"]["train-tip-cache"]
+    second_views = second["baseline_features"]["train-tip-cache"]
+    assert not first_views["cached"]
+    assert not second_views["cached"]
+    assert second_views["file"] != first_views["file"]
     assert third["baseline_features"]["val"]["cached"]  # seed 2's val images, encoded by the second run
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [line["mode"] for line in lines] == ["tip_adapter", "tip_adapter", "linear_probe"]
+    [test_images] = first["test_images_per_process"]
+    assert sum(encoded) == test_images  # the encoder never saw the test images again
+    assert not first["baseline_features"]["test"]["cached"]
+    assert second["baseline_features"]["test"]["cached"]
+    assert third["baseline_features"]["test"]["file"] == first["baseline_features"]["test"]["file"]
 
 
 def test_no_disk_cache_with_an_empty_eval_cache_dir(color_folder, tmp_path):
-    argv = baseline_argv(color_folder, tmp_path, "zs_ensemble_imagenet", seed=1)
+    argv = baseline_argv(color_folder, tmp_path, "linear_probe", seed=1)
     argv[argv.index("--eval_cache_dir") + 1] = ""
     record = main.main(argv)
-    assert record["baseline_features"]["test"]["file"] is None
-    assert not record["baseline_features"]["test"]["cached"]
+    assert set(record["baseline_features"]) == {"train", "val", "test"}
+    for feature_set in record["baseline_features"].values():
+        assert feature_set["file"] is None
+        assert not feature_set["cached"]
 
 
 @pytest.mark.parametrize("change", [{"compute_dtype": "bf16"}, {"seed": 2}])
@@ -93,7 +103,7 @@ def test_the_key_holds_what_the_features_depend_on(change):
         encoder = SimpleNamespace(image=ImageSettings(32, 32, (0.5,) * 3, (0.5,) * 3),
                                   precision=resolve_precision(compute_dtype, torch.device("cpu")))
         data = SimpleNamespace(train=[], val=[], test=[], load_image=None)
-        bank = FeatureBank(encoder, data, "/nonexistent/ckpt", "dtd", seed, None, None, 1.0)
+        bank = FeatureBank(encoder, data, "example/ckpt", "dtd", seed, None, None, 1.0)
         views = {"kind": "views", **ViewSet("tip-cache", (0.5, 1.0), 10).describe(), "seed": seed}
         return bank.key("train-tip-cache", [], views), bank.key("test", [], bank._centre())
     base_views, base_test = key()
@@ -123,7 +133,7 @@ def test_the_key_follows_the_images_where_they_are_and_what_is_in_them(tmp_path)
     encoder = SimpleNamespace(image=ImageSettings(32, 32, (0.5,) * 3, (0.5,) * 3),
                               precision=resolve_precision("fp32", torch.device("cpu")))
     bank = FeatureBank(encoder, SimpleNamespace(train=[], val=[], test=[], load_image=open_rgb),
-                       "/nonexistent/ckpt", "dtd", 1, None, None, 1.0)
+                       "example/ckpt", "dtd", 1, None, None, 1.0)
     items = items_in(tmp_path / "a")
     before = bank.key("test", items, bank._centre())
     Image.new("RGB", (8, 8), "green").save(items[0].source)

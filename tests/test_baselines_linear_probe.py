@@ -86,7 +86,8 @@ def test_stronger_regularisation_shrinks_the_weights():
 def test_the_coarse_stage_takes_the_first_of_the_best_grid_values():
     scores = {1e6: 50, 1e4: 60, 1e2: 70, 1.0: 70, 1e-2: 10, 1e-4: 10, 1e-6: 10}
     search = linear_probe.search_c(lambda c: scores.get(c, 0.0), list(scores), rounds=0)
-    assert search.c == 1e2 and [c for c, _ in search.trace] == list(scores)
+    assert search.c == 1e2
+    assert [c for c, _ in search.trace] == list(scores)
 
 
 def test_the_bisection_converges_on_the_peak_of_a_unimodal_validation_curve():
@@ -106,11 +107,12 @@ def test_the_probe_picks_the_c_with_the_best_validation_accuracy():
     features = torch.tensor([[2.0, 0.1], [2.2, -0.1], [1.8, 0.0], [-2.0, 0.0]])
     val = torch.tensor([[1.9, 0.0], [-1.9, 0.0], [-2.1, 0.1], [-1.7, 0.0]])
     val_labels = torch.tensor([0, 1, 1, 1])
-    fitted = linear_probe.fit(given_inputs(GivenBank(features, labels, val, val_labels), torch.eye(2)))
+    text = torch.eye(2)
+    fitted = linear_probe.fit(given_inputs(GivenBank(features, labels, val, val_labels), text))
     trace = fitted.params["search"]
     best = max(acc for _, acc in trace)
     chosen = dict((c, acc) for c, acc in trace)[fitted.params["C"]]
     assert chosen == best == 100.0
     assert min(acc for _, acc in trace) < 100.0  # the search saw worse values and did not take them
-    assert fitted.predict(val).argmax(1).tolist() == val_labels.tolist()
+    assert fitted.predict(val, text).argmax(1).tolist() == val_labels.tolist()
     assert fitted.trainable_params == 2 * 2 + 2

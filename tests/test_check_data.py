@@ -50,7 +50,8 @@ def test_missing_and_corrupt_images_are_listed_and_fail_the_check(tmp_path, monk
     with pytest.raises(MissingImages, match=r"2 image\(s\) listed in .* are missing"):
         build_dataset("dtd", tmp_path, shots=1, seed=1)
     report = check_data.check_dataset("dtd", tmp_path, workers=2)  # decoded in worker processes
-    assert report.status == "missing images" and not report.ok
+    assert report.status == "missing images"
+    assert not report.ok
     assert sorted(report.missing) == sorted(map(str, missing))
     assert sorted(path for path, _ in report.corrupt) == sorted([str(truncated), str(garbage)])
     assert report.counts == {"classes": 3, "train": 18, "val": 9, "test": 6}  # what the split lists
@@ -58,14 +59,18 @@ def test_missing_and_corrupt_images_are_listed_and_fail_the_check(tmp_path, monk
     assert check_data.main(["--root_path", str(tmp_path), "--dataset", "dtd", "--examples", "1"]) == 1
     out = capsys.readouterr().out
     assert re.search(r"^dtd\s+missing images\s+3\s+18\s+9\s+6\s+2\s+2$", out, re.M), out
-    assert "dtd: 2 listed image(s) missing, e.g." in out and "dtd: 2 image(s) do not decode, e.g." in out
+    assert "dtd: 2 listed image(s) missing, e.g." in out
+    assert "dtd: 2 image(s) do not decode, e.g." in out
     listed = [line.strip().split("  (")[0] for line in out.splitlines() if line.startswith("  ")]
-    assert len(listed) == 2 and listed[0] in map(str, missing) and listed[1] in (str(truncated), str(garbage))
+    assert len(listed) == 2
+    assert listed[0] in map(str, missing)
+    assert listed[1] in (str(truncated), str(garbage))
 
     # The command line exits non-zero too (in a fresh process the published counts differ as well).
     result = subprocess.run([sys.executable, "check_data.py", "--root_path", str(tmp_path), "--dataset", "dtd"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1 and "dtd: 2 listed image(s) missing" in result.stdout
+    assert result.returncode == 1
+    assert "dtd: 2 listed image(s) missing" in result.stdout
 
 
 def test_absent_dataset_unreadable_split_and_wrong_counts_each_fail(tmp_path, capsys):
@@ -77,7 +82,8 @@ def test_absent_dataset_unreadable_split_and_wrong_counts_each_fail(tmp_path, ca
     out = capsys.readouterr().out
     assert code == 1
     rows = {line.split()[0]: line for line in out.splitlines()[2:5]}
-    assert rows["dtd"].split()[1:3] == ["wrong", "counts"] and "18 (expected 2,820)" in rows["dtd"]
+    assert rows["dtd"].split()[1:3] == ["wrong", "counts"]
+    assert "18 (expected 2,820)" in rows["dtd"]
     assert rows["caltech101"].split()[1:3] == ["bad", "split"]
     assert rows["eurosat"].split()[1:3] == ["not", "found"]
     assert f"{caltech.split_file}: not a readable split json" in out
@@ -86,7 +92,9 @@ def test_absent_dataset_unreadable_split_and_wrong_counts_each_fail(tmp_path, ca
 
 def test_default_is_the_eleven_benchmarks():
     args = check_data.parse_args([])
-    assert len(args.datasets) == 11 and "folder" not in args.datasets and "fashion_mnist" not in args.datasets
+    assert len(args.datasets) == 11
+    assert "folder" not in args.datasets
+    assert "fashion_mnist" not in args.datasets
 
 
 def published_table() -> dict[str, SplitSizes]:
@@ -125,7 +133,8 @@ def test_write_split_pins_an_own_folders_split(tmp_path):
     assert check_data.main(["--root_path", str(root), "--dataset", "folder", "--write_split", "--workers", "1"]) == 0
     record = json.loads((root / "split.json").read_text())
     assert {part: len(entries) for part, entries in record.items()} == {"train": 15, "val": 6, "test": 9}
-    assert record["test"][0][0].count("/") == 1 and not Path(record["test"][0][0]).is_absolute()
+    assert record["test"][0][0].count("/") == 1
+    assert not Path(record["test"][0][0]).is_absolute()
 
     after = build_dataset("folder", root, shots=2, seed=3)
     # The same split and the same few-shot draw.
@@ -145,7 +154,8 @@ def test_write_split_of_train_and_test_folders_keeps_drawing_val_from_train(tmp_
     check_data.write_split(root)
     after = build_dataset("folder", root, shots=2, seed=5)
     assert json.loads((root / "split.json").read_text())["val"] == []
-    assert (after.train, after.val, after.test) == (before.train, before.val, before.test) and len(after.val) == 4
+    assert (after.train, after.val, after.test) == (before.train, before.val, before.test)
+    assert len(after.val) == 4
 
 
 def test_write_split_refuses_to_overwrite_or_to_touch_a_benchmark(tmp_path, capsys):
@@ -154,7 +164,8 @@ def test_write_split_refuses_to_overwrite_or_to_touch_a_benchmark(tmp_path, caps
     (root / "split.json").write_text("{}")
     result = subprocess.run([sys.executable, "check_data.py", "--root_path", str(root), "--dataset", "folder",
                              "--write_split"], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "split.json already fixes the split" in result.stderr
+    assert result.returncode == 2
+    assert "split.json already fixes the split" in result.stderr
     with pytest.raises(SystemExit):
         check_data.parse_args(["--dataset", "dtd", "--write_split"])
     assert "--write_split" in capsys.readouterr().err

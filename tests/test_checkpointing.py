@@ -67,7 +67,9 @@ def test_other_settings_never_share_a_checkpoint_and_a_misplaced_one_is_refused(
     main.main(tiny_argv(*ck))
     first = run_spec(parse_args(tiny_argv(*ck))).checkpoint_path
     other = run_spec(parse_args(tiny_argv(*ck, "--lr", "1e-3"))).checkpoint_path
-    assert first.exists() and other != first and not other.exists()
+    assert first.exists()
+    assert other != first
+    assert not other.exists()
     # A state copied to another run's folder (by hand, or by a tool that flattened the layout).
     other.parent.mkdir(parents=True)
     shutil.copy(first, other)
@@ -130,8 +132,10 @@ def test_a_saved_state_restores_weights_optimizer_schedule_scaler_and_random_str
         assert torch.equal(a, b) or name == "0.weight", name  # the frozen weight stays the other run's
     assert not torch.equal(model[0].weight, restored_model[0].weight)
     for a, b in zip(optimizer.state.values(), restored_optimizer.state.values()):
-        assert torch.equal(a["exp_avg"], b["exp_avg"]) and torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
-    assert restored_scheduler.last_epoch == 2 and restored_optimizer.param_groups[0]["lr"] == scheduler.get_last_lr()[0]
+        assert torch.equal(a["exp_avg"], b["exp_avg"])
+        assert torch.equal(a["exp_avg_sq"], b["exp_avg_sq"])
+    assert restored_scheduler.last_epoch == 2
+    assert restored_optimizer.param_groups[0]["lr"] == scheduler.get_last_lr()[0]
     assert restored_scaler.get_scale() == 1024.0
 
 
@@ -153,7 +157,8 @@ def test_a_failed_save_leaves_the_previous_state_in_place(tmp_path, monkeypatch)
         checkpoint.save(4, *objects, [1.0, 0.5, 0.25, 0.125], 2.0)
     monkeypatch.undo()
     state = checkpoint.load()
-    assert state["step"] == 2 and state["losses"] == [1.0, 0.5]
+    assert state["step"] == 2
+    assert state["losses"] == [1.0, 0.5]
     checkpoint.save(4, *objects, [1.0, 0.5, 0.25, 0.125], 2.0)  # the next save replaces it
     assert checkpoint.load()["step"] == 4
 
@@ -172,7 +177,8 @@ def test_states_are_due_every_n_steps_but_never_at_the_last_one_nor_when_off(tmp
 
 def test_loading_gives_none_without_a_state_and_refuses_another_runs(tmp_path):
     path = tmp_path / "train_state.pt"
-    assert TrainCheckpoint(path, 2, FINGERPRINT, CPU).load() is None and not path.exists()
+    assert TrainCheckpoint(path, 2, FINGERPRINT, CPU).load() is None
+    assert not path.exists()
     TrainCheckpoint(path, 2, FINGERPRINT, CPU).save(2, *training_state(seed=1), [1.0], 1.0)
     other = TrainCheckpoint(path, 2, {**FINGERPRINT, "lr": 1e-3}, CPU)
     with pytest.raises(UserError, match=r"written by a run with different --lr; resume with the same flags"):
@@ -223,8 +229,10 @@ def test_an_intact_checkpoint_resumes_bit_for_bit(saved, finished, tmp_path):
     argv, record, _ = saved
     resumed = main.main([*argv, "--resume", "--save_path", str(tmp_path / "resumed")])
     full, again = adapter(finished[0] / "full"), adapter(tmp_path / "resumed")
-    assert full.keys() == again.keys() and all(torch.equal(full[k], again[k]) for k in full)
-    assert resumed["final_loss"] == record["final_loss"] and resumed["test_acc"] == record["test_acc"]
+    assert full.keys() == again.keys()
+    assert all(torch.equal(full[k], again[k]) for k in full)
+    assert resumed["final_loss"] == record["final_loss"]
+    assert resumed["test_acc"] == record["test_acc"]
 
 
 def flip_middle_byte(path: Path) -> None:
@@ -247,12 +255,13 @@ def test_a_damaged_checkpoint_is_refused_before_anything_loads(damage, saved, ca
     argv, _, path = saved
     spoil, what = DAMAGE[damage]
     spoil(path)
-    monkeypatch.setattr(main, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(main, "load_bundle", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(SystemExit) as exit_info:
         main.main([*argv, "--resume"])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert f"--resume: {path} {what}" in err and "delete it to start over" in err
+    assert f"--resume: {path} {what}" in err
+    assert "delete it to start over" in err
     # The trainer's own read (a file damaged after the run started) says the same.
     with pytest.raises(UserError, match=f"{what}.*delete it to start over"):
         read_checkpoint(path)
@@ -263,7 +272,9 @@ def test_the_cli_exits_2_on_a_damaged_checkpoint(saved):
     flip_middle_byte(path)
     proc = subprocess.run([sys.executable, "main.py", *argv, "--resume"], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    assert proc.returncode == 2 and "delete it to start over" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2
+    assert "delete it to start over" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 class CreatesMarker:
@@ -298,7 +309,8 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(saved, t
             main.main([*argv, "--resume"])
         assert exit_info.value.code == 2
         err = capsys.readouterr().err
-        assert str(path) in err and "delete it to start over" in err
+        assert str(path) in err
+        assert "delete it to start over" in err
         assert not (tmp_path / "ran").exists()
     path.write_bytes(with_valid_header(crafted))
     with pytest.raises(UserError, match="refused unread"):
@@ -309,5 +321,5 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(saved, t
 def test_the_saved_rng_states_are_plain_data(saved):
     _, _, path = saved
     state = read_checkpoint(path)  # weights_only: would fail on a numpy array or any other object
-    assert isinstance(state["rng"]["numpy"]["keys"], torch.Tensor) and isinstance(state["rng"]["python"]["internal"],
-                                                                                  list)
+    assert isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
+    assert isinstance(state["rng"]["python"]["internal"], list)

@@ -170,7 +170,8 @@ def test_shots_above_a_class_pool_repeat_images_and_say_so(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         data = build_dataset("dtd", tmp_path, shots=shots, seed=1)
     assert len(data.train) == shots * len(tree.classnames)
-    assert "with repetition" in caplog.text and f"fewer than {shots} train" in caplog.text
+    assert "with repetition" in caplog.text
+    assert f"fewer than {shots} train" in caplog.text
     train, val = protocol_draw(tree.entries["train"], tree.entries["val"], shots, 1)
     assert relative(data.train, tree.image_dir) == train
     assert relative(data.val, tree.image_dir) == val
@@ -194,7 +195,8 @@ def test_images_load_as_rgb_pixels(tmp_path):
     data = build_dataset("eurosat", tmp_path, shots=1, seed=1)
     assert data.load_image(data.train[0].source).mode == "RGB"
     images = decode_all([item.source for item in data.train], data.load_image, budget_gb=1)
-    assert images[0].shape == (8, 8, 3) and images[0].dtype == torch.uint8
+    assert images[0].shape == (8, 8, 3)
+    assert images[0].dtype == torch.uint8
 
 
 # --- errors that say what to do ------------------------------------------------------------------
@@ -203,7 +205,8 @@ def test_missing_dataset_folder_names_both_conventions_and_the_docs(tmp_path):
     with pytest.raises(UserError) as err:
         build_dataset("dtd", tmp_path, shots=1, seed=1)
     message = str(err.value)
-    assert str(tmp_path / "dtd" / "images") in message and str(tmp_path / "DTD" / "images") in message
+    assert str(tmp_path / "dtd" / "images") in message
+    assert str(tmp_path / "DTD" / "images") in message
     assert "DATASETS.md#dtd" in message
 
 
@@ -282,7 +285,8 @@ def test_folder_explicit_split_and_classnames_txt(tmp_path):
     data = build_dataset("folder", tmp_path, shots=2, seed=1)
     assert data.classnames == ["red fox", "arctic fox"]
     assert data.prompts() == ["a photo of a red fox.", "a photo of a arctic fox."]
-    assert len(data.test) == 6 and all("/test/" in item.source for item in data.test)
+    assert len(data.test) == 6
+    assert all("/test/" in item.source for item in data.test)
     assert all("/val/" in item.source for item in data.val)
 
 
@@ -290,7 +294,8 @@ def test_folder_without_val_draws_val_from_train_disjointly(tmp_path):
     for part in ("train", "test"):
         trees.write_folder_classes(tmp_path / part, {"a": 6, "b": 6})
     data = build_dataset("folder", tmp_path, shots=2, seed=1)
-    assert len(data.train) == 4 and len(data.val) == 4
+    assert len(data.train) == 4
+    assert len(data.val) == 4
     assert not {i.source for i in data.train} & {i.source for i in data.val}
 
 

@@ -25,8 +25,10 @@ def sixteen_bit_png(path):
 
 def test_a_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
     rgb = np.asarray(open_rgb(sixteen_bit_png(tmp_path / "ramp.png")))
-    assert rgb.dtype == np.uint8 and rgb.shape == (16, 16, 3)
-    assert np.array_equal(rgb[..., 0], np.arange(256).reshape(16, 16)) and (rgb[..., 0] == rgb[..., 2]).all()
+    assert rgb.dtype == np.uint8
+    assert rgb.shape == (16, 16, 3)
+    assert np.array_equal(rgb[..., 0], np.arange(256).reshape(16, 16))
+    assert (rgb[..., 0] == rgb[..., 2]).all()
     # What convert("RGB") alone gives: everything from 255/65535 up is white.
     assert (np.asarray(Image.open(tmp_path / "ramp.png").convert("RGB"))[..., 0] == 255).mean() > 0.99
 
@@ -59,7 +61,8 @@ def test_the_checker_agrees_with_the_loader(tmp_path):
     sixteen_bit_png(sixteen)  # replaces a PNG in place
     Image.fromarray(np.zeros((4, 4), dtype=np.float32)).save(floating, format="TIFF")  # a TIFF named .png
     report = check_data.check_dataset("folder", root, workers=1)
-    assert report.status == "corrupt images" and [path for path, _ in report.corrupt] == [floating]
+    assert report.status == "corrupt images"
+    assert [path for path, _ in report.corrupt] == [floating]
     assert report.corrupt[0][1].startswith("32-bit floating-point pixels")
     open_rgb(sixteen)
     with pytest.raises(UnreadableImage):

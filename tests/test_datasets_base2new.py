@@ -31,7 +31,8 @@ def test_split_rule_gives_the_published_base_and_new_counts(name):
     n, base, new = PUBLISHED_SPLITS[name]
     split = split_classes(range(n))
     assert (len(split.base), len(split.new)) == (base, new)
-    assert split.base == tuple(range(base)) and split.new == tuple(range(base, n))
+    assert split.base == tuple(range(base))
+    assert split.new == tuple(range(base, n))
 
 
 def test_split_sorts_distinct_labels_and_takes_the_larger_half_first():
@@ -74,7 +75,8 @@ def test_base2new_restricts_the_same_draw_to_the_base_classes(tmp_path, name):
 def test_new_classes_are_relabelled_from_zero(tmp_path):
     trees.write_folder_classes(tmp_path, {"e": 10, "a": 10, "d": 10, "b": 10, "c": 10})
     data = build_dataset("folder", tmp_path, shots=2, seed=3, protocol="base2new")
-    assert data.classnames == ["a", "b", "c"] and data.new.classnames == ["d", "e"]
+    assert data.classnames == ["a", "b", "c"]
+    assert data.new.classnames == ["d", "e"]
     assert sorted({(i.label, i.classname) for i in data.new.test}) == [(0, "d"), (1, "e")]
     assert sorted({(i.label, i.classname) for i in data.train}) == [(0, "a"), (1, "b"), (2, "c")]
     assert all(f"/{i.classname}/" in i.source for i in data.new.test + data.test + data.train)
@@ -86,8 +88,10 @@ def test_subset_file_records_what_trained(tmp_path):
     write_subset(data, tmp_path / "subset.json")
     record = json.loads((tmp_path / "subset.json").read_text())
     assert record["protocol"] == "base2new"
-    assert record["classnames"] == ["banded", "blotchy"] and record["new_classnames"] == ["braided"]
-    assert {label for _, label in record["train"]} == {0, 1} and len(record["train"]) == 4
+    assert record["classnames"] == ["banded", "blotchy"]
+    assert record["new_classnames"] == ["braided"]
+    assert {label for _, label in record["train"]} == {0, 1}
+    assert len(record["train"]) == 4
     assert record["new_test_images"] == trees.PER_CLASS["test"]
 
 

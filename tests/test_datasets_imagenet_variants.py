@@ -28,7 +28,8 @@ def test_imagenetv2_folder_numbers_are_lines_of_classnames_txt(tmp_path):
     # All classes compete, in classnames.txt's order; folder "10" is class 10, not the 3rd folder by name.
     assert images.classnames == list(trees.VARIANT_CLASSES.values())
     in_ten = {item.label for item in images.test if "/10/" in item.source}
-    assert in_ten == {10} and images.classnames[10] == "brambling"
+    assert in_ten == {10}
+    assert images.classnames[10] == "brambling"
     assert len(images.test) == len(tree.labels) == 12 * trees.VARIANT_IMAGES
 
 
@@ -53,7 +54,8 @@ def test_imagenet_a_ignores_the_readme_beside_the_class_folders(tmp_path):
 @pytest.mark.parametrize("name", trees.VARIANTS)
 def test_without_its_copy_the_variant_reads_imagenets_classnames(tmp_path, name):
     tree = trees.build_variant(name, tmp_path, copy=False)
-    assert not tree.classnames_file.exists() and (tmp_path / "imagenet" / "classnames.txt").is_file()
+    assert not tree.classnames_file.exists()
+    assert (tmp_path / "imagenet" / "classnames.txt").is_file()
     assert build_eval_images(name, tmp_path).classnames == tree.classnames
 
 
@@ -95,7 +97,8 @@ def test_empty_class_folder_is_an_incomplete_download(tmp_path):
 
 @pytest.mark.parametrize("name", trees.VARIANTS)
 def test_variants_are_test_only(tmp_path, name):
-    assert name in DATASET_NAMES and name in TEST_ONLY
+    assert name in DATASET_NAMES
+    assert name in TEST_ONLY
     trees.build_variant(name, tmp_path)
     with pytest.raises(UserError, match=f"--dataset {name} is a test-only dataset.*--eval_datasets {name}"):
         build_dataset(name, tmp_path, shots=1, seed=1)
@@ -104,5 +107,6 @@ def test_variants_are_test_only(tmp_path, name):
 def test_benchmarks_build_as_eval_targets_with_their_full_test_sets(tmp_path):
     tree = trees.build("dtd", tmp_path)
     images = build_eval_images("dtd", tmp_path, template="dataset")
-    assert images.classnames == tree.classnames and len(images.test) == tree.counts["test"]
+    assert images.classnames == tree.classnames
+    assert len(images.test) == tree.counts["test"]
     assert images.prompts() == ["banded texture.", "blotchy texture.", "braided texture."]

@@ -22,7 +22,8 @@ def test_ood_set_reads_every_image_under_its_folder_with_label_zero(tmp_path, na
     images = build_eval_images(name, tmp_path)
     # The nested image and the upper-case suffix are found; README.txt, "._" and .thumbnails/ are not.
     assert [item.source for item in images.test] == tree.images
-    assert {item.label for item in images.test} == {0} and len(images.classnames) == 1
+    assert {item.label for item in images.test} == {0}
+    assert len(images.classnames) == 1
 
 
 @pytest.mark.parametrize("name, folder", [("ood_inaturalist", "iNaturalist"), ("ood_sun", "SUN"),
@@ -44,7 +45,9 @@ def test_textures_is_the_dtd_benchmarks_image_folder_unless_mcms_layout_exists(t
 
 @pytest.mark.parametrize("name", trees.OOD_SETS)
 def test_ood_sets_are_test_only_and_say_which_flag_takes_them(tmp_path, name):
-    assert name in DATASET_NAMES and name in TEST_ONLY and name in OOD_DATASETS
+    assert name in DATASET_NAMES
+    assert name in TEST_ONLY
+    assert name in OOD_DATASETS
     trees.build_ood_set(name, tmp_path)
     with pytest.raises(UserError, match=f"--dataset {name} is a test-only dataset.*--ood_datasets {name}"):
         build_dataset(name, tmp_path, shots=1, seed=1)
@@ -54,7 +57,8 @@ def test_missing_ood_set_names_every_folder_looked_for(tmp_path):
     with pytest.raises(UserError) as err:
         build_eval_images("ood_sun", tmp_path)
     message = str(err.value)
-    assert str(tmp_path / "ImageNet_OOD_dataset" / "SUN") in message and str(tmp_path / "SUN") in message
+    assert str(tmp_path / "ImageNet_OOD_dataset" / "SUN") in message
+    assert str(tmp_path / "SUN") in message
     assert "DATASETS.md#ood_sun" in message
 
 
@@ -73,7 +77,8 @@ def test_any_folder_in_any_layout_is_an_ood_set(tmp_path):
     (folder / "2024" / "list.csv").write_text("not an image")
     (folder / "x" / "._c.webp").write_bytes(b"AppleDouble")
     images = build_image_collection(folder)
-    assert images.name == str(folder) and images.classnames == ["my photos"]
+    assert images.name == str(folder)
+    assert images.classnames == ["my photos"]
     assert [item.source for item in images.test] == [str(path) for path in sorted(deep)]
     assert {item.label for item in images.test} == {0}
 

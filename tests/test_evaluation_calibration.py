@@ -32,7 +32,9 @@ HAND_LABELS = torch.tensor([0, 1, 0, 1])
 
 def test_hand_computed_ece_nll_brier():
     result = calibration(two_class_logits(HAND_P), HAND_LABELS)
-    assert result.images == 4 and result.correct == 2 and result.accuracy == 0.5
+    assert result.images == 4
+    assert result.correct == 2
+    assert result.accuracy == 0.5
     assert result.confidence == pytest.approx((0.9 + 0.9 + 0.7 + 0.55) / 4, abs=1e-6)
     assert result.ece == pytest.approx(0.4125, abs=1e-6)
     assert result.nll == pytest.approx(-(math.log(0.9) + math.log(0.1) + math.log(0.7) + math.log(0.45)) / 4,
@@ -40,10 +42,14 @@ def test_hand_computed_ece_nll_brier():
     assert result.brier == pytest.approx(0.60625, abs=1e-6)
     expected_counts = [0] * 15
     expected_counts[13], expected_counts[10], expected_counts[8] = 2, 1, 1
-    assert list(result.bin_counts) == expected_counts and result.bins == ECE_BINS
-    assert result.bin_accuracy[13] == 0.5 and result.bin_accuracy[10] == 1.0 and result.bin_accuracy[8] == 0.0
+    assert list(result.bin_counts) == expected_counts
+    assert result.bins == ECE_BINS
+    assert result.bin_accuracy[13] == 0.5
+    assert result.bin_accuracy[10] == 1.0
+    assert result.bin_accuracy[8] == 0.0
     assert result.bin_confidence[13] == pytest.approx(0.9, abs=1e-6)
-    assert result.bin_accuracy[0] is None and result.bin_confidence[0] is None
+    assert result.bin_accuracy[0] is None
+    assert result.bin_confidence[0] is None
 
 
 def test_three_class_brier_and_nll():
@@ -54,7 +60,8 @@ def test_three_class_brier_and_nll():
     assert result.brier == pytest.approx(5 / 8, abs=1e-6)
     assert result.nll == pytest.approx(1.5 * math.log(2), abs=1e-6)
     # Both predict class 0 at confidence 1/2 (bin 7: (7/15, 8/15]), one right: ECE = |1/2 - 1/2| = 0.
-    assert result.bin_counts[7] == 2 and result.ece == pytest.approx(0.0, abs=1e-6)
+    assert result.bin_counts[7] == 2
+    assert result.ece == pytest.approx(0.0, abs=1e-6)
 
 
 def test_a_confidence_on_a_bin_edge_falls_in_the_bin_below():
@@ -62,7 +69,8 @@ def test_a_confidence_on_a_bin_edge_falls_in_the_bin_below():
     # nearest k'/15 for k = 3, 5, 15 (k' = 5, 3, 1). Bins are closed on the right, so 5/15 is in bin 4.
     for classes, edge in ((3, 5), (5, 3), (15, 1)):
         result = calibration(torch.zeros(1, classes), torch.tensor([0]))
-        assert result.bin_counts[edge - 1] == 1 and result.bin_counts[edge] == 0, classes
+        assert result.bin_counts[edge - 1] == 1, classes
+        assert result.bin_counts[edge] == 0, classes
     # A certain prediction (softmax exactly 1.0) is in the last bin, closed at 1.
     assert calibration(torch.tensor([[100.0, -100.0]]), torch.tensor([0])).bin_counts[14] == 1
 
@@ -86,8 +94,10 @@ def test_half_precision_logits_give_the_float32_figures():
     logits = two_class_logits([0.75, 0.25, 0.625])  # ln 3, -ln 3, ln(5/3): exact enough in float16
     labels = torch.tensor([0, 0, 1])
     full, half = calibration(logits, labels), calibration(logits.half(), labels)
-    assert half.correct == full.correct and half.bin_counts == full.bin_counts
-    assert half.ece == pytest.approx(full.ece, abs=1e-3) and half.nll == pytest.approx(full.nll, abs=1e-3)
+    assert half.correct == full.correct
+    assert half.bin_counts == full.bin_counts
+    assert half.ece == pytest.approx(full.ece, abs=1e-3)
+    assert half.nll == pytest.approx(full.nll, abs=1e-3)
 
 
 def random_batch(images: int, classes: int = 7, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +126,8 @@ def test_update_never_reads_a_value_back_from_the_device():
     for images in (4, 5):
         accumulator.update(torch.empty(images, 3, device="meta", dtype=torch.bfloat16),
                            torch.empty(images, dtype=torch.long, device="meta"))
-    assert accumulator.sums.shape == (5 + 3 * ECE_BINS,) and accumulator.sums.is_meta
+    assert accumulator.sums.shape == (5 + 3 * ECE_BINS,)
+    assert accumulator.sums.is_meta
 
 
 def calibration_sums_of(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -133,7 +144,8 @@ def test_summed_per_process_sums_equal_the_whole():
     shares[1].update(logits[25:], labels[25:])
     summed = shares[0].sums + shares[1].sums + shares[2].sums  # what an all-reduce (SUM) leaves on each
     together, whole = calibration_from_sums(summed), calibration(logits, labels)
-    assert together.images == 40 and together.bin_counts == whole.bin_counts
+    assert together.images == 40
+    assert together.bin_counts == whole.bin_counts
     assert together.ece == pytest.approx(whole.ece, rel=1e-12)
     assert together.brier == pytest.approx(whole.brier, rel=1e-12)
     # In place, as torch.distributed.all_reduce writes it: result() then reports the whole.
@@ -145,7 +157,8 @@ def test_other_bin_counts():
     result = calibration(two_class_logits(HAND_P), HAND_LABELS, bins=10)
     # 10 bins: 0.9 is in (0.8, 0.9] (bin 8), 0.7 in (0.6, 0.7] (bin 6), 0.55 in (0.5, 0.6] (bin 5).
     # ECE = 2/4 |0.5 - 0.9| + 1/4 |1 - 0.7| + 1/4 |0 - 0.55|, the same bins' contents as with 15.
-    assert [i for i, n in enumerate(result.bin_counts) if n] == [5, 6, 8] and result.bins == 10
+    assert [i for i, n in enumerate(result.bin_counts) if n] == [5, 6, 8]
+    assert result.bins == 10
     assert result.ece == pytest.approx(0.4125, abs=1e-6)
 
 

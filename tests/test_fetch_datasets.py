@@ -53,10 +53,13 @@ def test_one_command_fetches_lays_out_and_checks_a_tar_gz_a_zip_and_a_zip_holdin
     assert [table[name][:6] for name in ("dtd", "eurosat", "caltech101")] == [[name, "ok", "3", "18", "9", "6"] for
                                                                                name in ("dtd", "eurosat", "caltech101")]
     # CoOp's layout, exactly what the loaders read; the archives are gone once unpacked.
-    assert (root / "dtd/images/banded").is_dir() and (root / "dtd/split_zhou_DescribableTextures.json").is_file()
-    assert (root / "eurosat/2750/AnnualCrop").is_dir() and (root / "caltech-101/101_ObjectCategories").is_dir()
+    assert (root / "dtd/images/banded").is_dir()
+    assert (root / "dtd/split_zhou_DescribableTextures.json").is_file()
+    assert (root / "eurosat/2750/AnnualCrop").is_dir()
+    assert (root / "caltech-101/101_ObjectCategories").is_dir()
     assert not (root / "dtd/labels").exists()  # only the folder the loader reads is taken from the archive
-    assert not list((root / WORK_FOLDER).glob("*.zip")) and not list((root / WORK_FOLDER).glob("*.tar.gz"))
+    assert not list((root / WORK_FOLDER).glob("*.zip"))
+    assert not list((root / WORK_FOLDER).glob("*.tar.gz"))
     # The split files have no published checksum: theirs are recorded; the archives' are published.
     locked = json.loads((root / LOCK_FILE).read_text())["files"]
     assert sorted(locked) == ["split_zhou_Caltech101.json", "split_zhou_DescribableTextures.json",
@@ -69,7 +72,8 @@ def test_a_dataset_already_present_is_not_fetched_again(server, tmp_path, monkey
     root = tmp_path / "DATA"
     trees.build("dtd", root)
     assert download(root, "dtd") == 0
-    assert server.log == [] and not (root / WORK_FOLDER).exists()
+    assert server.log == []
+    assert not (root / WORK_FOLDER).exists()
     assert rows(capsys.readouterr().out)["dtd"][1] == "ok"
 
 
@@ -111,7 +115,8 @@ def test_a_checksum_mismatch_fails_keeps_the_file_aside_and_lays_out_nothing(ser
     assert rows(out)["eurosat"][1:3] == ["not", "found"]
     assert re.search(r"could not fetch EuroSAT\.zip; tried\n  http://127\.0\.0\.1:\d+/EuroSAT\.zip: checksum mismatch",
                      out), out
-    assert "kept aside as" in out and "By hand: download EuroSAT.zip" in out
+    assert "kept aside as" in out
+    assert "By hand: download EuroSAT.zip" in out
     assert len(list((root / WORK_FOLDER).glob("EuroSAT.zip.md5-*"))) == 1
     assert not (root / "eurosat/2750").exists()
 
@@ -140,8 +145,10 @@ def test_a_full_disk_while_extracting_keeps_the_archive_and_lays_out_nothing(ser
     root = tmp_path / "DATA"
     outcome = fetch_dataset("eurosat", root)
     assert outcome.installed == ["eurosat/split_zhou_EuroSAT.json"]
-    assert len(outcome.problems) == 1 and "EuroSAT.zip: no space left" in outcome.problems[0]
-    assert "while extracting" in outcome.problems[0] and (root / WORK_FOLDER / "EuroSAT.zip").is_file()
+    assert len(outcome.problems) == 1
+    assert "EuroSAT.zip: no space left" in outcome.problems[0]
+    assert "while extracting" in outcome.problems[0]
+    assert (root / WORK_FOLDER / "EuroSAT.zip").is_file()
     assert not (root / "eurosat/2750").exists()
     assert not unpack.staging_folder(root / WORK_FOLDER, "eurosat/2750").exists()
 
@@ -154,8 +161,10 @@ def test_an_archive_without_the_expected_folder_is_set_aside(server, tmp_path, m
     root = tmp_path / "DATA"
     outcome = fetch_dataset("fgvc", root)
     problem, = outcome.problems
-    assert "has no folder fgvc-aircraft-2013b/data/" in problem and "README.html" in problem
-    assert "kept aside as" in problem and (root / WORK_FOLDER / "fgvc-aircraft-2013b.tar.gz.bad").is_file()
+    assert "has no folder fgvc-aircraft-2013b/data/" in problem
+    assert "README.html" in problem
+    assert "kept aside as" in problem
+    assert (root / WORK_FOLDER / "fgvc-aircraft-2013b.tar.gz.bad").is_file()
     assert not (root / "fgvc_aircraft").exists()
     # Its checksum, recorded on download, is forgotten: the right archive is accepted next time.
     offer(monkeypatch, server, tmp_path, "fgvc")
@@ -174,7 +183,8 @@ def test_a_dead_link_without_a_mirror_names_the_file_every_url_tried_and_the_man
         assert (f"stanford_cars: could not fetch {part}.tgz; tried\n"
                 f"  http://ai.stanford.edu/~jkrause/car196/{part}.tgz: connection failed") in out
         assert f"move folder {part}/ to {root / 'stanford_cars' / part} (DATASETS.md#stanford_cars)" in out
-    assert "gave up after 3 tries" in out and "--mirror BASE_URL" in out
+    assert "gave up after 3 tries" in out
+    assert "--mirror BASE_URL" in out
     assert not (root / "stanford_cars").exists()
 
 
@@ -185,7 +195,9 @@ def test_imagenet_fetches_its_class_names_and_says_how_to_get_the_images(server,
     root = tmp_path / "DATA"
     assert download(root, "imagenet") == 1
     out = capsys.readouterr().out
-    assert "licence" in out and "https://image-net.org" in out and f"{root}/imagenet/images/train/<wnid>" in out
+    assert "licence" in out
+    assert "https://image-net.org" in out
+    assert f"{root}/imagenet/images/train/<wnid>" in out
     assert (root / "imagenet/classnames.txt").read_bytes() == files["classnames.txt"]
 
 
@@ -198,5 +210,6 @@ def test_imagenet_fetches_its_class_names_and_says_how_to_get_the_images(server,
 def test_download_flags_are_checked_before_anything_is_fetched(server, tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as caught:
         check_data.main([*argv, "--root_path", str(tmp_path)])
-    assert caught.value.code == 2 and message in capsys.readouterr().err
+    assert caught.value.code == 2
+    assert message in capsys.readouterr().err
     assert server.log == []

@@ -37,7 +37,8 @@ def fetch(r: Remote, folder, lock_root=None):
 def test_a_source_answering_404_gives_way_to_the_next_at_once(server, tmp_path):
     server.files[f"second/{NAME}"] = PAYLOAD
     path = fetch(remote(server, f"first/{NAME}", f"second/{NAME}"), tmp_path)
-    assert path == tmp_path / NAME and path.read_bytes() == PAYLOAD
+    assert path == tmp_path / NAME
+    assert path.read_bytes() == PAYLOAD
     assert server.requested() == [f"first/{NAME}", f"second/{NAME}"]  # a 404 is not retried
     assert not (tmp_path / f"{NAME}.part").exists()
 
@@ -72,9 +73,13 @@ def test_a_checksum_mismatch_keeps_the_file_aside_and_never_uses_it(server, tmp_
         fetch(remote(server, NAME, checksum="0" * 32), tmp_path)
     (url, why), = caught.value.attempts
     aside = tmp_path / f"{NAME}.md5-{md5(PAYLOAD)}"
-    assert url == server.url(NAME) and "checksum mismatch" in why and "published MD5" in why and str(aside) in why
+    assert url == server.url(NAME)
+    assert "checksum mismatch" in why
+    assert "published MD5" in why
+    assert str(aside) in why
     assert aside.read_bytes() == PAYLOAD
-    assert not (tmp_path / NAME).exists() and not (tmp_path / f"{NAME}.part").exists()
+    assert not (tmp_path / NAME).exists()
+    assert not (tmp_path / f"{NAME}.part").exists()
 
 
 def test_a_checksum_nobody_publishes_is_recorded_on_first_download_and_verified_after(server, tmp_path):
@@ -82,7 +87,8 @@ def test_a_checksum_nobody_publishes_is_recorded_on_first_download_and_verified_
     server.files[split] = b'{"train": []}'
     fetch(remote(server, split, checksum=None, name=split), tmp_path)
     recorded = json.loads((tmp_path / LOCK_FILE).read_text())["files"][split]
-    assert recorded["md5"] == md5(b'{"train": []}') and recorded["url"] == server.url(split)
+    assert recorded["md5"] == md5(b'{"train": []}')
+    assert recorded["url"] == server.url(split)
 
     (tmp_path / split).unlink()
     server.files[split] = b'{"train": ["changed"]}'  # the source now serves other bytes
@@ -107,7 +113,8 @@ def test_a_full_disk_stops_at_once_keeps_the_partial_file_and_resumes_later(serv
     with pytest.raises(DiskFull, match=r"no space left .* the partial download .*\.part is kept and resumes"):
         fetch(r, tmp_path)
     assert server.requested() == [NAME]  # another source would not make room
-    assert (tmp_path / f"{NAME}.part").stat().st_size == writes[0] and not (tmp_path / NAME).exists()
+    assert (tmp_path / f"{NAME}.part").stat().st_size == writes[0]
+    assert not (tmp_path / NAME).exists()
 
     monkeypatch.setattr(transfer, "_write", lambda out, chunk: out.write(chunk))  # space freed
     assert fetch(r, tmp_path).read_bytes() == PAYLOAD

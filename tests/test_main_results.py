@@ -9,14 +9,18 @@ import main
 def test_results_line_has_the_documented_schema(tiny_argv, tmp_path):
     record = main.main(tiny_argv("--mode", "qlora"))
     lines = (tmp_path / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 1 and json.loads(lines[0]) == json.loads(json.dumps(record))
+    assert len(lines) == 1
+    assert json.loads(lines[0]) == json.loads(json.dumps(record))
     for key in ("mode", "dataset", "shots", "seed", "backbone", "config", "zero_shot_acc", "test_acc",
                 "train_seconds", "peak_memory_mb", "memory_kind", "model_footprint_mb", "trainable_params",
                 "total_steps", "device", "versions"):
         assert key in record, key
-    assert record["memory_kind"] == "cpu_rss" and record["device"] == "cpu"
-    assert record["total_steps"] == 4 and record["config"]["mode"] == "qlora"
-    assert 0 <= record["test_acc"] <= 100 and record["peak_memory_mb"] > 0
+    assert record["memory_kind"] == "cpu_rss"
+    assert record["device"] == "cpu"
+    assert record["total_steps"] == 4
+    assert record["config"]["mode"] == "qlora"
+    assert 0 <= record["test_acc"] <= 100
+    assert record["peak_memory_mb"] > 0
     assert set(record["versions"]) >= {"torch", "transformers", "peft", "bitsandbytes"}
     main.main(tiny_argv("--mode", "lora"))
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2  # appended, not rewritten
@@ -25,12 +29,14 @@ def test_results_line_has_the_documented_schema(tiny_argv, tmp_path):
 def test_results_line_counts_the_images_trained_on(tiny_argv):
     # 4 classes x 3 shots = 12 images at batch 8: steps of 8, 4, 8 (CLIP-LoRA's DataLoader, drop_last=False)
     record = main.main(tiny_argv("--shots", "3", "--n_iters", "1"))
-    assert record["total_steps"] == 3 and record["train_images_seen"] == 20
+    assert record["total_steps"] == 3
+    assert record["train_images_seen"] == 20
 
 
 def test_zero_iterations_only_evaluates(tiny_argv):
     record = main.main(tiny_argv("--n_iters", "0"))
-    assert record["total_steps"] == 0 and record["test_acc"] == record["zero_shot_acc"]
+    assert record["total_steps"] == 0
+    assert record["test_acc"] == record["zero_shot_acc"]
 
 
 def test_seed_and_shots_change_the_few_shot_draw(tiny_argv, tmp_path):
@@ -38,5 +44,6 @@ def test_seed_and_shots_change_the_few_shot_draw(tiny_argv, tmp_path):
     for seed, shots in ((1, 4), (2, 4), (1, 2)):
         record = main.main(tiny_argv("--n_iters", "0", "--seed", str(seed), "--shots", str(shots)))
         subsets[seed, shots] = json.loads(open(record["subset_file"]).read())["train"]
-    assert len(subsets[1, 4]) == 16 and len(subsets[1, 2]) == 8
+    assert len(subsets[1, 4]) == 16
+    assert len(subsets[1, 2]) == 8
     assert subsets[1, 4] != subsets[2, 4]

@@ -61,17 +61,23 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
     # Every repository file the notebook's text names is where it says.
     named = {m for cell in notebook.cells if cell.cell_type == "markdown"
              for m in re.findall(r"`([\w./-]+\.(?:md|sh|py|ipynb))`", cell.source)}
-    assert "DATASETS.md" in named and [n for n in named if not (repo / n).exists()] == []
+    assert "DATASETS.md" in named
+    assert [n for n in named if not (repo / n).exists()] == []
 
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
-    assert "setup skipped (SKIP_SETUP=1)" in outputs(code[0], "stream") and "ready in" in outputs(code[0], "stream")
-    assert "setup.sh" not in outputs(code[1], "stream") and not (tmp_path / "installers.log").exists()
+    assert "setup skipped (SKIP_SETUP=1)" in outputs(code[0], "stream")
+    assert "ready in" in outputs(code[0], "stream")
+    assert "setup.sh" not in outputs(code[1], "stream")
+    assert not (tmp_path / "installers.log").exists()
     table = outputs(code[2], "text/markdown")
-    assert "| Method | Shots |" in table and "| Dataset | Shots | Method | Training time |" in table
+    assert "| Method | Shots |" in table
+    assert "| Dataset | Shots | Method | Training time |" in table
     assert "image/png" in code[2].outputs[-1]["data"]
     # The real-run cells did not train: without RUN_REAL they list the sweep they would run.
     listing = outputs(code[4], "stream")
     assert listing.count("todo  qlora caltech101") == 15
     [demo] = [json.loads(line) for line in (repo / "results" / "demo.jsonl").read_text().splitlines()]
-    assert demo["mode"] == "qlora" and demo["dataset"] == "fashion_mnist" and demo["total_steps"] == 16  # 1 x 16 shots
+    assert demo["mode"] == "qlora"
+    assert demo["dataset"] == "fashion_mnist"
+    assert demo["total_steps"] == 16  # 1 x 16 shots
     assert not (repo / "results" / "results.jsonl").exists()

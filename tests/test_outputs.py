@@ -20,7 +20,7 @@ from qlora_clip.backbones.tiny_clip import tiny_checkpoint_dir
 
 def refusal(argv: list[str], monkeypatch, capsys) -> str:
     """main.py's error line for `argv`, asserting it stops with exit 2 before the model loads."""
-    monkeypatch.setattr(main, "load_clip", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(main, "load_bundle", lambda *a, **k: pytest.fail("the model was loaded"))
     monkeypatch.setattr(main, "build_dataset", lambda *a, **k: pytest.fail("the dataset was read"))
     with pytest.raises(SystemExit) as exit_info:
         main.main(argv)
@@ -48,7 +48,8 @@ def test_an_output_location_that_cannot_be_written_stops_the_run_first(flag, mak
     path = make(tmp_path / "out")
     extra = ["--checkpoint_every", "1"] if flag == "--checkpoint_dir" else []
     line = refusal(tiny_argv(flag, str(path), *extra), monkeypatch, capsys)
-    assert line.startswith(f"main.py: error: {flag}") and re.search(says, line), line
+    assert line.startswith(f"main.py: error: {flag}"), line
+    assert re.search(says, line), line
 
 
 def test_an_unwritable_folder_is_named(tiny_argv, tmp_path, monkeypatch, capsys):
@@ -58,7 +59,8 @@ def test_an_unwritable_folder_is_named(tiny_argv, tmp_path, monkeypatch, capsys)
     # The tests run as root, whom permissions do not stop: pretend the folder is read-only.
     monkeypatch.setattr(outputs.os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
     line = refusal(tiny_argv("--save_path", str(locked / "adapters")), monkeypatch, capsys)
-    assert f"--save_path: {locked / 'adapters'}" in line and f"{locked} is not writable" in line
+    assert f"--save_path: {locked / 'adapters'}" in line
+    assert f"{locked} is not writable" in line
 
 
 def test_checkpoint_dir_is_checked_only_when_checkpoints_are_written(tiny_argv, tmp_path):
@@ -72,7 +74,8 @@ def test_merge_export_refuses_a_folder_with_files(tiny_argv, tmp_path, monkeypat
     target = tmp_path / "export"
     a_file(target / "notes.txt")
     line = refusal(tiny_argv("--merge_export", str(target)), monkeypatch, capsys)
-    assert f"--merge_export {target} is not empty" in line and "--overwrite_export" in line
+    assert f"--merge_export {target} is not empty" in line
+    assert "--overwrite_export" in line
     # --overwrite_export replaces only a model folder, never a folder of other files.
     line = refusal(tiny_argv("--merge_export", str(target), "--overwrite_export"), monkeypatch, capsys)
     assert "no config.json, so it is not a model folder" in line
@@ -85,7 +88,8 @@ def test_merge_export_refuses_the_backbone_folder_even_with_overwrite(where, tin
     target = {"the folder": backbone, "inside it": backbone / "merged", "its parent": backbone.parent}[where]
     before = sorted(p.name for p in backbone.iterdir())
     line = refusal(tiny_argv("--merge_export", str(target), "--overwrite_export"), monkeypatch, capsys)
-    assert "the --backbone folder" in line and str(backbone) in line
+    assert "the --backbone folder" in line
+    assert str(backbone) in line
     assert sorted(p.name for p in backbone.iterdir()) == before
 
 
@@ -104,9 +108,11 @@ def test_overwrite_export_replaces_a_previous_export_as_a_whole(tiny_argv, tmp_p
     main.main(tiny_argv("--merge_export", str(target)))
     (target / "adapter_config.json").write_text("{}")  # a stray file the new export must not keep
     record = main.main(tiny_argv("--merge_export", str(target), "--overwrite_export", "--seed", "2"))
-    assert record["merge_export"] == str(target) and not (target / "adapter_config.json").exists()
+    assert record["merge_export"] == str(target)
+    assert not (target / "adapter_config.json").exists()
     card = (target / "README.md").read_text()
-    assert "(seed 2)" in card and repr(str(target)) in card  # the second run's card, naming the final folder
+    assert "(seed 2)" in card
+    assert repr(str(target)) in card  # the second run's card, naming the final folder
     CLIPModel.from_pretrained(target)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging folder left
 
@@ -145,4 +151,5 @@ def test_a_failed_append_leaves_no_fragment_and_says_so(tmp_path, monkeypatch, c
     monkeypatch.setattr(results.os, "write", real_write)
     results.append_jsonl(path, {**record, "seed": 3})
     lines, problems = results.read_results(path)
-    assert [r["seed"] for r in lines] == [1, 3] and len(problems) == 1  # only the old torn fragment
+    assert [r["seed"] for r in lines] == [1, 3]
+    assert len(problems) == 1  # only the old torn fragment

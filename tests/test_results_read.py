@@ -46,4 +46,5 @@ def test_nulls_integers_and_lines_without_the_optional_numbers_are_records(tmp_p
     lines = [GOOD, {**GOOD, "test_acc": None, "zero_shot_acc": 41, "eval_datasets": None}, minimal]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     records, problems = read_results(path)
-    assert problems == [] and records == lines
+    assert problems == []
+    assert records == lines

@@ -14,8 +14,11 @@ def test_defaults_are_clip_loras():
     assert (args.shots, args.seed, args.r, args.alpha, args.dropout_rate) == (16, 1, 2, 1.0, 0.25)
     assert (args.lr, args.n_iters, args.batch_size) == (2e-4, 500, 32)
     assert (args.encoder, args.position, args.params) == ("both", "all", ["q", "k", "v"])
-    assert args.lora_scaling == "rslora" and args.backbone == "ViT-B/16" and args.mode == "lora"
-    assert args.results_file == "results/results.jsonl" and args.template == "clip-lora"
+    assert args.lora_scaling == "rslora"
+    assert args.backbone == "ViT-B/16"
+    assert args.mode == "lora"
+    assert args.results_file == "results/results.jsonl"
+    assert args.template == "clip-lora"
 
 
 @pytest.mark.parametrize("argv, flag", [

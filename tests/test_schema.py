@@ -26,7 +26,8 @@ def test_a_real_line_has_exactly_the_declared_fields_for_its_protocol(extra, kin
         main.main(tiny_argv(*save))
     record = main.main(tiny_argv(*save, *extra))
     written, problems = read_results(tmp_path / "results.jsonl")
-    assert problems == [] and written[-1] == record
+    assert problems == []
+    assert written[-1] == record
     assert set(record) == schema.expected_names(record)
     schema.check(record)
     base2new = {"base_acc", "new_acc", "hm_acc", "zero_shot_base_acc", "zero_shot_new_acc", "zero_shot_hm_acc"}

@@ -31,13 +31,17 @@ def test_run_base2new_sweeps_16_shots_seeds_1_to_3_under_the_protocol(tmp_path):
 
 def test_run_cross_dataset_trains_on_imagenet_and_evaluates_the_14_targets(tmp_path):
     commands = planned(dry_run("run_cross_dataset.sh", tmp_path, "lora"))
-    assert len(commands) == 3 and all("--dataset imagenet --shots 16" in c for c in commands)
+    assert len(commands) == 3
+    assert all("--dataset imagenet --shots 16" in c for c in commands)
     targets = commands[0].split("--eval_datasets ")[1].split()
-    assert len(targets) == 14 and "imagenet" not in targets
+    assert len(targets) == 14
+    assert "imagenet" not in targets
     assert targets[-4:] == ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"]
 
 
 def test_protocol_scripts_need_a_mode(tmp_path):
     for script in ("run_base2new.sh", "run_cross_dataset.sh"):
         proc = subprocess.run([str(REPO / script)], capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 2 and "usage:" in proc.stderr and "MODE" in proc.stderr
+        assert proc.returncode == 2
+        assert "usage:" in proc.stderr
+        assert "MODE" in proc.stderr

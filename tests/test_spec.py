@@ -36,7 +36,8 @@ def spec(*flags: str):
 
 def test_names_and_paths_at_the_default_settings():
     run = spec("--dataset", "dtd", "--shots", "4", "--mode", "qlora")
-    assert run.name == "qlora-dtd-4shot-seed1" and run.tracking.run_name == run.name
+    assert run.name == "qlora-dtd-4shot-seed1"
+    assert run.tracking.run_name == run.name
     assert run.subdir == Path("ViT-B-16/dtd/4shots/seed1/qlora")
     assert run.adapter_dir is None  # nothing is saved without --save_path
     assert run.checkpoint_path == Path("checkpoints/ViT-B-16/dtd/4shots/seed1/qlora/train_state.pt")
@@ -69,7 +70,8 @@ def test_settings_that_train_different_adapters_never_share_a_folder():
     # Cut to the same readable text, the two folders still differ by their digest.
     many = ["--alpha", "2", "--lr", "1e-3", "--n_iters", "100", "--encoder", "vision", "--position", "top"]
     r4, r8 = spec(*base, *many, "--r", "4"), spec(*base, *many, "--r", "8")
-    assert r4.variant.rsplit("-", 1)[0] == r8.variant.rsplit("-", 1)[0] and r4.adapter_dir != r8.adapter_dir
+    assert r4.variant.rsplit("-", 1)[0] == r8.variant.rsplit("-", 1)[0]
+    assert r4.adapter_dir != r8.adapter_dir
 
 
 @pytest.mark.parametrize("evaluation_only", [["--eval_datasets", "eurosat"], ["--eval_only"],
@@ -92,13 +94,19 @@ def test_own_image_folders_are_told_apart_by_where_they_are(tmp_path, monkeypatc
         return spec("--dataset", "folder", "--root_path", root, "--save_path", "ckpt")
 
     a, b = folder_run(str(tmp_path / "a")), folder_run(str(tmp_path / "b"))
-    assert re.fullmatch(r"folder-a-[0-9a-f]{6}", a.dataset_tag) and a.dataset_tag != b.dataset_tag
-    assert a.identity != b.identity and a.adapter_dir != b.adapter_dir and a.subset_path != b.subset_path
+    assert re.fullmatch(r"folder-a-[0-9a-f]{6}", a.dataset_tag)
+    assert a.dataset_tag != b.dataset_tag
+    assert a.identity != b.identity
+    assert a.adapter_dir != b.adapter_dir
+    assert a.subset_path != b.subset_path
     x, y = folder_run("x/imgs"), folder_run("y/imgs")  # same folder name, different places
-    assert x.dataset_tag != y.dataset_tag and x.key != y.key
+    assert x.dataset_tag != y.dataset_tag
+    assert x.key != y.key
     relative = folder_run("a")
-    assert relative.dataset_tag == a.dataset_tag and relative.identity == a.identity
-    assert relative.key == a.key and relative.adapter_dir == a.adapter_dir
+    assert relative.dataset_tag == a.dataset_tag
+    assert relative.identity == a.identity
+    assert relative.key == a.key
+    assert relative.adapter_dir == a.adapter_dir
 
 
 def test_two_runs_have_the_same_key_exactly_when_they_have_the_same_identity(tmp_path):
@@ -111,7 +119,8 @@ def test_two_runs_have_the_same_key_exactly_when_they_have_the_same_identity(tmp
     same_identity = {(i, j) for i, a in enumerate(runs) for j, b in enumerate(runs) if a.identity == b.identity}
     same_key = {(i, j) for i, a in enumerate(runs) for j, b in enumerate(runs) if a.key == b.key}
     assert same_key == same_identity
-    assert {(0, 1), (0, 2), (5, 6)} <= same_key and (0, 3) not in same_key  # both cases occur
+    assert {(0, 1), (0, 2), (5, 6)} <= same_key
+    assert (0, 3) not in same_key  # both cases occur
 
 
 # --- through main.py: folders, checkpoints, subsets and the sweep follow the identity -------------
@@ -121,8 +130,10 @@ def test_two_image_folders_are_two_datasets_for_paths_resume_and_the_sweep(tiny_
     mine = tiny_argv("--save_path", str(tmp_path / "ckpt"))
     theirs = [*mine[:mine.index("--root_path") + 1], str(other), *mine[mine.index("--root_path") + 2:]]
     first, second = run_spec(parse_args(mine)), run_spec(parse_args(theirs))
-    assert first.key != second.key and first.dataset_tag != second.dataset_tag
-    assert first.adapter_dir != second.adapter_dir and first.checkpoint_path != second.checkpoint_path
+    assert first.key != second.key
+    assert first.dataset_tag != second.dataset_tag
+    assert first.adapter_dir != second.adapter_dir
+    assert first.checkpoint_path != second.checkpoint_path
     assert first.subset_path != second.subset_path
     # The same folder named relatively is the same dataset.
     at = mine.index("--root_path") + 1
@@ -130,7 +141,8 @@ def test_two_image_folders_are_two_datasets_for_paths_resume_and_the_sweep(tiny_
     assert run_spec(parse_args(relative)).key == first.key
 
     record = main.main(mine)
-    assert Path(record["subset_file"]) == first.subset_path and Path(record["adapter_dir"]) == first.adapter_dir
+    assert Path(record["subset_file"]) == first.subset_path
+    assert Path(record["adapter_dir"]) == first.adapter_dir
     # A sweep over the other folder does not take the finished run for its own.
     common = ["--mode", "lora", "--datasets", "folder", "--shots", "4", "--seeds", "1", "--backbone", "tiny",
               "--results_file", str(tmp_path / "results.jsonl"), "--log_dir", str(tmp_path / "logs"),

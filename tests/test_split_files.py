@@ -36,7 +36,8 @@ def test_our_draw_written_in_2sfs_format_reads_back_to_the_same_images(tmp_path,
     train_file, val_file = write_2sfs(tmp_path / "subsets/dtd_2shots_seed3.json", tmp_path / "split_fewshot")
     assert (train_file.name, val_file.name) == ("shot_2-seed_3_train.jsonl", "shot_2-seed_3_val.jsonl")
     first = json.loads(train_file.read_text().splitlines()[0])
-    assert sorted(first) == ["_classname", "_domain", "_impath", "_label"] and os.path.isabs(first["_impath"])
+    assert sorted(first) == ["_classname", "_domain", "_impath", "_label"]
+    assert os.path.isabs(first["_impath"])
     assert os.path.isfile(first["_impath"])  # what 2SFS opens as it is
 
     split = read_split_file(val_file, DTD)  # either part names the pair
@@ -62,7 +63,8 @@ def test_2sfs_files_written_on_another_machine_read_relative_to_the_image_folder
     ]) + "\n")
     split = read_split_file(folder / "shot_1-seed_2_train.jsonl", DTD)
     assert split.pairs("train") == [("banded/banded_0002.jpg", 0), ("blotchy/blotchy_0010.jpg", 1)]
-    assert split.val is None and split.pairs("val") == []  # ImageNet's files have no val part
+    assert split.val is None
+    assert split.pairs("val") == []  # ImageNet's files have no val part
 
     cars = image_folder_anchors(dataset_module("stanford_cars"))  # paths relative to the dataset folder
     (folder / "shot_1-seed_1_train.jsonl").write_text(json.dumps(datum("/x/stanford_cars/cars_test/00001.jpg", 4, "c")))
@@ -108,7 +110,8 @@ def test_a_coop_shot_pickle_is_read_without_running_code_from_it(tmp_path, monke
     split = read_split_file(path, DTD)
     assert (split.format, split.shots, split.seed) == ("dassl", 16, 1)
     assert split.pairs("train") == [("banded/banded_0002.jpg", 0)]
-    assert split.pairs("val") == [("braided/braided_0100.jpg", 2)] and split.val[0].classname == "braided"
+    assert split.pairs("val") == [("braided/braided_0100.jpg", 2)]
+    assert split.val[0].classname == "braided"
 
     marker = tmp_path / "ran"
 

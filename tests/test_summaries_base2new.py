@@ -40,8 +40,10 @@ def test_a_missing_seed_makes_the_average_hm_partial(protocol_results, tmp_path,
     protocol_results.write_text("\n".join(kept) + "\n")
     out, _ = summarize(protocol_results, tmp_path, capsys, "--tables", "base2new")
     hm = table_row(out, "lora", "16", "HM")
-    assert hm[4].startswith("⚠") and "no seed 3" in hm[4]
-    assert hm[5].startswith("⚠ ") and "partial" in hm[5]
+    assert hm[4].startswith("⚠")
+    assert "no seed 3" in hm[4]
+    assert hm[5].startswith("⚠ ")
+    assert "partial" in hm[5]
 
 
 def test_reference_prints_the_published_base2new_averages(protocol_results, tmp_path, capsys):
@@ -64,5 +66,7 @@ def test_base_new_and_hm_of_runs_that_drew_fewer_distinct_images_than_their_shot
     out, _ = summarize(results, tmp_path, capsys, "--tables", "base2new")
     for part in ("base", "new", "HM"):
         caltech, dtd, average = table_row(out, "lora", "16", part)[3:]
-        assert "distinct" not in caltech and dtd.endswith(" *5 distinct") and average.endswith(" *5 distinct")
+        assert "distinct" not in caltech
+        assert dtd.endswith(" *5 distinct")
+        assert average.endswith(" *5 distinct")
         assert "distinct" not in "".join(table_row(out, "zero-shot", "0", part))

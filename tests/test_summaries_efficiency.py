@@ -22,7 +22,8 @@ def test_efficiency_table_and_plot(fewshot_results, tmp_path, capsys):
         rows = list(csv.DictReader(f))
     assert {r["method"] for r in rows} == {"zero-shot", "zero-shot (4-bit base)", "lora", "qlora", "qlora (n_iters=1)"}
     png = (out_dir / "accuracy_vs_shots.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+    assert png.startswith(b"\x89PNG")
+    assert len(png) > 10_000
 
 
 def test_an_accuracy_trained_on_fewer_distinct_images_than_its_shots_is_marked(tmp_path, capsys):
@@ -33,4 +34,5 @@ def test_an_accuracy_trained_on_fewer_distinct_images_than_its_shots_is_marked(t
     assert table_row(out, "DTD", "0", "zero-shot")[6] == "40.00 ± 0.00 (n=2)"  # no draw behind a zero-shot row
     with open(tmp_path / "out" / "efficiency_table.csv") as f:
         drawn = {(r["dataset"], r["shots"], r["method"]): r["shots_drawn"] for r in csv.DictReader(f)}
-    assert drawn[("dtd", "16", "lora")] == "6" and drawn[("caltech101", "16", "lora")] == ""
+    assert drawn[("dtd", "16", "lora")] == "6"
+    assert drawn[("caltech101", "16", "lora")] == ""

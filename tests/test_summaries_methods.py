@@ -49,7 +49,8 @@ def test_methods_table_puts_every_method_side_by_side(methods_results, tmp_path,
     assert first_column(out) == ["lora", "qlora", "vera", "bitfit"]
     with open(tmp_path / "out" / "methods_table.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
-    assert rows["bitfit"]["test_mean"] == "70.5" and rows["bitfit"]["complete"] == "True"
+    assert rows["bitfit"]["test_mean"] == "70.5"
+    assert rows["bitfit"]["complete"] == "True"
 
 
 @pytest.mark.parametrize("column, first", [("test_acc", "lora"), ("trainable_params", "vera"),

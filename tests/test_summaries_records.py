@@ -25,8 +25,10 @@ def test_zero_shot_rows_are_kept_apart_by_template_and_compute_dtype(tmp_path, c
     assert summarize_main([str(results), "--out", str(tmp_path / "out"), "--tables", "paper"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| zero-shot")]
     cells = sorted(row.split("|")[3].strip() for row in rows)
-    assert len(rows) == 3 and cells == ["60.00 (n=1)", "61.00 (n=1)", "62.00 (n=1)"]
-    assert any("template=dataset" in row for row in rows) and any("fp32" in row for row in rows)
+    assert len(rows) == 3
+    assert cells == ["60.00 (n=1)", "61.00 (n=1)", "62.00 (n=1)"]
+    assert any("template=dataset" in row for row in rows)
+    assert any("fp32" in row for row in rows)
 
 
 def test_two_image_folders_with_the_same_flags_are_two_columns_not_a_repeated_run(tmp_path, capsys):
@@ -59,11 +61,13 @@ def test_nine_image_folders_stay_nine_columns_named_by_their_folders(tmp_path, c
     names = [f"set{i}" for i in range(6)] + [f"pets ({digest(roots[6])})", f"imgs ({digest(roots[7])})",
                                              f"imgs ({digest(roots[8])})"]
     header = table_row(out, "Method")[2:-1]
-    assert sorted(header) == sorted(names) and len(set(header)) == 9
+    assert sorted(header) == sorted(names)
+    assert len(set(header)) == 9
     zero_shot, lora = table_row(out, "zero-shot", "0")[2:], table_row(out, "lora", "1")[2:]
     for i, name in enumerate(names):  # each column holds its own folder's runs, zero-shot and trained alike
         column = header.index(name)
-        assert zero_shot[column] == f"{10.0 * i:.2f} (n=1)" and lora[column] == f"{10.0 * i + 5:.2f} (n=1)"
+        assert zero_shot[column] == f"{10.0 * i:.2f} (n=1)"
+        assert lora[column] == f"{10.0 * i + 5:.2f} (n=1)"
     assert lora[-1] == "45.00 (n=1)"  # the mean of 5, 15, ..., 85: every folder, once
 
 
@@ -99,7 +103,8 @@ def test_runs_on_two_gpu_models_share_a_row_whose_time_and_memory_say_so(tmp_pat
     out, _ = summarize(results, tmp_path, capsys, "--tables", "paper,efficiency,methods")
     assert table_row(section(out, "## Top-1 accuracy"), "lora", "1")[2] == "61.00 ± 1.41 (n=2)"
     efficiency = table_row(section(out, "## Efficiency"), "DTD", "1", "lora")
-    assert efficiency[3].endswith("(2 devices)") and efficiency[4].endswith("(2 devices)")
+    assert efficiency[3].endswith("(2 devices)")
+    assert efficiency[4].endswith("(2 devices)")
     assert "(N devices): the runs of the row ran on N GPU models" in section(out, "## Efficiency")
     assert table_row(section(out, "## Methods"), "lora")[4].endswith("(2 devices)")
     csv_text = (tmp_path / "out" / "methods_table.csv").read_text()

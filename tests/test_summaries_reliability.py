@@ -30,9 +30,11 @@ def pixels_of(path, color: np.ndarray) -> int:
 def test_diagram_is_a_450_pixel_png_with_bars_and_gaps(tmp_path):
     path = tmp_path / "plots" / "reliability.png"
     draw_reliability_diagram(path, COUNTS, ACCURACY, CONFIDENCE, ece=0.4125, title="lora, dtd, 16 shots")
-    assert path.stat().st_size > 0 and not list(path.parent.glob("*.tmp.png"))
+    assert path.stat().st_size > 0
+    assert not list(path.parent.glob("*.tmp.png"))
     with Image.open(path) as image:
-        assert image.format == "PNG" and image.size == (450, 450)  # 4.5 inches at 100 dpi
+        assert image.format == "PNG"
+        assert image.size == (450, 450)  # 4.5 inches at 100 dpi
     # The bars of bins 10 and 13 (accuracy 1 and 0.5), and the shaded gaps above bins 8 and 13 (0.55, 0.4):
     # each gap is about 0.4 x 360 pixels of axes high and 24 wide.
     assert pixels_of(path, ACCURACY_RGB) > 5000

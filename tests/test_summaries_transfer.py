@@ -23,7 +23,8 @@ def test_cross_dataset_and_domain_generalization_tables(protocol_results, tmp_pa
                                                                "55.00 ± 1.41 (n=2)"]
     with open(tmp_path / "out" / "domain_generalization_table.csv") as f:
         rows = {(r["method"], r["dataset"]): r for r in csv.DictReader(f)}
-    assert rows[("lora", "average")]["mean"] == "55" and rows[("lora", "imagenet")]["mean"] == "71.5"
+    assert rows[("lora", "average")]["mean"] == "55"
+    assert rows[("lora", "imagenet")]["mean"] == "71.5"
 
 
 def test_every_cell_of_an_adapter_trained_on_fewer_distinct_images_than_its_shots_is_marked(tmp_path, capsys):

@@ -92,7 +92,9 @@ def test_sweep_killed_then_restarted_runs_only_what_is_missing_and_survives_a_fa
     assert "2 of 3 runs failed" in done.stderr
     assert f"dtd 1-shot seed 1: exit status 2; log {log_of(tmp_path, 'dtd', 1, color_folder)}" in done.stderr
     bad_log = log_of(tmp_path, "dtd", 1, color_folder).read_text()
-    assert "--dataset dtd: " in bad_log and "not found" in bad_log and "==> exit status 2" in bad_log
+    assert "--dataset dtd: " in bad_log
+    assert "not found" in bad_log
+    assert "==> exit status 2" in bad_log
     assert log_of(tmp_path, "folder", 1, color_folder).read_text().count("==> exit status 0") == 1
     assert "zero-shot accuracy" in log_of(tmp_path, "folder", 2, color_folder).read_text()
     assert f"start qlora folder 1-shot seed 2 -> {log_of(tmp_path, 'folder', 2, color_folder)}" in done.stderr
@@ -129,14 +131,16 @@ def test_a_concurrent_sweep_killed_outright_resumes_without_duplicates(tmp_path,
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("its processes on this host are gone; the run is done again") == 2
     records, problems = read_results(tmp_path / "results.jsonl")
-    assert problems == [] and sorted(r["seed"] for r in records) == [1, 2]  # both lines, whole, once each
+    assert problems == []
+    assert sorted(r["seed"] for r in records) == [1, 2]  # both lines, whole, once each
     # The two runs overlapped: each was launched before the other had finished. The launch time is the
     # launcher's own (the header it writes to the run's log just before it starts the process), not
     # main.py's started_at, which comes after the imports and can fall after a short run's end on a busy
     # machine. With two slots, the launcher starts the second run within moments of the first.
     launched = {seed: launch_time(log_of(tmp_path, "folder", seed, color_folder)) for seed in (1, 2)}
     finished_at = {r["seed"]: datetime.fromisoformat(r["finished_at"]) for r in records}
-    assert launched[1] < finished_at[2] and launched[2] < finished_at[1]
+    assert launched[1] < finished_at[2]
+    assert launched[2] < finished_at[1]
     assert list((tmp_path / "results.jsonl.claims").glob("*.json")) == []
     assert run_script(env, "--jobs", "2").stderr.count("2 already in") == 1  # and a third start runs nothing
 

@@ -39,18 +39,22 @@ def dead_process() -> tuple[int, float]:
 def test_a_held_run_cannot_be_taken_until_it_is_released(tmp_path):
     claims, run = Claims(tmp_path / "results.jsonl"), a_run(tmp_path)
     token, holder = claims.acquire(run)
-    assert token and holder is None
+    assert token
+    assert holder is None
     assert claims.path(run).parent == tmp_path / "results.jsonl.claims"
 
     again, holder = claims.acquire(run)  # another sweep (here: the same live process) asks for it
-    assert again is None and holder.state == "running" and holder.token == token
+    assert again is None
+    assert holder.state == "running"
+    assert holder.token == token
     assert claims.holder(run).token == token
     assert claims.acquire(a_run(tmp_path, seed=2))[0] is not None  # other runs stay free
 
     claims.release(run, "not-the-token")  # only the holder lets go
     assert claims.holder(run) is not None
     claims.release(run, token)
-    assert claims.holder(run) is None and claims.acquire(run)[0] is not None
+    assert claims.holder(run) is None
+    assert claims.acquire(run)[0] is not None
 
 
 def test_the_claim_of_a_killed_sweep_on_this_host_is_stale(tmp_path, caplog):
@@ -139,4 +143,5 @@ def test_the_slurm_task_takes_over_the_claim_its_sweep_queued(tmp_path):
     assert claims.holder(run).state == "running"
     # A task whose claim was taken by someone else does not run the run.
     other, holder = claims.acquire(run, token="a-token-from-an-older-submission")
-    assert other is None and holder.token == token
+    assert other is None
+    assert holder.token == token

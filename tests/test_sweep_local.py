@@ -51,7 +51,8 @@ def test_each_concurrent_run_gets_its_own_gpu_and_a_slot_is_refilled_as_soon_as_
     runs = [fake_run(tmp_path, 1, 0.5), fake_run(tmp_path, 2, 5.0), fake_run(tmp_path, 3, 0.5)]
     assert LocalSweep(runs, [("0",), ("1",)], str(tmp_path / "results.jsonl"), retries=0).run() == []
     r = by_seed(tmp_path)
-    assert r[1]["started"] < r[2]["ended"] and r[2]["started"] < r[1]["ended"]  # 1 and 2 at once
+    assert r[1]["started"] < r[2]["ended"]
+    assert r[2]["started"] < r[1]["ended"]  # 1 and 2 at once
     assert r[3]["started"] < r[2]["ended"]  # 3 took 1's slot while 2 still ran
     assert {r[1]["cuda_visible_devices"], r[2]["cuda_visible_devices"]} == {"0", "1"}
     assert r[3]["cuda_visible_devices"] == r[1]["cuda_visible_devices"]
@@ -65,9 +66,12 @@ def test_failed_runs_are_retried_and_those_failing_for_good_are_returned(tmp_pat
     assert list(by_seed(tmp_path)) == [1]
     assert by_seed(tmp_path)[1]["cuda_visible_devices"] == ""  # a CPU slot hides any GPU
     bad = (tmp_path / "logs" / "seed2.log").read_text()
-    assert "attempt 1 of 2: " in bad and "attempt 2 of 2: " in bad and bad.count("==> exit status 3") == 2
+    assert "attempt 1 of 2: " in bad
+    assert "attempt 2 of 2: " in bad
+    assert bad.count("==> exit status 3") == 2
     good = (tmp_path / "logs" / "seed1.log").read_text()
-    assert good.count("==> exit status 3") == 1 and good.count("==> exit status 0") == 1
+    assert good.count("==> exit status 3") == 1
+    assert good.count("==> exit status 0") == 1
     assert (tmp_path / "attempts2").read_text() == "2"
 
 
@@ -100,7 +104,8 @@ def test_ctrl_c_stops_the_runs_in_progress_and_releases_their_claims(tmp_path):
     assert time.monotonic() - started < 30
     assert markers(tmp_path) == []
     log = (tmp_path / "logs" / "seed1.log").read_text()
-    assert log.count("==> interrupted") == 1 and "attempt 2" not in log  # an interruption is not retried
+    assert log.count("==> interrupted") == 1
+    assert "attempt 2" not in log  # an interruption is not retried
     assert not (tmp_path / "results.jsonl").exists()
 
 

@@ -25,9 +25,11 @@ def test_modes_sweep_each_method_over_the_same_grid(tmp_path):
         ("lora", 1), ("lora", 2), ("vera", 1), ("vera", 2), ("ia3-4bit", 1), ("ia3-4bit", 2)]
     # one few-shot draw per seed, shared by every method
     assert len({r.spec.subset_path for r in runs}) == 2
-    assert runs[2].spec.train.lr == 1e-3 and runs[2].spec.variant == "vera"  # each method at its own defaults
+    assert runs[2].spec.train.lr == 1e-3
+    assert runs[2].spec.variant == "vera"  # each method at its own defaults
     assert all("--run_group r-methods-tiny" in r.command for r in runs)
-    assert parse_args(["--mode", "dora"]).modes == ["dora"] and parse_args([]).modes == ["qlora"]
+    assert parse_args(["--mode", "dora"]).modes == ["dora"]
+    assert parse_args([]).modes == ["qlora"]
 
 
 def test_modes_groups_expand_and_mistakes_name_the_flag(capsys):

@@ -61,7 +61,8 @@ def test_the_missing_runs_go_to_slurm_as_one_array_with_the_requested_resources_
     listing = capsys.readouterr().out
     assert "the 2 missing run(s) would be one job array" in listing
     assert listing.count("-m accelerate.commands.launch --multi_gpu --num_processes 2 ") == 2
-    assert fake_slurm.submissions() == [] and not (tmp_path / "logs").exists()
+    assert fake_slurm.submissions() == []
+    assert not (tmp_path / "logs").exists()
 
     assert sweep_main(sweep) == 0
     [script_path] = fake_slurm.submissions()
@@ -79,7 +80,8 @@ def test_the_missing_runs_go_to_slurm_as_one_array_with_the_requested_resources_
     fake_slurm.queue.write_text("4242_0\n4242_1\n")
     assert sweep_main(sweep) == 0
     assert len(fake_slurm.submissions()) == 1
-    assert caplog.text.count("queued in SLURM job 4242_") == 2 and "nothing to submit" in caplog.text
+    assert caplog.text.count("queued in SLURM job 4242_") == 2
+    assert "nothing to submit" in caplog.text
     assert sweep_main(sweep + ["--dry-run"]) == 0
     assert capsys.readouterr().out.count("\nqueued  qlora dtd 1-shot") == 2
 
@@ -110,9 +112,11 @@ def test_a_small_sweep_runs_end_to_end_as_a_job_array_on_submitits_local_executo
                        "--extra_args", "--n_iters 1 --batch_size 4 --device cpu"])
     assert code == 1  # dtd is not under the root: that run fails, the other one is recorded
     records, problems = read_results(results)
-    assert problems == [] and [(r["dataset"], r["seed"]) for r in records] == [("folder", 1)]
+    assert problems == []
+    assert [(r["dataset"], r["seed"]) for r in records] == [("folder", 1)]
     record = records[0]
-    assert record["host"] == socket.gethostname() and record["processes"] == 2
+    assert record["host"] == socket.gethostname()
+    assert record["processes"] == 2
     started, ended = datetime.fromisoformat(record["started_at"]), datetime.fromisoformat(record["finished_at"])
     assert before < started < ended < datetime.now().astimezone()  # aware times (naive ones do not compare)
     assert "1 of 2 runs failed" in caplog.text
@@ -120,19 +124,24 @@ def test_a_small_sweep_runs_end_to_end_as_a_job_array_on_submitits_local_executo
                                    "--n_iters", "1", "--batch_size", "4", "--device", "cpu"])).log_file(logs)
     assert f"; log {dtd_log}" in caplog.text
     bad_log = dtd_log.read_text()
-    assert "not found" in bad_log and "accelerate.commands.launch" in bad_log and "==> exit status 0" not in bad_log
+    assert "not found" in bad_log
+    assert "accelerate.commands.launch" in bad_log
+    assert "==> exit status 0" not in bad_log
     assert list((logs / "submitit").rglob("*_result.pkl"))  # submitit's own files stay under LOG_DIR
     assert markers(results) == []
 
 
 def test_slurm_settings_are_checked_before_anything_is_submitted():
-    assert minutes("240") == 240 and minutes("1:30:00") == 90 and minutes("1-00:00:30") == 1441
+    assert minutes("240") == 240
+    assert minutes("1:30:00") == 90
+    assert minutes("1-00:00:30") == 1441
     for bad in ("4h", "1:30", "0"):
         with pytest.raises(SweepError, match="--time"):
             minutes(bad)
     with pytest.raises(SweepError, match="needs --time"):
         minutes(None)
-    assert memory("64G") == "64G" and memory(None) is None
+    assert memory("64G") == "64G"
+    assert memory(None) is None
     with pytest.raises(SweepError, match="--mem"):
         memory("64 GB")
     assert sbatch_options("--account=lab --qos high --exclusive --constraint 'a100|h100'") == {

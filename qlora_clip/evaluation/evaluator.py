@@ -71,8 +71,8 @@ class EvalSet:
     key: dict | None = field(default_factory=dict, repr=False)
     images_key: dict | None = field(default=None, repr=False)  # its images alone (test_images.cache_key)
     zero_shot_cached: bool = False  # its zero-shot accuracy was read from the zero-shot store
-    # Its frozen embeddings on disk (FrozenEmbeddings): {"cached": read rather than encoded, "file": where}.
-    embeddings: dict = field(default_factory=dict, repr=False)
+    # Its frozen embeddings on disk (FrozenEmbeddings): {"cached": read rather than encoded, "file": where, or None}.
+    embeddings: dict = field(default_factory=lambda: {"cached": False, "file": None}, repr=False)
 
 
 def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: ClassPrompts,

@@ -90,8 +90,8 @@ SCHEMA: tuple[Field, ...] = (
                                    "`source`, and what it searched on the val images (e.g. the probe's `C`, "
                                    "Tip-Adapter's `alpha` and `beta`, a zero-shot ensemble's `template_set`)",
           when="baseline"),
-    Field("baseline_features", dict, "per frozen-feature set the baseline used (`test`, `val`, `train`, "
-                                     "`train-<view stream>`): images, views, dim, `seconds` to encode or read it, "
+    Field("baseline_features", dict, "per frozen-feature set the baseline was fitted on (`val`, `train`, "
+                                     "`train-<view stream>`; the test set is the evaluator's): images, views, dim, `seconds` to encode or read it, "
                                      "`cached` (read from the feature cache), `file`, and how its pixels were made",
           when="baseline"),
     Field("extra_zero_shot_cached", dict, "per test set besides the run's own (base2new's new classes, each "

@@ -1,11 +1,12 @@
-"""A baseline run's frozen image features: the test set, the val set and the train images' views,
-each encoded at most once per (backbone, data, draw, views, preprocessing, precision) and cached.
+"""A baseline run's frozen image features for its fit: the val set and the train images' views, each
+encoded at most once per (backbone, data, draw, views, preprocessing, precision) and cached. (The
+test set is the shared evaluator's: evaluation/evaluator.FrozenEmbeddings stores its embeddings in
+the same folder, keyed without the draw, so a sweep encodes it once.)
 
 Features are the raw image embeddings (`get_image_features(...).pooler_output`, the projection's
 output, not normalised: the linear probe and CLIP-Adapter take them so, the others normalise them),
-float32, on the CPU; a method moves to the device what it uses. The test set's key holds no draw, so
-every baseline, shot count and seed on a dataset shares one file: a sweep encodes the test set once.
-The files live in <--eval_cache_dir>/features (runner.feature_cache_dir).
+float32, on the CPU; a method moves to the device what it uses. The files live in
+<--eval_cache_dir>/features (feature_bank).
 
 A key holds: the format; the checkpoint (its source, and its weight file's name, size and time);
 the image settings (crop, resize, mean, std); the compute dtype and whether the base is 4-bit; the
@@ -36,7 +37,7 @@ from qlora_clip.methods.baselines.views import AugmentedViews, ViewSet, labels_t
 from qlora_clip.backbones.families import ImageSettings
 from qlora_clip.backbones.loading import ClipBundle
 from qlora_clip.inputs.loaders import eval_transform, to_model_input
-from qlora_clip.inputs.test_images import images_identity, prepared_test_images, preprocess
+from qlora_clip.inputs.test_images import images_identity, preprocess
 from qlora_clip.inputs.train_images import decode_all
 from qlora_clip.training.precision import Precision
 
@@ -106,9 +107,6 @@ class FeatureBank:
         self.sets: dict[str, FeatureSet] = {}
 
     # --- the sets -------------------------------------------------------------------------------
-    def test(self) -> FeatureSet:
-        return self._get("test", self.data.test, self._centre(), self._encode_test)
-
     def val(self) -> FeatureSet:
         return self._get("val", self.data.val, self._centre(), lambda: self._encode_centre(self.data.val, "val"))
 
@@ -164,14 +162,6 @@ class FeatureBank:
     def _centre(self) -> dict:
         image = self.encoder.image
         return {"kind": "centre", "resize": image.resize_size, "crop": image.image_size, "interpolation": "bicubic"}
-
-    def _encode_test(self) -> torch.Tensor:
-        """The test pixels from the test-image cache (test_images.py), shared with the PEFT runs."""
-        image = self.encoder.image
-        pixels, _ = prepared_test_images(self.data.name, self.data.test, self.data.load_image, eval_transform(image),
-                                         image.resize_size, image.image_size, self.pixel_cache_dir,
-                                         self.encoder.num_workers)
-        return self._encode_pixels(pixels, "encoding test images")
 
     def _encode_centre(self, items: list[Item], name: str) -> torch.Tensor:
         image = self.encoder.image
