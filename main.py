@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     targets = [read_target(spec, name) for name in spec.evaluation.eval_datasets]
     checkpoint = spec.checkpoint
     check_family(checkpoint.family, spec.train.loss, spec.adapter.method, spec.backbone)
-    data, targets = use_template(data, spec.data.template, checkpoint.family.template), \
-        [use_template(target, spec.data.template, checkpoint.family.template) for target in targets]
+    data = use_template(data, spec.data.template, checkpoint.family.template)
+    targets = [use_template(target, spec.data.template, checkpoint.family.template) for target in targets]
     if spec.evaluation.eval_only:
         # Refused unless it matches the flags and the base, so the line records what was trained.
         saved_adapter.check_saved_run(spec, checkpoint.source)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -11,9 +10,18 @@ from qlora_clip.methods.table import BASELINE_MODES
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_run_baselines_runs_every_baseline_by_default():
-    default = re.search(r'BASELINES="\$\{BASELINES:-([^}]*)\}"', (REPO / "run_baselines.sh").read_text()).group(1)
-    assert default.split() == list(BASELINE_MODES)
+def planned_modes(tmp_path: Path, **env: str) -> list[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in ("DATASETS", "SHOTS", "SEEDS", "EXTRA_ARGS", "BASELINES")}
+    proc = subprocess.run([str(REPO / "run_baselines.sh"), "--dry-run"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300,
+                          env={**clean, "RESULTS_FILE": str(tmp_path / "r.jsonl"), "DATASETS": "dtd", "SHOTS": "1",
+                               "SEEDS": "1", **env})
+    assert proc.returncode == 0, proc.stderr
+    return [line.split("--mode ")[1].split()[0] for line in proc.stdout.splitlines() if "main.py --mode" in line]
+
+
+def test_run_baselines_runs_the_tables_baselines_by_default(tmp_path):
+    assert planned_modes(tmp_path) == list(BASELINE_MODES)
 
 
 def test_run_baselines_plans_each_baseline_over_the_grid_without_saving(tmp_path):

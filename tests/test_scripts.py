@@ -44,4 +44,4 @@ def test_protocol_scripts_need_a_mode(tmp_path):
         proc = subprocess.run([str(REPO / script)], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2
         assert "usage:" in proc.stderr
-        assert "MODE" in proc.stderr
+        assert "METHOD" in proc.stderr

@@ -93,9 +93,10 @@ def test_bucketed_prompts_give_the_features_and_logits_of_longest_padding(backbo
     image = image_features(model, images)
     # Unit vectors: different matmul shapes change their last bits only (~1e-7).
     torch.testing.assert_close(bucketed.features(model), plain.features(model), rtol=0, atol=1e-6)
-    # Logits are 100 x cosine, so those bits show at 1e-5 of the logits' size.
+    # Logits are 100 x cosine: the features' 1e-6 becomes up to 1e-4 in a logit (seen: 1.8e-5 with DoRA on a
+    # loaded machine, where the matmul kernels split the work otherwise), and the ranking must not change.
     ours, reference = logits(image, bucketed.features(model)), logits(image, plain.features(model))
-    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-4)
     assert torch.equal(ours.argmax(1), reference.argmax(1))
     with model.disable_adapter():  # the zero-shot features too
         torch.testing.assert_close(bucketed.features(model), plain.features(model), rtol=0, atol=1e-6)
