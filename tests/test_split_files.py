@@ -194,6 +194,14 @@ def test_a_split_file_that_does_not_fit_the_dataset_or_the_run_is_refused_naming
         build_dataset("dtd", dtd_tree.root, shots=shots, seed=seed, split_file=path)
 
 
+def test_base_to_novel_keeps_the_base_classes_of_the_files_draw(dtd_tree, tmp_path):
+    train, val = trees.hand_picked(dtd_tree, "train", 2), trees.hand_picked(dtd_tree, "val", 1)
+    path = trees.write_2sfs_pair(tmp_path / "split_fewshot", "shot_2-seed_3", train, val, dtd_tree.classnames)
+    data = build_dataset("dtd", dtd_tree.root, shots=2, seed=3, protocol="base2new", split_file=path)
+    assert relative(data.train, dtd_tree.image_dir) == [pair for pair in train if pair[1] < 2]  # base: labels 0, 1
+    assert data.split_file["format"] == "2sfs"
+
+
 def test_without_a_val_list_val_is_drawn_as_our_own_or_from_the_unlisted_train_images(dtd_tree, tmp_path, monkeypatch):
     # DTD has a val split: the val images our own draw of the seed takes (it draws val first).
     path = trees.write_2sfs_pair(tmp_path / "dtd", "shot_2-seed_3", trees.hand_picked(dtd_tree, "train", 2), None,
