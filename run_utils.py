@@ -80,7 +80,7 @@ def normalised(args: argparse.Namespace) -> argparse.Namespace:
         # The file's lists, not only its name, are part of the run's identity (qlora_clip/data/settings.py).
         from datasets.split_files import split_digest
 
-        setattr(args, SPLIT_FILE_DIGEST, split_digest(read_split_file_flag(args)))
+        setattr(args, SPLIT_FILE_DIGEST, split_digest(_read_split_file(args)))
     return args
 
 
@@ -293,14 +293,15 @@ def split_file_errors(args: argparse.Namespace) -> list[str]:
         return [f"--split_file {args.split_file}: --dataset fashion_mnist's images are indices into its IDX files, "
                 "not image files a split file can name"]
     try:
-        read_split_file_flag(args)
+        _read_split_file(args)
     except UserError as err:
         return [str(err)]
     return []
 
 
-def read_split_file_flag(args: argparse.Namespace):
-    """The --split_file of these flags, read relative to --dataset's image folder and checked (a SplitFile)."""
+def _read_split_file(args: argparse.Namespace) -> Any:
+    """The --split_file of these flags, read relative to --dataset's image folder and checked: a
+    datasets.split_files.SplitFile."""
     from datasets import dataset_module
     from datasets.split_files import check_split_file, split_file_anchors
 

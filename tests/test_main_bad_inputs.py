@@ -297,7 +297,7 @@ def test_a_sweep_setting_with_an_unbalanced_quote_is_named(flags, tmp_path, caps
      r"give 2SFS's shot_K-seed_S_train\.jsonl, CoOp's shot_K-seed_S\.pkl or a run's subsets/\*\.json"),
     (lambda folder: (folder / "shot_2-seed_7.pkl").write_bytes(b"not a pickle") and folder / "shot_2-seed_7.pkl",
      r"not read .*only CoOp/Dassl's split_fewshot pickles"),
-])
+], ids=["missing", "not JSON lines", "unknown format", "not a pickle"])
 def test_a_missing_or_malformed_split_file_is_refused_before_anything_loads(make, says, tmp_path, capsys):
     path = make(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
