@@ -12,6 +12,11 @@ json (split.json), so its test set stays the same when images are added later.
 `--download NAME ... [--mirror URL]` first fetches and lays out each named dataset that the check
 does not accept yet (datasets/fetch/), then checks it; what could not be fetched is said under the
 table, with the URLs tried and the manual steps.
+
+`--write_2sfs SUBSET.json ... --out DIR` exports runs' few-shot draws (their results/subsets/*.json)
+in 2SFS's format, DIR/<dataset folder>/split_fewshot/shot_K-seed_S_{train,val}.jsonl, so another
+codebase trains on exactly our images (main.py's --split_file reads them back). It is a command of
+this data tool rather than a flag of main.py because it runs nothing: it converts files a run wrote.
 """
 from __future__ import annotations
 
@@ -235,6 +240,28 @@ def download(names: Sequence[str], root: Path, mirror: str | None, workers: int)
     return reports
 
 
+# --- exporting our draws in 2SFS's format ----------------------------------------------------
+
+def export_2sfs(subsets: Sequence[Path], out: Path, image_root: Path | None) -> list[Path]:
+    """--write_2sfs: each subset file as 2SFS's pair of files under OUT/<dataset folder>/split_fewshot/."""
+    from datasets.split_files import image_folder_anchors, read_subset_dataset, write_2sfs
+
+    written = []
+    for subset in subsets:
+        name = read_subset_dataset(subset)
+        module = dataset_module(name) if name in DATASET_NAMES else None
+        folders = getattr(module, "FOLDERS", None) or ((module.FOLDER,) if hasattr(module, "FOLDER") else ())
+        if image_root is not None and not folders:
+            raise UserError(f"--image_root: {subset} is a draw of --dataset {name}, whose images have no dataset "
+                            "folder to place under another root; leave --image_root out (the paths stay this "
+                            "machine's)")
+        # 2SFS reads <its data root>/<dataset folder, CoOp's name>/split_fewshot/ (datasets/oxford_pets.py:44-47).
+        folder = folders[0].split("/")[0] if folders else name
+        anchors = image_folder_anchors(module) if folders else ()
+        written += write_2sfs(subset, out / folder / "split_fewshot", image_root, anchors)
+    return written
+
+
 # --- command line -----------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -260,6 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write_split", action="store_true",
                    help="with --dataset folder: write the folder's split to ROOT_PATH/split.json "
                         "(fixed seed), so its test set never changes")
+    p.add_argument("--write_2sfs", nargs="+", type=Path, metavar="SUBSET_JSON",
+                   help="export these runs' few-shot draws (RESULTS/subsets/*.json) in 2SFS's format to "
+                        "OUT/<dataset folder>/split_fewshot/shot_K-seed_S_{train,val}.jsonl (no check runs)")
+    p.add_argument("--out", type=Path, metavar="DIR", help="with --write_2sfs: the folder to write to")
+    p.add_argument("--image_root", type=Path, metavar="DATA",
+                   help="with --write_2sfs: write each image path as it will be on the machine that reads the files, "
+                        "DATA/<dataset folder>/<image folder>/...; default: its absolute path here")
     return p
 
 
@@ -272,6 +306,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--examples must be >= 0 (got {args.examples})")
     if args.write_split and args.datasets != ["folder"]:
         parser.error("--write_split writes the split of your own images: use it with --datasets folder only")
+    if args.write_2sfs:
+        if args.out is None:
+            parser.error("--write_2sfs needs --out DIR, the folder the 2SFS files go to")
+        others = [flag for flag, given in (("--download", args.download), ("--write_split", args.write_split),
+                                           ("--datasets", args.datasets is not DEFAULT_DATASETS)) if given]
+        if others:
+            parser.error(f"--write_2sfs converts files and checks no dataset: leave out {', '.join(others)}")
+    elif args.out is not None or args.image_root is not None:
+        parser.error("--out and --image_root go with --write_2sfs")
     if args.download:
         from datasets.fetch import CATALOG
         from datasets.fetch.fetcher import mirror_base
@@ -295,6 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     """Check the datasets; 0 when all are complete, 1 when anything is missing or wrong."""
     args = parse_args(argv)
     root = Path(args.root_path)
+    if args.write_2sfs:
+        for path in export_2sfs(args.write_2sfs, args.out, args.image_root):
+            print(f"written {path}")
+        return 0
     if args.write_split:
         print(f"split written to {write_split(root)}")
     if args.download:

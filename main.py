@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "family": bundle.family.name, "zero_shot_acc": zero_shot_acc, "zero_shot_cached": test.zero_shot_cached,
         "test_acc": test_acc, "eval_seconds": eval_seconds, "test_images_per_process": test_shards,
         "subset_file": str(spec.subset_path),
+        **record.draw_fields(data),
         **eval_memory.read(prefix="eval_"),
         **extra_fields,
         **tracker.fields(),
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict | None:
 
 def read_data(spec: RunSpec) -> FewShotDataset:
     """The run's few-shot draw (its split files read, its folders checked), before anything else loads."""
-    data = build_dataset(spec.dataset, spec.data.root_path, spec.shots, spec.seed, spec.data.template, spec.protocol)
+    data = build_dataset(spec.dataset, spec.data.root_path, spec.shots, spec.seed, spec.data.template, spec.protocol,
+                         split_file=spec.data.split_file)
     log.info("%s: %d classes, %d train / %d val / %d test images", spec.dataset, len(data.classnames),
              len(data.train), len(data.val), len(data.test))
     return data

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from datasets import TEST_ONLY, untrainable_message
+from qlora_clip.data.settings import SPLIT_FILE_DIGEST
 from qlora_clip.errors import UserError
 from qlora_clip.flags import add_flags
 from qlora_clip.methods.table import BASE_METHODS, METHODS, four_bit_methods, resolve_flags, resolved_mode
@@ -75,6 +76,11 @@ def normalised(args: argparse.Namespace) -> argparse.Namespace:
         # Your own images are the dataset: record where they are, so a run on another folder (or on
         # the same folder named from elsewhere) is told apart from this one (spec.dataset_tag).
         args.root_path = str(Path(args.root_path).expanduser().resolve())
+    if args.split_file:
+        # The file's lists, not only its name, are part of the run's identity (qlora_clip/data/settings.py).
+        from datasets.split_files import split_digest
+
+        setattr(args, SPLIT_FILE_DIGEST, split_digest(_read_split_file(args)))
     return args
 
 
@@ -116,6 +122,7 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     errors += method_errors(args)
     errors += tracking_errors(args)
     errors += protocol_errors(args)
+    errors += split_file_errors(args)
     if args.device == "cuda":
         import torch
 
@@ -273,6 +280,33 @@ def protocol_errors(args: argparse.Namespace) -> list[str]:
         errors.append("--eval_datasets with --dataset folder: targets are read from --root_path, which is your "
                       "image folder here; train on a dataset under DATA/ to evaluate on others")
     return errors
+
+
+def split_file_errors(args: argparse.Namespace) -> list[str]:
+    """--split_file read and checked against --dataset, --shots and --seed now; the images it names are checked
+    against the dataset when main.py builds it, before any model loads (datasets/split_files.py)."""
+    if args.split_file is None or args.dataset in TEST_ONLY:
+        return []
+    if not args.split_file:
+        return ["--split_file: give the path of a split file (or leave the flag out to draw the few-shot set)"]
+    if args.dataset == "fashion_mnist":
+        return [f"--split_file {args.split_file}: --dataset fashion_mnist's images are indices into its IDX files, "
+                "not image files a split file can name"]
+    try:
+        _read_split_file(args)
+    except UserError as err:
+        return [str(err)]
+    return []
+
+
+def _read_split_file(args: argparse.Namespace) -> Any:
+    """The --split_file of these flags, read relative to --dataset's image folder and checked: a
+    datasets.split_files.SplitFile."""
+    from datasets import dataset_module
+    from datasets.split_files import check_split_file, split_file_anchors
+
+    anchors = split_file_anchors(dataset_module(args.dataset), args.root_path)
+    return check_split_file(args.split_file, anchors, args.shots, args.seed)
 
 
 def run_spec(args: argparse.Namespace) -> RunSpec:

@@ -27,6 +27,7 @@ from qlora_clip.data.items import EvalImages, FewShotDataset, Item, SplitDataset
 from qlora_clip.data.settings import DATASET_NAMES, OOD_DATASETS, TEMPLATES, TEST_ONLY
 from .base2new import base_to_new
 from .sampling import sample_train_then_val, sample_train_val
+from .split_files import published_draw
 
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,10 @@ def untrainable_message(name: str) -> str:
 
 
 def build_dataset(name: str, root: str | Path, shots: int, seed: int, template: str = "clip-lora",
-                  protocol: str = "fewshot", family_template: str = CLIP_LORA_TEMPLATE) -> FewShotDataset:
-    """The few-shot view of a dataset, drawn as CLIP-LoRA draws it for this seed and shot count.
+                  protocol: str = "fewshot", family_template: str = CLIP_LORA_TEMPLATE,
+                  split_file: str | Path | None = None) -> FewShotDataset:
+    """The few-shot view of a dataset, drawn as CLIP-LoRA draws it for this seed and shot count, or, with
+    `split_file` (--split_file), the train and val images that file lists (split_files.published_draw).
 
     `template` is 'clip-lora' (one prompt for every dataset, as CLIP-LoRA trains: `family_template`,
     the backbone family's own, 'a photo of a {}.' for CLIP) or 'dataset' (CoOp's per-dataset prompt).
@@ -64,13 +67,16 @@ def build_dataset(name: str, root: str | Path, shots: int, seed: int, template: 
     if protocol not in PROTOCOLS:
         raise UserError(f"--protocol {protocol}: choose one of {', '.join(PROTOCOLS)}")
     split = _load_split(name, root, template)
-    if split.val_from_train:
+    published = None
+    if split_file is not None:
+        train, val, published = published_draw(split_file, dataset_module(name), root, split, shots, seed)
+    elif split.val_from_train:
         train, val = sample_train_then_val(split.train, shots, seed)
     else:
         train, val = sample_train_val(split.train, split.val, shots, seed)
     data = FewShotDataset(name=name, train=train, val=val, test=split.test, classnames=split.classnames,
                           template=_template(split, template, family_template), load_image=split.load_image,
-                          shots=shots, seed=seed)
+                          shots=shots, seed=seed, split_file=published)
     return base_to_new(data) if protocol == "base2new" else data
 
 
@@ -138,6 +144,9 @@ def write_subset(data: FewShotDataset, path: str | Path) -> None:
         # Base-to-novel: the lists above are the base classes' (relabelled); these classes never trained.
         record["new_classnames"] = data.new.classnames
         record["new_test_images"] = len(data.new.test)
+    if data.split_file is not None:
+        # --split_file: the lists above are that file's, not our draw.
+        record["split_file"] = data.split_file
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(record))
     tmp.replace(path)

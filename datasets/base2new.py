@@ -50,4 +50,4 @@ def base_to_new(data: FewShotDataset) -> FewShotDataset:
                           test=relabel(data.test, split.base),
                           classnames=[data.classnames[label] for label in split.base],
                           template=data.template, load_image=data.load_image, shots=data.shots, seed=data.seed,
-                          protocol="base2new", new=new)
+                          protocol="base2new", new=new, split_file=data.split_file)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from qlora_clip.backbones.families import FAMILIES
+from qlora_clip.data.settings import SPLIT_FILE_DIGEST
 from qlora_clip.methods.table import METHODS, MODES, zero_shot_label
 from qlora_clip.paper import DATASET_TITLES, DOMAIN_TARGETS, PAPER_DATASETS
 from qlora_clip.run.results import IDENTITY_FIELDS, comparable_config, read_results
@@ -157,6 +158,7 @@ def label_methods(records: list[dict], flag_defaults: dict) -> None:
     for record in records:
         config = {k: v for k, v in comparable_config(record.get("config", {}), flag_defaults).items()
                   if k not in CELL_FLAGS | TABLE_FLAGS | SETTING_FLAGS}
+        config = published_split(config, record)
         key = (record["backbone"], record["mode"])
         variants[key][repr(sorted(config.items()))] = config
         keys.append((key, config))
@@ -169,6 +171,17 @@ def label_methods(records: list[dict], flag_defaults: dict) -> None:
         details = [f"{k}={config[k]}" for k in differing]
         details += _settings_text(run_settings(record), varying[id(record)])
         record["method"] = f"{record['mode']} ({', '.join(details)})" if details else record["mode"]
+
+
+def published_split(config: dict, record: dict) -> dict:
+    """A run on a published split (--split_file) is labelled by the split's format, not by its file and digest:
+    each shot count and seed has a file of its own, and the seeds of one method average into one row beside the
+    runs on our own draws ('lora (split_file=2sfs)' beside 'lora')."""
+    if not config.get("split_file"):
+        return config
+    kept = {k: v for k, v in config.items() if k != SPLIT_FILE_DIGEST}
+    kept["split_file"] = (record.get("split_file") or {}).get("format", "file")
+    return kept
 
 
 def latest_by_run(records: list[dict]) -> list[dict]:

@@ -4,7 +4,8 @@ Each builder writes a few tiny JPEGs per class and the dataset's real split file
 json, FGVC's txt lists, ImageNet's folders + classnames.txt) under either folder convention, and
 returns what a correct loader must find. The json lists are shuffled so that classes first appear
 out of label order, as the sampling rule (docs/protocol.md, "Few-shot sampling") has to cope with. The variants
-(`build_variant`) are folders of test images only, in CoOp's layouts.
+(`build_variant`) are folders of test images only, in CoOp's layouts. `write_2sfs_pair` writes a published
+few-shot split in 2SFS's format, as if on another machine (--split_file).
 """
 from __future__ import annotations
 
@@ -292,3 +293,29 @@ def build_ood_set(name: str, root: Path, folder: str | None = None) -> OodTree:
     (where / "images" / f"._{name}_0.jpg").write_bytes(b"Mac OS X AppleDouble, not an image")
     _write_image(where / ".thumbnails" / "t.jpg", 0)
     return OodTree(name, root, where, [str(path) for path in sorted(images)])
+
+
+# --- published few-shot splits (--split_file) -------------------------------------------------------------
+
+FOREIGN = "/home/someone/DATA/dtd/images"  # where a split file's author kept DTD
+
+
+def write_2sfs_pair(folder: Path, stem: str, train: list[tuple[str, int]], val: list[tuple[str, int]] | None,
+                    classnames: list[str], prefix: str = FOREIGN) -> Path:
+    """2SFS's pair of files (FarinaMatteo/rethinking_fewshot_vlms, datasets/utils.py: one Datum's attributes per
+    line) for these (relative path, label) lists, with another machine's absolute paths; no val file for None."""
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = {"train": train} if val is None else {"train": train, "val": val}
+    for part, pairs in parts.items():
+        (folder / f"{stem}_{part}.jsonl").write_text("".join(
+            json.dumps({"_impath": f"{prefix}/{path}", "_label": label, "_domain": 0,
+                        "_classname": classnames[label]}) + "\n" for path, label in pairs))
+    return folder / f"{stem}_train.jsonl"
+
+
+def hand_picked(tree: Tree, part: str, per_class: int) -> list[tuple[str, int]]:
+    """The last `per_class` images of each class in the split file, classes in reverse: nothing our draw orders so."""
+    by_label: dict[int, list[tuple[str, int]]] = {}
+    for path, label in tree.entries[part]:
+        by_label.setdefault(label, []).append((path, label))
+    return [pair for label in sorted(by_label, reverse=True) for pair in by_label[label][-per_class:]]

@@ -132,6 +132,18 @@ def _under(folder: Path, prefix: str) -> dict[str, Path]:
             for path in sorted(folder.rglob("*")) if path.is_file()}
 
 
+# The OOD sets' archives: the MOS authors' samples hold one folder of their name; Textures is DTD's own archive.
+OOD_ARCHIVES = {"ood_inaturalist": ("iNaturalist.tar.gz", "iNaturalist"), "ood_sun": ("SUN.tar.gz", "SUN"),
+                "ood_places": ("Places.tar.gz", "Places"), "ood_textures": ("dtd-r1.0.1.tar.gz", "dtd/images")}
+
+
+def published_ood_files(name: str, staging: Path) -> tuple[dict[str, bytes], trees.OodTree]:
+    """The archive `check_data.py --download name` fetches for an OOD set, built from a miniature one."""
+    tree = trees.build_ood_set(name, staging)
+    archive, folder = OOD_ARCHIVES[name]
+    return {archive: tar_gz(_under(tree.folder, folder))}, tree
+
+
 def published_files(name: str, staging: Path) -> tuple[dict[str, bytes], trees.Tree]:
     """The files `check_data.py --download name` fetches, by published name, built from a miniature tree."""
     tree = trees.build(name, staging)

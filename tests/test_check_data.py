@@ -169,3 +169,47 @@ def test_write_split_refuses_to_overwrite_or_to_touch_a_benchmark(tmp_path, caps
     with pytest.raises(SystemExit):
         check_data.parse_args(["--dataset", "dtd", "--write_split"])
     assert "--write_split" in capsys.readouterr().err
+
+
+# --- our draws in 2SFS's format: --write_2sfs ------------------------------------------------------------------
+
+def test_write_2sfs_exports_our_draws_and_split_file_reads_them_back_to_the_same_subset(tmp_path, monkeypatch, capsys):
+    from datasets import write_subset
+    from datasets.split_files import read_split_file, split_file_anchors
+
+    monkeypatch.chdir(tmp_path)
+    trees.build("dtd", Path("DATA"))
+    trees.build("imagenet", Path("DATA"))
+    subsets = []
+    for name, shots, seed in (("dtd", 2, 3), ("imagenet", 2, 1)):
+        ours = build_dataset(name, "DATA", shots=shots, seed=seed)
+        subsets.append((ours, tmp_path / "results" / "subsets" / f"{name}_{shots}shots_seed{seed}.json"))
+        write_subset(ours, subsets[-1][1])
+    assert check_data.main(["--write_2sfs", *(str(path) for _, path in subsets), "--out", "exported"]) == 0
+    assert "written exported/dtd/split_fewshot/shot_2-seed_3_train.jsonl" in capsys.readouterr().out
+    for ours, _ in subsets:
+        # 2SFS's tree: <data root>/<dataset folder>/split_fewshot/, here under --out.
+        folder = tmp_path / "exported" / ours.name / "split_fewshot"  # CoOp's folder names: dtd, imagenet
+        again = build_dataset(ours.name, "DATA", shots=2, seed=ours.seed,
+                              split_file=folder / f"shot_2-seed_{ours.seed}_train.jsonl")
+        assert again.train == ours.train
+        assert again.val == ours.val  # the val file too, also ImageNet's (drawn from train with the train shots)
+
+    # --image_root: the paths as they will be on the machine that reads the files; the same images.
+    assert check_data.main(["--write_2sfs", str(subsets[0][1]), "--out", "there", "--image_root", "/data/lab"]) == 0
+    there = tmp_path / "there" / "dtd" / "split_fewshot" / "shot_2-seed_3_train.jsonl"
+    assert json.loads(there.read_text().splitlines()[0])["_impath"].startswith("/data/lab/dtd/images/")
+    anchors = split_file_anchors(dataset_module("dtd"), "DATA")
+    assert read_split_file(there, anchors).pairs("train") == [
+        (str(Path(item.source).relative_to("DATA/dtd/images")), item.label) for item in subsets[0][0].train]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--write_2sfs", "s.json"], "--write_2sfs needs --out DIR"),
+    (["--write_2sfs", "s.json", "--out", "x", "--download", "dtd"], "leave out --download"),
+    (["--out", "x"], "--out and --image_root go with --write_2sfs"),
+])
+def test_write_2sfs_flags_are_checked(argv, says, capsys):
+    with pytest.raises(SystemExit):
+        check_data.parse_args(argv)
+    assert says in capsys.readouterr().err

@@ -39,7 +39,12 @@ def test_published_urls_and_checksums_are_the_ones_torchvision_downloads():
 
 
 def test_every_dataset_but_our_own_two_has_an_entry():
-    assert list(CATALOG) == [name for name in DATASET_NAMES if name not in ("fashion_mnist", "folder", *OOD_DATASETS)]
+    assert list(CATALOG) == [name for name in DATASET_NAMES if name not in ("fashion_mnist", "folder")]
+    assert set(OOD_DATASETS) <= set(CATALOG)
+
+
+def test_ood_textures_is_dtds_own_archive():
+    assert remote("ood_textures", "dtd-r1.0.1.tar.gz") == remote("dtd", "dtd-r1.0.1.tar.gz")
 
 
 @pytest.mark.parametrize("name", list(CATALOG))
@@ -47,6 +52,8 @@ def test_every_file_lands_where_the_loader_reads_it(tmp_path, name):
     """The miniature trees are laid out as the loaders read them (their tests say so): each target is in one."""
     if name in trees.VARIANTS:
         trees.build_variant(name, tmp_path)
+    elif name in trees.OOD_SETS:
+        trees.build_ood_set(name, tmp_path)  # MCM's layout, the one the fetch writes
     else:
         trees.build(name, tmp_path)  # CoOp's folder names, the ones the fetch writes
     for place in CATALOG[name].places:
@@ -57,6 +64,8 @@ def test_every_file_lands_where_the_loader_reads_it(tmp_path, name):
 def test_datasets_md_leads_every_fetchable_section_with_the_command():
     text = (Path(__file__).resolve().parents[1] / "DATASETS.md").read_text()
     for name in CATALOG:
-        section = text.split(f"\n## {name}\n", 1)[1]
+        # The OOD sets are sections of one level down, under "ImageNet's OOD sets".
+        level = "###" if name in OOD_DATASETS else "##"
+        section = text.split(f"\n{level} {name}\n", 1)[1]
         first_paragraph = section.strip().split("\n\n", 1)[0]
         assert f"check_data.py --download {name} --root_path DATA" in first_paragraph, name

@@ -9,11 +9,12 @@ import re
 
 import dataset_trees as trees
 import pytest
-from fetch_server import (FileServer, local_entry, no_internet, pretend_published, published_files, serve,
-                          tar_gz)
+from fetch_server import (FileServer, local_entry, no_internet, pretend_published, published_files,
+                          published_ood_files, serve, tar_gz)
 
 import check_data
-from datasets import build_dataset
+from datasets import build_dataset, dataset_module
+from qlora_clip.data.items import SplitSizes
 from datasets.fetch import CATALOG, WORK_FOLDER, fetch_dataset, transfer, unpack
 from datasets.fetch.checksums import LOCK_FILE
 
@@ -199,6 +200,36 @@ def test_imagenet_fetches_its_class_names_and_says_how_to_get_the_images(server,
     assert "https://image-net.org" in out
     assert f"{root}/imagenet/images/train/<wnid>" in out
     assert (root / "imagenet/classnames.txt").read_bytes() == files["classnames.txt"]
+
+
+def test_the_ood_sets_are_fetched_into_mcms_layout_and_textures_not_when_dtd_is_there(server, tmp_path,
+                                                                                        monkeypatch, capsys):
+    from datasets import build_eval_images
+
+    root = tmp_path / "DATA"
+    for name in ("ood_inaturalist", "ood_textures"):
+        files, tree = published_ood_files(name, tmp_path / "staging" / name)
+        serve(server, files)
+        monkeypatch.setitem(CATALOG, name, local_entry(name, server, files))
+        monkeypatch.setattr(dataset_module(name), "SIZES", SplitSizes(classes=1, train=0, val=0, test=len(tree.images)))
+    assert download(root, "ood_inaturalist", "ood_textures") == 0
+    table = rows(capsys.readouterr().out)
+    assert [table[name][:3] for name in ("ood_inaturalist", "ood_textures")] == [[name, "ok", "1"] for name in
+                                                                                 ("ood_inaturalist", "ood_textures")]
+    assert (root / "ImageNet_OOD_dataset/iNaturalist/images").is_dir()
+    assert (root / "ImageNet_OOD_dataset/dtd/images/images").is_dir()
+    assert len(build_eval_images("ood_inaturalist", root).test) == 3  # what --ood_datasets reads
+    # MOS's samples have no published checksum: recorded on the first download.
+    assert sorted(json.loads((root / LOCK_FILE).read_text())["files"]) == ["iNaturalist.tar.gz"]
+
+    # With the dtd benchmark's images there, Textures is already on disk (ood_textures reads DATA/dtd/images too).
+    server.log.clear()
+    other = tmp_path / "OTHER"
+    dtd = trees.build("dtd", other)
+    monkeypatch.setattr(dataset_module("ood_textures"), "SIZES",
+                        SplitSizes(classes=1, train=0, val=0, test=sum(dtd.counts.values())))  # all of DTD
+    assert download(other, "ood_textures") == 0
+    assert server.log == []
 
 
 @pytest.mark.parametrize("argv, message", [

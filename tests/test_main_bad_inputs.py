@@ -285,3 +285,42 @@ def test_a_sweep_setting_with_an_unbalanced_quote_is_named(flags, tmp_path, caps
     assert "no closing quotation" in err
     assert flags[-2] in err
     assert "Traceback" not in err
+
+
+# --- --split_file ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, says", [
+    (lambda folder: folder / "shot_2-seed_1_train.jsonl", r"no such file"),
+    (lambda folder: (folder / "shot_2-seed_1_train.jsonl").write_text('{"_impath": "a.jpg"\n') and
+     folder / "shot_2-seed_1_train.jsonl", r"shot_2-seed_1_train\.jsonl:1: not a JSON line"),
+    (lambda folder: (folder / "split.txt").write_text("banded/banded_0001.jpg 0\n") and folder / "split.txt",
+     r"give 2SFS's shot_K-seed_S_train\.jsonl, CoOp's shot_K-seed_S\.pkl or a run's subsets/\*\.json"),
+    (lambda folder: (folder / "shot_2-seed_7.pkl").write_bytes(b"not a pickle") and folder / "shot_2-seed_7.pkl",
+     r"not read .*only CoOp/Dassl's split_fewshot pickles"),
+], ids=["missing", "not JSON lines", "unknown format", "not a pickle"])
+def test_a_missing_or_malformed_split_file_is_refused_before_anything_loads(make, says, tmp_path, capsys):
+    path = make(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main.parse_run(["--dataset", "dtd", "--root_path", str(tmp_path), "--shots", "2", "--split_file", str(path)])
+    [error] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert exit_info.value.code == 2
+    assert re.search(rf"error: --split_file {re.escape(str(path))}.*{says}", error), error
+
+
+def test_a_split_file_naming_other_images_stops_the_run_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    tree = trees.build("dtd", tmp_path / "DATA")
+    train = trees.hand_picked(tree, "train", 2)
+    missing = [("braided/not_there.jpg", train[0][1])] + train[1:]  # the class of the image it replaces
+    path = trees.write_2sfs_pair(tmp_path / "split_fewshot", "shot_2-seed_1", missing, None, tree.classnames)
+    monkeypatch.setattr(main, "load_bundle", lambda *a, **k: pytest.fail("the run loaded a model"))
+    message = cli_error(["--backbone", "tiny", "--dataset", "dtd", "--root_path", str(tree.root), "--shots", "2",
+                         "--split_file", str(path), "--results_file", str(tmp_path / "r.jsonl")], monkeypatch, capsys)
+    assert message.startswith(f"error: --split_file {path}, train list: entry 0 names braided/not_there.jpg, which is "
+                              "not an image of the dataset's split")
+
+
+def test_a_split_file_for_fashion_mnist_is_refused(tmp_path, capsys):
+    (tmp_path / "subset.json").write_text("{}")
+    with pytest.raises(SystemExit):
+        main.parse_run(["--dataset", "fashion_mnist", "--split_file", str(tmp_path / "subset.json")])
+    assert "fashion_mnist's images are indices into its IDX files" in capsys.readouterr().err

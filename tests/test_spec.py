@@ -162,3 +162,42 @@ def test_other_settings_save_their_own_adapter(tiny_argv, tmp_path):
     for record in (r2, r4):
         saved = json.loads((Path(record["adapter_dir"]) / "run.json").read_text())
         assert saved["config"]["r"] == record["config"]["r"]
+
+def test_a_split_file_is_part_of_the_identity_by_its_lists_not_only_its_name(tmp_path, monkeypatch):
+    """Two different files under the same name are two runs (identity, key, adapter folder, subset file), and a
+    results line of one does not make the sweep count the other as done; the same file is the same run."""
+    import dataset_trees as trees
+
+    from qlora_clip.run.results import append_jsonl, recorded_configs
+    from run_utils import flag_defaults
+
+    tree = trees.build("dtd", tmp_path / "DATA")
+    first, second, copy = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    picked = trees.hand_picked(tree, "train", 2)
+    trees.write_2sfs_pair(first, "shot_2-seed_1", picked, None, tree.classnames)
+    trees.write_2sfs_pair(second, "shot_2-seed_1", list(reversed(picked)), None, tree.classnames)
+    trees.write_2sfs_pair(copy, "shot_2-seed_1", picked, None, tree.classnames, prefix="/other/dtd/images")
+    argv = ["--dataset", "dtd", "--root_path", str(tree.root), "--shots", "2", "--save_path", "ck",
+            "--results_file", str(tmp_path / "r.jsonl"), "--split_file", "shot_2-seed_1_train.jsonl"]
+    runs = {}
+    for folder in (first, second, copy):
+        monkeypatch.chdir(folder)  # the same name, relative to where each run starts
+        runs[folder.name] = spec(*argv)
+    a, b, c = runs["a"], runs["b"], runs["c"]
+    assert a.flags["split_file"] == b.flags["split_file"]
+    assert a.identity != b.identity
+    assert a.key != b.key
+    assert a.adapter_dir != b.adapter_dir
+    assert a.subset_path != b.subset_path
+    assert a.identity == c.identity  # the same images, written on another machine: the same run
+    append_jsonl(tmp_path / "r.jsonl", {"mode": "lora", "dataset": "dtd", "shots": 2, "seed": 1,
+                                         "backbone": "ViT-B/16", "config": dict(a.flags)})
+    done = recorded_configs(tmp_path / "r.jsonl", flag_defaults())[0]
+    assert a.identity in done
+    assert b.identity not in done
+
+    ours = spec(*argv[:-2])  # our own draw: no digest, its subset file and folder as before
+    assert ours.identity["split_file"] is None
+    assert "split_file_digest" not in ours.identity
+    assert ours.subset_path.name == "dtd_2shots_seed1.json"
+    assert a.subset_path.name.startswith("dtd_2shots_seed1_split-")

@@ -1,11 +1,14 @@
 """datasets.split_files: 2SFS's .jsonl files and CoOp/Dassl's shot pickles read as (path, label) lists
-relative to the image folder; our draw written in 2SFS's format and read back to the same images."""
+relative to the image folder; our draw written in 2SFS's format and read back to the same images; --split_file:
+a dataset built from such a file (its images exactly, refused where it does not fit), and one run through main.py
+that trains on exactly the images a 2SFS file lists."""
 from __future__ import annotations
 
 import builtins
 import json
 import os
 import pickle
+import re
 import sys
 import types
 from pathlib import Path
@@ -13,9 +16,11 @@ from pathlib import Path
 import dataset_trees as trees
 import pytest
 
+import main
 from datasets import build_dataset, dataset_module, write_subset
 from qlora_clip.errors import UserError
-from datasets.split_files import image_folder_anchors, pick_items, read_split_file, write_2sfs
+from datasets.split_files import (VAL_FROM_FILE, VAL_FROM_TRAIN, VAL_FROM_VAL_SPLIT, image_folder_anchors, pick_items,
+                                  read_split_file, split_digest, write_2sfs)
 
 DTD = image_folder_anchors(dataset_module("dtd"))
 
@@ -136,3 +141,134 @@ def test_a_base2new_or_fashion_mnist_draw_is_not_exported(tmp_path):
     with pytest.raises(UserError, match="indices"):
         write_2sfs(tmp_path / "fm.json", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# --- --split_file: training on a published split --------------------------------------------------------------
+
+@pytest.fixture
+def dtd_tree(tmp_path) -> trees.Tree:
+    return trees.build("dtd", tmp_path / "DATA")
+
+
+def test_a_2sfs_file_gives_exactly_its_images_with_the_datasets_labels_and_names(dtd_tree, tmp_path):
+    train, val = trees.hand_picked(dtd_tree, "train", 2), trees.hand_picked(dtd_tree, "val", 1)
+    path = trees.write_2sfs_pair(tmp_path / "split_fewshot", "shot_2-seed_3", train, val, dtd_tree.classnames)
+    data = build_dataset("dtd", dtd_tree.root, shots=2, seed=3, split_file=path)
+    assert relative(data.train, dtd_tree.image_dir) == train
+    assert relative(data.val, dtd_tree.image_dir) == val
+    assert relative(data.train, dtd_tree.image_dir) != relative(
+        build_dataset("dtd", dtd_tree.root, shots=2, seed=3).train, dtd_tree.image_dir)  # not our draw
+    assert [item.classname for item in data.train] == [dtd_tree.classnames[label] for _, label in train]
+    assert data.split_file == {"path": str(path), "format": "2sfs", "files": [str(path), str(path).replace(
+        "_train.jsonl", "_val.jsonl")], "digest": split_digest(read_split_file(path, DTD)), "val": VAL_FROM_FILE}
+    assert data.test == build_dataset("dtd", dtd_tree.root, shots=2, seed=3).test  # the test set is the dataset's
+
+
+@pytest.mark.parametrize("damage, says", [
+    ("label", r"entry 0 gives .* label 0, the dataset's split gives 2"),
+    ("val image in train", r"train list: entry 0 names .*, which is not an image of the dataset's split"),
+    ("class missing", r"no train image of 1 of the dataset's 3 classes \('banded'\)"),
+    ("other shots", r"the file is the 2-shot draw of seed 3, .*give --shots 2"),
+    ("other seed", r"the file is the 2-shot draw of seed 3, .*give --seed 3"),
+    ("fewer per class", r"its largest class has 1 train image\(s\), so it is a 1-shot draw; give --shots 1"),
+])
+def test_a_split_file_that_does_not_fit_the_dataset_or_the_run_is_refused_naming_the_flag(
+        dtd_tree, tmp_path, damage, says):
+    train, val = trees.hand_picked(dtd_tree, "train", 2), trees.hand_picked(dtd_tree, "val", 1)
+    shots, seed, stem = 2, 3, "shot_2-seed_3"
+    if damage == "label":  # two images of different classes swap labels: every class still has two
+        (first, a), (last, b) = train[0], train[-1]
+        train = [(first, b)] + train[1:-1] + [(last, a)]
+    elif damage == "val image in train":
+        train = [val[0]] + train[1:]
+    elif damage == "class missing":
+        train = [pair for pair in train if pair[1] != 0]
+    elif damage == "other shots":
+        shots = 4
+    elif damage == "other seed":
+        seed = 1
+    elif damage == "fewer per class":
+        train, stem = trees.hand_picked(dtd_tree, "train", 1), "renamed"
+    path = trees.write_2sfs_pair(tmp_path / "split_fewshot", stem, train, val, dtd_tree.classnames)
+    with pytest.raises(UserError, match=rf"^--split_file {re.escape(str(path))}.*{says}"):
+        build_dataset("dtd", dtd_tree.root, shots=shots, seed=seed, split_file=path)
+
+
+def test_base_to_novel_keeps_the_base_classes_of_the_files_draw(dtd_tree, tmp_path):
+    train, val = trees.hand_picked(dtd_tree, "train", 2), trees.hand_picked(dtd_tree, "val", 1)
+    path = trees.write_2sfs_pair(tmp_path / "split_fewshot", "shot_2-seed_3", train, val, dtd_tree.classnames)
+    data = build_dataset("dtd", dtd_tree.root, shots=2, seed=3, protocol="base2new", split_file=path)
+    assert relative(data.train, dtd_tree.image_dir) == [pair for pair in train if pair[1] < 2]  # base: labels 0, 1
+    assert data.split_file["format"] == "2sfs"
+
+
+def test_without_a_val_list_val_is_drawn_as_our_own_or_from_the_unlisted_train_images(dtd_tree, tmp_path, monkeypatch):
+    # DTD has a val split: the val images our own draw of the seed takes (it draws val first).
+    path = trees.write_2sfs_pair(tmp_path / "dtd", "shot_2-seed_3", trees.hand_picked(dtd_tree, "train", 2), None,
+                           dtd_tree.classnames)
+    data = build_dataset("dtd", dtd_tree.root, shots=2, seed=3, split_file=path)
+    assert data.val == build_dataset("dtd", dtd_tree.root, shots=2, seed=3).val
+    assert data.split_file["val"] == VAL_FROM_VAL_SPLIT
+    assert data.split_file["files"] == [str(path)]
+
+    # ImageNet has none, and CoOp's shot pickle of it has no "val": min(shots, 4) per class from the train images
+    # the file does not list, so the two never share an image.
+    imagenet = trees.build("imagenet", tmp_path / "IMAGENET")
+    listed = [(f"/home/kaiyang/data/imagenet/images/train/{wnid}/{wnid}_{n}.JPEG", label, name)
+              for label, (wnid, name) in enumerate(trees.IMAGENET_CLASSES.items()) for n in (1, 4)]
+    pickle_path = tmp_path / "imagenet" / "split_fewshot" / "shot_2-seed_1.pkl"
+    pickle_path.parent.mkdir(parents=True)
+    pickle_path.write_bytes(dassl_pickle(monkeypatch, lambda Datum: {"train": [Datum(*entry[:2], 0, entry[2])
+                                                                               for entry in listed]}))
+    data = build_dataset("imagenet", imagenet.root, shots=2, seed=1, split_file=pickle_path)
+    assert relative(data.train, imagenet.image_dir.parent) == [
+        (path.split("/images/", 1)[1], label) for path, label, _ in listed]
+    assert sorted(item.label for item in data.val) == [0, 0, 1, 1, 2, 2]
+    assert not {item.source for item in data.val} & {item.source for item in data.train}
+    assert data.split_file["format"] == "dassl"
+    assert data.split_file["val"] == VAL_FROM_TRAIN
+
+
+def test_a_runs_subset_file_is_a_split_file_for_its_own_folder_too(tmp_path):
+    trees.write_folder_classes(tmp_path / "mine", {"cat": 10, "dog": 10})
+    ours = build_dataset("folder", tmp_path / "mine", shots=2, seed=5)
+    write_subset(ours, tmp_path / "subsets" / "mine.json")
+    again = build_dataset("folder", tmp_path / "mine", shots=2, seed=5, split_file=tmp_path / "subsets" / "mine.json")
+    assert (again.train, again.val) == (ours.train, ours.val)
+    assert again.split_file["format"] == "qlora-clip"
+
+    b2n = {**json.loads((tmp_path / "subsets" / "mine.json").read_text()), "protocol": "base2new"}
+    (tmp_path / "subsets" / "b2n.json").write_text(json.dumps(b2n))
+    with pytest.raises(UserError, match=r"--split_file .*b2n\.json: a base2new draw holds the base classes only"):
+        read_split_file(tmp_path / "subsets" / "b2n.json", ())
+
+
+# --- one run through main.py on a 2SFS file -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def published_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("published")
+    tree = trees.build("dtd", tmp / "DATA")
+    train, val = trees.hand_picked(tree, "train", 2), trees.hand_picked(tree, "val", 1)
+    path = trees.write_2sfs_pair(tmp / "split_fewshot", "shot_2-seed_3", train, val, tree.classnames)
+    record = main.main(["--backbone", "tiny", "--dataset", "dtd", "--root_path", str(tree.root), "--shots", "2",
+                        "--seed", "3", "--n_iters", "1", "--batch_size", "4", "--split_file", str(path),
+                        "--results_file", str(tmp / "results" / "results.jsonl"), "--eval_cache_dir", ""])
+    return tree, path, train, val, record
+
+
+def test_a_run_on_a_2sfs_file_trains_on_exactly_the_listed_images(published_run):
+    tree, path, train, val, record = published_run
+    subset = json.loads(Path(record["subset_file"]).read_text())
+    assert subset["train"] == [[str(tree.image_dir / p), label] for p, label in train]
+    assert subset["val"] == [[str(tree.image_dir / p), label] for p, label in val]
+
+
+def test_the_runs_line_and_subset_file_record_the_split_file(published_run):
+    tree, path, train, val, record = published_run
+    assert record["config"]["split_file"] == str(path)
+    assert record["split_file"]["format"] == "2sfs"
+    assert record["split_file"]["digest"] == record["config"]["split_file_digest"]
+    assert record["split_file"]["val"] == VAL_FROM_FILE
+    assert re.fullmatch(r"dtd_2shots_seed3_split-[0-9a-f]{8}\.json", Path(record["subset_file"]).name)
+    assert json.loads(Path(record["subset_file"]).read_text())["split_file"] == record["split_file"]

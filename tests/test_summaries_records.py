@@ -109,3 +109,21 @@ def test_runs_on_two_gpu_models_share_a_row_whose_time_and_memory_say_so(tmp_pat
     assert table_row(section(out, "## Methods"), "lora")[4].endswith("(2 devices)")
     csv_text = (tmp_path / "out" / "methods_table.csv").read_text()
     assert "NVIDIA A100-SXM4-40GB; NVIDIA H100 80GB HBM3" in csv_text
+
+
+def test_runs_on_published_splits_average_over_seeds_in_a_row_of_their_own(tmp_path, capsys):
+    """Each seed's split file has its own path and digest; the row is the method on that format of split."""
+    results = tmp_path / "results.jsonl"
+    for seed in (1, 2, 3):
+        append_jsonl(results, fewshot_record("lora", "dtd", 4, seed, 70.0 + seed))
+        path = f"DATA/dtd/split_fewshot/shot_4-seed_{seed}_train.jsonl"
+        line = fewshot_record("lora", "dtd", 4, seed, 60.0 + seed, "--split_file", path,
+                              split_file={"path": path, "format": "2sfs", "files": [path], "digest": f"{seed:016x}",
+                                          "val": "the file's val list"})
+        line["config"]["split_file_digest"] = f"{seed:016x}"
+        append_jsonl(results, line)
+    out, err = summarize(results, tmp_path, capsys, "--tables", "paper")
+    assert REPEAT not in err
+    paper = section(out, "## Top-1 accuracy")
+    assert table_row(paper, "lora", "4")[2] == "72.00 ± 1.00 (n=3)"
+    assert table_row(paper, "lora (split_file=2sfs)", "4")[2] == "62.00 ± 1.00 (n=3)"

@@ -15,7 +15,11 @@ Sources and checksums, and where they were read:
   classnames.txt and UCF-101-midframes.zip, and the original Stanford Cars, ImageNet-V2 and SUN397 links;
 - the variants' own pages: ImageNet-V2's README (the Hugging Face copy, modestyachts/ImageNetV2@0b0c3fe),
   ImageNet-Sketch's README (Hugging Face, then Google Drive, HaohanWang/ImageNet-Sketch@4d42800),
-  ImageNet-A's and -R's READMEs (hendrycks/natural-adv-examples@0777070, hendrycks/imagenet-r@3131cac).
+  ImageNet-A's and -R's READMEs (hendrycks/natural-adv-examples@0777070, hendrycks/imagenet-r@3131cac);
+- the OOD sets of MCM's benchmark: the iNaturalist, SUN and Places samples from the MOS authors' links
+  (deeplearning-wisc/large_scale_ood, README.md, "Out-of-distribution dataset"; each archive holds one
+  folder of that name), laid out in MCM's ImageNet_OOD_dataset/ (datasets/ood_benchmark.py); Textures is
+  DTD's own archive, its dtd/images/ laid out as ImageNet_OOD_dataset/dtd/images.
 Files without a published checksum get theirs recorded on first download (checksums.py).
 """
 from __future__ import annotations
@@ -23,7 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from datasets import (caltech101, dtd, eurosat, fgvc, food101, imagenet, imagenet_a, imagenet_r, imagenet_sketch,
-                      imagenet_variants, imagenetv2, oxford_flowers, oxford_pets, stanford_cars, sun397, ucf101)
+                      imagenet_variants, imagenetv2, ood_inaturalist, ood_places, ood_sun, ood_textures,
+                      oxford_flowers, oxford_pets, stanford_cars, sun397, ucf101)
 
 # Google Drive's direct-download endpoint; confirm=t skips the page Drive shows before a file it cannot
 # scan for viruses (any file above about 100 MB). When Drive answers with a page anyway (a download quota
@@ -88,6 +93,19 @@ def variant_folder(module) -> str:
 # CoOp's copy of ImageNet's 1,000 class names (Google Drive); the variants read it from their own folder.
 CLASSNAMES = google_drive(imagenet_variants.CLASSNAMES_FILE, "1-61f_ol79pViBFDG_IDlUQSwoLcn2XXF")
 VGG = "https://www.robots.ox.ac.uk/~vgg/data"
+# DTD's archive: the dtd benchmark's images, and all of them are MCM's Textures OOD set.
+DTD_ARCHIVE = Remote("dtd-r1.0.1.tar.gz", (f"{VGG}/dtd/download/dtd-r1.0.1.tar.gz",),
+                     "fff73e5086ae6bdbea199a49dfb8a4c1", f"{VGG}/dtd/")
+# The MOS authors' 10,000-image samples of iNaturalist, SUN and Places; no checksum is published.
+MOS = "http://pages.cs.wisc.edu/~huangrui/imagenet_ood_dataset"
+MOS_PAGE = "https://github.com/deeplearning-wisc/large_scale_ood"
+
+
+def mos_sample(module, folder: str) -> Entry:
+    """One of MOS's OOD samples: `<folder>.tar.gz` holds `<folder>/`, which becomes the set's folder in MCM's layout."""
+    return Entry(module.NAME, (Place(Remote(f"{folder}.tar.gz", (f"{MOS}/{folder}.tar.gz",), page=MOS_PAGE),
+                                     module.FOLDERS[0], take=folder),))
+
 
 ENTRIES = (
     Entry("imagenet", (Place(CLASSNAMES, imagenet.CLASSNAMES_FILE),), by_hand=(
@@ -146,9 +164,7 @@ ENTRIES = (
     )),
     Entry("dtd", (
         coop_split(dtd, "1u3_QfB467jqHgNXC00UIzbLZRQCg2S7x"),
-        Place(Remote("dtd-r1.0.1.tar.gz", (f"{VGG}/dtd/download/dtd-r1.0.1.tar.gz",),
-                     "fff73e5086ae6bdbea199a49dfb8a4c1", f"{VGG}/dtd/"),
-              image_folder(dtd), take="dtd/images"),
+        Place(DTD_ARCHIVE, image_folder(dtd), take="dtd/images"),
     )),
     Entry("eurosat", (
         coop_split(eurosat, "1Ip7yaCWFi0eaOFUGga0lUdVi_DDQth1o"),
@@ -192,6 +208,12 @@ ENTRIES = (
                      page="https://github.com/hendrycks/imagenet-r"),
               variant_folder(imagenet_r), take=imagenet_r.IMAGE_DIR),
     )),
+    mos_sample(ood_inaturalist, "iNaturalist"),
+    mos_sample(ood_sun, "SUN"),
+    mos_sample(ood_places, "Places"),
+    # Fetched only when neither MCM's layout nor the dtd benchmark's DATA/dtd/images (which ood_textures also
+    # reads) is there: check_data.py --download fetches what its check does not accept.
+    Entry("ood_textures", (Place(DTD_ARCHIVE, ood_textures.FOLDERS[0], take="dtd/images"),)),
 )
 
 # --download NAME: every dataset with an entry, in the order of datasets.DATASET_NAMES.

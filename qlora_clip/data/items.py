@@ -76,6 +76,7 @@ class FewShotDataset(PromptedClasses):
 
     Under `protocol` 'base2new' train, val, test and classnames hold the base classes only
     (relabelled 0..k-1), and `new` the new classes' test images and names (datasets/base2new.py).
+    `split_file` is set when train and val are a published split's (--split_file), not our draw.
     """
     name: str
     train: list[Item]
@@ -88,3 +89,6 @@ class FewShotDataset(PromptedClasses):
     seed: int | None = None
     protocol: str = "fewshot"
     new: EvalImages | None = None
+    # Where train and val came from when a published split gave them (--split_file) instead of our draw: its
+    # path, format, the files read, the digest of its lists and where val came from (datasets/split_files.py).
+    split_file: dict | None = None

@@ -26,6 +26,10 @@ OOD_DATASETS = ("ood_inaturalist", "ood_sun", "ood_places", "ood_textures")
 # the OOD sets.
 TEST_ONLY = frozenset({"imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r", *OOD_DATASETS})
 TEMPLATES = ("clip-lora", "dataset")
+# The key a run's recorded flags (its results line's "config") get beside --split_file: a digest of the file's train
+# and val lists, read relative to the image folder (datasets/split_files.py). It is part of the run's identity, so
+# a split file whose content changed is another run even under the same name; it is derived, never given.
+SPLIT_FILE_DIGEST = "split_file_digest"
 
 
 @dataclass(frozen=True)
@@ -47,3 +51,8 @@ class DataConfig:
     protocol: str = flag("fewshot", "fewshot: train and test on all classes; base2new: CoCoOp's base-to-novel "
                          "generalization, train on the first half of the classes, test base and new classes with "
                          "separate classifiers", group="protocol", choices=PROTOCOLS)
+    split_file: str | None = flag(None, "train and validate on the few-shot split in this file instead of our draw: "
+                                  "2SFS's shot_K-seed_S_train.jsonl (its _val.jsonl beside it), CoOp's split_fewshot/"
+                                  "shot_K-seed_S.pkl, or a run's subsets/*.json; its K and S must be --shots and "
+                                  "--seed (DATASETS.md, 'Published few-shot splits')", group="data", type=str,
+                                  metavar="PATH")

@@ -16,6 +16,7 @@ import socket
 import torch
 
 from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.data.items import FewShotDataset
 from qlora_clip.errors import UserError
 from qlora_clip.machine import library_versions
 from qlora_clip.methods.interface import Adapted
@@ -64,6 +65,12 @@ def method_fields(adapted: Adapted, result: TrainResult, prompts: ClassPrompts, 
     else:
         fields["baseline_features"] = {**fields["baseline_features"], "test": test_embeddings}
     return fields
+
+
+def draw_fields(data: FewShotDataset) -> dict:
+    """Where the run's train and val images came from when a published split gave them (--split_file): the file,
+    its format, the digest of its lists, where val came from; nothing for our own draw."""
+    return schema.fields(split_file=data.split_file) if data.split_file is not None else {}
 
 
 def finish(spec: RunSpec, adapted: Adapted, record: dict, tracker: Tracker, template: str) -> dict:

@@ -51,6 +51,7 @@ CONDITIONS: dict[str, tuple[str, Callable[[dict], bool]]] = {
     "extra_evals": ("with `--protocol base2new` or `--eval_datasets`",
                     lambda record: record.get("protocol") == "base2new"
                     or bool(record.get("config", {}).get("eval_datasets"))),
+    "split_file": ("with `--split_file`", lambda record: bool(record.get("config", {}).get("split_file"))),
 }
 
 def _trains_on(record: dict) -> str | None:
@@ -68,7 +69,8 @@ SCHEMA: tuple[Field, ...] = (
     Field("family", str, "the backbone's family, from its config.json: `clip`, `siglip`, `siglip2` or "
                          "`metaclip_2` (qlora_clip/families.py)"),
     Field("protocol", str, "`fewshot` (train and test on all classes) or `base2new`"),
-    Field("config", dict, "every flag of main.py with its value: the run's full configuration"),
+    Field("config", dict, "every flag of main.py with its value: the run's full configuration (with "
+                          "`--split_file`, also `split_file_digest`, the digest of that file's lists)"),
     # --- accuracy ------------------------------------------------------------------------------
     Field("zero_shot_acc", float, "top-1 accuracy (%) of the frozen base (adapters off) on the run's test set, "
                                   "measured before training"),
@@ -148,6 +150,11 @@ SCHEMA: tuple[Field, ...] = (
                                  "(a run that finds the test images cached shows what the cache saved)"),
     Field("test_images_per_process", list, "test images each process evaluated, in rank order"),
     Field("subset_file", str, "the JSON file recording the few-shot draw (train and val images, labels)"),
+    Field("split_file", dict, "the published split the run trained on instead of our draw: `path` (as given), "
+                              "`format` (`2sfs`, `dassl` or `qlora-clip`), `files` read, `digest` of its train and "
+                              "val lists (also in `config.split_file_digest`, part of the run's identity), and "
+                              "`val`: where the val images came from (the file's list, or drawn where it has none)",
+          when="split_file"),
     # --- where, when, with what ----------------------------------------------------------------
     Field("compute_dtype", str, "the precision the run computed in: `fp32`, `fp16` or `bf16` (autocast)"),
     Field("device", str, "the torch device of the main process, e.g. `cuda:0`, `cpu`"),

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from qlora_clip.backbones.settings import ModelConfig
-from qlora_clip.data.settings import DataConfig
+from qlora_clip.data.settings import SPLIT_FILE_DIGEST, DataConfig
 from qlora_clip.evaluation.settings import EvalConfig
 from qlora_clip.flags import build
 from qlora_clip.methods.settings import AdapterConfig
@@ -206,9 +206,13 @@ class RunSpec:
     @property
     def subset_path(self) -> Path:
         """<results folder>/subsets/<dataset>[_<protocol>]_<K>shots_seed<S>.json: the draw, which depends on
-        the data, the protocol, the shots and the seed only (every method of a sweep shares it)."""
+        the data, the protocol, the shots and the seed only (every method of a sweep shares it); with
+        --split_file, `..._seed<S>_split-<digest>.json`, the digest of the file's path and lists, so a
+        published draw never replaces ours, nor another file's."""
         protocol = f"_{self.protocol}" if self.protocol != "fewshot" else ""
-        name = f"{self.dataset_tag}{protocol}_{self.shots}shots_seed{self.seed}.json"
+        split = self.data.split_file
+        published = f"_split-{_digest([split, self.flags.get(SPLIT_FILE_DIGEST)], 8)}" if split else ""
+        name = f"{self.dataset_tag}{protocol}_{self.shots}shots_seed{self.seed}{published}.json"
         return self.outputs.results_file.parent / "subsets" / name
 
     def log_file(self, log_dir: str | os.PathLike) -> Path:
