@@ -156,7 +156,7 @@ def fit_inputs(spec: RunSpec, data: FewShotDataset, bundle: ClipBundle, prompts:
     def train_steps(adapted: Adapted) -> TrainResult:
         stream = build_train_stream(data, bundle, spec.train, spec, dist, num_workers)
         checkpoint = TrainCheckpoint(spec.checkpoint_path, spec.outputs.checkpoint_every, spec.trained_identity,
-                                     dist.device)
+                                     dist.device, read_fingerprint=spec.trained_identity_of)
         return train(adapted, stream, prompts, spec.train, precision, dist, checkpoint, resume=spec.outputs.resume,
                      desc=f"train {spec.method}", on_step=tracker.step_callbacks())
 

@@ -323,3 +323,19 @@ def test_the_saved_rng_states_are_plain_data(saved):
     state = read_checkpoint(path)  # weights_only: would fail on a numpy array or any other object
     assert isinstance(state["rng"]["numpy"]["keys"], torch.Tensor)
     assert isinstance(state["rng"]["python"]["internal"], list)
+
+
+def test_a_state_saved_before_a_flag_existed_resumes_and_a_changed_flag_is_named(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    path = tmp_path / "train_state.pt"
+    old = TrainCheckpoint(path, 1, {"lr": 0.1}, torch.device("cpu"))  # written before --new_flag existed
+    old.save(1, model, optimizer, scheduler, scaler, [0.5], 1.0)
+    complete = lambda saved: {"new_flag": "its default", **saved}  # noqa: E731 - RunSpec.trained_identity_of's role
+    now = TrainCheckpoint(path, 1, {"lr": 0.1, "new_flag": "its default"}, torch.device("cpu"), complete)
+    assert now.load()["step"] == 1
+    changed = TrainCheckpoint(path, 1, {"lr": 0.1, "new_flag": "another value"}, torch.device("cpu"), complete)
+    with pytest.raises(UserError, match="different --new_flag;"):
+        changed.load()

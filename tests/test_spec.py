@@ -190,14 +190,15 @@ def test_a_split_file_is_part_of_the_identity_by_its_lists_not_only_its_name(tmp
     assert a.adapter_dir != b.adapter_dir
     assert a.subset_path != b.subset_path
     assert a.identity == c.identity  # the same images, written on another machine: the same run
+    assert "split_file" not in a.identity
     append_jsonl(tmp_path / "r.jsonl", {"mode": "lora", "dataset": "dtd", "shots": 2, "seed": 1,
                                          "backbone": "ViT-B/16", "config": dict(a.flags)})
     done = recorded_configs(tmp_path / "r.jsonl", flag_defaults())[0]
     assert a.identity in done
     assert b.identity not in done
 
-    ours = spec(*argv[:-2])  # our own draw: no digest, its subset file and folder as before
-    assert ours.identity["split_file"] is None
+    ours = spec(*argv[:-2])  # our own draw: no digest, its identity, subset file and folder as before the flag
+    assert "split_file" not in ours.identity  # the path is bookkeeping; the digest is the identity
     assert "split_file_digest" not in ours.identity
     assert ours.subset_path.name == "dtd_2shots_seed1.json"
     assert a.subset_path.name.startswith("dtd_2shots_seed1_split-")

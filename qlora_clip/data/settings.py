@@ -27,8 +27,10 @@ OOD_DATASETS = ("ood_inaturalist", "ood_sun", "ood_places", "ood_textures")
 TEST_ONLY = frozenset({"imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r", *OOD_DATASETS})
 TEMPLATES = ("clip-lora", "dataset")
 # The key a run's recorded flags (its results line's "config") get beside --split_file: a digest of the file's train
-# and val lists, read relative to the image folder (datasets/split_files.py). It is part of the run's identity, so
-# a split file whose content changed is another run even under the same name; it is derived, never given.
+# and val lists, read relative to the image folder (datasets/split_files.py). It, not the file's path, is the run's
+# identity: a split file whose content changed is another run even under the same name, the same lists moved
+# elsewhere are the same run, and a run without --split_file has no such key, so its identity is what it was
+# before the flag existed. It is derived, never given.
 SPLIT_FILE_DIGEST = "split_file_digest"
 
 
@@ -55,4 +57,4 @@ class DataConfig:
                                   "2SFS's shot_K-seed_S_train.jsonl (its _val.jsonl beside it), CoOp's split_fewshot/"
                                   "shot_K-seed_S.pkl, or a run's subsets/*.json; its K and S must be --shots and "
                                   "--seed (DATASETS.md, 'Published few-shot splits')", group="data", type=str,
-                                  metavar="PATH")
+                                  metavar="PATH", role=BOOKKEEPING)

@@ -39,11 +39,6 @@ def save(adapted: Adapted, record: dict, folder: Path, base_model: str, template
     log.info("adapter saved to %s", folder)
 
 
-def _trained_identity(config: dict, defaults: dict) -> dict:
-    """RunSpec.trained_identity of a recorded config (flags it predates take their defaults)."""
-    return RunSpec.from_flags({**defaults, **config}, defaults).trained_identity
-
-
 def _differences(saved: dict, wanted: dict) -> str:
     keys = sorted(k for k in saved.keys() | wanted.keys() if saved.get(k) != wanted.get(k))
     return ", ".join(f"--{k} {saved.get(k)} (flags: {wanted.get(k)})" for k in keys)
@@ -76,7 +71,7 @@ def check_saved_run(spec: RunSpec, base_model: str) -> dict:
     if not run_file.is_file():
         others = _others(spec)
         if others:
-            listed = "; ".join(f"{path.name}: {_differences(_trained_identity(config, dict(spec.defaults)), wanted)}"
+            listed = "; ".join(f"{path.name}: {_differences(spec.trained_identity_of(config), wanted)}"
                                for path, config in others)
             raise UserError(f"--eval_only: no adapter trained with these flags at {folder}; adapters of this "
                             f"method, data, shots and seed were saved with other settings ({listed}). Pass the "
@@ -89,7 +84,7 @@ def check_saved_run(spec: RunSpec, base_model: str) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise UserError(f"--eval_only: {run_file} is unreadable ({err.__class__.__name__}); the adapter cannot be "
                         "checked against the flags. Train it again with --save_path.") from err
-    differs = _differences(_trained_identity(config, dict(spec.defaults)), wanted)
+    differs = _differences(spec.trained_identity_of(config), wanted)
     if differs:
         raise UserError(f"--eval_only: the adapter in {folder} was trained with {differs}; pass the flags it was "
                         "trained with.")

@@ -147,6 +147,11 @@ class RunSpec:
         (NOT_IN_ADAPTER); a training state or saved adapter belongs to a run with the same one."""
         return {k: v for k, v in self.identity.items() if k not in NOT_IN_ADAPTER}
 
+    def trained_identity_of(self, config: Mapping[str, Any]) -> dict:
+        """The trained identity of a recorded config (a saved adapter's run, a training state), flags it predates
+        at their defaults: what compares with this run's `trained_identity`."""
+        return RunSpec.from_flags(dict(config), self.defaults).trained_identity
+
     @property
     def key(self) -> str:
         """A short digest of `identity`."""

@@ -21,6 +21,7 @@ import pickle
 import random
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -119,14 +120,18 @@ class TrainCheckpoint:
     """The training state of one run at `path`, saved every `every` steps (0: never).
 
     `fingerprint`: what makes the run this run (results.comparable_config of its flags); a state
-    saved by a run with another fingerprint is refused on resume.
+    saved by a run with another fingerprint is refused on resume. `read_fingerprint` completes a saved
+    one with the flags it predates, at their defaults (RunSpec.trained_identity_of), so a state saved
+    before a flag existed still resumes.
     """
 
-    def __init__(self, path: Path, every: int, fingerprint: dict, device: torch.device):
+    def __init__(self, path: Path, every: int, fingerprint: dict, device: torch.device,
+                 read_fingerprint: Callable[[dict], dict] = dict):
         self.path = Path(path)
         self.every = every
         self.fingerprint = fingerprint
         self.device = device
+        self.read_fingerprint = read_fingerprint
 
     def due(self, step: int, total_steps: int) -> bool:
         return self.every > 0 and step % self.every == 0 and step < total_steps
@@ -145,8 +150,9 @@ class TrainCheckpoint:
             log.info("--resume: no checkpoint at %s; starting from step 0", self.path)
             return None
         state = read_checkpoint(self.path)
-        if state["fingerprint"] != self.fingerprint:
-            changed = sorted(k for k in self.fingerprint if state["fingerprint"].get(k) != self.fingerprint[k])
+        saved = self.read_fingerprint(state["fingerprint"])
+        if saved != self.fingerprint:
+            changed = sorted(k for k in saved.keys() | self.fingerprint.keys() if saved.get(k) != self.fingerprint.get(k))
             raise UserError(f"--resume: {self.path} was written by a run with different "
                             f"{', '.join('--' + k for k in changed)}; resume with the same flags, or delete it "
                             "to start over")
