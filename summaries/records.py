@@ -177,9 +177,9 @@ def published_split(config: dict, record: dict) -> dict:
     """A run on a published split (--split_file) is labelled by the split's format, not by its file and digest:
     each shot count and seed has a file of its own, and the seeds of one method average into one row beside the
     runs on our own draws ('lora (split_file=2sfs)' beside 'lora')."""
-    if not config.get("split_file"):
+    if not (config.get(SPLIT_FILE_DIGEST) or record.get("split_file")):
         return config
-    kept = {k: v for k, v in config.items() if k != SPLIT_FILE_DIGEST}
+    kept = {k: v for k, v in config.items() if k not in (SPLIT_FILE_DIGEST, "split_file")}
     kept["split_file"] = (record.get("split_file") or {}).get("format", "file")
     return kept
 
