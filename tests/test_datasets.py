@@ -98,7 +98,7 @@ def test_class_name_fixes_reach_the_prompts(tmp_path):
 def test_fgvc_archive_folder_works_unrenamed(tmp_path):
     tree = trees.build_fgvc(tmp_path, "fgvc-aircraft-2013b/data")
     data = build_dataset("fgvc", tmp_path, shots=1, seed=1)
-    assert data.classnames == tree.classnames == ["707-320", "F-16A/B", "Falcon 2000"]
+    assert data.classnames == tree.classnames == ["707-320", "727-200", "F-16A/B", "Falcon 2000"]
 
 
 def test_every_dataset_has_a_datasets_md_section():
