@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         **record.run_fields(spec, adapted, dist, precision.name, result, started_at),
         **record.method_fields(adapted, result, prompts, buckets_off, test.embeddings),
         "family": bundle.family.name, "zero_shot_acc": zero_shot_acc, "zero_shot_cached": test.zero_shot_cached,
+        "shots_drawn": data.shots_drawn,
         "test_acc": test_acc, "eval_seconds": eval_seconds, "test_images_per_process": test_shards,
         "subset_file": str(spec.subset_path),
         **eval_memory.read(prefix="eval_"),

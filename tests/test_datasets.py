@@ -95,6 +95,14 @@ def test_class_name_fixes_reach_the_prompts(tmp_path):
     assert pets.classnames[2] == "bengal"
 
 
+def test_shots_drawn_is_the_fewest_distinct_train_images_of_any_class(tmp_path):
+    # Auto split: half of each class trains, so "b" has 3 train images (of 6) and 4 shots repeat one of them.
+    trees.write_folder_classes(tmp_path, {"a": 20, "b": 6, "c": 20})
+    assert build_dataset("folder", tmp_path, shots=4, seed=1).shots_drawn == 3
+    assert build_dataset("folder", tmp_path, shots=3, seed=1).shots_drawn == 3
+    assert build_dataset("folder", tmp_path, shots=2, seed=1).shots_drawn == 2
+
+
 def test_fgvc_archive_folder_works_unrenamed(tmp_path):
     tree = trees.build_fgvc(tmp_path, "fgvc-aircraft-2013b/data")
     data = build_dataset("fgvc", tmp_path, shots=1, seed=1)

@@ -88,3 +88,12 @@ class FewShotDataset(PromptedClasses):
     seed: int | None = None
     protocol: str = "fewshot"
     new: EvalImages | None = None
+
+    @property
+    def shots_drawn(self) -> int:
+        """The fewest distinct train images of any class: `shots`, unless a class had fewer images than that and
+        the draw repeated some (the results line's `shots_drawn`)."""
+        distinct: dict[int, set] = {}
+        for item in self.train:
+            distinct.setdefault(item.label, set()).add(item.source)
+        return min((len(sources) for sources in distinct.values()), default=0)
