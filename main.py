@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> dict | None:
     extra_fields = extra.results(evaluator, test_acc, zero_shot_acc)
     if not dist.is_main:
         return None
-    tracker.log_eval({"accuracy": test_acc}, step=result.steps)
 
     line = {
         **record.run_fields(spec, adapted, dist, precision.name, result, started_at),
