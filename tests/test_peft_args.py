@@ -69,7 +69,8 @@ def test_a_config_peft_refuses_is_refused_before_loading(capsys):
                                                                    "loraplus_lr_ratio must be > 0 for --mode loraplus"),
     (["--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=0"], "loraplus_lr_ratio must be > 0"),
     (["--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=NaN"], "loraplus_lr_ratio must be > 0"),
-    (["--mode", "adalora", "--peft_args", "beta1=1"], "--peft_args beta1=1: beta1 must be in (0, 1) for --mode adalora"),
+    (["--mode", "adalora", "--peft_args", "beta1=1"],
+     "--peft_args beta1=1: beta1 must be in (0, 1) for --mode adalora"),
     (["--mode", "loha", "--peft_args", "rank_dropout=1.5"], "rank_dropout must be in [0, 1) for --mode loha"),
     (["--mode", "lokr", "--peft_args", "decompose_factor=0"], "decompose_factor must be >= 1 or -1 for --mode lokr"),
     (["--mode", "vblora", "--peft_args", "num_vectors=0"], "num_vectors must be >= 1 for --mode vblora"),
@@ -92,7 +93,8 @@ def test_every_declared_range_is_a_key_the_method_takes():
 def test_peft_refusing_its_own_sub_config_names_the_key(capsys):
     # EVA's rho is checked by PEFT's EvaConfig, which EVA's runtime builds beside the LoraConfig.
     err = error_of(["--mode", "eva", "--peft_args", "eva_rho=0"], capsys)
-    assert "main.py: error: --peft_args eva_rho=0: --mode eva: PEFT refuses this LoraConfig (`rho` must be >= 1.0)" in err
+    assert ("main.py: error: --peft_args eva_rho=0: --mode eva: PEFT refuses this LoraConfig (`rho` must be >= 1.0)"
+            in err)
     assert "Traceback" not in err
 
 

@@ -7,8 +7,9 @@ gives a key dict saying everything the accuracy depends on (zero_shot_key.py) an
 
 One JSON file per key, named by a digest of the key, holding the key itself, the accuracy and a
 SHA-256 checksum of both. Written as every cache file is (qlora_clip/cache_files.py: temporary
-file, fsync, rename; killed writers' leftovers removed), so a reader never sees a partial entry; verified on every read, so a torn, edited or colliding entry
-is reported and recomputed, never trusted. A failed write only loses the reuse: the run goes on.
+file, fsync, rename; killed writers' leftovers removed), so a reader never sees a partial entry;
+verified on every read, so a torn, edited or colliding entry is reported and recomputed, never
+trusted. A failed write only loses the reuse: the run goes on.
 """
 from __future__ import annotations
 

@@ -103,8 +103,8 @@ class RankBound:
     why: str   # why a larger (or non-dividing) --r is meaningless for the method
 
 
-LOW_RANK = RankBound("min(in, out)", "its update B A has rank at most min(in, out) of the layer, so a larger r only adds "
-                                     "weights (and memory) that cannot change what it learns")
+LOW_RANK = RankBound("min(in, out)", "its update B A has rank at most min(in, out) of the layer, so a larger r "
+                                     "only adds weights (and memory) that cannot change what it learns")
 
 
 @dataclass(frozen=True)
