@@ -98,6 +98,19 @@ def test_peft_refusing_its_own_sub_config_names_the_key(capsys):
     assert "Traceback" not in err
 
 
+def test_a_refusal_that_names_no_setting_names_the_ones_the_run_changed():
+    from qlora_clip.methods.refusals import refusal
+    from qlora_clip.methods.settings import AdapterConfig
+
+    settings = AdapterConfig(mode="boft", r=8, dropout_rate=0.1, peft_args=("boft_n_butterfly_factor=2",))
+    message = str(refusal(settings, ValueError("something about the layers")))
+    # --dropout_rate 0.1 is BOFT's default: not a suspect.
+    assert message == ("--r 8, --peft_args boft_n_butterfly_factor=2: --mode boft: PEFT refuses this BOFTConfig "
+                       "(something about the layers); change --r or --peft_args boft_n_butterfly_factor")
+    named = str(refusal(settings, ValueError("boft_block_size (8) must divide 60")))
+    assert named.startswith("--r 8: --mode boft")
+
+
 def optimizer_lrs(*flags: str) -> list[float]:
     """The learning rates of the optimizer's parameter groups the trainer builds for the tiny model's run."""
     spec = run_spec(parse_args(["--backbone", "tiny", "--lr", "1e-3", *flags]))

@@ -11,6 +11,7 @@ names every method setting the run changed from the method's defaults.
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from qlora_clip.errors import UserError
 from qlora_clip.methods.settings import AdapterConfig
@@ -21,16 +22,23 @@ def _mentions(detail: str, name: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9_]){re.escape(name)}(?![A-Za-z0-9_])", detail) is not None
 
 
-def _settings(settings: AdapterConfig) -> list[tuple[str, str, tuple[str, ...], bool]]:
-    """Per method setting of the run: how it was given, the flag to change, the names PEFT may call it by, and
-    whether it differs from the method's default."""
+class Given(NamedTuple):
+    """One method setting of the run."""
+    shown: str                # how the run gave it: '--r 5', '--peft_args eva_rho=0'
+    flag: str                 # what to change: '--r', '--peft_args eva_rho'
+    names: tuple[str, ...]    # what PEFT's messages may call it
+    changed: bool             # whether it differs from the method's default
+
+
+def _given(settings: AdapterConfig) -> list[Given]:
     method = settings.method
     defaults = method_defaults(method)
-    out = [(f"--{flag} {getattr(settings, flag)}", f"--{flag}", (field,), getattr(settings, flag) != defaults[flag])
-           for flag, field in method.fields.items()]
+    out = [Given(f"--{flag} {value}", f"--{flag}", (field,), value != defaults[flag])
+           for flag, field in method.fields.items() for value in [getattr(settings, flag)]]
+    prefix = f"{method.base_method or method.name}_"  # eva_rho of eva (and of eva-4bit) is EvaConfig's rho
     for item in settings.peft_args:
         key = item.partition("=")[0]
-        out.append((f"--peft_args {item}", f"--peft_args {key}", (key, key.removeprefix(f"{method.name}_")), True))
+        out.append(Given(f"--peft_args {item}", f"--peft_args {key}", (key, key.removeprefix(prefix)), True))
     return out
 
 
@@ -39,9 +47,9 @@ def refusal(settings: AdapterConfig, err: Exception, where: str = "") -> UserErr
     settings its message names, else every setting the run changed."""
     method = settings.method
     detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-    given = _settings(settings)
-    named = [s for s in given if any(_mentions(detail, name) for name in s[2])] or [s for s in given if s[3]]
-    prefix = f"{', '.join(s[0] for s in named)}: " if named else ""
-    change = " or ".join(s[1] for s in named) or "--peft_args or the flags it names"
+    given = _given(settings)
+    named = [g for g in given if any(_mentions(detail, name) for name in g.names)] or [g for g in given if g.changed]
+    prefix = f"{', '.join(g.shown for g in named)}: " if named else ""
+    change = " or ".join(g.flag for g in named) or "--peft_args or the flags it names"
     return UserError(f"{prefix}--mode {method.name}: PEFT refuses this {method.peft_class or 'method'}{where} "
                      f"({detail}); change {change}")

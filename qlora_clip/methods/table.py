@@ -88,7 +88,7 @@ def at_least(low: float, why: str, also: tuple[float, ...] = ()) -> Range:
     return Range(low=low, also=also, why=why)
 
 
-def probability(why: str = "a dropout probability; PEFT uses any value it is given") -> Range:
+def probability(why: str = "a dropout probability, which PEFT does not check") -> Range:
     return Range(low=0.0, high=1.0, high_open=True, why=why)
 
 
@@ -219,7 +219,7 @@ BASE_METHODS: tuple[Method, ...] = (
           "Hayou et al., ICML 2024", runtime="qlora_clip.methods.loraplus:LoraPlus", four_bit=True,
           extras=MappingProxyType({"loraplus_lr_ratio": 16.0}),
           ranges={"loraplus_lr_ratio": above(0, "B trains at lr x loraplus_lr_ratio: 0 freezes B, a negative ratio "
-                                                "climbs the loss; the paper's ratios are 2 to 2^8")}),
+                                                "climbs the loss")}),
     Method("adalora", "AdaLoRA", "adapter", "qlora_clip.methods.adalora:AdaLora", "AdaLoraConfig",
            "P (r x in), Lambda (r), Q (out x r) per projection (SVD form); ranks pruned from init_r to r by importance",
            Defaults(lr=paper.LR, r=paper.RANK, alpha=paper.ALPHA, dropout_rate=paper.DROPOUT,
