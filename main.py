@@ -39,6 +39,7 @@ from qlora_clip.inputs.sampler import TrainBatchSampler
 from qlora_clip.inputs.train_images import decode_all
 from qlora_clip.methods import interface
 from qlora_clip.methods.baselines.features import feature_bank
+from qlora_clip.methods.fit_check import check_fit
 from qlora_clip.methods.interface import Adapted, FitInputs
 from qlora_clip.run import record, saved_adapter
 from qlora_clip.run.results import timestamp
@@ -63,12 +64,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     setup_logging()
     quiet_library_logs()
     # The cheap things first: the data folders and split files (a missing dataset is said before any checkpoint is
-    # looked up), then the checkpoint's config.json (an unsupported checkpoint, or a loss or method its family does
-    # not allow, stops the run there; the family chooses the prompt), and only then any weights.
+    # looked up), then the checkpoint's config.json (an unsupported checkpoint, a loss or method its family does
+    # not allow, or a method that does not fit its layers stops the run there; the family chooses the prompt), and
+    # only then any weights.
     data = read_data(spec)
     targets = [read_target(spec, name) for name in spec.evaluation.eval_datasets]
     checkpoint = spec.checkpoint
     check_family(checkpoint.family, spec.train.loss, spec.adapter.method, spec.backbone)
+    check_fit(spec.adapter, checkpoint)  # the method's rank and config on the layers' shapes (meta device, no weights)
     data = use_template(data, spec.data.template, checkpoint.family.template)
     targets = [use_template(target, spec.data.template, checkpoint.family.template) for target in targets]
     if spec.evaluation.eval_only:
@@ -116,12 +119,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     extra_fields = extra.results(evaluator, test_acc, zero_shot_acc)
     if not dist.is_main:
         return None
-    tracker.log_eval({"accuracy": test_acc}, step=result.steps)
 
     line = {
         **record.run_fields(spec, adapted, dist, precision.name, result, started_at),
         **record.method_fields(adapted, result, prompts, buckets_off, test.embeddings),
         "family": bundle.family.name, "zero_shot_acc": zero_shot_acc, "zero_shot_cached": test.zero_shot_cached,
+        "shots_drawn": data.shots_drawn,
         "test_acc": test_acc, "eval_seconds": eval_seconds, "test_images_per_process": test_shards,
         "subset_file": str(spec.subset_path),
         **record.draw_fields(data),

@@ -1,7 +1,8 @@
 """Your own images (`--dataset folder --root_path <your folder>`), in one of three layouts:
 
 - a split json in CoOp's format (`split.json` or `split_zhou_<name>.json`, one of them) with
-  paths relative to the folder: used as is (an empty val part: val drawn from train, as below);
+  paths relative to the folder, which must stay in it: used as is (an empty val part: val drawn
+  from train, as below);
 - `train/<class>/<image>`, `test/<class>/<image>` and optionally `val/<class>/<image>`; without
   val/, the few-shot val images are drawn from train with the train shots, as for ImageNet;
 - `<class>/<image>`: split per class into 50% train, 20% val, 30% test with a fixed seed, so the
@@ -81,8 +82,13 @@ def _renamed(root: Path, folders: list[str], renames: dict[str, str]) -> list[st
 
 
 def _json_split(root: Path, split_file: Path, renames: dict[str, str]) -> SplitDataset:
-    split = checked_split(NAME, read_split_json(split_file, root), split_file)
+    parts = read_split_json(split_file, root)
+    _require_inside(root, split_file, [item for items in parts.values() for item in items])
+    split = checked_split(NAME, parts, split_file)
     names = _renamed(root, split.classnames, renames)
+    if len(names) < 2:
+        raise UserError(f"--dataset {NAME}: {split_file} lists {len(names)} class(es); few-shot classification "
+                        "needs at least two (see DATASETS.md#folder)")
 
     def renamed(items: list[Item]) -> list[Item]:
         return [Item(item.source, item.label, names[item.label]) for item in items]
@@ -91,6 +97,19 @@ def _json_split(root: Path, split_file: Path, renames: dict[str, str]) -> SplitD
     # as the folder layouts do, so pinning a split in a json does not change the few-shot draws.
     return SplitDataset(train=renamed(split.train), val=renamed(split.val), test=renamed(split.test),
                         classnames=names, val_from_train=not split.val)
+
+
+def _require_inside(root: Path, split_file: Path, items: list[Item]) -> None:
+    """A split file names images under its folder: an absolute path or a `..` that leaves --root_path is refused
+    (a split file copied from elsewhere would otherwise train and test on files the folder does not hold). The
+    check is on the paths as written: a symbolic link inside the folder is the folder owner's own choice."""
+    inside = os.path.normpath(os.path.abspath(root))
+    outside = [str(item.source) for item in items
+               if os.path.commonpath([inside, os.path.normpath(os.path.abspath(item.source))]) != inside]
+    if outside:
+        raise UserError(f"--dataset {NAME}: {split_file} names {len(outside)} image(s) outside --root_path {root}, "
+                        f"e.g. {outside[0]}; list paths relative to the folder that stay in it (no absolute paths, "
+                        "no '..' out of it), see DATASETS.md#folder")
 
 
 def _items(folder: Path, label_of: dict[str, int], names: list[str], split: str) -> list[Item]:

@@ -36,6 +36,7 @@
     modelcard.py      model cards of saved adapters and merged exports
     tracking.py       --report_to: TensorBoard and W&B
     headed_file.py    the caches' file layout: a JSON header, one raw array, written atomically, CRC-checked
+    cache_files.py    every cache's atomic write and the one rule that removes killed writers' temporary files
     inputs/           the input pipeline: train images decoded once, augmentation, sampler, loaders,
                       test images preprocessed once and cached
     baselines/        the field's baselines on the frozen base (zero-shot ensembles, linear probe, LP++,

@@ -1,26 +1,28 @@
 """Cache files of one layout: a JSON header padded to HEADER_BYTES, then one raw array.
 
-The test-image cache (inputs/test_images.py) and the baselines' feature cache
-(baselines/feature_cache.py) both store their arrays this way. A file is written to a temporary
-file beside its place, fsynced and renamed into place, so no reader ever sees a partial one; the
-header carries the CRC-32 of the array, which `read_header` checks before the array is mapped.
+The test-image cache (inputs/test_images.py) and the frozen-feature cache (evaluation/feature_cache.py)
+both store their arrays this way. A file is written as every cache file is (cache_files.atomic_file:
+a temporary file beside its place, fsynced and renamed into place, so no reader ever sees a partial
+one, and killed writers' leftovers removed); the header carries the CRC-32 of the array, which
+`read_header` checks before the array is mapped.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from qlora_clip.cache_files import atomic_file
+
 HEADER_BYTES = 4096          # JSON header, padded with spaces; the array follows
 CHUNK = 64 * 1024 ** 2       # bytes per CRC-32 update
 
 
-def write(path: Path, header: dict, array: np.ndarray, temporary_prefix: str) -> None:
+def write(path: Path, header: dict, array: np.ndarray) -> None:
     """`header` (with the array's CRC-32 added) and the C-contiguous `array`, atomically at `path`."""
     flat = array.reshape(-1).view(np.uint8)
     crc = 0
@@ -29,17 +31,9 @@ def write(path: Path, header: dict, array: np.ndarray, temporary_prefix: str) ->
     encoded = json.dumps({**header, "crc32": crc}).encode()
     if len(encoded) > HEADER_BYTES:
         raise ValueError(f"cache header of {len(encoded)} bytes exceeds {HEADER_BYTES}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(encoded.ljust(HEADER_BYTES, b" "))
-            f.write(memoryview(flat))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(encoded.ljust(HEADER_BYTES, b" "))
+        f.write(memoryview(flat))
 
 
 def read_header(path: Path, key: dict, array_bytes: Callable[[dict], int]) -> dict:

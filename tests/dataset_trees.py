@@ -75,46 +75,54 @@ def _write_image(path: Path, label: int) -> None:
 PathFn = Callable[[str, str, int], str]
 SPLIT_JSON: dict[str, tuple[str, str, str, str, list[tuple[str, str]], list[str], PathFn]] = {
     "caltech101": ("caltech-101", "Caltech101", "101_ObjectCategories", "split_zhou_Caltech101.json",
-                   [("accordion", "accordion"), ("airplanes", "airplane"), ("Leopards", "Leopards")],
-                   ["accordion", "airplane", "leopard"],
+                   [("accordion", "accordion"), ("airplanes", "airplane"), ("Leopards", "Leopards"), ("ant", "ant")],
+                   ["accordion", "airplane", "leopard", "ant"],
                    lambda folder, part, n: f"{folder}/image_{n:04d}.jpg"),
     "oxford_pets": ("oxford_pets", "OxfordPets", "images", "split_zhou_OxfordPets.json",
-                    [("Abyssinian", "abyssinian"), ("american_bulldog", "american_bulldog"), ("Bengal", "Bengal")],
-                    ["abyssinian", "american_bulldog", "bengal"],
+                    [("Abyssinian", "abyssinian"), ("american_bulldog", "american_bulldog"), ("Bengal", "Bengal"),
+                     ("beagle", "beagle")],
+                    ["abyssinian", "american_bulldog", "bengal", "beagle"],
                     lambda folder, part, n: f"{folder}_{n}.jpg"),
     "stanford_cars": ("stanford_cars", "StanfordCars", "", "split_zhou_StanfordCars.json",
                       [("", "2012 Tesla Model S Sedan"), ("", "2007 Audi S4 Sedan"),
-                       ("", "1993 Geo Metro Convertible")],
-                      ["2012 Tesla Model S Sedan", "2007 Audi S4 Sedan", "1993 Geo Metro Convertible"],
+                       ("", "1993 Geo Metro Convertible"), ("", "2012 BMW M3 Coupe")],
+                      ["2012 Tesla Model S Sedan", "2007 Audi S4 Sedan", "1993 Geo Metro Convertible",
+                       "2012 BMW M3 Coupe"],
                       lambda folder, part, n: f"cars_{'test' if part == 'test' else 'train'}/{n:05d}.jpg"),
     "oxford_flowers": ("oxford_flowers", "Flower102", "jpg", "split_zhou_OxfordFlowers.json",
-                       [("", "pink primrose"), ("", "hard-leaved pocket orchid"), ("", "canterbury bells")],
-                       ["pink primrose", "hard-leaved pocket orchid", "canterbury bells"],
+                       [("", "pink primrose"), ("", "hard-leaved pocket orchid"), ("", "canterbury bells"),
+                        ("", "sweet pea")],
+                       ["pink primrose", "hard-leaved pocket orchid", "canterbury bells", "sweet pea"],
                        lambda folder, part, n: f"image_{n:05d}.jpg"),
     "food101": ("food-101", "Food101", "images", "split_zhou_Food101.json",
-                [("apple_pie", "apple_pie"), ("baby_back_ribs", "baby_back_ribs"), ("baklava", "baklava")],
-                ["apple_pie", "baby_back_ribs", "baklava"],
+                [("apple_pie", "apple_pie"), ("baby_back_ribs", "baby_back_ribs"), ("baklava", "baklava"),
+                 ("beef_carpaccio", "beef_carpaccio")],
+                ["apple_pie", "baby_back_ribs", "baklava", "beef_carpaccio"],
                 lambda folder, part, n: f"{folder}/{100000 + n}.jpg"),
     "sun397": ("sun397", "SUN397", "SUN397", "split_zhou_SUN397.json",
-               [("a/abbey", "abbey"), ("b/bakery/shop", "shop bakery"), ("c/church/indoor", "indoor church")],
-               ["abbey", "shop bakery", "indoor church"],
+               [("a/abbey", "abbey"), ("b/bakery/shop", "shop bakery"), ("c/church/indoor", "indoor church"),
+                ("d/dining_room", "dining room")],
+               ["abbey", "shop bakery", "indoor church", "dining room"],
                lambda folder, part, n: f"{folder}/sun_{n:08d}.jpg"),
     "dtd": ("dtd", "DTD", "images", "split_zhou_DescribableTextures.json",
-            [("banded", "banded"), ("blotchy", "blotchy"), ("braided", "braided")],
-            ["banded", "blotchy", "braided"],
+            [("banded", "banded"), ("blotchy", "blotchy"), ("braided", "braided"), ("bubbly", "bubbly")],
+            ["banded", "blotchy", "braided", "bubbly"],
             lambda folder, part, n: f"{folder}/{folder}_{n:04d}.jpg"),
     "eurosat": ("eurosat", "eurosat", "2750", "split_zhou_EuroSAT.json",
-                [("AnnualCrop", "Annual Crop Land"), ("Forest", "Forest"), ("SeaLake", "SeaLake")],
-                ["Annual Crop Land", "Forest", "Sea or Lake"],
+                [("AnnualCrop", "Annual Crop Land"), ("Forest", "Forest"), ("SeaLake", "SeaLake"),
+                 ("Highway", "Highway")],
+                ["Annual Crop Land", "Forest", "Sea or Lake", "Highway or Road"],
                 lambda folder, part, n: f"{folder}/{folder}_{n}.jpg"),
     "ucf101": ("ucf101", "UCF101", "UCF-101-midframes", "split_zhou_UCF101.json",
-               [("Apply_Eye_Makeup", "Apply_Eye_Makeup"), ("Archery", "Archery"), ("Baby_Crawling", "Baby_Crawling")],
-               ["Apply_Eye_Makeup", "Archery", "Baby_Crawling"],
+               [("Apply_Eye_Makeup", "Apply_Eye_Makeup"), ("Archery", "Archery"), ("Baby_Crawling", "Baby_Crawling"),
+                ("Basketball", "Basketball")],
+               ["Apply_Eye_Makeup", "Archery", "Baby_Crawling", "Basketball"],
                lambda folder, part, n: f"{folder}/v_{folder.replace('_', '')}_g{n:02d}_c01.jpg"),
 }
 
-FGVC_VARIANTS = ["707-320", "F-16A/B", "Falcon 2000"]
-IMAGENET_CLASSES = {"n01440764": "tench", "n01443537": "goldfish", "n01484850": "great white shark"}
+FGVC_VARIANTS = ["707-320", "727-200", "F-16A/B", "Falcon 2000"]
+IMAGENET_CLASSES = {"n01440764": "tench", "n01443537": "goldfish", "n01484850": "great white shark",
+                    "n01491361": "tiger shark"}
 IMAGENET_CLASSES_FIRST = next(iter(IMAGENET_CLASSES))
 BENCHMARKS = ["imagenet", *SPLIT_JSON, "fgvc"]
 CONVENTIONS = ("coop", "clip-lora")
@@ -184,7 +192,7 @@ def build_imagenet(root: Path, convention: str = "coop") -> Tree:
     (images / "train" / IMAGENET_CLASSES_FIRST / "readme.txt").write_text("not an image")
     # The real file lists all 1,000 classes; extra lines for absent classes must not matter.
     (folder / "classnames.txt").write_text(
-        "".join(f"{wnid} {name}\n" for wnid, name in IMAGENET_CLASSES.items()) + "n01491361 tiger shark\n")
+        "".join(f"{wnid} {name}\n" for wnid, name in IMAGENET_CLASSES.items()) + "n01494475 hammerhead shark\n")
     n_classes = len(IMAGENET_CLASSES)
     return Tree("imagenet", root, images / "train", list(IMAGENET_CLASSES.values()),
                 {"train": n_classes * IMAGENET_TRAIN, "val": 0, "test": n_classes * IMAGENET_TEST})

@@ -95,10 +95,18 @@ def test_class_name_fixes_reach_the_prompts(tmp_path):
     assert pets.classnames[2] == "bengal"
 
 
+def test_shots_drawn_is_the_fewest_distinct_train_images_of_any_class(tmp_path):
+    # Auto split: half of each class trains, so "b" has 3 train images (of 6) and 4 shots repeat one of them.
+    trees.write_folder_classes(tmp_path, {"a": 20, "b": 6, "c": 20})
+    assert build_dataset("folder", tmp_path, shots=4, seed=1).shots_drawn == 3
+    assert build_dataset("folder", tmp_path, shots=3, seed=1).shots_drawn == 3
+    assert build_dataset("folder", tmp_path, shots=2, seed=1).shots_drawn == 2
+
+
 def test_fgvc_archive_folder_works_unrenamed(tmp_path):
     tree = trees.build_fgvc(tmp_path, "fgvc-aircraft-2013b/data")
     data = build_dataset("fgvc", tmp_path, shots=1, seed=1)
-    assert data.classnames == tree.classnames == ["707-320", "F-16A/B", "Falcon 2000"]
+    assert data.classnames == tree.classnames == ["707-320", "727-200", "F-16A/B", "Falcon 2000"]
 
 
 def test_every_dataset_has_a_datasets_md_section():
@@ -311,6 +319,39 @@ def test_folder_accepts_a_coop_split_json(tmp_path):
     assert [os.path.relpath(i.source, tmp_path) for i in data.test] == ["imgs/x/003.png", "imgs/y/003.png"]
 
 
+@pytest.mark.parametrize("escape", ["../outside/x/000.png", "imgs/../../outside/x/000.png", "{absolute}"])
+def test_folder_split_json_cannot_name_images_outside_the_folder(escape, tmp_path):
+    root = tmp_path / "mine"
+    trees.write_folder_classes(root / "imgs", {"x": 4, "y": 4})
+    trees.write_folder_classes(tmp_path / "outside", {"x": 1})  # it exists: only where it is refuses it
+    entries = [[f"imgs/{c}/{i:03d}.png", label, c] for label, c in enumerate("xy") for i in range(4)]
+    entries[3][0] = escape.format(absolute=tmp_path / "outside" / "x" / "000.png")
+    (root / "split.json").write_text(json.dumps({"train": entries[0:2] + entries[4:6], "val": [],
+                                                 "test": [entries[3], entries[7]]}))
+    with pytest.raises(UserError, match=rf"--dataset folder: {root / 'split.json'} names 1 image\(s\) outside "
+                                        rf"--root_path {root}, e.g. .*000.png; list paths relative to the folder"):
+        build_dataset("folder", root, shots=1, seed=1)
+
+
+def test_folder_split_json_inside_the_folder_may_use_dots_and_links(tmp_path):
+    root = tmp_path / "mine"
+    trees.write_folder_classes(root / "imgs", {"x": 2, "y": 2})
+    trees.write_folder_classes(tmp_path / "elsewhere", {"z": 2})
+    (root / "linked").symlink_to(tmp_path / "elsewhere")  # the folder owner's own link
+    entries = [["imgs/x/../x/000.png", 0, "x"], ["./imgs/y/000.png", 1, "y"], ["linked/z/000.png", 1, "y"],
+               ["imgs/x/001.png", 0, "x"]]
+    (root / "split.json").write_text(json.dumps({"train": entries[:2], "val": [], "test": entries[2:]}))
+    assert len(build_dataset("folder", root, shots=1, seed=1).test) == 2
+
+
+def test_folder_split_json_of_one_class_is_refused_as_the_folders_are(tmp_path):
+    trees.write_folder_classes(tmp_path / "imgs", {"x": 3})
+    entries = [[f"imgs/x/{i:03d}.png", 0, "x"] for i in range(3)]
+    (tmp_path / "split.json").write_text(json.dumps({"train": entries[:2], "val": [], "test": entries[2:]}))
+    with pytest.raises(UserError, match="split.json lists 1 class\\(es\\); few-shot classification needs at least two"):
+        build_dataset("folder", tmp_path, shots=1, seed=1)
+
+
 def test_folder_classnames_txt_typo_is_reported(tmp_path):
     trees.write_folder_classes(tmp_path, {"cat": 3, "dog": 3})
     (tmp_path / "classnames.txt").write_text("kat house cat\n")
@@ -334,8 +375,8 @@ def test_dataset_template_reaches_the_prompts_through_main(tmp_path, monkeypatch
             "--n_iters", "0", "--results_file", str(tmp_path / "r.jsonl")]
     main.main(argv)
     record = main.main(argv + ["--template", "dataset"])
-    assert seen == [["a photo of a banded.", "a photo of a blotchy.", "a photo of a braided."],
-                    ["banded texture.", "blotchy texture.", "braided texture."]]
+    assert seen == [["a photo of a banded.", "a photo of a blotchy.", "a photo of a braided.", "a photo of a bubbly."],
+                    ["banded texture.", "blotchy texture.", "braided texture.", "bubbly texture."]]
     assert record["config"]["template"] == "dataset"
 
 

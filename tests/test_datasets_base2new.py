@@ -89,14 +89,37 @@ def test_subset_file_records_what_trained(tmp_path):
     record = json.loads((tmp_path / "subset.json").read_text())
     assert record["protocol"] == "base2new"
     assert record["classnames"] == ["banded", "blotchy"]
-    assert record["new_classnames"] == ["braided"]
+    assert record["new_classnames"] == ["braided", "bubbly"]
     assert {label for _, label in record["train"]} == {0, 1}
     assert len(record["train"]) == 4
-    assert record["new_test_images"] == trees.PER_CLASS["test"]
+    assert record["new_test_images"] == 2 * trees.PER_CLASS["test"]
 
 
-def test_one_class_cannot_be_split():
-    items = [Item("a.jpg", 0, "cat")]
-    data = FewShotDataset(name="folder", train=items, val=[], test=items, classnames=["cat"], template="{}")
-    with pytest.raises(UserError, match="--protocol base2new: .* at least two"):
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fewer_than_four_classes_leave_a_half_that_cannot_be_classified(n):
+    items = [Item(f"{label}.jpg", label, f"c{label}") for label in range(n)]
+    data = FewShotDataset(name="folder", train=items, val=[], test=items, classnames=[i.classname for i in items],
+                          template="{}")
+    with pytest.raises(UserError, match=rf"--protocol base2new: --dataset folder has {n} class\(es\), .* at least 2 "
+                                        "classes .* needs at least 4"):
         base_to_new(data)
+
+
+def test_four_classes_split_two_and_two():
+    items = [Item(f"{label}.jpg", label, f"c{label}") for label in range(4)]
+    data = FewShotDataset(name="folder", train=items, val=[], test=items, classnames=[i.classname for i in items],
+                          template="{}")
+    split = base_to_new(data)
+    assert split.classnames == ["c0", "c1"]
+    assert split.new.classnames == ["c2", "c3"]
+
+
+def test_a_three_class_run_is_refused_before_any_checkpoint_is_looked_up(tmp_path, monkeypatch):
+    import main
+    from qlora_clip.backbones import loading
+
+    trees.write_folder_classes(tmp_path / "three", {"a": 6, "b": 6, "c": 6})
+    monkeypatch.setattr(loading, "open_checkpoint", lambda *a: pytest.fail("the checkpoint was looked up"))
+    with pytest.raises(UserError, match="2 base and 1 new"):
+        main.main(["--backbone", "tiny", "--dataset", "folder", "--root_path", str(tmp_path / "three"),
+                   "--protocol", "base2new", "--results_file", str(tmp_path / "results.jsonl")])

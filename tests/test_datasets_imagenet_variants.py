@@ -109,4 +109,4 @@ def test_benchmarks_build_as_eval_targets_with_their_full_test_sets(tmp_path):
     images = build_eval_images("dtd", tmp_path, template="dataset")
     assert images.classnames == tree.classnames
     assert len(images.test) == tree.counts["test"]
-    assert images.prompts() == ["banded texture.", "blotchy texture.", "braided texture."]
+    assert images.prompts() == ["banded texture.", "blotchy texture.", "braided texture.", "bubbly texture."]

@@ -36,8 +36,8 @@ def test_ood_set_in_mos_layout_directly_under_the_root(tmp_path, name, folder):
 def test_textures_is_the_dtd_benchmarks_image_folder_unless_mcms_layout_exists(tmp_path):
     dtd = trees.build("dtd", tmp_path)
     from_dtd = build_eval_images("ood_textures", tmp_path).test
-    # Every image of the benchmark's 3 classes, all parts (the split json beside images/ is not an image).
-    assert len(from_dtd) == sum(dtd.counts.values()) == 33
+    # Every image of the benchmark's 4 classes, all parts (the split json beside images/ is not an image).
+    assert len(from_dtd) == sum(dtd.counts.values()) == 44
     assert all(item.source.startswith(str(dtd.image_dir)) for item in from_dtd)
     tree = trees.build_ood_set("ood_textures", tmp_path)
     assert [item.source for item in build_eval_images("ood_textures", tmp_path).test] == tree.images

@@ -215,6 +215,29 @@ def test_a_missing_tokenizer_stops_before_any_weights_load(tmp_path):
         tiny(str(processor))
 
 
+@pytest.mark.parametrize("backbone", TINY_NAMES)
+def test_a_folder_saved_by_todays_transformers_reads_its_image_settings(backbone, tmp_path):
+    # transformers 5's Processor.save_pretrained writes the image settings into processor_config.json.
+    from transformers import AutoProcessor
+
+    folder = copy_without(backbone, tmp_path, "preprocessor_config.json")
+    AutoProcessor.from_pretrained(resolve_backbone(backbone)).save_pretrained(folder)
+    assert (folder / "processor_config.json").is_file()
+    assert not (folder / "preprocessor_config.json").exists()
+    source = resolve_backbone(backbone)
+    assert families.image_settings(str(folder), str(folder)) == families.image_settings(source, backbone)
+
+
+def test_a_run_on_a_folder_saved_by_todays_transformers_equals_the_runs_on_the_original(tiny_argv, tmp_path):
+    from transformers import CLIPProcessor
+
+    folder = copy_without("tiny", tmp_path, "preprocessor_config.json")
+    CLIPProcessor.from_pretrained(resolve_backbone("tiny")).save_pretrained(folder)
+    saved = main.main(tiny_argv("--backbone", str(folder), "--n_iters", "0"))
+    original = main.main(tiny_argv("--n_iters", "0"))
+    assert saved["zero_shot_acc"] == original["zero_shot_acc"]
+
+
 def test_main_refuses_an_unsupported_backbone_before_loading_any_weights(tmp_path, monkeypatch, capsys,
                                                                          color_folder):
     folder = write_config(tmp_path / "vit", ViTConfig())

@@ -169,6 +169,21 @@ def test_the_default_pixel_limit_is_pils_and_pils_own_unnamed_check_is_off():
 
 # --- dataset files ----------------------------------------------------------------------------------
 
+def test_a_missing_dataset_is_said_before_the_hub_is_asked_for_the_backbone(tmp_path, monkeypatch, capsys):
+    from qlora_clip.backbones import families, loading
+
+    # Offline, a hub backbone costs retries and tens of seconds before its own error would hide the data's.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(loading, "open_checkpoint", lambda *a, **k: pytest.fail("the checkpoint was resolved"))
+    monkeypatch.setattr(families, "read_config", lambda *a, **k: pytest.fail("config.json was looked up"))
+    empty = tmp_path / "EMPTY"
+    empty.mkdir()
+    message = cli_error(["--dataset", "dtd", "--root_path", str(empty), "--backbone", "openai/clip-vit-base-patch16",
+                         "--results_file", str(tmp_path / "results.jsonl")], monkeypatch, capsys)
+    assert message.startswith(f"error: --dataset dtd: {empty / 'dtd' / 'images'} not found")
+    assert "DATASETS.md#dtd" in message
+
+
 def test_an_empty_test_split_is_refused_and_the_checker_says_so(tmp_path, monkeypatch, capsys):
     root = jpeg_split(tmp_path / "data")
     for path in (root / "test").rglob("*.jpg"):

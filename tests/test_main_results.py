@@ -31,6 +31,18 @@ def test_results_line_counts_the_images_trained_on(tiny_argv):
     record = main.main(tiny_argv("--shots", "3", "--n_iters", "1"))
     assert record["total_steps"] == 3
     assert record["train_images_seen"] == 20
+    assert record["shots_drawn"] == 3  # every class had 3 distinct images to draw
+
+
+def test_shots_beyond_the_data_record_what_was_drawn(tiny_argv):
+    # The colour folder's classes have 8 train images each: 10 shots are drawn with repetition.
+    record = main.main(tiny_argv("--shots", "10", "--n_iters", "0"))
+    assert record["shots"] == 10
+    train = json.loads(open(record["subset_file"]).read())["train"]
+    assert len(train) == 4 * 10
+    distinct = [len({source for source, label in train if label == c}) for c in range(4)]
+    assert record["shots_drawn"] == min(distinct)
+    assert record["shots_drawn"] <= 8
 
 
 def test_zero_iterations_only_evaluates(tiny_argv):

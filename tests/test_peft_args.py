@@ -64,6 +64,53 @@ def test_a_config_peft_refuses_is_refused_before_loading(capsys):
     assert "--mode adalora: PEFT refuses this AdaLoraConfig" in err
 
 
+@pytest.mark.parametrize("argv, says", [
+    (["--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=-1"], "--peft_args loraplus_lr_ratio=-1: "
+                                                                   "loraplus_lr_ratio must be > 0 for --mode loraplus"),
+    (["--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=0"], "loraplus_lr_ratio must be > 0"),
+    (["--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=NaN"], "loraplus_lr_ratio must be > 0"),
+    (["--mode", "adalora", "--peft_args", "beta1=1"],
+     "--peft_args beta1=1: beta1 must be in (0, 1) for --mode adalora"),
+    (["--mode", "loha", "--peft_args", "rank_dropout=1.5"], "rank_dropout must be in [0, 1) for --mode loha"),
+    (["--mode", "lokr", "--peft_args", "decompose_factor=0"], "decompose_factor must be >= 1 or -1 for --mode lokr"),
+    (["--mode", "vblora", "--peft_args", "num_vectors=0"], "num_vectors must be >= 1 for --mode vblora"),
+])
+def test_a_value_outside_the_methods_range_is_refused_before_loading(argv, says, capsys):
+    assert says in error_of(argv, capsys)
+
+
+def test_values_inside_the_range_and_its_special_values_are_taken():
+    assert parse_args(["--mode", "lokr", "--peft_args", "decompose_factor=-1"]).peft_args == ["decompose_factor=-1"]
+    assert parse_args(["--mode", "loraplus", "--peft_args", "loraplus_lr_ratio=0.5"]).peft_args == [
+        "loraplus_lr_ratio=0.5"]
+
+
+def test_every_declared_range_is_a_key_the_method_takes():
+    for method in METHODS.values():
+        assert set(method.ranges) <= set(peft_args.settable_fields(method)), method.name
+
+
+def test_peft_refusing_its_own_sub_config_names_the_key(capsys):
+    # EVA's rho is checked by PEFT's EvaConfig, which EVA's runtime builds beside the LoraConfig.
+    err = error_of(["--mode", "eva", "--peft_args", "eva_rho=0"], capsys)
+    assert ("main.py: error: --peft_args eva_rho=0: --mode eva: PEFT refuses this LoraConfig (`rho` must be >= 1.0)"
+            in err)
+    assert "Traceback" not in err
+
+
+def test_a_refusal_that_names_no_setting_names_the_ones_the_run_changed():
+    from qlora_clip.methods.refusals import refusal
+    from qlora_clip.methods.settings import AdapterConfig
+
+    settings = AdapterConfig(mode="boft", r=8, dropout_rate=0.1, peft_args=("boft_n_butterfly_factor=2",))
+    message = str(refusal(settings, ValueError("something about the layers")))
+    # --dropout_rate 0.1 is BOFT's default: not a suspect.
+    assert message == ("--r 8, --peft_args boft_n_butterfly_factor=2: --mode boft: PEFT refuses this BOFTConfig "
+                       "(something about the layers); change --r or --peft_args boft_n_butterfly_factor")
+    named = str(refusal(settings, ValueError("boft_block_size (8) must divide 60")))
+    assert named.startswith("--r 8: --mode boft")
+
+
 def optimizer_lrs(*flags: str) -> list[float]:
     """The learning rates of the optimizer's parameter groups the trainer builds for the tiny model's run."""
     spec = run_spec(parse_args(["--backbone", "tiny", "--lr", "1e-3", *flags]))

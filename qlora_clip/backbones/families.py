@@ -274,7 +274,7 @@ def read_config(source: str, backbone: str) -> dict:
         if Path(source).is_dir():
             raise UserError(f"{_where(source, backbone)}: the folder has no readable config.json ({detail}); a "
                             "checkpoint folder holds config.json, the weights, the tokenizer and "
-                            "preprocessor_config.json") from err
+                            "preprocessor_config.json (or processor_config.json)") from err
         raise UserError(f"{_where(source, backbone)}: could not read its config.json ({detail}). Without network "
                         f"access use a local checkpoint folder or an offline one: {', '.join(TINY_BACKBONES)}") from err
     return config
@@ -361,19 +361,25 @@ def load_tokenizer(family: Family, source: str, backbone: str):
                         + needs) from err
 
 
+IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+
+
 def image_settings(source: str, backbone: str) -> ImageSettings:
     """What the checkpoint's image processor does, as our transforms reproduce it (inputs/loaders.py):
     CLIP's shorter-side resize and centre crop, or SigLIP's resize to the square; UserError otherwise."""
     from transformers import AutoImageProcessor
 
     where = _where(source, backbone)
-    if Path(source).is_dir() and not (Path(source) / "preprocessor_config.json").is_file():
-        raise UserError(f"{where}: the folder has no preprocessor_config.json (the image size, mean and std the "
-                        "model was trained with); copy it from the checkpoint the folder came from")
+    # transformers reads the image settings from either file (AutoImageProcessor): preprocessor_config.json, or
+    # processor_config.json's "image_processor", where transformers 5's Processor.save_pretrained writes them.
+    if Path(source).is_dir() and not any((Path(source) / name).is_file() for name in IMAGE_PROCESSOR_FILES):
+        raise UserError(f"{where}: the folder has no preprocessor_config.json (nor a processor_config.json, where "
+                        "transformers 5 saves a processor's settings): the image size, mean and std the model was "
+                        "trained with; copy it from the checkpoint the folder came from")
     try:
         processor = AutoImageProcessor.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise UserError(f"{where}: no usable image processor (preprocessor_config.json: "
+        raise UserError(f"{where}: no usable image processor ({' or '.join(IMAGE_PROCESSOR_FILES)}: "
                         f"{str(err).splitlines()[0] if str(err) else err.__class__.__name__})") from err
     size, crop = processor.size, getattr(processor, "crop_size", None)
     resample = int(getattr(processor.resample, "value", processor.resample))

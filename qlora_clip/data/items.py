@@ -92,3 +92,12 @@ class FewShotDataset(PromptedClasses):
     # Where train and val came from when a published split gave them (--split_file) instead of our draw: its
     # path, format, the files read, the digest of its lists and where val came from (datasets/split_files.py).
     split_file: dict | None = None
+
+    @property
+    def shots_drawn(self) -> int:
+        """The fewest distinct train images of any class: `shots`, unless a class had fewer images than that and
+        the draw repeated some (the results line's `shots_drawn`)."""
+        distinct: dict[int, set] = {}
+        for item in self.train:
+            distinct.setdefault(item.label, set()).add(item.source)
+        return min((len(sources) for sources in distinct.values()), default=0)

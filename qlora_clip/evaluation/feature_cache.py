@@ -4,8 +4,8 @@ Two kinds of features are stored this way: a test set's embeddings when the meth
 vision tower frozen (evaluator.FrozenEmbeddings: every baseline, a text-only adapter, a prompt
 learner), and the baselines' train views and val images (methods/baselines/features.FeatureBank).
 A file holds one feature set as float32 (views x images x dim), after a JSON header with its key,
-shape and CRC-32. It is written to
-a temporary file, fsynced and renamed into place, so a reader never sees half a file; it is read
+shape and CRC-32. It is written as
+every cache file is (qlora_clip/cache_files.py), so a reader never sees half a file; it is read
 only when its key equals the one asked for and its size and checksum match, so a partial, corrupt
 or stale file is re-encoded, never trusted. The key holds everything the features depend on.
 """
@@ -59,7 +59,7 @@ def _shape(header: dict) -> tuple[int, ...]:
 
 
 def write(path: Path, key: dict, features: torch.Tensor) -> None:
-    """Header, then the float32 features, to a temporary file; fsync; rename into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Header, then the float32 features, written atomically (a killed writer's leftovers removed first:
+    cache_files.py)."""
     data = features.detach().to("cpu", torch.float32).contiguous().numpy()
-    headed_file.write(path, {"key": key, "shape": list(data.shape)}, data, f".{path.name}.")
+    headed_file.write(path, {"key": key, "shape": list(data.shape)}, data)

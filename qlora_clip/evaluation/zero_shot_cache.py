@@ -6,9 +6,10 @@ it once, 50,000 test images each on ImageNet. This module only stores and verifi
 gives a key dict saying everything the accuracy depends on (zero_shot_key.py) and a folder.
 
 One JSON file per key, named by a digest of the key, holding the key itself, the accuracy and a
-SHA-256 checksum of both. Written to a temporary file, fsynced and renamed into place, so a
-reader never sees a partial entry; verified on every read, so a torn, edited or colliding entry
-is reported and recomputed, never trusted. A failed write only loses the reuse: the run goes on.
+SHA-256 checksum of both. Written as every cache file is (qlora_clip/cache_files.py: temporary
+file, fsync, rename; killed writers' leftovers removed), so a reader never sees a partial entry;
+verified on every read, so a torn, edited or colliding entry is reported and recomputed, never
+trusted. A failed write only loses the reuse: the run goes on.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import hashlib
 import json
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
+
+from qlora_clip.cache_files import atomic_file
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +70,9 @@ def write(folder: Path, key: dict, accuracy: float) -> None:
     key = _as_stored(key)
     path = entry_path(folder, key)
     entry = {"format": FORMAT, "key": key, "zero_shot_acc": accuracy, "checksum": _checksum(key, accuracy)}
-    tmp = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.")
-        with os.fdopen(fd, "w") as f:
+        with atomic_file(path, "w") as f:
             f.write(json.dumps(entry, indent=1, sort_keys=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as err:
         log.warning("could not store the zero-shot accuracy in %s (%s); later runs will compute it again",
                     folder, err)
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)

@@ -19,8 +19,6 @@ import hashlib
 import json
 import logging
 import os
-import re
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +33,7 @@ from tqdm import tqdm
 from qlora_clip.data.items import Item
 from qlora_clip.data.images import MissingImage
 from qlora_clip import headed_file
+from qlora_clip.cache_files import remove_stale_temporaries  # noqa: F401 - the cache's clean-up, named here too
 from qlora_clip.errors import UserError, WorkerError, first_worker_error, raise_worker_error
 from qlora_clip.headed_file import CHUNK, HEADER_BYTES
 
@@ -48,10 +47,6 @@ FORMAT = 2              # bump when the file layout, the key or the preprocessin
 STAT_BATCH = 1024
 SLOW_STAT_SECONDS = 20e-6
 STAT_THREADS = 16
-# A temporary cache file older than this is a leftover even if its writer cannot be checked (it
-# ran on another machine): writing even ImageNet's 7.5 GB takes minutes, and the file's
-# modification time moves while it is written.
-STALE_TEMPORARY_SECONDS = 6 * 3600
 
 
 def cache_key(dataset: str, items: Sequence[Item], resize_size: int, image_size: int,
@@ -197,63 +192,9 @@ def load_cached(path: Path, key: dict) -> torch.Tensor | None:
 
 
 def write_cache(path: Path, key: dict, pixels: torch.Tensor) -> None:
-    """Header, then pixels, to a temporary file; fsync; rename into place (never a partial file).
-
-    The temporary file is named after this machine and process, so that the next write of the same
-    entry can remove what a killed writer left behind (remove_stale_temporaries).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    headed_file.write(path, {"key": key}, pixels.numpy(), _temporary_prefix(path))
-
-
-def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}-"
-
-
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Remove the temporary files that killed writers of cache entry `path` left; return them.
-
-    A writer's temporary file is `.<entry>.tmp-<host>-<pid>-<random>`. It is a leftover when its
-    host is this machine and no process <pid> runs here any more, or, whatever its name (a writer on
-    another machine sharing the folder, or one of an older version), when it was last modified more
-    than STALE_TEMPORARY_SECONDS (6 hours) ago. Files of live writers are left alone.
-    """
-    pattern = re.compile(re.escape(f".{path.name}.") + r"(tmp-(?P<host>.+)-(?P<pid>\d+)-[A-Za-z0-9_]+)?.*")
-    removed = []
-    try:
-        entries = list(os.scandir(path.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        match = pattern.fullmatch(entry.name)
-        if match is None or not entry.is_file(follow_symlinks=False):
-            continue
-        try:
-            stale = _writer_gone(match["host"], match["pid"]) or \
-                time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMPORARY_SECONDS
-            if stale:
-                size = entry.stat(follow_symlinks=False).st_size
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
-                log.info("removed %s (%.2f GB), left by a test-image cache writer that was killed", entry.path,
-                         size / 1024 ** 3)
-        except FileNotFoundError:  # its writer finished (renamed it) or another run removed it
-            continue
-    return removed
-
-
-def _writer_gone(host: str | None, pid: str | None) -> bool:
-    """Whether the process that named a temporary file is known to have ended (only on this machine)."""
-    if host != socket.gethostname() or pid is None:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False
+    """Header, then pixels, written atomically (cache_files.atomic_file: never a partial file, and what killed
+    writers left in the folder removed first)."""
+    headed_file.write(path, {"key": key}, pixels.numpy())
 
 
 COMPUTE_KEY = object()  # prepared_test_images' default: compute the cache key itself

@@ -70,6 +70,13 @@ class Adapted:
         return cls(bundle, settings)
 
     @classmethod
+    def attach_plain(cls, bundle: ClipBundle, settings: AdapterConfig) -> Adapted:
+        """The method on `bundle`'s model with a plain initialisation (none that reads data or rewrites weights):
+        what methods/fit_check.py puts on the checkpoint's meta-device skeleton, so that a config or a layer the
+        method refuses stops the run before anything loads."""
+        return cls.attach(bundle, settings)
+
+    @classmethod
     def load(cls, bundle: ClipBundle, settings: AdapterConfig, folder: Path) -> Adapted:
         """The method as saved in `folder` (--eval_only), frozen; UserError when it is not what the flags describe."""
         raise UserError(f"--eval_only: {settings.mode} saves nothing to evaluate later; run it without --eval_only")

@@ -6,7 +6,9 @@ PEFT config class (or one of its extras, e.g. LoRA+'s `loraplus_lr_ratio`) that 
 set itself: the targets come from --encoder/--position/--params, the fields our generic flags set
 from --r/--alpha/--dropout_rate, and the fields that make the method what it is (DoRA's
 `use_dora`) from --mode. Anything else is a UserError listing the valid keys, raised before a
-model loads; so is a config PEFT itself refuses.
+model loads; so is a value outside the range the method's entry declares for the key where PEFT
+takes any value (`Method.ranges`: LoRA+'s ratio > 0, a dropout in [0, 1), ...), and a config PEFT
+itself refuses (refusals.py names the flag).
 
 Importing PEFT is slow, so the command line only calls into here when --peft_args is given.
 """
@@ -125,6 +127,10 @@ def parse(method: Method, items: list[str] | tuple[str, ...]) -> dict[str, Any]:
         if key in out:
             raise UserError(f"--peft_args sets {key} twice")
         out[key] = _value(key, text, valid[key])
+        allowed = method.ranges.get(key)
+        if allowed is not None and out[key] is not None and not allowed.allows(out[key]):
+            raise UserError(f"--peft_args {key}={text}: {key} must be {allowed.text()} for --mode {method.name} "
+                            f"({allowed.why})")
         other = _other_method(method, key, out[key])
         if other is not None:
             raise UserError(f"--peft_args {key}={text}: that is another method of the table; use --mode {other}")

@@ -34,6 +34,7 @@ from qlora_clip.backbones.targets import tower_of
 from qlora_clip.errors import UserError
 from qlora_clip.methods import peft_args
 from qlora_clip.methods.interface import Adapted
+from qlora_clip.methods.refusals import refusal
 from qlora_clip.methods.settings import AdapterConfig
 
 PEFT_PREFIX = "base_model.model."
@@ -55,8 +56,7 @@ def peft_config(settings: AdapterConfig, names: list[str], extra: dict[str, Any]
     try:
         return peft_args.config_class(method)(target_modules=list(names), **kwargs)
     except (ValueError, TypeError) as err:
-        raise UserError(f"--mode {method.name}: PEFT refuses this {method.peft_class} ({err}); change --peft_args "
-                        "or the flags it names") from err
+        raise refusal(settings, err) from err
 
 
 def method_args(settings: AdapterConfig) -> dict[str, Any]:
@@ -69,7 +69,11 @@ class PeftAdapter(Adapted):
 
     @classmethod
     def config(cls, settings: AdapterConfig, names: list[str]) -> PeftConfig:
-        return peft_config(settings, names, cls.extra_config(settings))
+        try:
+            extra = cls.extra_config(settings)  # PEFT's configs of its own (EVA's EvaConfig) check their fields too
+        except (ValueError, TypeError) as err:
+            raise refusal(settings, err) from err
+        return peft_config(settings, names, extra)
 
     @classmethod
     def extra_config(cls, settings: AdapterConfig) -> dict[str, Any]:
@@ -80,6 +84,14 @@ class PeftAdapter(Adapted):
     def attach(cls, bundle: ClipBundle, settings: AdapterConfig) -> PeftAdapter:
         names = settings.targets(bundle.family, bundle.model.config)
         return cls(bundle, settings, get_peft_model(bundle.model, cls.config(settings, names)))
+
+    @classmethod
+    def attach_plain(cls, bundle: ClipBundle, settings: AdapterConfig) -> PeftAdapter:
+        """PEFT's layers with their plain initialisation (PiSSA's SVD, EVA's data pass and LoftQ's residual skipped)."""
+        names = settings.targets(bundle.family, bundle.model.config)
+        config = cls.config(settings, names)
+        _plain_init(config)
+        return cls(bundle, settings, get_peft_model(bundle.model, config))
 
     # --- what the rest of the code asks ---------------------------------------------------------
     def base_model(self) -> torch.nn.Module:

@@ -22,6 +22,7 @@ table cheaply.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Mapping
@@ -46,6 +47,64 @@ class Defaults:
     alpha: float | None = None
     dropout_rate: float | None = None
     source: str = ""
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric method setting may take where PEFT takes any (checked with the flags, before anything
+    loads: peft_args.parse): from `low` to `high` (either open, or absent), or one of the values `also`."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    also: tuple[float, ...] = ()
+    why: str = ""
+
+    def allows(self, value: float) -> bool:
+        if value in self.also:
+            return True
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (value > self.high or (self.high_open and value == self.high))
+
+    def text(self) -> str:
+        """'> 0', '>= 1', 'in [0, 1)', '>= 1 or -1'."""
+        if self.low is not None and self.high is not None:
+            bounds = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        elif self.low is not None:
+            bounds = f"{'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            bounds = f"{'<' if self.high_open else '<='} {self.high:g}"
+        return bounds + "".join(f" or {value:g}" for value in self.also)
+
+
+def above(low: float, why: str) -> Range:
+    return Range(low=low, low_open=True, why=why)
+
+
+def at_least(low: float, why: str, also: tuple[float, ...] = ()) -> Range:
+    return Range(low=low, also=also, why=why)
+
+
+def probability(why: str = "a dropout probability, which PEFT does not check") -> Range:
+    return Range(low=0.0, high=1.0, high_open=True, why=why)
+
+
+# How the widths of the layers a method adapts bound its --r (methods/fit_check.py checks the rule on every targeted
+# layer of the checkpoint, on the meta device, before any weights load).
+RANK_RULES = ("min(in, out)", "in", "divides in")
+
+
+@dataclass(frozen=True)
+class RankBound:
+    rule: str  # a RANK_RULES entry
+    why: str   # why a larger (or non-dividing) --r is meaningless for the method
+
+
+LOW_RANK = RankBound("min(in, out)", "its update B A has rank at most min(in, out) of the layer, so a larger r "
+                                     "only adds weights (and memory) that cannot change what it learns")
 
 
 @dataclass(frozen=True)
@@ -85,6 +144,12 @@ class Method:
     families_why: str = ""
     # A baseline's published hyperparameters, with their "source".
     published: Mapping[str, Any] = field(default_factory=dict)
+    # The values its settings may take where PEFT does not check them itself (extras and PEFT config fields, by
+    # --peft_args key); PEFT's own checks run when its config is built (peft_tuners.peft_config).
+    ranges: Mapping[str, Range] = field(default_factory=dict)
+    # How the layers' widths bound --r, where the method's math makes a larger value meaningless; None: not bounded
+    # (or PEFT checks it itself when the method is attached: methods/fit_check.py).
+    rank_bound: RankBound | None = None
 
     @property
     def dora(self) -> bool:
@@ -106,19 +171,24 @@ class Method:
 PEFT = "qlora_clip.methods.peft_tuners:PeftAdapter"
 
 
+LORA_RANGES = {"qalora_group_size": at_least(1, "input features pooled per group (QALoRA); PEFT takes any value")}
+
+
 def _lora(name: str, label: str, trains: str, defaults: Defaults, paper_ref: str, runtime: str = PEFT,
-          **kw) -> Method:
+          ranges: Mapping[str, Range] | None = None, **kw) -> Method:
     """A method built by PEFT's LoraConfig: our three generic flags are its r, lora_alpha, lora_dropout."""
     return Method(name, label, "adapter", runtime, "LoraConfig", trains, defaults, paper_ref,
                   fields=MappingProxyType({"r": "r", "alpha": "lora_alpha", "dropout_rate": "lora_dropout"}),
-                  scaling_flag=True, **kw)
+                  scaling_flag=True, ranges=MappingProxyType({**LORA_RANGES, **(ranges or {})}), rank_bound=LOW_RANK,
+                  **kw)
 
 
 def _adapter(name: str, label: str, peft_class: str, trains: str, defaults: Defaults, paper_ref: str,
              fields: dict[str, str] | None = None, fixed: dict[str, Any] | None = None, runtime: str = PEFT,
-             **kw) -> Method:
+             ranges: dict[str, Range] | None = None, **kw) -> Method:
     return Method(name, label, "adapter", runtime, peft_class, trains, defaults, paper_ref,
-                  fields=MappingProxyType(fields or {}), fixed=MappingProxyType(fixed or {}), **kw)
+                  fields=MappingProxyType(fields or {}), fixed=MappingProxyType(fixed or {}),
+                  ranges=MappingProxyType(ranges or {}), **kw)
 
 
 REWRITES_BASE = "qlora_clip.methods.peft_tuners:ResidualInit"
@@ -147,7 +217,9 @@ BASE_METHODS: tuple[Method, ...] = (
           replace(_PROTOCOL, source=CLIP_LORA + "; loraplus_lr_ratio 16 = 2^4, as the LoRA+ paper and PEFT's "
                                                 "create_loraplus_optimizer"),
           "Hayou et al., ICML 2024", runtime="qlora_clip.methods.loraplus:LoraPlus", four_bit=True,
-          extras=MappingProxyType({"loraplus_lr_ratio": 16.0})),
+          extras=MappingProxyType({"loraplus_lr_ratio": 16.0}),
+          ranges={"loraplus_lr_ratio": above(0, "B trains at lr x loraplus_lr_ratio: 0 freezes B, a negative ratio "
+                                                "climbs the loss")}),
     Method("adalora", "AdaLoRA", "adapter", "qlora_clip.methods.adalora:AdaLora", "AdaLoraConfig",
            "P (r x in), Lambda (r), Q (out x r) per projection (SVD form); ranks pruned from init_r to r by importance",
            Defaults(lr=paper.LR, r=paper.RANK, alpha=paper.ALPHA, dropout_rate=paper.DROPOUT,
@@ -157,7 +229,16 @@ BASE_METHODS: tuple[Method, ...] = (
            fields=MappingProxyType({"r": "target_r", "alpha": "lora_alpha", "dropout_rate": "lora_dropout"}),
            four_bit=True, refuses=MappingProxyType(dict.fromkeys(
                ("checkpoint_every", "resume"), "cannot resume: its rank allocator (its importance scores) is not part of the "
-               "training state, so a resumed run would not reproduce the uninterrupted one"))),
+               "training state, so a resumed run would not reproduce the uninterrupted one")),
+           ranges=MappingProxyType({
+               **LORA_RANGES,
+               **dict.fromkeys(("beta1", "beta2"), Range(0, 1, low_open=True, high_open=True, why=(
+                   "an exponential moving average's factor; PEFT's rank allocator asserts it, without a message, in "
+                   "peft/tuners/adalora/layer.py"))),
+               "init_r": at_least(1, "the rank every layer starts at, pruned down to r"),
+               "tinit": at_least(0, "warm-up steps before pruning"), "tfinal": at_least(0, "steps after pruning"),
+               "deltaT": at_least(1, "steps between two budget updates")}),
+           rank_bound=LOW_RANK),
     # --- other adapters -------------------------------------------------------------------------
     _adapter("vera", "VeRA", "VeraConfig", "two vectors (r and out) per projection scaling shared frozen random "
              "matrices", Defaults(lr=1e-3, r=256, dropout_rate=0.0, source="r 256, d_initial 0.1: PEFT's VeraConfig "
@@ -166,24 +247,40 @@ BASE_METHODS: tuple[Method, ...] = (
     _adapter("loha", "LoHa", "LoHaConfig", "two low-rank pairs per projection, combined by a Hadamard product",
              Defaults(lr=paper.LR, r=paper.RANK, alpha=float(paper.RANK), source="rank and lr: " + CLIP_LORA
                       + "; alpha = r (scale 1) as PEFT's LoHaConfig defaults"),
-             "Hyeon-Woo et al., ICLR 2022 (FedPara); LyCORIS", {"r": "r", "alpha": "alpha"}),
+             "Hyeon-Woo et al., ICLR 2022 (FedPara); LyCORIS", {"r": "r", "alpha": "alpha"},
+             ranges=dict.fromkeys(("rank_dropout", "module_dropout"), probability()),
+             rank_bound=RankBound("min(in, out)", "each of its two factors B A has rank at most min(in, out), so a "
+                                                  "larger r only adds weights")),
     _adapter("lokr", "LoKr", "LoKrConfig", "a Kronecker product of a small factor and a low-rank factor per "
              "projection", Defaults(lr=paper.LR, r=paper.RANK, alpha=float(paper.RANK),
                                     source="rank and lr: " + CLIP_LORA + "; alpha = r as PEFT's LoKrConfig defaults"),
-             "Yeh et al., ICLR 2024 (LyCORIS)", {"r": "r", "alpha": "alpha"}),
+             "Yeh et al., ICLR 2024 (LyCORIS)", {"r": "r", "alpha": "alpha"},
+             ranges={**dict.fromkeys(("rank_dropout", "module_dropout"), probability()),
+                     "decompose_factor": at_least(1, "the size the Kronecker factors are chosen near (-1: near the "
+                                                     "square root), as PEFT's factorization reads it", also=(-1,))}),
     _adapter("oft", "OFT", "OFTConfig", "a block-diagonal orthogonal rotation (Cayley) of each projection's input, "
              "blocks of oft_block_size", Defaults(lr=paper.LR, r=32, dropout_rate=0.0, source="oft_block_size 32: PEFT's "
                                                   "OFTConfig default and OFT guide; lr: " + CLIP_LORA),
              "Qiu et al., NeurIPS 2023; OFTv2 (Qiu et al., 2025)", {"r": "oft_block_size", "dropout_rate": "module_dropout"},
-             fixed={"r": 0}, four_bit=True),
+             fixed={"r": 0}, four_bit=True,
+             ranges={"eps": above(0, "the radius of constrained OFT's rotations (0 allows none)"),
+                     "num_cayley_neumann_terms": at_least(1, "terms of the Neumann series of the Cayley transform")},
+             rank_bound=RankBound("divides in", "its rotation is block-diagonal over the layer's input in blocks of r, "
+                                                "and PEFT silently trains another block size when r does not divide "
+                                                "the input width, so the line would record one that did not run")),
     _adapter("boft", "BOFT", "BOFTConfig", "an orthogonal rotation factored into butterfly blocks per projection",
              Defaults(lr=paper.LR, r=4, dropout_rate=0.1, source="boft_block_size 4, dropout 0.1: PEFT's BOFT "
                       "image-classification example (docs); one butterfly factor: PEFT's default, and what PEFT "
                       "falls back to without its CUDA extension (so every machine runs the same); lr: " + CLIP_LORA),
-             "Liu et al., ICLR 2024", {"r": "boft_block_size", "dropout_rate": "boft_dropout"}, four_bit=True),
+             "Liu et al., ICLR 2024", {"r": "boft_block_size", "dropout_rate": "boft_dropout"}, four_bit=True,
+             ranges={"boft_block_num": at_least(0, "blocks per rotation (0: from the block size, --r)"),
+                     "boft_n_butterfly_factor": at_least(1, "butterfly factors per rotation")}),
     _adapter("hra", "HRA", "HRAConfig", "r Householder reflections (vectors of size in) per projection",
              Defaults(lr=paper.LR, r=8, source="r 8: PEFT's HRAConfig default; lr: " + CLIP_LORA),
-             "Yuan et al., NeurIPS 2024", {"r": "r"}),
+             "Yuan et al., NeurIPS 2024", {"r": "r"},
+             rank_bound=RankBound("in", "r Householder reflections of the layer's input space: any orthogonal matrix "
+                                        "is a product of at most `in` of them (Cartan-Dieudonne), so more only add "
+                                        "weights and time")),
     _adapter("ia3", "IA3", "IA3Config", "one scaling vector (out) per projection, multiplying its output",
              Defaults(lr=5e-3, source="lr 5e-3: " + PEFT_MM + " (ia3, all attention, lr 0.005)"),
              "Liu et al., NeurIPS 2022 (T-Few)", fixed={"feedforward_modules": []}, four_bit=True),
@@ -212,10 +309,14 @@ BASE_METHODS: tuple[Method, ...] = (
     _adapter("randlora", "RandLoRA", "RandLoraConfig", "diagonal scalings of fixed random low-rank bases (full-rank "
              "update)", Defaults(lr=paper.LR, r=32, alpha=640.0, source="r 32, randlora_alpha 640: PEFT's defaults "
                                  "and " + PEFT_MM + "; lr: " + CLIP_LORA),
-             "Albert et al., ICLR 2025", {"r": "r", "alpha": "randlora_alpha"}, four_bit=True),
+             "Albert et al., ICLR 2025", {"r": "r", "alpha": "randlora_alpha"}, four_bit=True,
+             ranges={"randlora_dropout": probability()},
+             rank_bound=RankBound("min(in, out)", "each random basis has rank at most min(in, out): a larger r gives "
+                                                  "one basis of that rank and more weights")),
     _adapter("miss", "MiSS", "MissConfig", "one shared r x out block per projection (matrix shard sharing)",
              Defaults(lr=paper.LR, r=64, dropout_rate=0.0, source="r 64: PEFT's MissConfig default; lr: " + CLIP_LORA),
-             "Kang & Yin, 2024 (Bone/MiSS)", {"r": "r", "dropout_rate": "miss_dropout"}, four_bit=True),
+             "Kang & Yin, 2024 (Bone/MiSS)", {"r": "r", "dropout_rate": "miss_dropout"}, four_bit=True,
+             ranges={"mini_r": at_least(1, "the width of MiSS's shards")}),
     _adapter("shira", "SHiRA", "ShiraConfig", "a fixed random sparse subset of W's entries, r x (in + out) of them",
              Defaults(lr=3e-4, r=32, source="r 32, random mask: PEFT's defaults; lr 3e-4: " + PEFT_MM),
              "Bhardwaj et al., NeurIPS 2024", {"r": "r"}, config_defaults=MappingProxyType({"random_seed": 42}),
@@ -230,20 +331,30 @@ BASE_METHODS: tuple[Method, ...] = (
     _adapter("delora", "DeLoRA", "DeloraConfig", "A, B and a norm bound lambda per projection (decoupled, "
              "normalised low-rank update)", Defaults(lr=1e-3, r=8, alpha=15.0, source="r 8, delora_lambda 15: PEFT's "
                                                     "defaults; lr 1e-3: PEFT's DeLoRA guide (10-100x LoRA's)"),
-             "Bini et al., ICLR 2025", {"r": "r", "alpha": "delora_lambda"}),
+             "Bini et al., ICLR 2025", {"r": "r", "alpha": "delora_lambda"},
+             ranges={"module_dropout": probability()}, rank_bound=LOW_RANK),
     _adapter("vblora", "VB-LoRA", "VBLoRAConfig", "a shared bank of vectors and per-projection top-k mixing logits",
              Defaults(lr=5e-4, r=4, source="r 4, 256 vectors, top-2: PEFT's defaults; vector_length 64 (it must "
                       "divide every width: 64 tiny, 512/768 ViT-B); lr 5e-4: " + PEFT_MM),
              "Li et al., NeurIPS 2024", {"r": "r"}, config_defaults=MappingProxyType({"vector_length": 64}),
-             four_bit=True),
+             four_bit=True,
+             ranges={"num_vectors": at_least(1, "vectors in the shared bank"),
+                     "vector_length": at_least(1, "the length of the bank's vectors"),
+                     "vblora_dropout": probability(),
+                     "init_vector_bank_bound": at_least(0, "the bank starts uniform in [-bound, bound]"),
+                     "init_logits_std": at_least(0, "a standard deviation")},
+             rank_bound=LOW_RANK),
     _adapter("hira", "HiRA", "HiraConfig", "A and B per projection, W + W * (B A) (Hadamard high-rank update)",
              Defaults(lr=4.5e-3, r=32, dropout_rate=0.0, source="r 32, hira_dropout 0: PEFT's defaults; lr 4.5e-3: "
                       + PEFT_MM),
-             "Huang et al., ICLR 2025", {"r": "r", "dropout_rate": "hira_dropout"}, four_bit=True),
+             "Huang et al., ICLR 2025", {"r": "r", "dropout_rate": "hira_dropout"}, four_bit=True,
+             rank_bound=RankBound("min(in, out)", "its update W * (B A) is the weight times a product of rank at most "
+                                                  "min(in, out), so a larger r only adds weights")),
     _adapter("lily", "Lily", "LilyConfig", "low-rank A per layer group and B experts shared across layers, with a "
              "router", Defaults(lr=paper.LR, r=32, alpha=1.0, source="r 32, stride_A 1, num_B 2, scaling 1: PEFT's "
                                 "LilyConfig defaults; lr: " + CLIP_LORA),
-             "Zhong et al., 2024", {"r": "r", "alpha": "scaling"}, four_bit=True, mergeable=False),
+             "Zhong et al., 2024", {"r": "r", "alpha": "scaling"}, four_bit=True, mergeable=False,
+             rank_bound=LOW_RANK),
 )
 
 # 4-bit entries keep the names the literature gives them where it gives one.

@@ -83,13 +83,24 @@ def card_metadata(record: dict, kind: str, base_model: str) -> ModelCardData:
         adapter_parameters=record["adapter_params"],
         training_seconds=round(record["train_seconds"], 1),
         optimizer_steps=record["total_steps"],
-        peak_memory_mb=round(record["peak_memory_mb"], 1),
+        peak_memory_mb=_rounded(record["peak_memory_mb"]),
         memory_kind=record["memory_kind"],
         compute_dtype=record["compute_dtype"],
         device=record["device_name"],
         command=reproduce_command(record["config"], record.get("processes", 1)),
         versions=record["versions"],
     )
+
+
+def _rounded(value: float | None) -> float | None:
+    """A measurement to one decimal; None stays None (an --eval_only run trains nothing, so has no training peak)."""
+    return None if value is None else round(value, 1)
+
+
+def _peak_memory(record: dict) -> str:
+    if record["peak_memory_mb"] is None:
+        return "not measured (no training: --eval_only)"
+    return f"{record['peak_memory_mb']:,.0f} MB ({record['memory_kind']})"
 
 
 def _base_link(base_model: str) -> str:
@@ -182,7 +193,7 @@ def _summary_table(record: dict) -> str:
                                  "saved)"),
         ("training", f"{record['total_steps']:,} optimizer steps in {record['train_seconds']:.1f} s on "
                      f"{record['device_name']} ({record['compute_dtype']})"),
-        ("peak memory", f"{record['peak_memory_mb']:,.0f} MB ({record['memory_kind']})"),
+        ("peak memory", _peak_memory(record)),
     ]
     return "\n".join(["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)])
 

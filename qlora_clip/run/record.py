@@ -4,14 +4,18 @@
 `method_fields` (what the method says of itself, and the text pass's speed-ups where it trained on
 images) are the parts main.py assembles with the accuracies; `finish` writes the outputs the flags
 ask for (--save_path's adapter, run.json and model card; --merge_export), then checks the line
-against the schema and appends it. A failed output never loses the line: its field stays null, the
-line is appended, and the failure is raised afterwards (exit 2), naming the flag and the file.
+against the schema, appends it, and reports it to the tracking backends. Nothing after training
+loses the line: a failed output (a full disk, an export folder another run filled meanwhile, a
+model card, whatever the error) leaves its field null, a failed report to a tracking backend
+comes after the line is written, and every failure is raised afterwards as one UserError (exit 2),
+naming the flag and saying where the line is.
 """
 from __future__ import annotations
 
 import logging
 import os
 import socket
+from typing import Callable
 
 import torch
 
@@ -74,12 +78,13 @@ def draw_fields(data: FewShotDataset) -> dict:
 
 
 def finish(spec: RunSpec, adapted: Adapted, record: dict, tracker: Tracker, template: str) -> dict:
-    """Write the outputs, append the line (the outputs' failures recorded, never losing it), report; raise
-    UserError naming what failed after the line is safe."""
+    """Write the outputs, append the line (the outputs' failures recorded, never losing it), report it to the
+    tracking backends; raise UserError naming what failed after the line is safe."""
     errors = write_outputs(spec, adapted, record, template)
     schema.check(record)
     append_jsonl(spec.outputs.results_file, record)
-    tracker.finish(record)
+    errors += attempt(f"--report_to {' '.join(spec.tracking.backends)}", "could not report the results",
+                      lambda: report(tracker, record))
     log.info("%s %s %d-shot seed %d: zero-shot %.2f%% -> test %.2f%% | train %.1fs | training peak %s",
              spec.method, spec.dataset, spec.shots, spec.seed, record["zero_shot_acc"], record["test_acc"],
              record["train_seconds"],
@@ -99,17 +104,39 @@ def write_outputs(spec: RunSpec, adapted: Adapted, record: dict, template: str) 
     record.update(schema.fields(adapter_dir=None, merge_export=None))
     source = spec.checkpoint.source
     if spec.adapter_dir is not None and not spec.evaluation.eval_only:
-        try:
+        def save() -> None:
             saved_adapter.save(adapted, record, spec.adapter_dir, source, template)
             record["adapter_dir"] = str(spec.adapter_dir)
-        except OSError as err:
-            errors.append(f"--save_path: could not save the adapter to {spec.adapter_dir} ({err})")
+
+        errors += attempt("--save_path", f"could not save the adapter to {spec.adapter_dir}", save)
     if spec.outputs.merge_export is not None:
-        try:
+        def export() -> None:
             record["merge_export"] = str(export_merged(adapted, source, spec.outputs.merge_export, record,
                                                        overwrite=spec.outputs.overwrite_export, template=template))
-        except OSError as err:
-            errors.append(f"--merge_export: could not write {spec.outputs.merge_export} ({err})")
-    for message in errors:
-        log.error("%s", message)
+
+        errors += attempt("--merge_export", f"could not write {spec.outputs.merge_export}", export)
     return errors
+
+
+def report(tracker: Tracker, record: dict) -> None:
+    """The test accuracy at the run's last step, then the results line, to the tracking backends; closes them."""
+    tracker.log_eval({"accuracy": record["test_acc"]}, step=record["total_steps"])
+    tracker.finish(record)
+
+
+def attempt(flag: str, what: str, step: Callable[[], None]) -> list[str]:
+    """Run one step after training; its failure, whatever it is, as a message to raise once the line is safe.
+
+    A UserError says what to do itself (an export folder another run filled meanwhile); any other error is
+    logged with its traceback (it may be a bug) and named by its type.
+    """
+    try:
+        step()
+    except UserError as err:
+        log.error("%s", err)
+        return [str(err)]
+    except Exception as err:  # noqa: BLE001 - the line must survive any failure; the traceback goes to the log
+        message = f"{flag}: {what} ({type(err).__name__}: {err})"
+        log.exception("%s", message)
+        return [message]
+    return []

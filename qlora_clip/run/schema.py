@@ -64,6 +64,9 @@ SCHEMA: tuple[Field, ...] = (
     Field("mode", str, "the method (`--mode`)"),
     Field("dataset", str, "the dataset trained and tested on (`--dataset`)"),
     Field("shots", int, "training images per class (`--shots`)"),
+    Field("shots_drawn", int, "the fewest distinct training images of any class in the draw: `shots`, unless a "
+                              "class had fewer images than `--shots` and the draw repeated some (the summaries "
+                              "mark such cells `*N`; docs/protocol.md, \"Few-shot sampling\")"),
     Field("seed", int, "seed of the few-shot draw and of training (`--seed`)"),
     Field("backbone", str, "`--backbone` as given (alias, hub id, folder or a tiny offline checkpoint's name)"),
     Field("family", str, "the backbone's family, from its config.json: `clip`, `siglip`, `siglip2` or "
