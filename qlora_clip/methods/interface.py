@@ -53,6 +53,9 @@ class FitInputs:
 
 class Adapted:
     """A method on a loaded base. `model` is what computes (a PeftModel, or the base itself)."""
+    # Whether its saved form loads without this library (a PEFT adapter, or tensors under the base's own names);
+    # False: the model card shows this library's loader (run/modelcard.py).
+    plain_load: bool = True
 
     def __init__(self, bundle: ClipBundle, settings: AdapterConfig, model: torch.nn.Module | None = None):
         self.bundle, self.settings = bundle, settings

@@ -27,6 +27,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from qlora_clip import paper
+from qlora_clip.methods import published as leaders
 from qlora_clip.methods.baselines import hparams
 
 CLIP_LORA = "CLIP-LoRA (Zanella & Ben Ayed, CVPRW 2024): r 2, alpha 1, dropout 0.25, lr 2e-4"
@@ -71,7 +72,7 @@ class Method:
     base_method: str | None = None  # for a 4-bit entry: the full-precision method it quantizes
     # Method settings that are not PEFT config fields, settable like them with --peft_args.
     extras: Mapping[str, Any] = field(default_factory=dict)
-    targets: str = "projections"  # 'projections' (--params of --position layers) or 'layer_norms'
+    targets: str = "projections"  # 'projections' (--params of --position layers), 'layer_norms' or 'linears' (all six)
     # 'images': trained by the training loop, images through the towers; 'features': fitted on frozen image features.
     trains_on: str = "images"
     # main.py flags the method cannot take other than at their defaults, and why ("--mode NAME <why>"; checked
@@ -85,6 +86,8 @@ class Method:
     families_why: str = ""
     # A baseline's published hyperparameters, with their "source".
     published: Mapping[str, Any] = field(default_factory=dict)
+    # Why it has no 4-bit entry, for the --quantize 4bit refusal ("": PEFT 0.21 does not train it on one).
+    not_four_bit: str = ""
 
     @property
     def dora(self) -> bool:
@@ -244,6 +247,20 @@ BASE_METHODS: tuple[Method, ...] = (
              "router", Defaults(lr=paper.LR, r=32, alpha=1.0, source="r 32, stride_A 1, num_B 2, scaling 1: PEFT's "
                                 "LilyConfig defaults; lr: " + CLIP_LORA),
              "Zhong et al., 2024", {"r": "r", "alpha": "scaling"}, four_bit=True, mergeable=False),
+    # --- the field's 2025 fixed-hyperparameter methods (issue 26; published.py cites their schedules) ----
+    Method("clip_svd", "CLIP-SVD", "adapter", "qlora_clip.methods.svd:SingularValues", None,
+           "the singular values s of every Linear of the selected layers (q, k, v, o, fc1, fc2), U and V frozen: "
+           "W = U diag(s) V^T at full rank (our own code)",
+           Defaults(lr=leaders.CLIP_SVD["lr"], source="lr 5e-4 (few-shot), AdamW wd 0.01, cosine to 1e-6 per step, "
+                    "batch 32: HealthX-Lab/CLIP-SVD configs/few_shot/<dataset>.yaml#L2-L5, train.py#L125-L131; its "
+                    "runs take 200 steps per shot (--n_iters 200, main.py#L33)"),
+           "Koleilat et al., 2025 (arXiv 2509.03740)", targets="linears",
+           not_four_bit="its U and V are dense float32 matrices beside every weight, 16 times the 4-bit weight's "
+                        "bytes: a 4-bit base would save nothing",
+           refuses=MappingProxyType({"params": "decomposes every Linear of the selected layers (q, k, v, o and the "
+                                               "MLP's fc1, fc2, as its published runs); --encoder and --position still "
+                                               "choose the layers"}),
+           published=MappingProxyType(leaders.CLIP_SVD)),
 )
 
 # 4-bit entries keep the names the literature gives them where it gives one.
