@@ -261,6 +261,21 @@ BASE_METHODS: tuple[Method, ...] = (
                                                "MLP's fc1, fc2, as its published runs); --encoder and --position still "
                                                "choose the layers"}),
            published=MappingProxyType(leaders.CLIP_SVD)),
+    Method("2sfs", "2SFS", "adapter", "qlora_clip.methods.two_stage:TwoStage", None,
+           "stage 1: the weights and biases of both LayerNorms of every selected layer, in place; stage 2 (the last "
+           "40% of the steps): a linear classifier (classes x dim) initialised with the stage-1 text features "
+           "(our own code)",
+           Defaults(lr=leaders.TWO_STAGE["lr"], source="lr 2e-4 in both stages, AdamW wd 0.01, a cosine to 1e-6 per "
+                    "stage, stage 1 = int(0.6 x steps), batch 32: FarinaMatteo/rethinking_fewshot_vlms main.py#L41-L77, "
+                    "fs/twostage.py#L251-L339; its runs take 300 steps per shot (--n_iters 300, main.py#L63)"),
+           "Farina et al., CVPR 2025", targets="layer_norms", four_bit=True, mergeable=False,
+           refuses=MappingProxyType({
+               "params": "tunes the LayerNorms of the selected layers, then a classifier, not projections (--encoder "
+                         "and --position still choose the layers)",
+               **dict.fromkeys(("checkpoint_every", "resume"), "cannot resume: its two stages build their own "
+                               "optimizers and its classifier is not part of the training state, so a resumed run "
+                               "could not continue across the switch")}),
+           published=MappingProxyType(leaders.TWO_STAGE)),
 )
 
 # 4-bit entries keep the names the literature gives them where it gives one.
