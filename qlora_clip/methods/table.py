@@ -323,6 +323,19 @@ def _baseline(name: str, label: str, kind: str, runtime: str, trains: str, publi
                   published=MappingProxyType(dict(published)), **kw)
 
 
+def _fitted_on_features(name: str, label: str, kind: str, runtime: str, trains: str, published: Mapping[str, Any],
+                        paper_ref: str) -> Method:
+    """A method of the field's tables fitted on frozen features with its published hyperparameters (issue 26's ProKeR
+    and CLAP): a baseline's refusals, except that its fit is saved and reloaded (--save_path, --eval_only); it scores
+    classes it was not fitted on as zero-shot CLIP does."""
+    why = {flag: f"is fitted on frozen features with its paper's hyperparameters (docs/methods.md) and does not use "
+                 f"{what}" for flag, what in NOT_FOR_BASELINES.items() if flag not in ("save_path", "eval_only")}
+    why["merge_export"] = "keeps its fit beside the base (a classifier over frozen features), not in its weights"
+    return Method(name, label, kind, f"qlora_clip.methods.baselines.{runtime}", None, trains,
+                  Defaults(lr=None, source=published["source"]), paper_ref, mergeable=False, trains_on="features",
+                  refuses=MappingProxyType(why), unseen_classes=True, published=MappingProxyType(dict(published)))
+
+
 BASELINES: tuple[Method, ...] = (
     _baseline("zs_ensemble_imagenet", "Zero-shot CLIP, 80 ImageNet prompts", "training-free",
               "zero_shot_ensemble:ImageNetEnsemble", "nothing (averaged text features)", hparams.ZERO_SHOT_ENSEMBLE,
@@ -344,11 +357,22 @@ BASELINES: tuple[Method, ...] = (
               unseen_classes=True, families=("clip",),
               families_why="its prompts are CLIP's token layout, start token, context, class name, end-of-text "
                            "token where the causal tower pools"),
+    # --- the field's 2025 fixed-hyperparameter methods fitted on frozen features (issue 26) ---------
+    _fitted_on_features("proker", "ProKeR", "training-free", "proker:ProKeR",
+                        "nothing: a closed form (proximal kernel ridge regression of the zero-shot residual) on 10 "
+                        "augmented views per train image, beta and lambda searched on the val images",
+                        leaders.PROKER, "Bendou et al., CVPR 2025"),
+    _fitted_on_features("clap", "CLAP", "probe", "clap:Clap",
+                        "class prototypes (classes x dim) from the text features, constrained towards them with "
+                        "class-adaptive multipliers, on 20 augmented views per train image",
+                        leaders.CLAP, "Silva-Rodriguez et al., CVPR 2024"),
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in _ordered() + BASELINES}
 MODES = tuple(METHODS)
 BASELINE_MODES = tuple(m.name for m in BASELINES)
+# The field's 2025 fixed-hyperparameter methods (issue 26; `sweep.py --modes leaders`).
+LEADER_MODES = ("clip_svd", "2sfs", "proker", "clap")
 # The methods of the methods table (docs/methods.md): every entry but the field's baselines.
 ADAPTER_MODES = tuple(name for name in METHODS if name not in BASELINE_MODES)
 FULL_PRECISION_MODES = tuple(name for name in ADAPTER_MODES if not METHODS[name].quantized)

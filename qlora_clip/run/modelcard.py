@@ -195,6 +195,8 @@ def _hyperparameters(record: dict) -> str:
         parts.append(f"{config['lora_scaling']} scaling")
     parts += list(config.get("peft_args") or [])
     built = f"PEFT `{method.peft_class}`" if method.peft_class else "our own code (not a PEFT adapter)"
+    if method.trains_on == "features":  # fitted beside the frozen base with its paper's hyperparameters
+        return f"{method.label}, {built}; fitted on the frozen base's image features: {method.trains}"
     modules = TARGETS.get(method.targets) or f"{' '.join(config['params'])} projections"
     where = f"the {modules} of {ENCODERS[config['encoder']]}, {config['position']} layers"
     settings = f": {', '.join(parts)}" if parts else ""
