@@ -156,11 +156,13 @@ def read_target(spec: RunSpec, name: str) -> EvalImages:
 def fit_inputs(spec: RunSpec, data: FewShotDataset, bundle: ClipBundle, prompts: ClassPrompts, precision: Precision,
                dist: Distributed, num_workers: int, tracker) -> FitInputs:
     """What the method may fit on, each part built only if the method asks for it."""
-    def train_steps(adapted: Adapted) -> TrainResult:
-        stream = build_train_stream(data, bundle, spec.train, spec, dist, num_workers)
+    def train_steps(adapted: Adapted, config: TrainConfig | None = None) -> TrainResult:
+        """The shared loop on the run's train stream: the whole run, or a stage of the method's (`config`)."""
+        config = spec.train if config is None else config
+        stream = build_train_stream(data, bundle, config, spec, dist, num_workers)
         checkpoint = TrainCheckpoint(spec.checkpoint_path, spec.outputs.checkpoint_every, spec.trained_identity,
                                      dist.device, read_fingerprint=spec.trained_identity_of)
-        return train(adapted, stream, prompts, spec.train, precision, dist, checkpoint, resume=spec.outputs.resume,
+        return train(adapted, stream, prompts, config, precision, dist, checkpoint, resume=spec.outputs.resume,
                      desc=f"train {spec.method}", on_step=tracker.step_callbacks())
 
     def one_epoch() -> list[torch.Tensor]:
@@ -177,7 +179,7 @@ def fit_inputs(spec: RunSpec, data: FewShotDataset, bundle: ClipBundle, prompts:
                             eval_batch_size(spec.train.batch_size), num_workers, spec.data.decode_budget_gb)
 
     return FitInputs(data=data, prompts=prompts, precision=precision, train_steps=train_steps, one_epoch=one_epoch,
-                     features=features)
+                     features=features, train=spec.train)
 
 
 def build_train_stream(data: FewShotDataset, bundle: ClipBundle, train_config: TrainConfig, spec: RunSpec,
@@ -185,7 +187,7 @@ def build_train_stream(data: FewShotDataset, bundle: ClipBundle, train_config: T
     """The train images decoded once (or per step above --decode_budget_gb), augmented per image."""
     images = decode_all([item.source for item in data.train], data.load_image, spec.data.decode_budget_gb)
     sampler = TrainBatchSampler(len(data.train), train_config.batch_size, train_config.gradient_accumulation_steps,
-                                train_config.seed, dist.rank, dist.world)
+                                train_config.seed, dist.rank, dist.world, offset=train_config.first_step)
     return TrainStream(images, [item.label for item in data.train], bundle.image, sampler, num_workers, dist.device)
 
 

@@ -183,7 +183,8 @@ def method_errors(args: argparse.Namespace) -> list[str]:
     if args.quantize == "4bit" and not method.quantized and method.four_bit_name is None \
             and "quantize" not in method.refuses:
         only = [m.name for m in BASE_METHODS if m.only_4bit]
-        return [f"--quantize 4bit: {args.mode} does not train on a 4-bit base in PEFT 0.21; the methods that do: "
+        why = f" ({method.not_four_bit})" if method.not_four_bit else " in PEFT 0.21"
+        return [f"--quantize 4bit: {args.mode} does not train on a 4-bit base{why}; the methods that do: "
                 f"{', '.join(four_bit_methods() + only)}"]
     if args.quantize == "none" and method.quantized:
         if method.base_method is None:

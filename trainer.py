@@ -76,7 +76,7 @@ class TrainStep:
                  dist: Distributed, text_pass: Callable[[ClassPrompts, Distributed], TextPass] = PerUpdateText):
         self.adapted, self.model, self.prompts, self.precision, self.dist = adapted, adapted.model, prompts, \
             precision, dist
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.params = adapted.trained_parameters()
         self.optimizer = build_optimizer(adapted.parameter_groups(self.params, config.lr), config.lr, precision.device)
         self.scheduler = build_schedule(self.optimizer, config.total_steps)
         self.scaler = precision.grad_scaler()

@@ -48,7 +48,7 @@ def expected_trainable(mode: str, images: int) -> int:
     return {"zs_ensemble_imagenet": 0, "zs_ensemble_dataset": 0, "tip_adapter": 0,
             "linear_probe": COLOURS * (TINY_DIM + 1), "lp_plus_plus": COLOURS * (TINY_DIM + 2),
             "tip_adapter_f": images * TINY_DIM, "clip_adapter": 2 * TINY_DIM * TINY_DIM // 4,
-            "coop": 16 * TINY_DIM}[mode]
+            "coop": 16 * TINY_DIM, "proker": 0, "clap": COLOURS * TINY_DIM}[mode]
 
 
 @pytest.mark.parametrize("mode", BASELINE_MODES)
@@ -87,6 +87,9 @@ def test_searched_and_scheduled_values_are_recorded(runs):
     assert records["coop"]["total_steps"] == 100
     assert records["clip_adapter"]["baseline_features"]["train-dassl-epochs"]["views"] == 200
     assert records["tip_adapter_f"]["baseline_features"]["train-tip-cache"]["cached"]  # Tip-Adapter's views
+    assert records["proker"]["baseline_features"]["train-tip-cache"]["cached"]  # ProKeR reads the same views
+    assert {"beta", "lambda"} <= records["proker"]["baseline_params"].keys()
+    assert records["clap"]["total_steps"] == 300  # 300 epochs of one batch (8 images: fewer than 256)
 
 
 def test_baselines_appear_in_the_paper_and_efficiency_tables(runs, tmp_path, capsys):

@@ -34,6 +34,15 @@ def test_the_stream_is_a_pure_function_of_seed_and_step():
     assert len(set(seeds)) == len(seeds)  # none drawn twice
 
 
+def test_a_later_stage_continues_the_runs_stream_where_the_offset_says():
+    run = TrainBatchSampler(37, 32, 1, seed=2)
+    stage = TrainBatchSampler(37, 32, 1, seed=2, offset=3)  # a method's second stage, after 3 steps
+    assert [stage.step_batch(s) for s in range(4)] == [run.step_batch(s) for s in range(3, 7)]
+    assert [stage.step_images(s) for s in range(3)] == [5, 32, 5]
+    assert stage.images_seen(3) == run.images_seen(6) - run.images_seen(3) == 42
+    assert next(iter(stage)) == run.step_batch(3)
+
+
 def test_ranks_share_each_micro_batch_without_overlap_even_when_short():
     one = TrainBatchSampler(37, 32, 2, seed=1)
     ranks = [TrainBatchSampler(37, 32, 2, seed=1, rank=r, world=3) for r in range(3)]

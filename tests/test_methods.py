@@ -57,7 +57,7 @@ def test_methods_cannot_be_changed_in_place():
 
 def test_the_baselines_are_entries_with_their_papers_hyperparameters_and_no_adapter_flags():
     assert BASELINE_MODES == ("zs_ensemble_imagenet", "zs_ensemble_dataset", "linear_probe", "lp_plus_plus",
-                              "tip_adapter", "tip_adapter_f", "clip_adapter", "coop")
+                              "tip_adapter", "tip_adapter_f", "clip_adapter", "coop", "proker", "clap")
     for mode in BASELINE_MODES:
         method = METHODS[mode]
         # Fitted on the frozen base's features (the old kind "baseline"), never by the training loop.

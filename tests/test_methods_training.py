@@ -14,7 +14,7 @@ from qlora_clip.backbones.families import CLIP
 from qlora_clip.backbones.loading import resolve_backbone
 from qlora_clip.methods.interface import Adapted, load_adapted, runtime_class
 from qlora_clip.methods.own_tuners import CONFIG_FILE, WEIGHTS_FILE, TunedParameters
-from qlora_clip.methods.peft_tuners import ADAPTER_FILES
+from qlora_clip.methods.peft_tuners import ADAPTER_FILES, PeftAdapter
 from qlora_clip.methods.table import FULL_PRECISION_MODES, METHODS, Method
 from qlora_clip.training.distributed import Distributed
 from qlora_clip.training.precision import resolve_precision
@@ -39,10 +39,14 @@ def clip_logits(model: torch.nn.Module, prompts: ClassPrompts, images: torch.Ten
 
 
 def saved_files(method: Method) -> tuple[str, ...]:
-    """The files --save_path writes for `method`: our own tuners' tensors and config, or PEFT's adapter."""
-    if issubclass(runtime_class(method), TunedParameters):
+    """The files --save_path writes for `method`: our own tuners' tensors and config, PEFT's adapter, or the files
+    a method of our own names (CLIP-SVD's singular values); the tensors' file second."""
+    cls = runtime_class(method)
+    if issubclass(cls, TunedParameters):
         return CONFIG_FILE, WEIGHTS_FILE
-    return ADAPTER_FILES
+    if issubclass(cls, PeftAdapter):
+        return ADAPTER_FILES
+    return cls.saved_files
 
 
 def one_step(mode: str, *flags: str) -> tuple[Adapted, ClassPrompts, dict[str, torch.Tensor]]:

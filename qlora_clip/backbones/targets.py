@@ -1,7 +1,8 @@
 """Which modules of CLIP a method adapts: `--encoder`, `--position` and `--params` -> module names.
 
 Most methods sit on attention projections (`--params` of the `--position` layers of the
-`--encoder` towers); LN tuning sits on the same layers' two LayerNorms instead. No torch here:
+`--encoder` towers); LN tuning sits on the same layers' two LayerNorms instead, CLIP-SVD on all six of their
+Linears. No torch here:
 names only, from the checkpoint's config.
 """
 from __future__ import annotations
@@ -10,6 +11,7 @@ from qlora_clip.backbones.families import Family
 from qlora_clip.errors import UserError
 
 LAYER_NORMS = ("layer_norm1", "layer_norm2")
+MLP_LINEARS = ("mlp.fc1", "mlp.fc2")
 TOWERS = {"text": ("text_model",), "vision": ("vision_model",), "both": ("text_model", "vision_model")}
 
 
@@ -50,6 +52,17 @@ def target_module_names(family: Family, config, encoder: str, position: str, par
     for layer in selected_layers(config, encoder, position):
         tower, index = layer.split(".")[0], int(layer.rsplit(".", 1)[1])
         names += [family.layer_module(tower, index, p) for p in params]
+    return names
+
+
+def linear_module_names(family: Family, config, encoder: str, position: str) -> list[str]:
+    """Full names of every Linear of the selected layers: the four attention projections, then the MLP's two
+    (CLIP-SVD's targets; the four families share transformers' CLIP names for them)."""
+    names = []
+    for layer in selected_layers(config, encoder, position):
+        tower, index = layer.split(".")[0], int(layer.rsplit(".", 1)[1])
+        names += [family.layer_module(tower, index, p) for p in ("q", "k", "v", "o")]
+        names += [f"{layer}.{mlp}" for mlp in MLP_LINEARS]
     return names
 
 

@@ -38,7 +38,7 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
     """
 
     def __init__(self, n_items: int, batch_size: int, accumulation_steps: int, seed: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, offset: int = 0):
         if n_items < 1:
             raise ValueError("a train set needs at least one image")
         self.n_items = n_items
@@ -49,6 +49,9 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
         self.rank = rank
         self.world = world
         self.start = 0  # first step to yield; set when resuming
+        # The run's step that this stream's step 0 is: a later stage of a method's training (2SFS's classifier)
+        # continues the run's one stream of batches instead of drawing its first steps again.
+        self.offset = offset
 
     def start_at_step(self, step: int) -> None:
         """Continue the stream at optimizer step `step` (for --resume)."""
@@ -56,21 +59,26 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
 
     def step_images(self, step: int) -> int:
         """Images in step `step`, all micro-batches and ranks together."""
-        within = step % self.steps_per_epoch
+        within = (self.offset + step) % self.steps_per_epoch
         return min(self.batch_size, self.n_items - within * self.batch_size)
 
     def images_seen(self, steps: int) -> int:
         """Images through the model in the first `steps` steps (all ranks)."""
+        return self._seen(self.offset + steps) - self._seen(self.offset)
+
+    def _seen(self, steps: int) -> int:
+        """Images in the run's first `steps` steps."""
         epochs, within = divmod(steps, self.steps_per_epoch)
         return epochs * self.n_items + within * self.batch_size
 
     def step_batch(self, step: int) -> list[tuple[int, int]]:
         """The whole batch of step `step`: (item index, augmentation seed) per image."""
+        step += self.offset
         epoch, within = divmod(step, self.steps_per_epoch)
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         first = within * self.batch_size
         order = torch.randperm(self.n_items, generator=generator)[first:first + self.batch_size]
-        position = self.images_seen(step)  # of the step's first image in the whole stream
+        position = self._seen(step)  # of the step's first image in the whole stream
         return [(int(i), self.seed * _SEED_STRIDE + position + j) for j, i in enumerate(order)]
 
     def micro_batches(self, step: int) -> list[list[tuple[int, int]]]:

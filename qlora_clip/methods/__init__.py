@@ -12,6 +12,9 @@
     loftq.py         LoftQ: LoRA initialised against the 4-bit base's quantization error
     loraplus.py      LoRA+: B at a multiple of the learning rate
     adalora.py       AdaLoRA: its schedule, orthogonality regulariser and rank allocation
+    svd.py           CLIP-SVD: the singular values of every Linear of the selected layers, U and V frozen
+    two_stage.py     2SFS: the per-block LayerNorms, then a classifier, two stages of the shared loop
+    published.py     the published schedules of CLIP-SVD, 2SFS, ProKeR and CLAP, each value cited (no torch)
     doc.py           docs/methods.md's tables, generated from the table with measured parameter counts
     baselines/       the field's baselines, fitted on frozen features (its __init__ maps it)
 """

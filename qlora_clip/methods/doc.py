@@ -21,7 +21,8 @@ from qlora_clip.methods.table import BASE_METHODS, FOUR_BIT_NAMES, Method
 START, END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
 NEEDS_VALUES = ("pissa", "olora", "shira")  # their initialisation reads the weights (SVD, QR, nonzero)
 NOTES = {"eva": " (before EVA moves ranks between layers; the total rank stays)",
-         "adalora": " (at the start, init_r 3; pruned to a budget of r 2 per layer by the end)"}
+         "adalora": " (at the start, init_r 3; pruned to a budget of r 2 per layer by the end)",
+         "2sfs": " (stage 1; stage 2 then trains a classes x 512 classifier)"}
 
 
 def b16_counts() -> dict[str, int]:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from qlora_clip.methods.baselines.features import FeatureBank
     from qlora_clip.training.precision import Precision
     from qlora_clip.training.result import TrainResult
+    from qlora_clip.training.settings import TrainConfig
 
 
 @dataclass
@@ -46,13 +47,19 @@ class FitInputs:
     data: FewShotDataset
     prompts: ClassPrompts
     precision: Precision
-    train_steps: Callable[[Adapted], TrainResult]          # trainer.train on the run's train stream
+    # trainer.train on the run's train stream, with the run's TrainConfig or a stage's (`train` with its `steps` and
+    # `first_step`: a method that trains in stages, each with its own optimizer and schedule)
+    train_steps: Callable[..., TrainResult]
     one_epoch: Callable[[], list[torch.Tensor]]           # the augmented train batches of one epoch, one process
     features: Callable[[], FeatureBank]                   # the frozen feature sets (train views, val)
+    train: TrainConfig | None = None                      # the run's training settings
 
 
 class Adapted:
     """A method on a loaded base. `model` is what computes (a PeftModel, or the base itself)."""
+    # Whether its saved form loads without this library (a PEFT adapter, or tensors under the base's own names);
+    # False: the model card shows this library's loader (run/modelcard.py).
+    plain_load: bool = True
 
     def __init__(self, bundle: ClipBundle, settings: AdapterConfig, model: torch.nn.Module | None = None):
         self.bundle, self.settings = bundle, settings
@@ -109,6 +116,11 @@ class Adapted:
 
     def initialize(self, batches: Iterable[torch.Tensor], prompts: ClassPrompts) -> None:
         """A data-driven initialisation before the first step (EVA's); most methods have none."""
+
+    def trained_parameters(self) -> list[torch.nn.Parameter]:
+        """What the training step updates: the model's parameters that require gradients, and any the method holds
+        outside the model (2SFS's classifier)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
 
     def parameter_groups(self, params: list[torch.nn.Parameter], lr: float) -> list:
         """What the optimizer is built on: the trainable parameters, or groups with learning rates of their own."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from qlora_clip import paper
 from qlora_clip.backbones.families import Family
-from qlora_clip.backbones.targets import layer_norm_names, target_module_names
+from qlora_clip.backbones.targets import layer_norm_names, linear_module_names, target_module_names
 from qlora_clip.flags import flag
 from qlora_clip.methods.table import METHODS, MODES, QUANTIZE, Method, method_defaults
 
@@ -63,7 +63,10 @@ class AdapterConfig:
         return decoded(self.peft_args)
 
     def targets(self, family: Family, model_config: Any) -> list[str]:
-        """The modules the method adapts: the --params projections of the selected layers, or their LayerNorms."""
+        """The modules the method adapts: the --params projections of the selected layers, their LayerNorms, or
+        every Linear of them."""
         if self.method.targets == "layer_norms":
             return layer_norm_names(model_config, self.encoder, self.position)
+        if self.method.targets == "linears":
+            return linear_module_names(family, model_config, self.encoder, self.position)
         return target_module_names(family, model_config, self.encoder, self.position, list(self.params))

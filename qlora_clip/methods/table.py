@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from qlora_clip import paper
+from qlora_clip.methods import published as leaders
 from qlora_clip.methods.baselines import hparams
 
 CLIP_LORA = "CLIP-LoRA (Zanella & Ben Ayed, CVPRW 2024): r 2, alpha 1, dropout 0.25, lr 2e-4"
@@ -130,7 +131,7 @@ class Method:
     base_method: str | None = None  # for a 4-bit entry: the full-precision method it quantizes
     # Method settings that are not PEFT config fields, settable like them with --peft_args.
     extras: Mapping[str, Any] = field(default_factory=dict)
-    targets: str = "projections"  # 'projections' (--params of --position layers) or 'layer_norms'
+    targets: str = "projections"  # 'projections' (--params of --position layers), 'layer_norms' or 'linears' (all six)
     # 'images': trained by the training loop, images through the towers; 'features': fitted on frozen image features.
     trains_on: str = "images"
     # main.py flags the method cannot take other than at their defaults, and why ("--mode NAME <why>"; checked
@@ -150,6 +151,8 @@ class Method:
     # How the layers' widths bound --r, where the method's math makes a larger value meaningless; None: not bounded
     # (or PEFT checks it itself when the method is attached: methods/fit_check.py).
     rank_bound: RankBound | None = None
+    # Why it has no 4-bit entry, for the --quantize 4bit refusal ("": PEFT 0.21 does not train it on one).
+    not_four_bit: str = ""
 
     @property
     def dora(self) -> bool:
@@ -355,6 +358,35 @@ BASE_METHODS: tuple[Method, ...] = (
                                 "LilyConfig defaults; lr: " + CLIP_LORA),
              "Zhong et al., 2024", {"r": "r", "alpha": "scaling"}, four_bit=True, mergeable=False,
              rank_bound=LOW_RANK),
+    # --- the field's 2025 fixed-hyperparameter methods (issue 26; published.py cites their schedules) ----
+    Method("clip_svd", "CLIP-SVD", "adapter", "qlora_clip.methods.svd:SingularValues", None,
+           "the singular values s of every Linear of the selected layers (q, k, v, o, fc1, fc2), U and V frozen: "
+           "W = U diag(s) V^T at full rank (our own code)",
+           Defaults(lr=leaders.CLIP_SVD["lr"], source="lr 5e-4 (few-shot), AdamW wd 0.01, cosine to 1e-6 per step, "
+                    "batch 32: HealthX-Lab/CLIP-SVD configs/few_shot/<dataset>.yaml#L2-L5, train.py#L125-L131; its "
+                    "runs take 200 steps per shot (--n_iters 200, main.py#L33)"),
+           "Koleilat et al., 2025 (arXiv 2509.03740)", targets="linears",
+           not_four_bit="its U and V are dense float32 matrices beside every weight, 16 times the 4-bit weight's "
+                        "bytes: a 4-bit base would save nothing",
+           refuses=MappingProxyType({"params": "decomposes every Linear of the selected layers (q, k, v, o and the "
+                                               "MLP's fc1, fc2, as its published runs); --encoder and --position still "
+                                               "choose the layers"}),
+           published=MappingProxyType(leaders.CLIP_SVD)),
+    Method("2sfs", "2SFS", "adapter", "qlora_clip.methods.two_stage:TwoStage", None,
+           "stage 1: the weights and biases of both LayerNorms of every selected layer, in place; stage 2 (the last "
+           "40% of the steps): a linear classifier (classes x dim) initialised with the stage-1 text features "
+           "(our own code)",
+           Defaults(lr=leaders.TWO_STAGE["lr"], source="lr 2e-4 in both stages, AdamW wd 0.01, a cosine to 1e-6 per "
+                    "stage, stage 1 = int(0.6 x steps), batch 32: FarinaMatteo/rethinking_fewshot_vlms main.py#L41-L77, "
+                    "fs/twostage.py#L251-L339; its runs take 300 steps per shot (--n_iters 300, main.py#L63)"),
+           "Farina et al., CVPR 2025", targets="layer_norms", four_bit=True, mergeable=False,
+           refuses=MappingProxyType({
+               "params": "tunes the LayerNorms of the selected layers, then a classifier, not projections (--encoder "
+                         "and --position still choose the layers)",
+               **dict.fromkeys(("checkpoint_every", "resume"), "cannot resume: its two stages build their own "
+                               "optimizers and its classifier is not part of the training state, so a resumed run "
+                               "could not continue across the switch")}),
+           published=MappingProxyType(leaders.TWO_STAGE)),
 )
 
 # 4-bit entries keep the names the literature gives them where it gives one.
@@ -402,6 +434,19 @@ def _baseline(name: str, label: str, kind: str, runtime: str, trains: str, publi
                   published=MappingProxyType(dict(published)), **kw)
 
 
+def _fitted_on_features(name: str, label: str, kind: str, runtime: str, trains: str, published: Mapping[str, Any],
+                        paper_ref: str) -> Method:
+    """A method of the field's tables fitted on frozen features with its published hyperparameters (issue 26's ProKeR
+    and CLAP): a baseline's refusals, except that its fit is saved and reloaded (--save_path, --eval_only); it scores
+    classes it was not fitted on as zero-shot CLIP does."""
+    why = {flag: f"is fitted on frozen features with its paper's hyperparameters (docs/methods.md) and does not use "
+                 f"{what}" for flag, what in NOT_FOR_BASELINES.items() if flag not in ("save_path", "eval_only")}
+    why["merge_export"] = "keeps its fit beside the base (a classifier over frozen features), not in its weights"
+    return Method(name, label, kind, f"qlora_clip.methods.baselines.{runtime}", None, trains,
+                  Defaults(lr=None, source=published["source"]), paper_ref, mergeable=False, trains_on="features",
+                  refuses=MappingProxyType(why), unseen_classes=True, published=MappingProxyType(dict(published)))
+
+
 BASELINES: tuple[Method, ...] = (
     _baseline("zs_ensemble_imagenet", "Zero-shot CLIP, 80 ImageNet prompts", "training-free",
               "zero_shot_ensemble:ImageNetEnsemble", "nothing (averaged text features)", hparams.ZERO_SHOT_ENSEMBLE,
@@ -423,11 +468,22 @@ BASELINES: tuple[Method, ...] = (
               unseen_classes=True, families=("clip",),
               families_why="its prompts are CLIP's token layout, start token, context, class name, end-of-text "
                            "token where the causal tower pools"),
+    # --- the field's 2025 fixed-hyperparameter methods fitted on frozen features (issue 26) ---------
+    _fitted_on_features("proker", "ProKeR", "training-free", "proker:ProKeR",
+                        "nothing: a closed form (proximal kernel ridge regression of the zero-shot residual) on 10 "
+                        "augmented views per train image, beta and lambda searched on the val images",
+                        leaders.PROKER, "Bendou et al., CVPR 2025"),
+    _fitted_on_features("clap", "CLAP", "probe", "clap:Clap",
+                        "class prototypes (classes x dim) from the text features, constrained towards them with "
+                        "class-adaptive multipliers, on 20 augmented views per train image",
+                        leaders.CLAP, "Silva-Rodriguez et al., CVPR 2024"),
 )
 
 METHODS: dict[str, Method] = {m.name: m for m in _ordered() + BASELINES}
 MODES = tuple(METHODS)
 BASELINE_MODES = tuple(m.name for m in BASELINES)
+# The field's 2025 fixed-hyperparameter methods (issue 26; `sweep.py --modes leaders`).
+LEADER_MODES = ("clip_svd", "2sfs", "proker", "clap")
 # The methods of the methods table (docs/methods.md): every entry but the field's baselines.
 ADAPTER_MODES = tuple(name for name in METHODS if name not in BASELINE_MODES)
 FULL_PRECISION_MODES = tuple(name for name in ADAPTER_MODES if not METHODS[name].quantized)

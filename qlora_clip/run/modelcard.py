@@ -13,12 +13,15 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from qlora_clip.backbones.families import CLIP, FAMILIES, Family
+from qlora_clip.methods.interface import runtime_class
 from qlora_clip.methods.table import METHODS
 from qlora_clip.methods.own_tuners import WEIGHTS_FILE as OWN_WEIGHTS_FILE
 
 KINDS = ("adapter", "merged")
 TORCH_DTYPES = {"fp16": "torch.float16", "bf16": "torch.bfloat16", "fp32": "torch.float32"}
 ENCODERS = {"both": "the text and vision encoders", "text": "the text encoder", "vision": "the vision encoder"}
+# What a method sits on, by its entry's `targets`, where --params does not say it.
+TARGETS = {"layer_norms": "LayerNorms", "linears": "q, k, v, o, fc1 and fc2 Linears"}
 # Flags left out of the reproducing command: continuing an interrupted run computes the same result.
 NOT_REPRODUCED = frozenset({"resume"})
 
@@ -159,9 +162,34 @@ def _classify_lines(family: Family) -> str:
     return family.logit_rule.card_lines(family)
 
 
+def _library_snippet(base_model: str, folder: Path, family: Family, template: str) -> str:
+    """Python that loads an adapter whose saved form needs this library (Adapted.plain_load False: tensors that are
+    neither PEFT's nor the base's own) with its loader, and classifies images with the method's own logits."""
+    return ("```python\nimport json\nfrom pathlib import Path\n\nimport torch\n"
+            f"from transformers import {family.processor_class}\n\n"
+            "from qlora_clip.backbones.encode import ClassPrompts\nfrom qlora_clip.methods.interface import load_adapted\n"
+            "from qlora_clip.run.spec import RunSpec\n\n"
+            "# qlora-clip's own loader (its repository on the Python path): the method's weights are its own code's\n"
+            f"config = json.load(open({str(folder / 'run.json')!r}))[\"config\"]\n"
+            f"model = load_adapted({base_model!r}, RunSpec.from_flags(config).adapter, torch.device(\"cpu\"), "
+            f"torch.float32,\n                    saved=Path({str(folder)!r}))  # this folder\n"
+            f"processor = {family.processor_class}.from_pretrained({base_model!r})\n\n"
+            f"classnames = [...]  # the class names, in label order\n"
+            f"images = [...]      # PIL images\n"
+            f"prompts = [{template!r}.format(name.replace(\"_\", \" \")) for name in classnames]\n"
+            "inputs = processor(images=images, return_tensors=\"pt\")\n"
+            "with torch.no_grad():\n"
+            "    text = model.text_features(ClassPrompts(model.bundle.tokenizer, prompts, torch.device(\"cpu\"),\n"
+            "                                            text=model.bundle.text))\n"
+            "    logits = model.logits(model.image_embeddings(inputs[\"pixel_values\"]), text)\n"
+            "predicted = logits.argmax(dim=-1)\n```\n")
+
+
 def _load_snippet(record: dict, kind: str, base_model: str, folder: Path, template: str) -> str:
     """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
     family = record_family(record)
+    if kind == "adapter" and not runtime_class(METHODS[record["mode"]]).plain_load:
+        return _library_snippet(base_model, folder, family, template)
     return (f"```python\nimport torch\n{_load_lines(record, kind, base_model, folder, family)}\n"
             f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
             f"images = [...]      # PIL images\n"
@@ -178,7 +206,9 @@ def _hyperparameters(record: dict) -> str:
         parts.append(f"{config['lora_scaling']} scaling")
     parts += list(config.get("peft_args") or [])
     built = f"PEFT `{method.peft_class}`" if method.peft_class else "our own code (not a PEFT adapter)"
-    modules = "LayerNorms" if method.targets == "layer_norms" else f"{' '.join(config['params'])} projections"
+    if method.trains_on == "features":  # fitted beside the frozen base with its paper's hyperparameters
+        return f"{method.label}, {built}; fitted on the frozen base's image features: {method.trains}"
+    modules = TARGETS.get(method.targets) or f"{' '.join(config['params'])} projections"
     where = f"the {modules} of {ENCODERS[config['encoder']]}, {config['position']} layers"
     settings = f": {', '.join(parts)}" if parts else ""
     return f"{method.label}, {built}{settings}; on {where}; lr {config['lr']:g}"

@@ -31,10 +31,14 @@ class TrainConfig:
                                             "(dropout masks are drawn per micro-batch)", group="training")
     shots: int = 16  # the draw's (DataConfig.shots): total steps are n_iters x shots; not a flag here
     seed: int = 1    # the draw's (DataConfig.seed), which also seeds the batches; not a flag here
+    # A stage of a method's own schedule (2SFS's two), not flags: its optimizer steps (None: n_iters x shots, the
+    # whole run), and the run's step it starts at in the one stream of batches (inputs/sampler.py).
+    steps: int | None = None
+    first_step: int = 0
 
     @property
     def total_steps(self) -> int:
-        return self.n_iters * self.shots
+        return self.n_iters * self.shots if self.steps is None else self.steps
 
 
 @dataclass(frozen=True)

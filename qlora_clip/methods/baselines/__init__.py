@@ -16,6 +16,9 @@ the same main.py path (`main.py --mode NAME`).
     tip_adapter.py         Tip-Adapter's cache model (training-free) and Tip-Adapter-F (keys trained)
     clip_adapter.py        CLIP-Adapter: a residual bottleneck MLP on the image embedding
     coop.py                CoOp: 16 learned context vectors in the text tower's input
+    saved_fit.py           a fit that is saved and reloaded (--save_path, --eval_only), its rows found by prompt
+    proker.py              ProKeR: proximal kernel ridge regression of the zero-shot residual, training-free
+    clap.py                CLAP: a zero-shot-initialised probe with class-adaptive multipliers, validation-free
 
 hparams and templates import no torch (the table reads them); the rest do. docs/baselines.md says what
 each trains, its schedule with the citation, and where we differ.

@@ -53,6 +53,7 @@ class BaselineInputs:
     tokenizer: object
     precision: Precision
     family_logits: Logits         # the family's logits of normalised image features and text features
+    prompts: ClassPrompts | None = None  # the run's class prompts, tokenised by the family's rules
 
     @property
     def device(self) -> torch.device:
@@ -81,6 +82,10 @@ class Fitted:
     # The class text features it classifies with, for any classes (CoOp's learned context, an ensemble's
     # templates); None: the prompts' own features.
     text: Callable[[ClassPrompts], torch.Tensor] | None = None
+    # What --save_path writes of a fit that can be saved (methods/baselines/saved_fit.py): its tensors, and the
+    # class prompts its rows were fitted on, in row order.
+    saved: dict[str, torch.Tensor] = field(default_factory=dict)
+    prompts: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ class FeatureBaseline(Adapted):
         baseline_inputs = BaselineInputs(
             data.name, data.shots, data.seed, data.classnames,
             prompt_features(self.model, self.bundle.tokenizer, inputs.prompts.prompts, precision), bank, self.model,
-            self.bundle.tokenizer, precision, self.family_logits)
+            self.bundle.tokenizer, precision, self.family_logits, inputs.prompts)
         memory = PeakMemory(precision.device)
         memory.reset()
         start = time.perf_counter()
