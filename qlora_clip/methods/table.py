@@ -28,6 +28,8 @@ from typing import Any, Mapping
 
 from qlora_clip import paper
 from qlora_clip.methods.baselines import hparams
+from qlora_clip.training.optimization import CLIP_LORA as CLIP_LORA_OPTIMIZATION
+from qlora_clip.training.optimization import Optimization
 
 CLIP_LORA = "CLIP-LoRA (Zanella & Ben Ayed, CVPRW 2024): r 2, alpha 1, dropout 0.25, lr 2e-4"
 PEFT_MM = "PEFT's MetaMathQA method comparison (method_comparison/MetaMathQA/experiments)"
@@ -85,6 +87,9 @@ class Method:
     families_why: str = ""
     # A baseline's published hyperparameters, with their "source".
     published: Mapping[str, Any] = field(default_factory=dict)
+    # How the training loop trains it: optimizer, schedule, batches, length (training/optimization.py); the
+    # defaults of --n_iters and --batch_size. CLIP-LoRA's for every adapter.
+    optimization: Optimization = CLIP_LORA_OPTIMIZATION
 
     @property
     def dora(self) -> bool:
@@ -332,8 +337,8 @@ def four_bit_methods() -> list[str]:
 
 
 # --- flags that default to the method's value --------------------------------------------------------
-# main.py's --lr, --r, --alpha, --dropout_rate, --lora_scaling and --quantize default to None: the
-# method's value. A run (and its results line) records the effective value; a flag the method has
+# main.py's --lr, --r, --alpha, --dropout_rate, --lora_scaling, --quantize, --n_iters and --batch_size default to
+# None: the method's value. A run (and its results line) records the effective value; a flag the method has
 # no field for records None.
 
 def method_defaults(method: Method) -> dict[str, Any]:
@@ -367,7 +372,16 @@ def resolve_flags(flags: Mapping[str, Any]) -> dict:
     out = dict(flags)
     mode = resolved_mode(out.get("mode", "lora"), out.get("quantize"))
     method = METHODS.get(mode)
-    if method is None or method.trains_on == "features":  # fitted on frozen features: it takes none of these flags
+    if method is None:
+        return out
+    # The training length and batch: the method's recipe for the protocol (a baseline records CLIP-LoRA's, which it
+    # does not use, as it always has).
+    optimization = method.optimization
+    if out.get("n_iters") is None:
+        out["n_iters"] = optimization.default_iterations(out.get("protocol", paper.PROTOCOLS[0]))
+    if out.get("batch_size") is None:
+        out["batch_size"] = optimization.batch_size
+    if method.trains_on == "features":  # fitted on frozen features: it takes none of the other flags
         return out
     out["mode"] = mode
     for name, value in method_defaults(method).items():
