@@ -11,7 +11,8 @@ the code sees:
                       build_optimizer, build_schedule (from its entry's Optimization); extra_loss (terms
                       on the batch's embeddings, text features and logits), loss_parameters (weights
                       its own logits reach), after_epoch
-    the run's record  fields (trainable and adapter weights, size, effective config); save / merged
+    the run's record  fields (trainable and adapter weights, size, effective config); save / merged;
+                      card_snippet (the model card's loading code, where PEFT's cannot load it)
 
 Defaults here are the plain case (LoRA's): the base's text and image features with the family's
 logits, the shared training loop, no parameter groups, no regulariser; a method overrides what it
@@ -156,7 +157,7 @@ class Adapted:
     def loss_parameters(self) -> list[torch.nn.Parameter]:
         """Weights the loss reaches other than through the image embeddings and the text features (a method that
         computes its logits with weights of its own: CoCoOp's per-image prompts); the step back-propagates to them
-        directly. None for most methods."""
+        directly. Most methods have none."""
         return []
 
     def after_epoch(self, epoch: int, epochs: int) -> None:
@@ -186,6 +187,12 @@ class Adapted:
     def merged(self, base: torch.nn.Module) -> torch.nn.Module:
         """`base` (a full-precision copy holding the values the run held) with the method merged in."""
         raise UserError(f"--merge_export: {self.method.name} cannot be merged into the weights")
+
+    @classmethod
+    def card_snippet(cls, record: dict, base_model: str, folder: Path) -> str | None:
+        """The model card's Python that loads the saved method and classifies, where plain PEFT / transformers
+        cannot (None: the card's own, run/modelcard.py)."""
+        return None
 
 
 def runtime_class(method: Method) -> type[Adapted]:

@@ -13,8 +13,9 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from qlora_clip.backbones.families import CLIP, FAMILIES, Family
-from qlora_clip.methods.table import METHODS
+from qlora_clip.methods.interface import runtime_class
 from qlora_clip.methods.own_tuners import WEIGHTS_FILE as OWN_WEIGHTS_FILE
+from qlora_clip.methods.table import METHODS
 
 KINDS = ("adapter", "merged")
 TORCH_DTYPES = {"fp16": "torch.float16", "bf16": "torch.bfloat16", "fp32": "torch.float32"}
@@ -149,7 +150,11 @@ def _classify_lines(family: Family) -> str:
 
 
 def _load_snippet(record: dict, kind: str, base_model: str, folder: Path, template: str) -> str:
-    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
+    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images; a method
+    whose saved weights only its own code can use (a prompt learner's tokens) gives its own."""
+    own = runtime_class(METHODS[record["mode"]]).card_snippet(record, base_model, folder) if kind == "adapter" else None
+    if own is not None:
+        return own
     family = record_family(record)
     return (f"```python\nimport torch\n{_load_lines(record, kind, base_model, folder, family)}\n"
             f"classnames = [...]  # the {record['dataset']} class names, in label order\n"
@@ -170,6 +175,8 @@ def _hyperparameters(record: dict) -> str:
     modules = "LayerNorms" if method.targets == "layer_norms" else f"{' '.join(config['params'])} projections"
     where = f"the {modules} of {ENCODERS[config['encoder']]}, {config['position']} layers"
     settings = f": {', '.join(parts)}" if parts else ""
+    if "encoder" in method.refuses:  # placed by its own design (a prompt learner's tokens), not by these flags
+        return f"{method.label}, {built}{settings}; {method.trains}; lr {config['lr']:g}"
     return f"{method.label}, {built}{settings}; on {where}; lr {config['lr']:g}"
 
 
