@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from pathlib import Path
 from typing import Any, ContextManager, Iterator
 
@@ -43,7 +42,6 @@ from qlora_clip.methods.prompts.context import (
 )
 from qlora_clip.methods.settings import AdapterConfig
 
-log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "prompts.safetensors"
 CONFIG_FILE = "prompts_config.json"

@@ -27,7 +27,7 @@ from torch import nn
 from qlora_clip.backbones.loading import ClipBundle
 from qlora_clip.methods.prompts.context import ContextPrompts, initial_context
 from qlora_clip.methods.prompts.deep import DeepPrompts, check_depth, tower_layers
-from qlora_clip.methods.prompts.learner import PromptLearning, method_settings, normal, text_width, vision_width
+from qlora_clip.methods.prompts.learner import PromptLearning, method_settings, normal, vision_width
 from qlora_clip.methods.settings import AdapterConfig
 
 log = logging.getLogger(__name__)
