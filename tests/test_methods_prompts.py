@@ -139,8 +139,10 @@ def test_their_defaults_are_dassls_recipe_per_method_and_protocol():
     assert parse_args(["--mode", "promptsrc", "--protocol", "base2new"]).n_iters == 20
     assert parse_args(["--mode", "promptsrc", "--n_iters", "3"]).n_iters == 3  # the user's override
     assert parse_args(["--mode", "maple", "--quantize", "4bit"]).mode == "maple-4bit"
-    # A run at the method's batch is the same run as one that spells it out.
+    # A run at the method's batch is the same run as one that spells it out; each protocol's epochs are its default.
     assert run_spec(parse_args(["--mode", "kgcoop", "--batch_size", "128"])).variant == "kgcoop"
+    assert run_spec(parse_args(["--mode", "promptsrc", "--protocol", "base2new"])).variant == "promptsrc"
+    assert run_spec(parse_args(["--mode", "promptsrc", "--n_iters", "20"])).variant.startswith("promptsrc-n_iters20-")
 
 
 @pytest.mark.parametrize("flags, named", [(["--mode", "maple", "--encoder", "vision"], "--encoder vision: --mode maple"),

@@ -109,3 +109,15 @@ def test_runs_on_two_gpu_models_share_a_row_whose_time_and_memory_say_so(tmp_pat
     assert table_row(section(out, "## Methods"), "lora")[4].endswith("(2 devices)")
     csv_text = (tmp_path / "out" / "methods_table.csv").read_text()
     assert "NVIDIA A100-SXM4-40GB; NVIDIA H100 80GB HBM3" in csv_text
+
+
+def test_a_method_at_its_defaults_of_each_protocol_is_one_row_name(tmp_path):
+    """PromptSRC's epochs default to 50 few-shot and 20 base-to-novel: neither run is a variant of the other."""
+    from summaries.records import label_methods
+    from run_utils import flag_defaults, parse_args
+
+    records = [{"mode": "promptsrc", "backbone": "ViT-B/16", "protocol": protocol,
+                "config": vars(parse_args(["--mode", "promptsrc", "--protocol", protocol, *extra]))}
+               for protocol, extra in (("fewshot", []), ("base2new", []), ("base2new", ["--n_iters", "3"]))]
+    label_methods(records, flag_defaults())
+    assert [r["method"] for r in records] == ["promptsrc", "promptsrc", "promptsrc (n_iters=3)"]

@@ -14,4 +14,6 @@
     adalora.py       AdaLoRA: its schedule, orthogonality regulariser and rank allocation
     doc.py           docs/methods.md's tables, generated from the table with measured parameter counts
     baselines/       the field's baselines, fitted on frozen features (its __init__ maps it)
+    prompts/         the prompt learners trained through the loop: CoCoOp, KgCoOp, MaPLe, PromptSRC (its __init__
+                     maps it)
 """

@@ -389,6 +389,7 @@ NAMED_MODES = tuple(name for name in ADAPTER_MODES if not METHODS[name].quantize
 # The prompt learners trained through the loop, on either base (their own tests check each; the group `prompts` of
 # sweep.py is the full-precision ones).
 PROMPT_MODES = tuple(name for name in ADAPTER_MODES if METHODS[name].kind == "prompt")
+PROMPT_LEARNER_MODES = tuple(method.name for method in PROMPT_LEARNERS)  # sweep.py's `prompts`, bench.py's
 
 
 def four_bit_methods() -> list[str]:
