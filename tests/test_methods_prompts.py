@@ -16,7 +16,7 @@ from test_methods_training import clip_logits, tiny_batch
 from test_modelcard import our_logits, run_snippet
 
 import main
-from qlora_clip.backbones.encode import ClassPrompts
+from qlora_clip.backbones.encode import ClassPrompts, image_features
 from qlora_clip.backbones.loading import load_base_model, open_checkpoint
 from qlora_clip.methods.interface import load_adapted
 from qlora_clip.methods.prompts.learner import PromptLearning
@@ -81,6 +81,25 @@ def test_a_step_trains_only_the_tokens_and_zero_shot_is_the_bases(mode):
     vision_changed = not torch.allclose(adapted.image_embeddings(images), base.get_image_features(pixel_values=images)
                                         .pooler_output, atol=1e-5)
     assert vision_changed == adapted.tower_is_adapted("vision_model")
+
+
+@pytest.mark.parametrize("backbone", ["tiny-metaclip2", "tiny-siglip", "tiny-siglip2"])
+@pytest.mark.parametrize("mode", ["cocoop", "promptsrc"])
+def test_they_carry_over_to_the_other_families(mode, backbone):
+    """Per family (MetaCLIP 2's tokenizer; SigLIP's context at position 0, its logit bias, its pooling head): the
+    context prompts (CoCoOp's per image) and the deep prompts of both towers (PromptSRC's) train, the base stays
+    bit for bit, and with the tokens off the logits are the base's through the family's own logits."""
+    adapted, prompts, before = trained_one_step(mode, backbone)
+    changed = {n for n, p in adapted.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and changed <= {f"prompt_learner.{n}" for n, _ in adapted.learner.named_parameters()}
+    base = load_base_model(open_checkpoint(backbone), False, CPU, torch.float32).eval()
+    images = torch.randn(2, 3, adapted.bundle.image.image_size, adapted.bundle.image.image_size)
+    with adapted.zero_shot_view():
+        zero_shot = method_logits(adapted, prompts, images)
+    with torch.no_grad():
+        expected = adapted.bundle.family.logits(base)(image_features(base, images), prompts.features(base))
+    torch.testing.assert_close(zero_shot, expected, rtol=0, atol=1e-4)
+    assert not torch.allclose(method_logits(adapted, prompts, images), zero_shot, atol=1e-6)
 
 
 @pytest.fixture(scope="module")
