@@ -187,7 +187,8 @@ def build_train_stream(data: FewShotDataset, bundle: ClipBundle, train_config: T
     """The train images decoded once (or per step above --decode_budget_gb), augmented per image."""
     images = decode_all([item.source for item in data.train], data.load_image, spec.data.decode_budget_gb)
     sampler = TrainBatchSampler(len(data.train), train_config.batch_size, train_config.gradient_accumulation_steps,
-                                train_config.seed, dist.rank, dist.world, offset=train_config.first_step)
+                                train_config.seed, dist.rank, dist.world, offset=train_config.first_step,
+                                drop_last=spec.adapter.method.optimization.drop_last)
     return TrainStream(images, [item.label for item in data.train], bundle.image, sampler, num_workers, dist.device)
 
 

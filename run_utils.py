@@ -103,15 +103,16 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
          f"--dropout_rate must be in [0, 1) (got {args.dropout_rate})")
     need(args.lr is None or (math.isfinite(args.lr) and args.lr > 0),
          f"--lr must be a finite number > 0 (got {args.lr})")
-    need(args.n_iters >= 0, f"--n_iters must be >= 0 (got {args.n_iters})")
-    need(args.batch_size >= 1, f"--batch_size must be >= 1 (got {args.batch_size})")
+    need(args.n_iters is None or args.n_iters >= 0, f"--n_iters must be >= 0 (got {args.n_iters})")
+    need(args.batch_size is None or args.batch_size >= 1, f"--batch_size must be >= 1 (got {args.batch_size})")
     need(args.num_workers is None or args.num_workers >= 0, f"--num_workers must be >= 0 (got {args.num_workers})")
     need(args.decode_budget_gb >= 0, f"--decode_budget_gb must be >= 0 (got {args.decode_budget_gb})")
     accum = args.gradient_accumulation_steps
     need(accum >= 1, f"--gradient_accumulation_steps must be >= 1 (got {accum})")
-    if accum >= 1:
-        need(args.batch_size % accum == 0,
-             f"--gradient_accumulation_steps {accum} must divide --batch_size {args.batch_size} "
+    batch_size = resolve_flags(vars(args))["batch_size"]  # the method's, when left out
+    if accum >= 1 and batch_size is not None and batch_size >= 1:
+        need(batch_size % accum == 0,
+             f"--gradient_accumulation_steps {accum} must divide --batch_size {batch_size} "
              "so every micro-batch has the same size")
     need(args.checkpoint_every >= 0, f"--checkpoint_every must be >= 0 (got {args.checkpoint_every})")
     need(not (args.resume and args.eval_only), "--resume continues training; it cannot go with --eval_only")
@@ -238,7 +239,7 @@ def peft_args_errors(args: argparse.Namespace, method) -> list[str]:
 
             adapter = AdapterConfig(mode=method.name, r=args.r, alpha=args.alpha, dropout_rate=args.dropout_rate,
                                     lora_scaling=args.lora_scaling, peft_args=tuple(items),
-                                    total_steps=max(args.n_iters * args.shots, 1))
+                                    total_steps=max(resolve_flags(vars(args))["n_iters"] * args.shots, 1))
             runtime_class(method).config(adapter, ["text_model.encoder.layers.0.self_attn.q_proj"])
     except UserError as err:
         return [str(err)]

@@ -23,7 +23,8 @@ import signal
 import sys
 
 from datasets import DATASET_NAMES
-from qlora_clip.methods.table import ADAPTER_MODES, BASELINE_MODES, FULL_PRECISION_MODES, LEADER_MODES, MODES
+from qlora_clip.methods.table import (ADAPTER_MODES, BASELINE_MODES, FULL_PRECISION_MODES, LEADER_MODES, MODES,
+                                      PROMPT_LEARNER_MODES)
 from qlora_clip.paper import PAPER_DATASETS, PAPER_SEEDS, PAPER_SHOTS
 from qlora_clip.run.results import recorded_configs
 from run_utils import flag_defaults, setup_logging
@@ -74,8 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", nargs="+", default=None, metavar="METHOD",
                    help="methods to sweep, each over datasets x shots x seeds (MODES); 'all' = every adapter "
                         "method of the table, 'full-precision' = every adapter method on the full-precision base "
-                        "(docs/methods.md), 'baselines' = every baseline (docs/baselines.md), 'leaders' = the field's "
-                        "2025 fixed-hyperparameter methods (CLIP-SVD, 2SFS, ProKeR, CLAP)")
+                        "(docs/methods.md), 'baselines' = every baseline (docs/baselines.md), 'prompts' = the prompt "
+                        "learners (CoCoOp, KgCoOp, MaPLe, PromptSRC), 'leaders' = the field's 2025 fixed-hyperparameter "
+                        "methods (CLIP-SVD, 2SFS, ProKeR, CLAP)")
     p.add_argument("--datasets", nargs="+", default=[_env("DATASETS", " ".join(PAPER_DATASETS))])
     p.add_argument("--shots", nargs="+", default=[_env("SHOTS", " ".join(map(str, PAPER_SHOTS)))])
     p.add_argument("--seeds", nargs="+", default=[_env("SEEDS", " ".join(map(str, PAPER_SEEDS)))])
@@ -134,19 +136,21 @@ def _read_launcher_flags(p: argparse.ArgumentParser, args: argparse.Namespace) -
 
 
 def _modes(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[str]:
-    """--modes (or MODES), else --mode (or MODE), else qlora; 'all', 'full-precision', 'baselines' and 'leaders'
+    """--modes (or MODES), else --mode (or MODE), else qlora; 'all', 'full-precision', 'baselines', 'prompts' and
+    'leaders'
     expand."""
     if args.mode is not None and args.modes is not None:
         p.error("--mode and --modes: give one (--modes takes one method too)")
     words = _words(args.modes) if args.modes is not None else (
         [args.mode] if args.mode else _words([_env("MODES", "")]) or [_env("MODE", "qlora")])
     groups = {"all": list(ADAPTER_MODES), "full-precision": list(FULL_PRECISION_MODES),
-              "baselines": list(BASELINE_MODES), "leaders": list(LEADER_MODES)}
+              "baselines": list(BASELINE_MODES), "prompts": list(PROMPT_LEARNER_MODES),
+              "leaders": list(LEADER_MODES)}
     modes = list(dict.fromkeys(m for w in words for m in groups.get(w, [w])))
     unknown = [m for m in modes if m not in MODES]
     if unknown:
         p.error(f"--modes (MODES): unknown method(s) {', '.join(unknown)}; choose from all, full-precision, baselines, "
-                f"leaders, {', '.join(MODES)}")
+                f"prompts, leaders, {', '.join(MODES)}")
     return modes
 
 

@@ -1,6 +1,8 @@
-"""The training loop: AdamW on the adapter weights, cosine schedule, n_iters x shots optimizer steps.
+"""The training loop: the method's optimizer and schedule on its weights (CLIP-LoRA's AdamW and cosine over
+n_iters x shots optimizer steps for the adapters; Dassl's SGD over epochs for the prompt learners).
 
-The protocol (docs/protocol.md, "Training"): CLIP-LoRA's optimizer and schedule, class prompts
+The protocol (docs/protocol.md, "Training"): the method's optimizer and schedule (its entry's Optimization,
+qlora_clip/training/optimization.py; CLIP-LoRA's for every adapter), class prompts
 re-encoded with gradients at every step when the text tower is adapted, by any method (once per
 step, however the step is split: qlora_clip/training/text_pass.py), one optimizer step per batch on the mean
 loss of that batch's images (a short last batch of an epoch included). A batch may be split into micro-batches
@@ -23,11 +25,11 @@ from tqdm import tqdm
 from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.errors import UserError
 from qlora_clip.inputs.loaders import TrainStream
-from qlora_clip.methods.interface import Adapted
-from qlora_clip.paper import BETAS, MIN_LR, WEIGHT_DECAY
+from qlora_clip.methods.interface import Adapted, StepTensors
 from qlora_clip.training.checkpointing import TrainCheckpoint
 from qlora_clip.training.distributed import Distributed
 from qlora_clip.training.losses import summed_loss
+from qlora_clip.training import optimization
 from qlora_clip.training.memory import PeakMemory
 from qlora_clip.training.precision import Precision
 from qlora_clip.training.result import StepCallback, StepRecord, TrainResult
@@ -43,17 +45,24 @@ class NonFiniteLoss(UserError):
 
 def build_optimizer(params: list, lr: float, device: torch.device) -> torch.optim.AdamW:
     """CLIP-LoRA's AdamW on the trainable (adapter) weights, or on a method's parameter groups (LoRA+'s)."""
-    # Fused AdamW updates all adapter tensors (about 150) in one kernel instead of a loop of small ones.
-    return torch.optim.AdamW(params, lr=lr, betas=BETAS, weight_decay=WEIGHT_DECAY, fused=device.type == "cuda")
+    return optimization.build_optimizer(optimization.CLIP_LORA, params, lr, device)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
-    """Cosine annealing from the learning rate to MIN_LR over the run's steps."""
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total_steps, 1), eta_min=MIN_LR)
+    """Cosine annealing from the learning rate to MIN_LR over the run's steps (CLIP-LoRA's)."""
+    return optimization.build_schedule(optimization.CLIP_LORA, optimizer, total_steps)
 
 
 def _no_mark(phase: str) -> None:
     pass
+
+
+def run_steps(adapted: Adapted, config: TrainConfig, steps_per_epoch: int | None) -> int:
+    """The optimizer steps this call of the loop takes: a stage's own (`config.steps`, 2SFS), else the method's
+    recipe's count (n_iters x shots, or n_iters epochs of the sampler's steps)."""
+    if config.steps is not None:
+        return config.steps
+    return adapted.optimization.total_steps(config.n_iters, config.shots, steps_per_epoch)
 
 
 class TrainStep:
@@ -73,12 +82,17 @@ class TrainStep:
     """
 
     def __init__(self, adapted: Adapted, prompts: ClassPrompts, config: TrainConfig, precision: Precision,
-                 dist: Distributed, text_pass: Callable[[ClassPrompts, Distributed], TextPass] = PerUpdateText):
+                 dist: Distributed, text_pass: Callable[[ClassPrompts, Distributed], TextPass] = PerUpdateText,
+                 steps_per_epoch: int | None = None):
         self.adapted, self.model, self.prompts, self.precision, self.dist = adapted, adapted.model, prompts, \
             precision, dist
         self.params = adapted.trained_parameters()
-        self.optimizer = build_optimizer(adapted.parameter_groups(self.params, config.lr), config.lr, precision.device)
-        self.scheduler = build_schedule(self.optimizer, config.total_steps)
+        # The method's recipe (its table entry's Optimization: CLIP-LoRA's AdamW and per-step cosine, or Dassl's).
+        self.optimizer = adapted.build_optimizer(adapted.parameter_groups(self.params, config.lr), config.lr,
+                                                 precision.device)
+        self.scheduler = adapted.build_schedule(self.optimizer, run_steps(adapted, config, steps_per_epoch),
+                                                steps_per_epoch)
+        self.direct = adapted.loss_parameters()
         self.scaler = precision.grad_scaler()
         self.loss = config.loss
         self.cached_text = None
@@ -116,10 +130,16 @@ class TrainStep:
                 mark("image")
                 step_logits = adapted.logits(image, text).float()
                 loss = summed_loss(self.loss, step_logits, labels) / step_images
+                extra = adapted.extra_loss(StepTensors(images, image, text, step_logits, labels, step_images))
+                if extra is not None:
+                    loss = loss + extra
             # A tower without adapters (cached prompts, or a frozen vision tower) gets no backward.
             towers = [(name, features) for name, features in (("image", image), ("text", text))
                       if features.requires_grad]
-            grads = torch.autograd.grad(self.scaler.scale(loss), [features for _, features in towers])
+            scaled = self.scaler.scale(loss)
+            if self.direct:  # weights the method's own logits reach directly (CoCoOp's per-image prompts)
+                torch.autograd.backward(scaled, inputs=self.direct, retain_graph=bool(towers))
+            grads = torch.autograd.grad(scaled, [features for _, features in towers]) if towers else ()
             mark("loss")
             for (name, features), grad in zip(towers, grads):
                 if name == "text":
@@ -157,10 +177,11 @@ def train(adapted: Adapted, stream: TrainStream, prompts: ClassPrompts, config: 
     """
     dist = dist or Distributed(rank=0, world=1, device=precision.device)
     sampler = stream.sampler
-    total_steps = config.total_steps
+    total_steps = run_steps(adapted, config, sampler.steps_per_epoch)
+    epochs = -(-total_steps // sampler.steps_per_epoch)
     device = precision.device
     model = adapted.model
-    train_step = TrainStep(adapted, prompts, config, precision, dist)
+    train_step = TrainStep(adapted, prompts, config, precision, dist, steps_per_epoch=sampler.steps_per_epoch)
     optimizer, scheduler, scaler = train_step.optimizer, train_step.scheduler, train_step.scaler
     # Without loss scaling a non-finite loss ruins the weights: stop. With it (fp16), GradScaler
     # skips the steps whose gradients overflow, and we count them.
@@ -199,6 +220,8 @@ def train(adapted: Adapted, stream: TrainStream, prompts: ClassPrompts, config: 
                                     grad_scale=scaler.get_scale() if scaler.is_enabled() else None)
                 for callback in on_step:
                     callback(record)
+            if (step + 1) % sampler.steps_per_epoch == 0 or step + 1 == total_steps:
+                adapted.after_epoch(step // sampler.steps_per_epoch, epochs)
             if checkpoint is not None and dist.is_main and checkpoint.due(step + 1, total_steps):
                 if stop_on_non_finite:
                     unchecked = _check_finite(losses, unchecked, len(losses), total_steps, config)

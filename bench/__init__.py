@@ -17,6 +17,8 @@
     footprint.py       weight footprints; study: the 4-bit dequantization cost
     dora_dropout.py    study: DoRA with PEFT's dropout vs dropout on the adapter branch only
     methods.py         study: every method the grid lacks, at its first setting (the GPU preset's)
+    prompt_costs.py    `python -m bench.prompt_costs`: CoCoOp's B x C text passes against KgCoOp's C, measured and
+                       extrapolated to ImageNet (docs/methods.md quotes it)
     input_pipeline.py  `python bench.py input`: decode + transform throughput of the real loaders
     report.py          the Markdown table and the files in bench_results/
     text_reference.py  the per-micro-batch text pass, the ImageNet-shaped study's reference (not used in training)

@@ -163,8 +163,10 @@ def label_methods(records: list[dict], flag_defaults: dict) -> None:
         variants[key][repr(sorted(config.items()))] = config
         keys.append((key, config))
     for record, (key, config) in zip(records, keys):
-        # A flag left to the method compares with that method's value (vera's lr is not lora's).
-        defaults = comparable_config({"mode": record["mode"]}, flag_defaults)
+        # A flag left to the method compares with that method's value (vera's lr is not lora's), for the run's
+        # protocol (PromptSRC's epochs differ between few-shot and base-to-novel).
+        defaults = comparable_config({"mode": record["mode"], "protocol": record.get("protocol", "fewshot")},
+                                     flag_defaults)
         configs = list(variants[key].values())
         differing = sorted(k for k in config if len({repr(c.get(k)) for c in configs}) > 1
                            and config[k] != defaults.get(k))

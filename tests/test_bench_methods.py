@@ -44,8 +44,10 @@ def test_the_default_preset_times_every_method_and_the_gpu_preset_adds_them_as_a
 def test_the_methods_study_measures_what_the_grid_lacks(monkeypatch):
     from bench import methods
 
-    monkeypatch.setattr(methods, "NAMED_MODES", ("lora", "ia3", "lntuning"))
+    # cocoop: a prompt learner, which owns its logits (B x C text passes), gets its row like any adapter.
+    monkeypatch.setattr(methods, "NAMED_MODES", ("lora", "ia3", "lntuning", "cocoop"))
     settings = cli.parse_bench_args(["--preset", "quick", "--modes", "lora", "--warmup", "0"])
     summary, rows = methods.run(settings, {"fp32": 1e12})
-    assert [r["mode"] for r in rows] == ["ia3", "lntuning"]
-    assert set(summary) == {"ia3", "lntuning"}
+    assert [r["mode"] for r in rows] == ["ia3", "lntuning", "cocoop"]
+    assert set(summary) == {"ia3", "lntuning", "cocoop"}
+    assert summary["cocoop"]["step_s"] > 0 and summary["cocoop"]["trainable_params"] > 0

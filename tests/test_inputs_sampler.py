@@ -23,6 +23,19 @@ def test_a_train_set_smaller_than_a_batch_is_one_batch_every_step():
     assert sorted(i for i, _ in sampler.step_batch(1)) == list(range(12))
 
 
+def test_dassls_epochs_drop_their_short_last_batch():
+    """The prompt learners' recipe: an epoch is its full batches (Dassl's drop_last), a fresh shuffle each."""
+    sampler = TrainBatchSampler(37, 16, 1, seed=1, drop_last=True)
+    assert sampler.steps_per_epoch == 2
+    assert [sampler.step_images(s) for s in range(5)] == [16] * 5
+    assert sampler.images_seen(4) == 64
+    first = [i for s in (0, 1) for i, _ in sampler.step_batch(s)]
+    assert len(set(first)) == 32  # 5 of the 37 left out this epoch
+    assert first != [i for s in (2, 3) for i, _ in sampler.step_batch(s)]
+    small = TrainBatchSampler(12, 32, 1, seed=3, drop_last=True)  # fewer than a batch: still one batch
+    assert (small.steps_per_epoch, small.step_images(0), small.images_seen(2)) == (1, 12, 24)
+
+
 def test_the_stream_is_a_pure_function_of_seed_and_step():
     fresh = iter(TrainBatchSampler(37, 32, 2, seed=5))
     stream = [next(fresh) for _ in range(10)]  # 5 steps x 2 micro-batches

@@ -17,7 +17,7 @@ def documented_counts(text: str) -> dict[str, int]:
         match = re.match(r"\| \*\*(\S+)\*\* ", line)
         if match:
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            counts[match.group(1)] = int(cells[6].split()[0].replace(",", ""))
+            counts[match.group(1)] = int(cells[7].split()[0].replace(",", ""))
     return counts
 
 

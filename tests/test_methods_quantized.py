@@ -9,11 +9,12 @@ import torch
 from test_methods_training import clip_logits, one_step, tiny_batch
 
 from qlora_clip.backbones.loading import load_base_model, open_checkpoint
-from qlora_clip.methods.table import BASE_METHODS, METHODS, four_bit_methods
+from qlora_clip.methods.table import BASE_METHODS, METHODS, PROMPT_MODES, four_bit_methods
 from run_utils import parse_args, run_spec
 
 CPU = torch.device("cpu")
-QUANTIZED = [name for name, m in METHODS.items() if m.quantized]
+# The prompt learners' 4-bit entries: tests/test_methods_prompts.py (their tokens are not in the towers' layers).
+QUANTIZED = [name for name, m in METHODS.items() if m.quantized and name not in PROMPT_MODES]
 NOT_ON_4BIT = [m.name for m in BASE_METHODS if not m.four_bit]
 
 

@@ -127,3 +127,15 @@ def test_runs_on_published_splits_average_over_seeds_in_a_row_of_their_own(tmp_p
     paper = section(out, "## Top-1 accuracy")
     assert table_row(paper, "lora", "4")[2] == "72.00 ± 1.00 (n=3)"
     assert table_row(paper, "lora (split_file=2sfs)", "4")[2] == "62.00 ± 1.00 (n=3)"
+
+
+def test_a_method_at_its_defaults_of_each_protocol_is_one_row_name(tmp_path):
+    """PromptSRC's epochs default to 50 few-shot and 20 base-to-novel: neither run is a variant of the other."""
+    from summaries.records import label_methods
+    from run_utils import flag_defaults, parse_args
+
+    records = [{"mode": "promptsrc", "backbone": "ViT-B/16", "protocol": protocol,
+                "config": vars(parse_args(["--mode", "promptsrc", "--protocol", protocol, *extra]))}
+               for protocol, extra in (("fewshot", []), ("base2new", []), ("base2new", ["--n_iters", "3"]))]
+    label_methods(records, flag_defaults())
+    assert [r["method"] for r in records] == ["promptsrc", "promptsrc", "promptsrc (n_iters=3)"]

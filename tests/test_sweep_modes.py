@@ -38,6 +38,7 @@ def test_modes_groups_expand_and_mistakes_name_the_flag(capsys):
     assert parse_args(["--modes", "full-precision", "qlora"]).modes == [*FULL_PRECISION_MODES, "qlora"]
     assert parse_args(["--modes", "lora,vera"]).modes == ["lora", "vera"]
     assert parse_args(["--modes", "leaders"]).modes == ["clip_svd", "2sfs", "proker", "clap"]
+    assert parse_args(["--modes", "prompts"]).modes == ["cocoop", "kgcoop", "maple", "promptsrc"]
     for argv, message in ((["--modes", "lorra"], "unknown method(s) lorra"),
                           (["--mode", "lora", "--modes", "vera"], "--mode and --modes")):
         with pytest.raises(SystemExit):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import os
+from types import SimpleNamespace
+
 import torch
 import torch.nn.functional as F
 
@@ -61,9 +63,11 @@ class ClassPrompts:
         return self.input_ids.shape[0]
 
     def share(self, rows: list[int]) -> ClassPrompts:
-        """The prompts of `rows` (repeats allowed), tokenised and bucketed on their own."""
+        """The prompts of `rows` (repeats allowed), tokenised and bucketed on their own, naming the classes of those
+        rows (a method that builds its own class text, a prompt learner, encodes its share of the classes)."""
+        classes = SimpleNamespace(classnames=[self.classes.classnames[i] for i in rows]) if self.classes else None
         return ClassPrompts(self.tokenizer, [self.prompts[i] for i in rows], self.device, self.padding, self.text,
-                            self.max_buckets)  # a share names no classes of its own
+                            self.max_buckets, classes=classes)
 
     def features(self, model: torch.nn.Module) -> torch.Tensor:
         """Normalised text features, in label order."""

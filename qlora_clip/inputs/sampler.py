@@ -2,7 +2,8 @@
 
 CLIP-LoRA's batches (docs/protocol.md, "Batches"): each epoch is a fresh shuffle of the train set
 cut into batches of `batch_size` images, its short last batch kept as a step of its own (37 images
-at batch 32: steps of 32, 5, 32, 5, ...); a train set smaller than one batch is one batch.
+at batch 32: steps of 32, 5, 32, 5, ...); a train set smaller than one batch is one batch. The prompt
+learners' recipe (Dassl's) drops the short last batch instead (`drop_last`).
 
 Which images form step s, and how each is augmented, depend only on the run seed and s, never on
 how many worker processes or data-parallel ranks load them, nor on whether the run was
@@ -38,13 +39,16 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
     """
 
     def __init__(self, n_items: int, batch_size: int, accumulation_steps: int, seed: int,
-                 rank: int = 0, world: int = 1, offset: int = 0):
+                 rank: int = 0, world: int = 1, offset: int = 0, drop_last: bool = False):
         if n_items < 1:
             raise ValueError("a train set needs at least one image")
         self.n_items = n_items
         self.batch_size = min(batch_size, n_items)
         self.micro_batches_per_step = accumulation_steps
-        self.steps_per_epoch = -(-n_items // self.batch_size)
+        # `drop_last` (Dassl's loader, the prompt learners' recipe): an epoch is its full batches only, the short
+        # last one left out (a set smaller than one batch is still one batch).
+        self.steps_per_epoch = n_items // self.batch_size if drop_last else -(-n_items // self.batch_size)
+        self.epoch_items = self.steps_per_epoch * self.batch_size if drop_last else n_items
         self.seed = seed
         self.rank = rank
         self.world = world
@@ -60,7 +64,7 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
     def step_images(self, step: int) -> int:
         """Images in step `step`, all micro-batches and ranks together."""
         within = (self.offset + step) % self.steps_per_epoch
-        return min(self.batch_size, self.n_items - within * self.batch_size)
+        return min(self.batch_size, self.epoch_items - within * self.batch_size)
 
     def images_seen(self, steps: int) -> int:
         """Images through the model in the first `steps` steps (all ranks)."""
@@ -69,7 +73,7 @@ class TrainBatchSampler(Sampler[list[tuple[int, int]]]):
     def _seen(self, steps: int) -> int:
         """Images in the run's first `steps` steps."""
         epochs, within = divmod(steps, self.steps_per_epoch)
-        return epochs * self.n_items + within * self.batch_size
+        return epochs * self.epoch_items + within * self.batch_size
 
     def step_batch(self, step: int) -> list[tuple[int, int]]:
         """The whole batch of step `step`: (item index, augmentation seed) per image."""

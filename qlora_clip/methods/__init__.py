@@ -17,4 +17,6 @@
     published.py     the published schedules of CLIP-SVD, 2SFS, ProKeR and CLAP, each value cited (no torch)
     doc.py           docs/methods.md's tables, generated from the table with measured parameter counts
     baselines/       the field's baselines, fitted on frozen features (its __init__ maps it)
+    prompts/         the prompt learners trained through the loop: CoCoOp, KgCoOp, MaPLe, PromptSRC (its __init__
+                     maps it)
 """

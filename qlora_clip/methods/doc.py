@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from qlora_clip.methods.table import BASE_METHODS, FOUR_BIT_NAMES, Method
+from qlora_clip.training.optimization import CLIP_LORA
 
 START, END = "<!-- methods-table:start -->", "<!-- methods-table:end -->"
 NEEDS_VALUES = ("pissa", "olora", "shira")  # their initialisation reads the weights (SVD, QR, nonzero)
@@ -39,6 +40,7 @@ def b16_counts() -> dict[str, int]:
     shapes = REAL_SHAPES["ViT-B/16"]
     config = CLIPConfig(text_config={**shapes["text"], "vocab_size": 49408}, vision_config=shapes["vision"],
                         projection_dim=shapes["projection_dim"])
+    text = CLIP.text_settings(config)
     counts = {}
     for method in BASE_METHODS:
         if method.only_4bit:  # LoftQ: LoRA's adapter on the 4-bit base
@@ -48,7 +50,7 @@ def b16_counts() -> dict[str, int]:
         else:
             with torch.device("meta"):
                 model = CLIPModel(config)
-        bundle = ClipBundle(model=model, tokenizer=None, image=None, text=None, family=CLIP,
+        bundle = ClipBundle(model=model, tokenizer=WordTokenizer(), image=None, text=text, family=CLIP,
                             checkpoint=Checkpoint("ViT-B/16", "unused", CLIP))
         adapted = runtime_class(method).attach(bundle, AdapterConfig(mode=method.name, total_steps=1000))
         counts[method.name] = adapted.trainable_parameters()
@@ -57,12 +59,22 @@ def b16_counts() -> dict[str, int]:
     return counts
 
 
+class WordTokenizer:
+    """One token per word: how CLIP's BPE tokenises the prompt learners' context words ("a photo of a": 4 tokens),
+    all that building them on ViT-B/16's shapes asks of a tokenizer (no vocabulary is read offline)."""
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": list(range(len(text.split())))}
+
+
 def _defaults(method: Method) -> str:
     d = method.defaults
     parts = [f"lr {d.lr:g}"]
     for flag, field in method.fields.items():
         parts.append(f"--{flag} {getattr(d, flag):g} (`{field}`)")
     parts += [f"`{k}` {v!r}" for k, v in {**method.config_defaults, **method.extras}.items()]
+    if method.optimization != CLIP_LORA:  # the adapters' recipe is the protocol's, said once in the text
+        parts.append(method.optimization.describe())
     return ", ".join(parts)
 
 
@@ -73,12 +85,13 @@ def _four_bit(method: Method) -> str:
 
 
 def table(counts: dict[str, int]) -> str:
-    rows = ["| method | PEFT class | what it trains | defaults | 4-bit base | merge | trainable at ViT-B/16 "
+    rows = ["| method | kind | PEFT class | what it trains | defaults | 4-bit base | merge | trainable at ViT-B/16 "
             "| command |",
-            "|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|"]
     for m in BASE_METHODS:
         built = f"`{m.peft_class}`" + (f" ({', '.join(f'{k}={v!r}' for k, v in m.fixed.items())})" if m.fixed else "")
-        rows.append(f"| **{m.name}** ({m.label}) | {built if m.peft_class else 'ours (`own_methods.py`)'} | {m.trains} "
+        ours = f"ours (`{m.runtime.split(':')[0].removeprefix('qlora_clip.methods.').replace('.', '/')}.py`)"
+        rows.append(f"| **{m.name}** ({m.label}) | {m.kind} | {built if m.peft_class else ours} | {m.trains} "
                     f"| {_defaults(m)} | {_four_bit(m)} | {'yes' if m.mergeable else 'no'} "
                     f"| {counts[m.name]:,}{NOTES.get(m.name, '')} | `python main.py --mode {m.name}` |")
     return "\n".join(rows) + "\n"

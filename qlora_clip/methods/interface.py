@@ -7,8 +7,12 @@ the code sees:
     the evaluator     text_features, image_embeddings, logits; zero_shot_view (the pretrained base);
                       tower_is_adapted (may the frozen vision tower's features be reused?)
     the trainer       fit (the training loop, a fit on frozen features, or nothing); parameter_groups,
-                      regularizer, after_optimizer_step (a method's part of the shared step)
-    the run's record  fields (trainable and adapter weights, size, effective config); save / merged
+                      regularizer, after_optimizer_step (a method's part of the shared step);
+                      build_optimizer, build_schedule (from its entry's Optimization); extra_loss (terms
+                      on the batch's embeddings, text features and logits), loss_parameters (weights
+                      its own logits reach), after_epoch
+    the run's record  fields (trainable and adapter weights, size, effective config); save / merged;
+                      card_snippet (the model card's loading code, where PEFT's cannot load it)
 
 Defaults here are the plain case (LoRA's): the base's text and image features with the family's
 logits, the shared training loop, no parameter groups, no regulariser; a method overrides what it
@@ -34,6 +38,7 @@ from qlora_clip.methods.table import Method
 
 if TYPE_CHECKING:
     from qlora_clip.data.items import FewShotDataset
+    from qlora_clip.training.optimization import Optimization
     from qlora_clip.methods.baselines.features import FeatureBank
     from qlora_clip.training.precision import Precision
     from qlora_clip.training.result import TrainResult
@@ -53,6 +58,17 @@ class FitInputs:
     one_epoch: Callable[[], list[torch.Tensor]]           # the augmented train batches of one epoch, one process
     features: Callable[[], FeatureBank]                   # the frozen feature sets (train views, val)
     train: TrainConfig | None = None                      # the run's training settings
+
+
+@dataclass
+class StepTensors:
+    """What one micro-batch of a training step computed, for a method's extra loss terms (`Adapted.extra_loss`)."""
+    images: torch.Tensor       # the micro-batch's (augmented) pixels
+    embeddings: torch.Tensor   # image_embeddings(images): raw, not normalised
+    text: torch.Tensor         # text_features of the run's class prompts (classes, dim), normalised
+    logits: torch.Tensor       # logits(embeddings, text), float32
+    labels: torch.Tensor
+    step_images: int           # images in the whole step (all micro-batches and processes)
 
 
 class Adapted:
@@ -133,6 +149,40 @@ class Adapted:
     def after_optimizer_step(self, step: int) -> None:
         """Called after the optimizer step of `step` (0-based), before the gradients are cleared."""
 
+    @property
+    def optimization(self) -> Optimization:
+        """The method's recipe: optimizer, schedule, batches, length (its table entry's)."""
+        return self.method.optimization
+
+    def build_optimizer(self, params: list, lr: float, device: torch.device) -> torch.optim.Optimizer:
+        """The optimizer on `params` (the trainable weights, or parameter_groups'): the recipe's."""
+        from qlora_clip.training.optimization import build_optimizer
+
+        return build_optimizer(self.optimization, params, lr, device)
+
+    def build_schedule(self, optimizer: torch.optim.Optimizer, total_steps: int,
+                       steps_per_epoch: int | None = None) -> torch.optim.lr_scheduler.LRScheduler:
+        """The learning-rate schedule, stepped after every optimizer step: the recipe's."""
+        from qlora_clip.training.optimization import build_schedule
+
+        return build_schedule(self.optimization, optimizer, total_steps, steps_per_epoch)
+
+    def extra_loss(self, step: StepTensors) -> torch.Tensor | None:
+        """Terms the method adds to a micro-batch's loss (KgCoOp's, PromptSRC's), or None. Its share of the step's
+        loss, as the cross-entropy is: a term averaged over the step's images is summed over the micro-batch and
+        divided by `step.step_images`; a term of the whole step is weighted by len(labels) / step_images."""
+        return None
+
+    def loss_parameters(self) -> list[torch.nn.Parameter]:
+        """Weights the loss reaches other than through the image embeddings and the text features (a method that
+        computes its logits with weights of its own: CoCoOp's per-image prompts); the step back-propagates to them
+        directly. Most methods have none."""
+        return []
+
+    def after_epoch(self, epoch: int, epochs: int) -> None:
+        """Called by the training loop after the last step of (0-based) `epoch` of `epochs` (PromptSRC averages its
+        prompts over epochs)."""
+
     # --- the run's record and outputs -----------------------------------------------------------
     def base_model(self) -> torch.nn.Module:
         """The base model inside `model`, its layers holding the values the run computed with."""
@@ -156,6 +206,12 @@ class Adapted:
     def merged(self, base: torch.nn.Module) -> torch.nn.Module:
         """`base` (a full-precision copy holding the values the run held) with the method merged in."""
         raise UserError(f"--merge_export: {self.method.name} cannot be merged into the weights")
+
+    @classmethod
+    def card_snippet(cls, record: dict, base_model: str, folder: Path) -> str | None:
+        """The model card's Python that loads the saved method and classifies, where plain PEFT / transformers
+        cannot (None: the card's own, run/modelcard.py)."""
+        return None
 
 
 def runtime_class(method: Method) -> type[Adapted]:

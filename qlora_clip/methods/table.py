@@ -30,6 +30,8 @@ from typing import Any, Mapping
 from qlora_clip import paper
 from qlora_clip.methods import published as leaders
 from qlora_clip.methods.baselines import hparams
+from qlora_clip.training.optimization import CLIP_LORA as CLIP_LORA_OPTIMIZATION
+from qlora_clip.training.optimization import Optimization, dassl
 
 CLIP_LORA = "CLIP-LoRA (Zanella & Ben Ayed, CVPRW 2024): r 2, alpha 1, dropout 0.25, lr 2e-4"
 PEFT_MM = "PEFT's MetaMathQA method comparison (method_comparison/MetaMathQA/experiments)"
@@ -153,6 +155,9 @@ class Method:
     rank_bound: RankBound | None = None
     # Why it has no 4-bit entry, for the --quantize 4bit refusal ("": PEFT 0.21 does not train it on one).
     not_four_bit: str = ""
+    # How the training loop trains it: optimizer, schedule, batches, length (training/optimization.py); the
+    # defaults of --n_iters and --batch_size. CLIP-LoRA's for every adapter.
+    optimization: Optimization = CLIP_LORA_OPTIMIZATION
 
     @property
     def dora(self) -> bool:
@@ -389,6 +394,63 @@ BASE_METHODS: tuple[Method, ...] = (
            published=MappingProxyType(leaders.TWO_STAGE)),
 )
 
+# --- the prompt learners (kind "prompt"): tokens in the frozen base's towers, trained through the loop on Dassl's
+# recipe; a 4-bit entry each (the tokens stay in float32). methods/prompts/ holds their code.
+PROMPT_REFUSES = {flag: "places its learned tokens where its paper does, not adapters on projections (--peft_args "
+                        "sets its own settings)" for flag in ("encoder", "position", "params")}
+COCOOP = "KaiyangZhou/CoOp@ff61507 "
+KGCOOP = "htyao89/KgCoOp@c43ccc3 KgCoOp/"
+MAPLE = "muzairkhattak/multimodal-prompt-learning@69bce21 "
+PROMPTSRC = "muzairkhattak/PromptSRC@bb95c77 "
+
+
+def _prompt(name: str, label: str, runtime: str, trains: str, defaults: Defaults, paper_ref: str,
+            optimization: Optimization, extras: dict[str, Any], refuses: dict[str, str] | None = None) -> Method:
+    return Method(name, label, "prompt", f"qlora_clip.methods.prompts.{runtime}", None, trains, defaults, paper_ref,
+                  four_bit=True, mergeable=False, extras=MappingProxyType(extras),
+                  refuses=MappingProxyType({**PROMPT_REFUSES, **(refuses or {})}), optimization=optimization)
+
+
+PROMPT_LEARNERS: tuple[Method, ...] = (
+    _prompt("cocoop", "CoCoOp", "cocoop:CoCoOp", "n_ctx context vectors (4 at ViT-B/16: the tokens of \"a photo of "
+            "a\") and a meta-net (embed -> embed/16 -> width) whose token, from each image, is added to every context "
+            "vector: each image re-encodes every class prompt",
+            Defaults(lr=0.002, source=f"lr 0.002, SGD, batch 1, 10 epochs, context \"a photo of a\": {COCOOP}configs/"
+                     "trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml#L3-L35; meta-net: trainers/cocoop.py#L95-L99"),
+            "Zhou et al., CVPR 2022", dassl(10, 1, f"{COCOOP}configs/trainers/CoCoOp/vit_b16_c4_ep10_batch1_ctxv1.yaml"),
+            {"ctx_init": "a photo of a"}),
+    _prompt("kgcoop", "KgCoOp", "kgcoop:KgCoOp", "n_ctx context vectors in the text tower's input (4 at ViT-B/16: "
+            "the tokens of \"a photo of a\"); loss + kg_weight x (1 - mean cos to the hand-crafted class embeddings)",
+            Defaults(lr=0.002, source=f"lr 0.002, SGD, batch 128, 100 epochs: {KGCOOP}configs/trainers/KgCoOp/"
+                     f"vit_b16_ep100_ctxv1.yaml#L3-L22; context \"a photo of a\": {KGCOOP}trainers/kgcoop.py#L94-L104; "
+                     f"kg_weight 8 on 1 - mean cos: {KGCOOP}scripts/run.sh#L2-L11, trainers/kgcoop.py#L238-L241, #L310"),
+            "Yao et al., CVPR 2023", dassl(100, 128, f"{KGCOOP}configs/trainers/KgCoOp/vit_b16_ep100_ctxv1.yaml"),
+            {"ctx_init": "a photo of a", "kg_weight": 8.0}),
+    _prompt("maple", "MaPLe", "maple:MaPLe", "deep text prompts (n_ctx tokens) in the first depth layers of the "
+            "text tower, and their couplings (one Linear per depth) that make the vision prompts of the same layers",
+            Defaults(lr=0.0035, source=f"lr 0.0035, SGD, batch 4, 5 epochs, n_ctx 2 from \"a photo of a\", depth 9: "
+                     f"{MAPLE}configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml#L3-L36; coupling: "
+                     "trainers/maple.py#L69-L136, #L171-L176"),
+            "Khattak et al., CVPR 2023", dassl(5, 4, f"{MAPLE}configs/trainers/MaPLe/vit_b16_c2_ep5_batch4_2ctx.yaml"),
+            {"ctx_init": "a photo of a", "n_ctx": 2, "depth": 9}),
+    _prompt("promptsrc", "PromptSRC", "promptsrc:PromptSRC", "independent deep prompts (n_ctx tokens per layer) in the "
+            "first depth layers of both towers; loss + L1 to the frozen model's text and image features + KL to its "
+            "logits; the prompts averaged over epochs with Gaussian weights",
+            Defaults(lr=0.0025, source=f"lr 0.0025, SGD, batch 4, 20 epochs (few-shot 50), n_ctx 4 + 4, depth 9, "
+                     f"loss weights 25 / 10, GPA 15 / 1: {PROMPTSRC}configs/trainers/PromptSRC/"
+                     "vit_b16_c2_ep20_batch4_4+4ctx.yaml#L4-L43, vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml#L19, "
+                     "#L42-L47; loss and GPA: trainers/promptsrc.py#L263-L335"),
+            "Khattak et al., ICCV 2023",
+            dassl(20, 4, f"{PROMPTSRC}configs/trainers/PromptSRC/vit_b16_c2_ep20_batch4_4+4ctx.yaml (base-to-novel), "
+                  "vit_b16_c2_ep50_batch4_4+4ctx_few_shot.yaml (few-shot)", {"fewshot": 50}),
+            {"ctx_init": "a photo of a", "n_ctx": 4, "n_ctx_vision": 4, "depth": 9, "text_loss_weight": 25.0,
+             "image_loss_weight": 10.0},
+            refuses=dict.fromkeys(("checkpoint_every", "resume"), "cannot resume: its running Gaussian-weighted sum of "
+                                  "the prompts over epochs is not part of the training state, so a resumed run would "
+                                  "not reproduce the uninterrupted one")),
+)
+BASE_METHODS = BASE_METHODS + PROMPT_LEARNERS
+
 # 4-bit entries keep the names the literature gives them where it gives one.
 FOUR_BIT_NAMES = {"lora": "qlora", "dora": "qdora"}
 FOUR_BIT_LABELS = {"lora": "QLoRA", "dora": "QDoRA"}
@@ -491,6 +553,10 @@ FULL_PRECISION_MODES = tuple(name for name in ADAPTER_MODES if not METHODS[name]
 # QDoRA, LoftQ). What run_methods.sh sweeps and bench.py times by default; the other -4bit entries
 # are one --quantize 4bit away.
 NAMED_MODES = tuple(name for name in ADAPTER_MODES if not METHODS[name].quantized or name in ("qlora", "qdora", "loftq"))
+# The prompt learners trained through the loop, on either base (their own tests check each; the group `prompts` of
+# sweep.py is the full-precision ones).
+PROMPT_MODES = tuple(name for name in ADAPTER_MODES if METHODS[name].kind == "prompt")
+PROMPT_LEARNER_MODES = tuple(method.name for method in PROMPT_LEARNERS)  # sweep.py's `prompts`, bench.py's
 
 
 def four_bit_methods() -> list[str]:
@@ -499,8 +565,8 @@ def four_bit_methods() -> list[str]:
 
 
 # --- flags that default to the method's value --------------------------------------------------------
-# main.py's --lr, --r, --alpha, --dropout_rate, --lora_scaling and --quantize default to None: the
-# method's value. A run (and its results line) records the effective value; a flag the method has
+# main.py's --lr, --r, --alpha, --dropout_rate, --lora_scaling, --quantize, --n_iters and --batch_size default to
+# None: the method's value. A run (and its results line) records the effective value; a flag the method has
 # no field for records None.
 
 def method_defaults(method: Method) -> dict[str, Any]:
@@ -534,7 +600,16 @@ def resolve_flags(flags: Mapping[str, Any]) -> dict:
     out = dict(flags)
     mode = resolved_mode(out.get("mode", "lora"), out.get("quantize"))
     method = METHODS.get(mode)
-    if method is None or method.trains_on == "features":  # fitted on frozen features: it takes none of these flags
+    if method is None:
+        return out
+    # The training length and batch: the method's recipe for the protocol (a baseline records CLIP-LoRA's, which it
+    # does not use, as it always has).
+    optimization = method.optimization
+    if out.get("n_iters") is None:
+        out["n_iters"] = optimization.default_iterations(out.get("protocol", paper.PROTOCOLS[0]))
+    if out.get("batch_size") is None:
+        out["batch_size"] = optimization.batch_size
+    if method.trains_on == "features":  # fitted on frozen features: it takes none of the other flags
         return out
     out["mode"] = mode
     for name, value in method_defaults(method).items():

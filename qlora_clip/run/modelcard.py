@@ -14,8 +14,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from qlora_clip.backbones.families import CLIP, FAMILIES, Family
 from qlora_clip.methods.interface import runtime_class
-from qlora_clip.methods.table import METHODS
 from qlora_clip.methods.own_tuners import WEIGHTS_FILE as OWN_WEIGHTS_FILE
+from qlora_clip.methods.table import METHODS
 
 KINDS = ("adapter", "merged")
 TORCH_DTYPES = {"fp16": "torch.float16", "bf16": "torch.bfloat16", "fp32": "torch.float32"}
@@ -186,7 +186,11 @@ def _library_snippet(base_model: str, folder: Path, family: Family, template: st
 
 
 def _load_snippet(record: dict, kind: str, base_model: str, folder: Path, template: str) -> str:
-    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images."""
+    """Python that loads the model with plain transformers (+ PEFT for an adapter) and classifies images; a method
+    whose saved weights only its own code can use (a prompt learner's tokens) gives its own."""
+    own = runtime_class(METHODS[record["mode"]]).card_snippet(record, base_model, folder) if kind == "adapter" else None
+    if own is not None:
+        return own
     family = record_family(record)
     if kind == "adapter" and not runtime_class(METHODS[record["mode"]]).plain_load:
         return _library_snippet(base_model, folder, family, template)
@@ -211,6 +215,8 @@ def _hyperparameters(record: dict) -> str:
     modules = TARGETS.get(method.targets) or f"{' '.join(config['params'])} projections"
     where = f"the {modules} of {ENCODERS[config['encoder']]}, {config['position']} layers"
     settings = f": {', '.join(parts)}" if parts else ""
+    if "encoder" in method.refuses:  # placed by its own design (a prompt learner's tokens), not by these flags
+        return f"{method.label}, {built}{settings}; {method.trains}; lr {config['lr']:g}"
     return f"{method.label}, {built}{settings}; on {where}; lr {config['lr']:g}"
 
 

@@ -166,8 +166,8 @@ class RunSpec:
 
     def changed_flags(self) -> dict:
         """The flags that decide the trained adapter and differ from their defaults (besides the path's own);
-        a flag left to the method compares with the method's value."""
-        defaults = comparable_config({"mode": self.method}, self.defaults)
+        a flag left to the method compares with the method's value for the run's protocol."""
+        defaults = comparable_config({"mode": self.method, "protocol": self.protocol}, self.defaults)
         return {k: v for k, v in self.trained_identity.items() if k not in PATH_FLAGS and v != defaults.get(k)}
 
     @property

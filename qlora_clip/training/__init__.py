@@ -6,4 +6,5 @@
     losses.py         --loss: cross-entropy over the classes, SigLIP's sigmoid loss
     text_pass.py      the training step's text pass: once per optimizer step, sharded over processes
     checkpointing.py  --checkpoint_every / --resume: the whole training state
+    optimization.py   a method's recipe as data: optimizer, schedule, batches, length (CLIP-LoRA's; Dassl's)
 """

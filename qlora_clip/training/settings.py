@@ -1,8 +1,9 @@
 """The training flags of a run (TrainConfig) and where it computes (ComputeConfig).
 
-TrainConfig: AdamW on the method's weights, cosine schedule over n_iters x shots steps of
-batch_size images, each split into gradient_accumulation_steps micro-batches, on `loss`; `lr` is
-the method's (methods/table.py) unless --lr says otherwise. Defaults are the published protocol's
+TrainConfig: the method's optimizer and schedule (its `Optimization`, training/optimization.py: CLIP-LoRA's
+AdamW and cosine over n_iters x shots steps for the adapters) on batches of batch_size images, each split
+into gradient_accumulation_steps micro-batches, on `loss`; `lr`, `n_iters` and `batch_size` are the
+method's (methods/table.py) unless the flags say otherwise. Defaults are the published protocol's
 (paper.py).
 """
 from __future__ import annotations
@@ -23,9 +24,12 @@ class TrainConfig:
                      "one it was pre-trained with (SigLIP and SigLIP 2 only)", group="training", choices=paper.LOSSES)
     lr: float | None = flag(None, "AdamW learning rate; default: the method's (2e-4 for the LoRA family, as CLIP-LoRA)",
                             group="training", type=float)
-    n_iters: int = flag(paper.N_ITERS, "optimizer steps per shot: total steps = n_iters x shots (0 = evaluate only)",
-                        group="training")
-    batch_size: int = flag(paper.BATCH_SIZE, "images per optimizer step", group="training")
+    n_iters: int | None = flag(None, "the run's length in the method's unit: optimizer steps per shot (total steps = "
+                               "n_iters x shots) for CLIP-LoRA's schedule, epochs for the prompt learners' Dassl "
+                               "schedule (docs/methods.md); 0 = evaluate only; default: the method's (500 for the "
+                               "adapters, as CLIP-LoRA)", group="training", type=int)
+    batch_size: int | None = flag(None, "images per optimizer step; default: the method's (32 for the adapters, as "
+                                  "CLIP-LoRA)", group="training", type=int)
     gradient_accumulation_steps: int = flag(1, "split each batch into this many micro-batches: less memory, the same "
                                             "batch and loss weighting; the same update only with --dropout_rate 0 "
                                             "(dropout masks are drawn per micro-batch)", group="training")
@@ -38,6 +42,8 @@ class TrainConfig:
 
     @property
     def total_steps(self) -> int:
+        """The run's optimizer steps under CLIP-LoRA's schedule, n_iters x shots, or a stage's own `steps` (a method's
+        own Optimization counts its own: training/optimization.py, trainer.run_steps)."""
         return self.n_iters * self.shots if self.steps is None else self.steps
 
 

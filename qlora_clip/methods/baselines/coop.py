@@ -4,7 +4,8 @@
 
 one generic context shared by every class (CSC off), initialised from N(0, 0.02^2), the class token
 at the end, the rest of CLIP frozen. The learned vectors replace the token embeddings of 16
-placeholder tokens after BOS (a forward hook on the token embedding, so CLIP's own text forward adds
+placeholder tokens after BOS (a forward hook on the token embedding, methods/prompts/context.py's, which the
+prompt learners trained through the loop share, so CLIP's own text forward adds
 the positions, runs the causal tower and pools at EOS, which sits after the class tokens); the
 prompt is the trainer's only parameter.
 
@@ -19,8 +20,7 @@ adapter weights and images through the vision tower, none of which CoOp has.
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Iterator
+from typing import ContextManager
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.methods.baselines.base import Baseline, BaselineInputs, FeatureBaseline, Fitted, Needs
 from qlora_clip.methods.baselines.clip_adapter import views_for
 from qlora_clip.methods.baselines.schedules import train_dassl
+from qlora_clip.methods.prompts.context import context_inserted
 from qlora_clip.errors import UserError
 from qlora_clip.paper import CONTEXT_LENGTH
 
@@ -50,20 +51,9 @@ class PromptLearner(nn.Module):
         self.ctx = nn.Parameter(torch.empty(n_ctx, width).normal_(0, std, generator=generator).to(device))
         self.input_ids, self.attention_mask, self.eos_positions = prompt_ids(tokenizer, classnames, n_ctx, device)
 
-    @contextlib.contextmanager
-    def _context_inserted(self) -> Iterator[None]:
-        """While open, the token embedding's output carries the context at positions 1 .. n_ctx."""
-        n_ctx = self.n_ctx
-
-        def insert(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            ctx = self.ctx.to(output.dtype).unsqueeze(0).expand(output.shape[0], -1, -1)
-            return torch.cat([output[:, :1], ctx, output[:, 1 + n_ctx:]], dim=1)
-
-        handle = self.token_embedding.register_forward_hook(insert)
-        try:
-            yield
-        finally:
-            handle.remove()
+    def _context_inserted(self) -> ContextManager:
+        """While open, the token embedding's output carries the context at positions 1 .. n_ctx (after BOS)."""
+        return context_inserted(self.token_embedding, lambda: self.ctx, start=1)
 
     def features(self) -> torch.Tensor:
         """Normalised text features (classes, dim) of the prompts with the current context."""

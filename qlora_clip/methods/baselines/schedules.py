@@ -1,25 +1,17 @@
 """The epoch schedules of the baselines that train with batches: Dassl's (CoOp, CLIP-Adapter) and
-Tip-Adapter-F's, written out so a test can compare them with the published code's behaviour."""
+Tip-Adapter-F's, written out so a test can compare them with the published code's behaviour. Dassl's
+learning rate per epoch (`dassl_lr`) lives with the training loop's recipes (training/optimization.py),
+which the prompt learners trained through the loop share."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
+from qlora_clip.training.optimization import dassl_lr
 
-def dassl_lr(epoch: int, base_lr: float, epochs: int, warmup_epochs: int, warmup_lr: float) -> float:
-    """The learning rate of (0-based) `epoch` under Dassl's cosine with a constant warm-up.
-
-    Dassl steps its scheduler once per epoch: the warm-up epochs run at `warmup_lr`, then epoch e
-    runs at the cosine's value for e - warmup_epochs over `epochs` (CosineAnnealingLR(T_max=epochs),
-    eta_min 0), so the cosine never reaches 0 within the run (ConstantWarmupScheduler in
-    dassl/optim/lr_scheduler.py).
-    """
-    if epoch < warmup_epochs:
-        return warmup_lr
-    return 0.5 * base_lr * (1 + math.cos(math.pi * (epoch - warmup_epochs) / epochs))
+__all__ = ["EpochRun", "dassl_lr", "epoch_batches", "train_dassl"]
 
 
 def epoch_batches(n_items: int, batch_size: int, seed: int, epoch: int, drop_last: bool) -> list[torch.Tensor]:
