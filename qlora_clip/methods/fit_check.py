@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from qlora_clip.backbones.loading import Checkpoint, ClipBundle
+from qlora_clip.backbones.loading import Checkpoint, ClipBundle, load_tokenizer
 from qlora_clip.errors import UserError
 from qlora_clip.methods.interface import runtime_class
 from qlora_clip.methods.refusals import refusal
@@ -102,8 +102,11 @@ def check_fit(settings: AdapterConfig, checkpoint: Checkpoint) -> None:
     message = rank_error(settings, targeted_layers(model, names), checkpoint.backbone)
     if message:
         raise UserError(message)
-    bundle = ClipBundle(model=model, tokenizer=None, image=None, text=None, family=checkpoint.family,
-                        checkpoint=checkpoint)
+    # The tokenizer (files beside config.json, read in a fraction of a second) for the methods whose tokens start
+    # from words (the prompt learners' context); the weights and the image settings stay unread.
+    tokenizer = load_tokenizer(checkpoint.family, checkpoint.source, checkpoint.backbone)
+    bundle = ClipBundle(model=model, tokenizer=tokenizer, image=None, text=checkpoint.family.text_settings(model.config),
+                        family=checkpoint.family, checkpoint=checkpoint)
     try:
         runtime_class(settings.method).attach_plain(bundle, settings)
     except NotImplementedError as err:  # an operation the meta device has no kernel for: PEFT's checks ran before it
