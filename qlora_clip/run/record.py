@@ -66,10 +66,12 @@ def method_fields(adapted: Adapted, result: TrainResult, prompts: ClassPrompts, 
     return fields
 
 
-def finish(spec: RunSpec, adapted: Adapted, record: dict, tracker: Tracker, template: str) -> dict:
+def finish(spec: RunSpec, adapted: Adapted, record: dict, tracker: Tracker, template: str,
+           failed: list[str] = ()) -> dict:
     """Write the outputs, append the line (the outputs' failures recorded, never losing it), report; raise
-    UserError naming what failed after the line is safe."""
-    errors = write_outputs(spec, adapted, record, template)
+    UserError naming what failed after the line is safe (`failed`: outputs the run wrote before, e.g.
+    --save_predictions's file)."""
+    errors = list(failed) + write_outputs(spec, adapted, record, template)
     schema.check(record)
     append_jsonl(spec.outputs.results_file, record)
     tracker.finish(record)
