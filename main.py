@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         write_subset(data, spec.subset_path)
     eval_start = time.perf_counter()
     with eval_memory.measure():
-        zero_shot_acc = beyond.zero_shot(evaluator, test).accuracy
+        zero_shot_acc = beyond.zero_shot(evaluator, test)
     eval_seconds = time.perf_counter() - eval_start
     log.info("zero-shot accuracy %.2f%%%s", zero_shot_acc, " (stored by an earlier run)" if test.zero_shot_cached else "")
     tracker.log_eval({"zero_shot_accuracy": zero_shot_acc}, step=0)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         result = adapted.fit(fit_inputs(spec, data, bundle, prompts, precision, dist, num_workers, tracker, selection))
     eval_start = time.perf_counter()
     with eval_memory.measure():
-        test_acc = beyond.trained(evaluator, test).accuracy
+        test_acc = beyond.trained(evaluator, test)
     eval_seconds += time.perf_counter() - eval_start
     test_shards = dist.gather_count(test.loader.images)
     extra_fields = extra.results(evaluator, test_acc, zero_shot_acc)

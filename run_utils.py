@@ -317,6 +317,9 @@ def beyond_accuracy_errors(args: argparse.Namespace) -> list[str]:
                           "adapter is the one its run chose)")
         elif args.n_iters == 0:
             errors.append("--select_on val: --n_iters 0 trains no step to choose from")
+        if args.resume:
+            errors.append("--select_on val with --resume: the checks made before the interruption and the best state "
+                          "are not part of the training state; run it again from the start")
     return errors
 
 

@@ -66,15 +66,19 @@ class BeyondAccuracy:
         self.trained_pass: Evaluation | None = None
         self.errors: list[str] = []  # outputs that failed (a full disk): raised after the line is written
 
-    def zero_shot(self, evaluator: Evaluator, test: EvalSet) -> Evaluation:
-        """The zero-shot pass over the test set (or the zero-shot store's, where nothing per image is kept)."""
-        self.zero_shot_pass = evaluator.zero_shot_evaluation(test, keep=self.keep)
-        return self.zero_shot_pass
+    def zero_shot(self, evaluator: Evaluator, test: EvalSet) -> float:
+        """The zero-shot accuracy on the test set, its pass kept (or the zero-shot store's, where nothing per image
+        is kept)."""
+        test.keep = self.keep
+        accuracy = evaluator.zero_shot(test)
+        self.zero_shot_pass = test.last
+        return accuracy
 
-    def trained(self, evaluator: Evaluator, test: EvalSet) -> Evaluation:
-        """The trained model's pass over the test set."""
-        self.trained_pass = evaluator.evaluate(test, keep=self.keep)
-        return self.trained_pass
+    def trained(self, evaluator: Evaluator, test: EvalSet) -> float:
+        """The trained model's accuracy on the test set, its pass kept."""
+        accuracy = evaluator.accuracy(test)
+        self.trained_pass = test.last
+        return accuracy
 
     def results(self, evaluator: Evaluator, adapted, test: EvalSet, targets: list[EvalImages] = (),
                 target_set=None) -> dict:
@@ -104,9 +108,10 @@ class BeyondAccuracy:
     def _interpolated_test(self, evaluator: Evaluator, adapted, test: EvalSet, alpha: float
                            ) -> tuple[dict, torch.Tensor | None]:
         """(the alpha's entry, its test scores for the OOD figures)."""
+        test.keep = "scores" if self.ood_sets else None
         with adapted.interpolated(alpha):
-            evaluation = evaluator.evaluate(test, desc=f"alpha {alpha:g} {test.name}",
-                                            keep="scores" if self.ood_sets else None)
+            evaluator.accuracy(test, desc=f"alpha {alpha:g} {test.name}")
+        evaluation = test.last
         entry = {"alpha": alpha, "test_acc": evaluation.accuracy, **evaluation.fields("test")}
         return entry, evaluation.scores
 
@@ -122,9 +127,12 @@ class BeyondAccuracy:
         """One OOD set's figures, zero-shot and trained (and each alpha's, into `along`'s entries): its images
         prepared once, scored with the run's own class prompts."""
         ood = build_eval_set(images.name, images.test, images.load_image, self.prompts, self.eval_settings)
-        zero_shot = evaluator.zero_shot_evaluation(ood, keep="scores", store=False)
-        trained = evaluator.evaluate(ood, desc=f"OOD {images.name}", keep="scores")
-        figures = ood_figures(self.trained_pass.scores, trained.scores)
+        ood.key = None  # no zero-shot store: an accuracy on unlabelled images means nothing to a later run
+        ood.keep = "scores"
+        evaluator.zero_shot(ood)
+        zero_shot = ood.last
+        evaluator.accuracy(ood, desc=f"OOD {images.name}")
+        figures = ood_figures(self.trained_pass.scores, ood.last.scores)
         before = ood_figures(self.zero_shot_pass.scores, zero_shot.scores)
         out = {"images": len(images.test), **figures, "zero_shot_auroc": before["auroc"],
                "zero_shot_fpr95": before["fpr95"]}
@@ -132,9 +140,8 @@ class BeyondAccuracy:
                  images.name, len(images.test), before["auroc"], figures["auroc"], before["fpr95"], figures["fpr95"])
         for entry, id_scores in along:
             with adapted.interpolated(entry["alpha"]):
-                scores = evaluator.evaluate(ood, desc=f"alpha {entry['alpha']:g} OOD {images.name}",
-                                            keep="scores").scores
-            entry.setdefault("ood", {})[images.name] = ood_figures(id_scores, scores)
+                evaluator.accuracy(ood, desc=f"alpha {entry['alpha']:g} OOD {images.name}")
+            entry.setdefault("ood", {})[images.name] = ood_figures(id_scores, ood.last.scores)
         return out
 
     def _write_predictions(self) -> str | None:

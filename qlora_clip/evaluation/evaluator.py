@@ -78,6 +78,8 @@ class EvalSet:
     zero_shot_cached: bool = False  # its zero-shot accuracy was read from the zero-shot store
     # Its frozen embeddings on disk (FrozenEmbeddings): {"cached": read rather than encoded, "file": where, or None}.
     embeddings: dict = field(default_factory=lambda: {"cached": False, "file": None}, repr=False)
+    keep: str | None = None  # what its passes keep per image (scores.KEEP): logits, MCM scores, or nothing
+    last: Evaluation | None = field(default=None, repr=False)  # its latest pass (or the zero-shot store's entry)
 
 
 def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: ClassPrompts,
@@ -144,34 +146,32 @@ class Evaluator:
 
     def zero_shot(self, test: EvalSet) -> float:
         """Accuracy of the pretrained base (the method's `zero_shot_view`: adapters off, and the pretrained values
-        back where its initialisation rewrote them): stored by an earlier run, or computed (and then stored, by
-        the main process). `test.zero_shot_cached` says which."""
-        return self.zero_shot_evaluation(test).accuracy
-
-    def zero_shot_evaluation(self, test: EvalSet, keep: str | None = None, store: bool = True) -> Evaluation:
-        """`zero_shot`'s pass with its calibration (read from the store with the accuracy where an earlier run put
-        both there); `keep` per-image logits or scores, which no store holds, so the pass runs. `store` False: an
-        unlabelled set (an OOD set), whose accuracy means nothing to a later run."""
+        back where its initialisation rewrote them): stored by an earlier run with its calibration, or computed
+        (and then stored, by the main process). `test.zero_shot_cached` says which; `test.last` holds the pass.
+        A set whose passes keep something per image (`test.keep`), which no store holds, is always computed."""
         # No store for a test set without an identity on disk (the same on every process).
-        reuse = self.zero_shot_reuse if test.key is not None and store else None
+        reuse = self.zero_shot_reuse if test.key is not None else None
         key = {**reuse.base, "test_set": test.key} if reuse is not None else None
-        if reuse is not None and keep is None:
+        if reuse is not None and test.keep is None:
             stored = _stored_evaluation(zero_shot_cache.read_entry(reuse.folder, key))
             # Every process reads; all must agree, since computing it sums counts over them.
             [found] = self.dist.sum_counts(torch.tensor(int(stored is not None), device=self.dist.device))
             if found == self.dist.world:
                 test.zero_shot_cached = True
-                return stored
+                test.last = stored
+                return stored.accuracy
         with self.adapted.zero_shot_view():
-            evaluation = self.evaluate(test, desc=f"zero-shot {test.name}", keep=keep)
+            accuracy = self.accuracy(test, desc=f"zero-shot {test.name}")
         if reuse is not None and self.dist.is_main:
-            zero_shot_cache.write(reuse.folder, key, evaluation.accuracy, evaluation.calibration_sums)
-        return evaluation
+            zero_shot_cache.write(reuse.folder, key, accuracy, test.last.calibration_sums)
+        return accuracy
 
     @torch.no_grad()
     def accuracy(self, test: EvalSet, desc: str = "test") -> float:
-        """Top-1 accuracy (percent) of the model as it is now, over every process's share."""
-        return self.evaluate(test, desc).accuracy
+        """Top-1 accuracy (percent) of the model as it is now, over every process's share; the whole pass (its
+        calibration, and what `test.keep` asks for) in `test.last`."""
+        test.last = self.evaluate(test, desc, test.keep)
+        return test.last.accuracy
 
     @torch.no_grad()
     def evaluate(self, test: EvalSet, desc: str = "test", keep: str | None = None) -> Evaluation:

@@ -72,7 +72,8 @@ class ModelSelection:
         def evaluate():
             if not built:
                 built.append(val_set())
-            return evaluator.evaluate(built[0], desc="val")
+            evaluator.accuracy(built[0], desc="val")
+            return built[0].last
         return cls(settings.select_on, total_steps, select_every(settings, total_steps), val_images, evaluate)
 
     def callbacks(self, adapted) -> list[Callable[[StepRecord], None]]:

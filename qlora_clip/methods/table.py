@@ -172,9 +172,11 @@ BASE_METHODS: tuple[Method, ...] = (
                     "tfinal, deltaT, beta1/2, orth_reg_weight: PEFT's AdaLoraConfig defaults"),
            "Zhang et al., ICLR 2023",
            fields=MappingProxyType({"r": "target_r", "alpha": "lora_alpha", "dropout_rate": "lora_dropout"}),
-           four_bit=True, refuses=MappingProxyType(dict.fromkeys(
+           four_bit=True, refuses=MappingProxyType({**dict.fromkeys(
                ("checkpoint_every", "resume"), "cannot resume: its rank allocator (its importance scores) is not part of the "
-               "training state, so a resumed run would not reproduce the uninterrupted one"))),
+               "training state, so a resumed run would not reproduce the uninterrupted one"),
+               "select_on": "prunes its ranks as it trains and saves the last step's rank pattern, which an earlier "
+                            "step's weights do not fit"})),
     # --- other adapters -------------------------------------------------------------------------
     _adapter("vera", "VeRA", "VeraConfig", "two vectors (r and out) per projection scaling shared frozen random "
              "matrices", Defaults(lr=1e-3, r=256, dropout_rate=0.0, source="r 256, d_initial 0.1: PEFT's VeraConfig "
