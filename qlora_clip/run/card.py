@@ -34,7 +34,9 @@ def protocol_card(spec: RunSpec, adapted: Adapted, selection: ModelSelection, da
             "changed_flags": changed, **selection.card()}
     if selection.evaluate is not None:
         per_class = len(data.val) / max(1, len(data.classnames))
-        card["validation"] = f"the few-shot val images ({len(data.val)}, {per_class:g} per class)"
+        distinct = len({str(item.source) for item in data.val})
+        repeats = f", {distinct} distinct" if distinct < len(data.val) else ""  # a class with fewer val images
+        card["validation"] = f"the few-shot val images ({len(data.val)}, {per_class:g} per class{repeats})"
         seen = "few-shot val images"
     elif "validation" in own:
         card["validation"] = own["validation"]
