@@ -4,7 +4,10 @@
 it, and takes the part of the run's spec (qlora_clip/run/spec.py) it uses. Every method goes the
 same way: the method's code (qlora_clip/methods/interface.py) is asked for what differs, never
 named here. Base-to-novel and the evaluation on other datasets are
-qlora_clip/evaluation/extra_evals.py's; the results line and the outputs, qlora_clip/run/record.py's.
+qlora_clip/evaluation/extra_evals.py's; the figures beyond the accuracy (calibration, OOD detection,
+interpolation, the predictions file) qlora_clip/evaluation/beyond.py's; the choice of the reported
+step qlora_clip/evaluation/selection.py's and the protocol card qlora_clip/run/card.py's; the results
+line and the outputs, qlora_clip/run/record.py's.
 """
 from __future__ import annotations
 

@@ -14,7 +14,8 @@
     whose HM is the harmonic mean of the average base and the average new accuracy, optionally with
     the published averages of other methods;
 (e) the cross-dataset transfer and domain generalization tables (runs with --eval_datasets): the source's
-    accuracy, each target's, and the average over targets (other datasets; ImageNet's variants);
+    accuracy, each target's, and the average over targets (other datasets; ImageNet's variants), then each
+    target's change from zero-shot and their mean (forgetting);
 (f) the methods table: per method, trainable parameters, adapter size on disk, weight footprint, training
     time, peak memory, zero-shot and test accuracy side by side, per backbone and shots, --sort COLUMN;
     with calibration (ECE, NLL), OOD detection (AUROC, FPR@95) and forgetting (the change from zero-shot
