@@ -6,7 +6,7 @@ import re
 import pytest
 
 import main
-from run_utils import parse_args
+from run_utils import parse_args, run_spec
 
 
 def test_defaults_are_clip_loras():
@@ -103,3 +103,15 @@ def test_bad_evaluation_flags_fail_naming_the_flag(argv, message, capsys):
         parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_the_new_evaluation_flags_change_a_runs_key_only_when_set():
+    """Runs recorded before --ood_datasets, --interpolate and --select_on existed, and runs that leave them alone,
+    keep their identity and key (tests/golden pins them); set, each is part of the identity."""
+    plain = run_spec(parse_args([]))
+    assert not {"ood_datasets", "interpolate", "select_on", "select_every"} & set(plain.identity)
+    for argv in (["--ood_datasets", "ood_sun"], ["--interpolate", "0", "1"], ["--select_on", "val"]):
+        spec = run_spec(parse_args(argv))
+        assert argv[0][2:] in spec.identity
+        assert spec.key != plain.key
+    assert "select_on" in run_spec(parse_args(["--select_on", "val"])).trained_identity

@@ -39,20 +39,22 @@ class EvalConfig:
         (), "also score the run's test images against each of these sets' images as out-of-distribution "
             "(MCM at the model's own logits; AUROC and FPR at 95 %% TPR, zero-shot and trained): the OOD sets "
             f"{', '.join(OOD_DATASETS)}, any other dataset's test images, or a folder of images in any layout",
-        group="protocol", role=RUN, nargs="+", metavar="NAME|PATH")
+        group="protocol", role=RUN, nargs="+", metavar="NAME|PATH", keyed_at_default=False)
     interpolate: tuple[float, ...] = flag(
         (), "also evaluate the model between the pretrained (0) and the trained weights (1), WiSE-FT: "
             "(1 - alpha) theta_0 + alpha theta_1, at each ALPHA (e.g. 0 0.25 0.5 0.75 1); the methods where that is "
-            "defined (docs/evaluation.md)", group="protocol", role=RUN, nargs="+", type=float, metavar="ALPHA")
+            "defined (docs/evaluation.md)", group="protocol", role=RUN, nargs="+", type=float, metavar="ALPHA",
+        keyed_at_default=False)
     save_predictions: bool = flag(False, "write the test set's logits and labels, zero-shot and trained, to "
                                   "<results folder>/predictions/<run's folders>.safetensors", group="outputs",
                                   role=BOOKKEEPING)
     select_on: str = flag("last", "the reported (and saved) model: the last step's, or the one with the best "
                           "accuracy on the few-shot val images (val), evaluated every --select_every steps; "
-                          "the test set is never used to choose", group="training", role=ADAPTER, choices=SELECT_ON)
+                          "the test set is never used to choose", group="training", role=ADAPTER, choices=SELECT_ON,
+                          keyed_at_default=False)
     select_every: int = flag(0, "with --select_on val: steps between evaluations on the val images (0: "
                              f"{SELECTION_CHECKS} evaluations spread over the run; the last step is always one)",
-                             group="training", role=ADAPTER)
+                             group="training", role=ADAPTER, keyed_at_default=False)
 
     @property
     def cache_dir(self) -> str | None:
