@@ -4,7 +4,10 @@
 it, and takes the part of the run's spec (qlora_clip/run/spec.py) it uses. Every method goes the
 same way: the method's code (qlora_clip/methods/interface.py) is asked for what differs, never
 named here. Base-to-novel and the evaluation on other datasets are
-qlora_clip/evaluation/extra_evals.py's; the results line and the outputs, qlora_clip/run/record.py's.
+qlora_clip/evaluation/extra_evals.py's; the figures beyond the accuracy (calibration, OOD detection,
+interpolation, the predictions file) qlora_clip/evaluation/beyond.py's; the choice of the reported
+step qlora_clip/evaluation/selection.py's and the protocol card qlora_clip/run/card.py's; the results
+line and the outputs, qlora_clip/run/record.py's.
 """
 from __future__ import annotations
 
@@ -17,7 +20,9 @@ from pathlib import Path
 
 import torch
 
-from datasets import EvalImages, FewShotDataset, build_dataset, build_eval_images, use_template, write_subset
+from datasets import (DATASET_NAMES, EvalImages, FewShotDataset, build_dataset, build_eval_images, use_template,
+                      write_subset)
+from datasets.image_collection import build_image_collection
 from qlora_clip.backbones.compat import quiet_library_logs
 from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.backbones.families import check_family
@@ -32,7 +37,9 @@ from qlora_clip.evaluation.evaluator import (
     build_eval_set,
     eval_batch_size,
 )
+from qlora_clip.evaluation.beyond import BeyondAccuracy, PredictionsFile
 from qlora_clip.evaluation.extra_evals import ExtraEvaluations
+from qlora_clip.evaluation.selection import ModelSelection, check_val_images
 from qlora_clip.evaluation.zero_shot_key import base_key
 from qlora_clip.inputs.loaders import TrainStream, default_num_workers
 from qlora_clip.inputs.sampler import TrainBatchSampler
@@ -42,6 +49,7 @@ from qlora_clip.methods.baselines.features import feature_bank
 from qlora_clip.methods.fit_check import check_fit
 from qlora_clip.methods.interface import Adapted, FitInputs
 from qlora_clip.run import record, saved_adapter
+from qlora_clip.run.card import protocol_card
 from qlora_clip.run.results import timestamp
 from qlora_clip.run.spec import RunSpec
 from qlora_clip.run.tracking import start_tracking
@@ -69,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict | None:
     # only then any weights.
     data = read_data(spec)
     targets = [read_target(spec, name) for name in spec.evaluation.eval_datasets]
+    ood_sets = [read_ood(spec, name) for name in spec.evaluation.ood_datasets]
+    check_val_images(spec.evaluation, len(data.val), spec.dataset)
     checkpoint = spec.checkpoint
     check_family(checkpoint.family, spec.train.loss, spec.adapter.method, spec.backbone)
     check_fit(spec.adapter, checkpoint)  # the method's rank and config on the layers' shapes (meta device, no weights)
@@ -95,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     evaluator = Evaluator(adapted, precision, dist, zero_shot_reuse(spec, bundle, precision.name, dist.device, buckets),
                           frozen_embeddings(spec, bundle, precision.name, dist.device))
     extra = ExtraEvaluations(data, targets, bundle.tokenizer, eval_settings)
+    beyond = BeyondAccuracy(spec.evaluation, ood_sets, prompts, eval_settings, predictions_file(spec, data))
+    selection = ModelSelection.for_run(spec.evaluation, spec.train.total_steps, evaluator, lambda: build_eval_set(
+        f"{data.name} (val)", data.val, data.load_image, prompts, eval_settings), len(data.val))
     eval_memory = PeakMemory(dist.device)
     tracker = start_tracking(spec.tracking, dict(spec.flags), main_process=dist.is_main)
 
@@ -102,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         write_subset(data, spec.subset_path)
     eval_start = time.perf_counter()
     with eval_memory.measure():
-        zero_shot_acc = evaluator.zero_shot(test)
+        zero_shot_acc = beyond.zero_shot(evaluator, test)
     eval_seconds = time.perf_counter() - eval_start
     log.info("zero-shot accuracy %.2f%%%s", zero_shot_acc, " (stored by an earlier run)" if test.zero_shot_cached else "")
     tracker.log_eval({"zero_shot_accuracy": zero_shot_acc}, step=0)
@@ -110,13 +123,14 @@ def main(argv: list[str] | None = None) -> dict | None:
     if spec.evaluation.eval_only:
         result = TrainResult(steps=0, seconds=0.0)
     else:
-        result = adapted.fit(fit_inputs(spec, data, bundle, prompts, precision, dist, num_workers, tracker))
+        result = adapted.fit(fit_inputs(spec, data, bundle, prompts, precision, dist, num_workers, tracker, selection))
     eval_start = time.perf_counter()
     with eval_memory.measure():
-        test_acc = evaluator.accuracy(test)
+        test_acc = beyond.trained(evaluator, test)
     eval_seconds += time.perf_counter() - eval_start
     test_shards = dist.gather_count(test.loader.images)
     extra_fields = extra.results(evaluator, test_acc, zero_shot_acc)
+    beyond_fields = beyond.results(evaluator, adapted, test, targets, extra.eval_set)
     if not dist.is_main:
         return None
 
@@ -130,9 +144,10 @@ def main(argv: list[str] | None = None) -> dict | None:
         **record.draw_fields(data),
         **eval_memory.read(prefix="eval_"),
         **extra_fields,
+        **beyond_fields, "protocol_card": protocol_card(spec, adapted, selection, data),
         **tracker.fields(),
     }
-    return record.finish(spec, adapted, line, tracker, data.template)
+    return record.finish(spec, adapted, line, tracker, data.template, failed=beyond.errors)
 
 
 def read_data(spec: RunSpec) -> FewShotDataset:
@@ -153,8 +168,25 @@ def read_target(spec: RunSpec, name: str) -> EvalImages:
         raise UserError(f"--eval_datasets {name}: {str(err).replace(f'--dataset {name}: ', '', 1)}") from err
 
 
+def read_ood(spec: RunSpec, name: str) -> EvalImages:
+    """An --ood_datasets set: one of our datasets' test images (labels unused), or every image under a folder."""
+    if name not in DATASET_NAMES or name == "folder":
+        return build_image_collection(name)
+    try:
+        return build_eval_images(name, spec.data.root_path)
+    except UserError as err:
+        # The loaders name the dataset as a --dataset; here it was asked for as an OOD set.
+        raise UserError(f"--ood_datasets {name}: {str(err).replace(f'--dataset {name}: ', '', 1)}") from err
+
+
+def predictions_file(spec: RunSpec, data: FewShotDataset) -> PredictionsFile:
+    """Where --save_predictions writes, and what the file says of the run."""
+    return PredictionsFile(spec.predictions_path, spec.name, spec.dataset, list(data.classnames),
+                           [str(item.source) for item in data.test])
+
+
 def fit_inputs(spec: RunSpec, data: FewShotDataset, bundle: ClipBundle, prompts: ClassPrompts, precision: Precision,
-               dist: Distributed, num_workers: int, tracker) -> FitInputs:
+               dist: Distributed, num_workers: int, tracker, selection: ModelSelection) -> FitInputs:
     """What the method may fit on, each part built only if the method asks for it."""
     def train_steps(adapted: Adapted, config: TrainConfig | None = None) -> TrainResult:
         """The shared loop on the run's train stream: the whole run, or a stage of the method's (`config`)."""
@@ -162,8 +194,10 @@ def fit_inputs(spec: RunSpec, data: FewShotDataset, bundle: ClipBundle, prompts:
         stream = build_train_stream(data, bundle, config, spec, dist, num_workers)
         checkpoint = TrainCheckpoint(spec.checkpoint_path, spec.outputs.checkpoint_every, spec.trained_identity,
                                      dist.device, read_fingerprint=spec.trained_identity_of)
-        return train(adapted, stream, prompts, config, precision, dist, checkpoint, resume=spec.outputs.resume,
-                     desc=f"train {spec.method}", on_step=tracker.step_callbacks())
+        result = train(adapted, stream, prompts, config, precision, dist, checkpoint, resume=spec.outputs.resume,
+                       desc=f"train {spec.method}", on_step=[*tracker.step_callbacks(), *selection.callbacks(adapted)])
+        selection.restore(adapted)  # --select_on val: the chosen step's weights back
+        return result
 
     def one_epoch() -> list[torch.Tensor]:
         """One epoch of the run's own augmented train batches, as one process draws them (so every process

@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from datasets import TEST_ONLY, untrainable_message
+from datasets import DATASET_NAMES, OOD_DATASETS, TEST_ONLY, untrainable_message
 from qlora_clip.data.settings import SPLIT_FILE_DIGEST
 from qlora_clip.errors import UserError
 from qlora_clip.flags import add_flags
@@ -124,6 +124,7 @@ def validation_errors(args: argparse.Namespace) -> list[str]:
     errors += tracking_errors(args)
     errors += protocol_errors(args)
     errors += split_file_errors(args)
+    errors += beyond_accuracy_errors(args)
     if args.device == "cuda":
         import torch
 
@@ -309,6 +310,53 @@ def _read_split_file(args: argparse.Namespace) -> Any:
 
     anchors = split_file_anchors(dataset_module(args.dataset), args.root_path)
     return check_split_file(args.split_file, anchors, args.shots, args.seed)
+
+
+def beyond_accuracy_errors(args: argparse.Namespace) -> list[str]:
+    """What --ood_datasets, --interpolate and --select_on/--select_every cannot be (docs/evaluation.md)."""
+    errors = []
+    ood_in_targets = [name for name in args.eval_datasets if name in OOD_DATASETS]
+    if ood_in_targets:
+        errors.append(f"--eval_datasets {' '.join(ood_in_targets)}: an OOD set is unlabelled (one pseudo-class), so an "
+                      f"accuracy on it means nothing; score it as out-of-distribution with --ood_datasets "
+                      f"{' '.join(ood_in_targets)}")
+    sets = args.ood_datasets
+    repeated = sorted({name for name in sets if sets.count(name) > 1})
+    if repeated:
+        errors.append(f"--ood_datasets lists {', '.join(repeated)} more than once")
+    for name in sets:
+        if name in DATASET_NAMES and name != "folder":
+            if name == args.dataset:
+                errors.append(f"--ood_datasets {name}: that is the --dataset itself, whose test images are the "
+                              "in-distribution ones; name another dataset or a folder of images")
+            elif args.dataset == "folder":
+                errors.append(f"--ood_datasets {name}: with --dataset folder, --root_path is your image folder and "
+                              "holds no other dataset; give the OOD set's folder path instead")
+        elif not Path(name).expanduser().is_dir():
+            errors.append(f"--ood_datasets {name}: neither a dataset name ({', '.join(OOD_DATASETS)}, or any other "
+                          "dataset's test images) nor a folder of images")
+    alphas = args.interpolate
+    bad = [a for a in alphas if not (math.isfinite(a) and 0 <= a <= 1)]
+    if bad:
+        errors.append(f"--interpolate {' '.join(map(str, bad))}: each alpha must be in [0, 1] (0: the pretrained "
+                      "model, 1: the trained one)")
+    if len(set(alphas)) != len(alphas):
+        errors.append(f"--interpolate lists an alpha more than once: {' '.join(map(str, alphas))}")
+    if args.select_every < 0:
+        errors.append(f"--select_every must be >= 0 (got {args.select_every})")
+    elif args.select_every and args.select_on != "val":
+        errors.append(f"--select_every {args.select_every} goes with --select_on val (the last step is reported "
+                      "otherwise)")
+    if args.select_on == "val":
+        if args.eval_only:
+            errors.append("--select_on val chooses among the training steps; --eval_only trains none (the saved "
+                          "adapter is the one its run chose)")
+        elif args.n_iters == 0:
+            errors.append("--select_on val: --n_iters 0 trains no step to choose from")
+        if args.resume:
+            errors.append("--select_on val with --resume: the checks made before the interruption and the best state "
+                          "are not part of the training state; run it again from the start")
+    return errors
 
 
 def run_spec(args: argparse.Namespace) -> RunSpec:

@@ -22,6 +22,8 @@
     input_pipeline.py  `python bench.py input`: decode + transform throughput of the real loaders
     report.py          the Markdown table and the files in bench_results/
     text_reference.py  the per-micro-batch text pass, the ImageNet-shaped study's reference (not used in training)
+    eval_passes.py     `python -m bench.eval_passes`: one evaluation pass with and without the figures beyond the
+                       accuracy (calibration, MCM scores, kept logits), timed, and the passes each makes
 
 Every model comes from methods.interface.load_adapted, as main.py's does; every step is trainer.TrainStep
 with the precision and protocol constants main.py's run uses; only the images are random, and the weights are random

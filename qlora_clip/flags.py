@@ -17,6 +17,8 @@ A flag's role says what it is part of:
                  test sets, --eval_only, gradient checkpointing): part of the run's identity only
     BOOKKEEPING  where things are read and written, how work is spread: never part of an identity,
                  so moving the data or the results file does not make finished runs look unfinished
+A flag added after runs were recorded can be declared `keyed_at_default=False`: at its default it stays out of
+the identity, so those runs (and every new run that leaves it alone) keep their identity, key and folders.
 """
 from __future__ import annotations
 
@@ -43,17 +45,18 @@ class Flag:
     nargs: str | None = None                   # '+': a list on the command line, a tuple in the setting
     metavar: str | None = None
     convert: Callable[[Any], Any] | None = None  # applied to a given value when the setting is built (Path)
+    keyed_at_default: bool = True  # False: part of the identity only when set to something else than the default
 
 
 def flag(default: Any = dataclasses.MISSING, help: str = "", *, group: str, role: str = ADAPTER,
          default_factory: Callable[[], Any] | None = None, type: Callable[[str], Any] | None = None,
          choices: Iterable | None = None, nargs: str | None = None, metavar: str | None = None,
-         convert: Callable[[Any], Any] | None = None) -> Any:
+         convert: Callable[[Any], Any] | None = None, keyed_at_default: bool = True) -> Any:
     """A dataclass field that is also a flag of main.py (`--<field name>`)."""
     if group not in GROUPS or role not in ROLES:
         raise ValueError(f"flag group {group!r} / role {role!r}: choose from {GROUPS} / {ROLES}")
     spec = Flag(help=help, group=group, role=role, type=type, choices=tuple(choices) if choices is not None else None,
-                nargs=nargs, metavar=metavar, convert=convert)
+                nargs=nargs, metavar=metavar, convert=convert, keyed_at_default=keyed_at_default)
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata={_KEY: spec})
     return dataclasses.field(default=default, metadata={_KEY: spec})
@@ -82,6 +85,12 @@ def defaults(classes: Iterable[type]) -> dict[str, Any]:
 def roles(classes: Iterable[type]) -> dict[str, str]:
     """Every flag's role, by name."""
     return {f.name: flag_of(f).role for cls in classes for f in flag_fields(cls)}
+
+
+def unkeyed_defaults(classes: Iterable[type]) -> dict[str, Any]:
+    """The defaults of the flags declared `keyed_at_default=False`, by name: at these values they are no part of an
+    identity."""
+    return {f.name: default_of(f) for cls in classes for f in flag_fields(cls) if not flag_of(f).keyed_at_default}
 
 
 def add_flags(parser: argparse.ArgumentParser, classes: Iterable[type]) -> None:

@@ -4,7 +4,10 @@ One table per backbone and shot count: a row per method (with its variants, as t
 label them), with trainable parameters, the adapter's size on disk, the weight footprint, the
 training time, the peak memory, and the zero-shot and test accuracy, mean ± sample std over seeds.
 Where the runs cover several datasets the accuracies are the per-seed averages over datasets (as
-the paper table's average column), flagged when a method lacks a dataset or a seed.
+the paper table's average column), flagged when a method lacks a dataset or a seed. Where the runs
+have them (docs/evaluation.md), the same for the test set's calibration (ECE, NLL), OOD detection
+(AUROC and FPR@95, each run's mean over its --ood_datasets) and forgetting (each run's mean change
+from zero-shot over its --eval_datasets targets, in points).
 """
 from __future__ import annotations
 
@@ -33,6 +36,11 @@ class MethodRow:
     devices: list[str]  # device_names of its runs
     zero_shot: Average
     test: Average
+    ece: Average | None = None
+    nll: Average | None = None
+    ood_auroc: Average | None = None
+    ood_fpr95: Average | None = None
+    forgetting: Average | None = None
 
 
 def _mean(runs: list[dict], field: str) -> float | None:
@@ -72,8 +80,30 @@ COLUMNS: dict[str, tuple[str, Callable[[MethodRow], float | None], bool]] = {
     "peak_memory_mb": ("Peak memory (MB)", lambda row: row.peak_memory_mb, True),
     "zero_shot": ("Zero-shot (%)", lambda row: row.zero_shot.mean, False),
     "test_acc": ("Test (%)", lambda row: row.test.mean, False),
+    "test_ece": ("ECE (%)", lambda row: row.ece.mean, True),
+    "test_nll": ("NLL", lambda row: row.nll.mean, True),
+    "ood_auroc": ("OOD AUROC (%)", lambda row: row.ood_auroc.mean, False),
+    "ood_fpr95": ("FPR@95 (%)", lambda row: row.ood_fpr95.mean, True),
+    "forgetting": ("Δ on targets (pts)", lambda row: row.forgetting.mean, False),
 }
 SORT_KEYS = tuple(COLUMNS)
+FIGURES_NOTE = ("ECE (%, 15 bins) and NLL: the reported model's on the test set; OOD AUROC and FPR@95: MCM scores, "
+                "each run's mean over its --ood_datasets; Δ on targets: each run's mean change from zero-shot over "
+                "its --eval_datasets targets (points; negative: forgotten); mean ± std over seeds as the accuracies.")
+# Shown only where some row has them: lines before calibration, and runs without --ood_datasets or --eval_datasets.
+OPTIONAL = ("test_ece", "test_nll", "ood_auroc", "ood_fpr95", "forgetting")
+# Each run's figure of these columns (the mean over its OOD sets or targets), as `_accuracy` reads a field.
+DERIVED = {
+    "ood_auroc": lambda r: _mean_of(figures["auroc"] for figures in (r.get("ood") or {}).values()),
+    "ood_fpr95": lambda r: _mean_of(figures["fpr95"] for figures in (r.get("ood") or {}).values()),
+    "forgetting": lambda r: _mean_of(accs["test_acc"] - accs["zero_shot_acc"]
+                                     for accs in (r.get("eval_datasets") or {}).values()),
+}
+
+
+def _mean_of(values) -> float | None:
+    values = list(values)
+    return statistics.fmean(values) if values else None
 
 
 def method_rows(records: list[dict], seeds: tuple[int, ...]) -> list[MethodRow]:
@@ -81,7 +111,7 @@ def method_rows(records: list[dict], seeds: tuple[int, ...]) -> list[MethodRow]:
     datasets = ordered_datasets(records)
     runs_of: dict[str, list[dict]] = defaultdict(list)
     for r in records:
-        runs_of[r["method"]].append(r)
+        runs_of[r["method"]].append({**r, **{f"_{name}": value(r) for name, value in DERIVED.items()}})
     rows = []
     for method in sorted(runs_of, key=method_sort_key):
         runs = runs_of[method]
@@ -92,7 +122,9 @@ def method_rows(records: list[dict], seeds: tuple[int, ...]) -> list[MethodRow]:
             train_seconds=_mean(runs, "train_seconds"), peak_memory_mb=_max(runs, "peak_memory_mb"),
             memory_kind=" ".join(sorted({str(r["memory_kind"]) for r in runs if r.get("memory_kind")})),
             devices=device_names(runs), zero_shot=_accuracy(runs, "zero_shot_acc", datasets, seeds),
-            test=_accuracy(runs, "test_acc", datasets, seeds)))
+            test=_accuracy(runs, "test_acc", datasets, seeds), ece=_accuracy(runs, "test_ece", datasets, seeds),
+            nll=_accuracy(runs, "test_nll", datasets, seeds),
+            **{name: _accuracy(runs, f"_{name}", datasets, seeds) for name in DERIVED}))
     return rows
 
 
@@ -110,13 +142,23 @@ def _number(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def _cells(row: MethodRow) -> list[str]:
+def _cells(row: MethodRow, columns: list[str]) -> list[str]:
     devices = devices_mark(row.devices)
-    return [row.method, "—" if row.trainable_params is None else f"{row.trainable_params:,}",
-            _number(row.adapter_mb, 3), _number(row.footprint_mb),
-            "—" if row.train_seconds is None else format_seconds(row.train_seconds, hour_digits=2) + devices,
-            "—" if row.peak_memory_mb is None else _number(row.peak_memory_mb, 0) + devices,
-            row.zero_shot.text(), row.test.text()]
+    cells = {"method": row.method,
+             "trainable_params": "—" if row.trainable_params is None else f"{row.trainable_params:,}",
+             "adapter_mb": _number(row.adapter_mb, 3), "footprint_mb": _number(row.footprint_mb),
+             "train_seconds": "—" if row.train_seconds is None
+             else format_seconds(row.train_seconds, hour_digits=2) + devices,
+             "peak_memory_mb": "—" if row.peak_memory_mb is None else _number(row.peak_memory_mb, 0) + devices,
+             "zero_shot": row.zero_shot.text(), "test_acc": row.test.text(), "test_ece": row.ece.text(),
+             "test_nll": row.nll.text(), "ood_auroc": row.ood_auroc.text(), "ood_fpr95": row.ood_fpr95.text(),
+             "forgetting": row.forgetting.text()}
+    return [cells[column] for column in columns]
+
+
+def shown_columns(rows: list[MethodRow]) -> list[str]:
+    """Every column, but an optional one only where some row has its figure."""
+    return [c for c in COLUMNS if c not in OPTIONAL or any(COLUMNS[c][1](row) is not None for row in rows)]
 
 
 def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, out: Path, sort: str = "method") -> str:
@@ -128,7 +170,8 @@ def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, ou
             seeds = expected_seeds(runs, seeds_given)
             datasets = ordered_datasets(runs)
             rows = sorted_rows(method_rows(runs, seeds), sort)
-            header = [COLUMNS[c][0] for c in COLUMNS]
+            columns = shown_columns(rows)
+            header = [COLUMNS[c][0] for c in columns]
             over = datasets[0] if len(datasets) == 1 else f"the average over {len(datasets)} datasets"
             parts.append(f"## Methods, {backbone}, {shots} shots, {over}\n\n"
                          f"Sorted by {COLUMNS[sort][0].lower() if sort != 'method' else 'the methods table order'}"
@@ -138,8 +181,9 @@ def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, ou
                          f"highest ({', '.join(sorted({r.memory_kind for r in rows if r.memory_kind})) or '-'}); "
                          "accuracies: mean ± sample std over seeds, zero-shot on the base the method trains on."
                          + (f" {DEVICES_NOTE}" if any(len(row.devices) > 1 for row in rows) else "")
-                         + (f" {DRAWN_NOTE}" if any(row.test.drawn is not None for row in rows) else "") + "\n\n"
-                         + markdown_table(header, [_cells(row) for row in rows]))
+                         + (f" {DRAWN_NOTE}" if any(row.test.drawn is not None for row in rows) else "")
+                         + (f" {FIGURES_NOTE}" if len(columns) > len(COLUMNS) - len(OPTIONAL) else "") + "\n\n"
+                         + markdown_table(header, [_cells(row, columns) for row in rows]))
             csv_rows += [{"backbone": backbone, "shots": shots, "datasets": " ".join(datasets), "method": row.method,
                           "trainable_params": row.trainable_params if row.trainable_params is not None else "",
                           "adapter_mb": csv_number(row.adapter_mb), "footprint_mb": csv_number(row.footprint_mb),
@@ -150,7 +194,11 @@ def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, ou
                           "zero_shot_std": csv_number(row.zero_shot.std), "test_mean": csv_number(row.test.mean),
                           "test_std": csv_number(row.test.std), "n_seeds": row.test.n,
                           "complete": not row.test.problems,
-                          "shots_drawn": "" if row.test.drawn is None else row.test.drawn}
+                          "shots_drawn": "" if row.test.drawn is None else row.test.drawn,
+                          **{f"{name}_{part}": csv_number(getattr(getattr(row, attr), part))
+                             for name, attr in (("ece", "ece"), ("nll", "nll"), ("ood_auroc", "ood_auroc"),
+                                                ("ood_fpr95", "ood_fpr95"), ("forgetting", "forgetting"))
+                             for part in ("mean", "std")}}
                          for row in rows]
     write_csv(out / "methods_table.csv", csv_rows)
     return "\n\n".join(parts)

@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from conftest import make_color_folder
 from saved_weights import assert_same_adapters
 
 import main
+from qlora_clip.evaluation.predictions import read_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,9 +30,13 @@ def test_two_processes_match_one_process_and_share_the_evaluation(tiny_argv, tmp
     # 12 train images at batch 5: steps of 5, 5 and a short 2, and 5 images split 3 + 2 over the
     # two processes; each process's loss is divided by the step's 5 images, so the summed
     # gradient is the 1-process one.
+    # The figures beyond the accuracy come from the processes' shares too: calibration sums added, each image's
+    # logits and OOD scores gathered back into the test set's order.
+    ood = make_color_folder(tmp_path / "ood", per_class=1, size=32, seed=3)
     run = tiny_argv("--shots", "3", "--batch_size", "5", "--n_iters", "2", "--lr", "1e-2", "--dropout_rate", "0",
-                    "--device", "cpu")
+                    "--device", "cpu", "--save_predictions", "--ood_datasets", str(ood), "--interpolate", "0.5")
     single = main.main([*run, "--save_path", str(tmp_path / "one")])
+    single_predictions = read_predictions(single["predictions_file"])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # accelerate's own CPU multi-process launcher needs MPI; its torchrun-based one (--multi_gpu)
     # starts the processes, and --device cpu makes them a gloo group.
@@ -55,3 +62,12 @@ def test_two_processes_match_one_process_and_share_the_evaluation(tiny_argv, tmp
     assert double["test_images_per_process"] == [8, 8]
     assert double["test_acc"] == single["test_acc"]
     assert double["zero_shot_acc"] == single["zero_shot_acc"]
+    for name in ("test_ece", "test_nll", "test_brier", "zero_shot_ece"):
+        assert double[name] == pytest.approx(single[name], rel=1e-5, abs=1e-9)
+    assert double["reliability"]["test"]["bin_counts"] == single["reliability"]["test"]["bin_counts"]
+    assert double["ood"][str(ood)] == pytest.approx(single["ood"][str(ood)], rel=1e-5)
+    assert double["interpolation"][0]["test_acc"] == single["interpolation"][0]["test_acc"]
+    predictions = read_predictions(double["predictions_file"])
+    assert torch.equal(predictions.labels, single_predictions.labels)
+    torch.testing.assert_close(predictions.test_logits, single_predictions.test_logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(predictions.zero_shot_logits, single_predictions.zero_shot_logits)

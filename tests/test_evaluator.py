@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import main
+from qlora_clip.evaluation.calibration import CalibrationAccumulator
 from qlora_clip.methods.interface import Adapted
 
 
@@ -21,3 +23,21 @@ def test_frozen_vision_tower_encodes_the_test_images_once(encoder, passes, tiny_
                                  "--eval_cache_dir", str(tmp_path / "cache")))
     assert sum(encoded) == passes * 16  # the colour folder's test split has 16 images
     assert record["test_acc"] == record["zero_shot_acc"]
+
+
+def test_a_stored_zero_shot_pass_needs_its_calibration_sums():
+    """A zero-shot store entry is the pass only with the calibration sums of the pass; an entry written before they
+    were stored (or of another bin count) is computed again."""
+    from qlora_clip.evaluation.calibration import calibration
+    from qlora_clip.evaluation.evaluator import _stored_evaluation
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 0.5]])
+    labels = torch.tensor([0, 0, 0])
+    accumulator = CalibrationAccumulator()
+    accumulator.update(logits, labels)
+    stored = _stored_evaluation({"zero_shot_acc": 200 / 3, "calibration_sums": accumulator.sums.tolist()})
+    assert stored.calibration == calibration(logits, labels)
+    assert stored.accuracy == 200 / 3
+    assert _stored_evaluation({"zero_shot_acc": 50.0, "calibration_sums": None}) is None
+    assert _stored_evaluation({"zero_shot_acc": 50.0, "calibration_sums": [1.0, 2.0]}) is None
+    assert _stored_evaluation(None) is None

@@ -6,7 +6,7 @@ import re
 import pytest
 
 import main
-from run_utils import parse_args
+from run_utils import parse_args, run_spec
 
 
 def test_defaults_are_clip_loras():
@@ -77,3 +77,41 @@ def test_bad_protocol_flags_fail_naming_the_flag(argv, message, capsys):
         parse_args(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dataset", "dtd", "--eval_datasets", "ood_sun"], "--eval_datasets ood_sun: an OOD set is unlabelled"),
+    (["--dataset", "dtd", "--ood_datasets", "ood_sun", "ood_sun"], "--ood_datasets lists ood_sun more than once"),
+    (["--dataset", "dtd", "--ood_datasets", "dtd"], "--ood_datasets dtd: that is the --dataset itself"),
+    (["--dataset", "folder", "--ood_datasets", "ood_sun"], "--ood_datasets ood_sun: with --dataset folder"),
+    (["--ood_datasets", "no/such/folder"], "--ood_datasets no/such/folder: neither a dataset name"),
+    (["--interpolate", "0", "1.5"], "--interpolate 1.5: each alpha must be in [0, 1]"),
+    (["--interpolate", "nan"], "--interpolate nan: each alpha must be in [0, 1]"),
+    (["--interpolate", "0.5", "0.5"], "--interpolate lists an alpha more than once"),
+    (["--select_every", "5"], "--select_every 5 goes with --select_on val"),
+    (["--select_on", "val", "--select_every", "-1"], "--select_every must be >= 0"),
+    (["--select_on", "val", "--n_iters", "0"], "--select_on val: --n_iters 0 trains no step"),
+    (["--select_on", "val", "--eval_only", "--save_path", "x"], "--select_on val chooses among the training steps"),
+    (["--select_on", "val", "--resume"], "--select_on val with --resume"),
+    (["--select_on", "test"], "--select_on: invalid choice: 'test'"),
+    (["--mode", "adalora", "--select_on", "val"], "--select_on val: --mode adalora prunes its ranks"),
+    (["--mode", "linear_probe", "--select_on", "val"], "--select_on val: --mode linear_probe is a baseline"),
+])
+def test_bad_evaluation_flags_fail_naming_the_flag(argv, message, capsys):
+    """--ood_datasets, --interpolate, --select_on and --select_every (docs/evaluation.md), before anything loads."""
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_new_evaluation_flags_change_a_runs_key_only_when_set():
+    """Runs recorded before --ood_datasets, --interpolate and --select_on existed, and runs that leave them alone,
+    keep their identity and key (tests/golden pins them); set, each is part of the identity."""
+    plain = run_spec(parse_args([]))
+    assert not {"ood_datasets", "interpolate", "select_on", "select_every"} & set(plain.identity)
+    for argv in (["--ood_datasets", "ood_sun"], ["--interpolate", "0", "1"], ["--select_on", "val"]):
+        spec = run_spec(parse_args(argv))
+        assert argv[0][2:] in spec.identity
+        assert spec.key != plain.key
+    assert "select_on" in run_spec(parse_args(["--select_on", "val"])).trained_identity

@@ -44,6 +44,9 @@ def test_a_sweeps_second_run_on_a_dataset_reads_the_zero_shot_accuracy(tiny_argv
     assert zero_shot_passes == ["folder"]
     assert second["zero_shot_cached"]
     assert second["zero_shot_acc"] == first["zero_shot_acc"]
+    # The calibration of the same pass is stored with it.
+    assert second["zero_shot_ece"] == first["zero_shot_ece"]
+    assert second["reliability"]["zero_shot"] == first["reliability"]["zero_shot"]
     # The 4-bit base is another model: its own entry.
     quantized = main.main(tiny_argv(*cache, "--mode", "qlora"))
     assert zero_shot_passes == ["folder", "folder"]
@@ -115,6 +118,22 @@ def test_the_store_writes_atomically_and_reads_only_its_own_key(tmp_path):
     other = {"a": 3}
     zero_shot_cache.entry_path(tmp_path, other).write_text(zero_shot_cache.entry_path(tmp_path, key).read_text())
     assert zero_shot_cache.read(tmp_path, other) is None
+
+
+def test_the_calibration_sums_are_stored_and_verified_with_the_accuracy(tmp_path, caplog):
+    key = {"a": 1}
+    zero_shot_cache.write(tmp_path, key, 42.5, [1.0, 0.5, 0.25])
+    assert zero_shot_cache.read_entry(tmp_path, key) == {"zero_shot_acc": 42.5, "calibration_sums": [1.0, 0.5, 0.25]}
+    path = zero_shot_cache.entry_path(tmp_path, key)
+    stored = json.loads(path.read_text())
+    stored["calibration_sums"][0] = 2.0  # edited without its checksum
+    path.write_text(json.dumps(stored))
+    with caplog.at_level(logging.WARNING):
+        assert zero_shot_cache.read_entry(tmp_path, key) is None
+    assert "its checksum differs" in caplog.text
+    # An entry written before the sums were stored reads back without them (and the evaluator computes the pass).
+    zero_shot_cache.write(tmp_path, key, 42.5)
+    assert zero_shot_cache.read_entry(tmp_path, key) == {"zero_shot_acc": 42.5, "calibration_sums": None}
 
 
 def test_a_failed_write_is_a_warning_not_an_error(tmp_path, caplog):

@@ -11,6 +11,8 @@ cache folder they are also stored on disk (`FrozenEmbeddings`, feature_cache.py)
 on the same base and test set (a sweep's next seed, method or baseline) reads them instead of
 encoding the test set again. A zero-shot accuracy that an earlier run stored for the same base and
 test set (zero_shot_cache.py, keyed by zero_shot_key.py) is read instead of computed.
+The same pass gives the calibration figures (calibration.py) from the logits the accuracy counts,
+and, on request, keeps each image's logits or MCM score (scores.py): one pass per test set and model.
 """
 from __future__ import annotations
 
@@ -27,7 +29,10 @@ from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.backbones.families import CLIP_TEXT, ImageSettings, TextSettings
 from qlora_clip.data.items import Item
 from qlora_clip.evaluation import feature_cache, zero_shot_cache
+from qlora_clip.evaluation.calibration import ECE_BINS, CalibrationAccumulator, calibration_from_sums, sums_length
 from qlora_clip.evaluation.metrics import accuracy_percent, count_correct
+from qlora_clip.evaluation.ood import mcm_score
+from qlora_clip.evaluation.scores import KEEP, Evaluation, gathered_in_order, sum_over_processes
 from qlora_clip.evaluation.zero_shot_key import test_set_key
 from qlora_clip.inputs.loaders import EvalBatches, eval_transform
 from qlora_clip.inputs.test_images import cache_key, prepared_test_images
@@ -73,6 +78,8 @@ class EvalSet:
     zero_shot_cached: bool = False  # its zero-shot accuracy was read from the zero-shot store
     # Its frozen embeddings on disk (FrozenEmbeddings): {"cached": read rather than encoded, "file": where, or None}.
     embeddings: dict = field(default_factory=lambda: {"cached": False, "file": None}, repr=False)
+    keep: str | None = None  # what its passes keep per image (scores.KEEP): logits, MCM scores, or nothing
+    last: Evaluation | None = field(default=None, repr=False)  # its latest pass (or the zero-shot store's entry)
 
 
 def build_eval_set(name: str, items: list[Item], load_image: Callable, prompts: ClassPrompts,
@@ -139,39 +146,74 @@ class Evaluator:
 
     def zero_shot(self, test: EvalSet) -> float:
         """Accuracy of the pretrained base (the method's `zero_shot_view`: adapters off, and the pretrained values
-        back where its initialisation rewrote them): stored by an earlier run, or computed (and then stored, by
-        the main process). `test.zero_shot_cached` says which."""
+        back where its initialisation rewrote them): stored by an earlier run with its calibration, or computed
+        (and then stored, by the main process). `test.zero_shot_cached` says which; `test.last` holds the pass.
+        A set whose passes keep something per image (`test.keep`), which no store holds, is always computed."""
         # No store for a test set without an identity on disk (the same on every process).
         reuse = self.zero_shot_reuse if test.key is not None else None
         key = {**reuse.base, "test_set": test.key} if reuse is not None else None
-        if reuse is not None:
-            stored = zero_shot_cache.read(reuse.folder, key)
+        if reuse is not None and test.keep is None:
+            stored = _stored_evaluation(zero_shot_cache.read_entry(reuse.folder, key))
             # Every process reads; all must agree, since computing it sums counts over them.
             [found] = self.dist.sum_counts(torch.tensor(int(stored is not None), device=self.dist.device))
             if found == self.dist.world:
                 test.zero_shot_cached = True
-                return stored
+                test.last = stored
+                return stored.accuracy
         with self.adapted.zero_shot_view():
             accuracy = self.accuracy(test, desc=f"zero-shot {test.name}")
         if reuse is not None and self.dist.is_main:
-            zero_shot_cache.write(reuse.folder, key, accuracy)
+            zero_shot_cache.write(reuse.folder, key, accuracy, test.last.calibration_sums)
         return accuracy
 
     @torch.no_grad()
     def accuracy(self, test: EvalSet, desc: str = "test") -> float:
-        """Top-1 accuracy (percent) of the model as it is now, over every process's share."""
+        """Top-1 accuracy (percent) of the model as it is now, over every process's share; the whole pass (its
+        calibration, and what `test.keep` asks for) in `test.last`."""
+        test.last = self.evaluate(test, desc, test.keep)
+        return test.last.accuracy
+
+    @torch.no_grad()
+    def evaluate(self, test: EvalSet, desc: str = "test", keep: str | None = None) -> Evaluation:
+        """The model as it is now on `test`, over every process's share: the accuracy, the calibration of the same
+        logits, and per image what `keep` asks for (scores.KEEP), in the test set's order."""
+        if keep not in KEEP:
+            raise ValueError(f"keep must be one of {KEEP}; got {keep!r}")
         adapted = self.adapted
         adapted.model.eval()
         device = self.precision.device
         correct = torch.zeros((), dtype=torch.int64, device=device)
         total = torch.zeros((), dtype=torch.int64, device=device)
+        calibration = CalibrationAccumulator(device=device)
+        kept, kept_labels = [], []
         with self.precision.autocast():
             text = adapted.text_features(test.prompts)
             for embeddings, labels in self._encoded(test, desc):
-                correct += count_correct(adapted.logits(embeddings, text), labels)
+                logits = adapted.logits(embeddings, text)
+                correct += count_correct(logits, labels)
                 total += labels.numel()
+                calibration.update(logits, labels)
+                if keep == "logits":
+                    kept.append(logits.float())
+                    kept_labels.append(labels)
+                elif keep == "scores":
+                    kept.append(mcm_score(logits))
         correct, total = self.dist.sum_counts(correct, total)
-        return accuracy_percent(correct, total)
+        sums = sum_over_processes(self.dist, calibration.sums)
+        evaluation = Evaluation(accuracy_percent(correct, total), calibration_from_sums(sums),
+                                calibration_sums=sums.tolist())
+        if keep == "logits":
+            evaluation.logits = self._whole(kept, (0, len(test.prompts.prompts)))
+            evaluation.labels = self._whole(kept_labels, (0,), torch.int64)
+            evaluation.scores = mcm_score(evaluation.logits)
+        elif keep == "scores":
+            evaluation.scores = self._whole(kept, (0,))
+        return evaluation
+
+    def _whole(self, parts: list[torch.Tensor], empty: tuple[int, ...], dtype=torch.float32) -> torch.Tensor:
+        """This process's kept rows joined, then every process's in the test set's order."""
+        mine = torch.cat(parts) if parts else torch.zeros(empty, dtype=dtype, device=self.precision.device)
+        return gathered_in_order(self.dist, mine)
 
     def _encoded(self, test: EvalSet, desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(image embeddings, labels) per test batch: from memory when an earlier pass kept them, from the disk
@@ -218,3 +260,12 @@ class Evaluator:
                         path, err)
             path = None
         test.embeddings = {"cached": False, "file": str(path) if path else None}
+
+
+def _stored_evaluation(entry: dict | None) -> Evaluation | None:
+    """A zero-shot store entry as the pass it saves; None when absent or stored without its calibration sums."""
+    sums = entry.get("calibration_sums") if entry is not None else None
+    if sums is None or len(sums) != sums_length(ECE_BINS):
+        return None
+    return Evaluation(entry["zero_shot_acc"], calibration_from_sums(torch.tensor(sums, dtype=torch.float64)),
+                      calibration_sums=list(sums))

@@ -5,14 +5,16 @@ method on a loaded base, fresh or from a saved adapter. The result, an `Adapted`
 the code sees:
 
     the evaluator     text_features, image_embeddings, logits; zero_shot_view (the pretrained base);
-                      tower_is_adapted (may the frozen vision tower's features be reused?)
+                      tower_is_adapted (may the frozen vision tower's features be reused?); interpolated
+                      (the model between the pretrained and the trained one: --interpolate)
     the trainer       fit (the training loop, a fit on frozen features, or nothing); parameter_groups,
                       regularizer, after_optimizer_step (a method's part of the shared step);
                       build_optimizer, build_schedule (from its entry's Optimization); extra_loss (terms
                       on the batch's embeddings, text features and logits), loss_parameters (weights
                       its own logits reach), after_epoch
-    the run's record  fields (trainable and adapter weights, size, effective config); save / merged;
-                      card_snippet (the model card's loading code, where PEFT's cannot load it)
+    the run's record  fields (trainable and adapter weights, size, effective config); protocol (its part
+                      of the protocol card); save / merged; card_snippet (the model card's loading
+                      code, where PEFT's cannot load it)
 
 Defaults here are the plain case (LoRA's): the base's text and image features with the family's
 logits, the shared training loop, no parameter groups, no regulariser; a method overrides what it
@@ -43,6 +45,11 @@ if TYPE_CHECKING:
     from qlora_clip.training.precision import Precision
     from qlora_clip.training.result import TrainResult
     from qlora_clip.training.settings import TrainConfig
+
+
+# Where a method's hyperparameters came from, as its protocol card says (run/card.py; `Adapted.protocol`).
+PUBLISHED_DEFAULTS = "published defaults"
+PUBLISHED_PER_DATASET = "published per-dataset values"
 
 
 @dataclass
@@ -125,6 +132,13 @@ class Adapted:
         """Whether `tower` ('text_model' or 'vision_model') computes with weights the method trained or changed."""
         return False
 
+    def interpolated(self, alpha: float) -> ContextManager:
+        """While open, the model computes between the pretrained (alpha 0: what `zero_shot_view` computes) and the
+        trained model (alpha 1: what it computes now), as WiSE-FT's (1 - alpha) theta_0 + alpha theta_1; the
+        table's `Method.interpolation` says what that is for the method (--interpolate). Refused by default."""
+        raise UserError(f"--interpolate: --mode {self.method.name} has no model between its pretrained and its trained "
+                        "form; leave --interpolate out")
+
     # --- training -------------------------------------------------------------------------------
     def fit(self, inputs: FitInputs) -> TrainResult:
         """Train: by default the shared training loop (trainer.train) on the run's train images."""
@@ -198,6 +212,13 @@ class Adapted:
     def fields(self) -> dict[str, Any]:
         """The method's part of the results line (qlora_clip/run/schema.py names each field)."""
         return {}
+
+    def protocol(self) -> dict[str, str]:
+        """The method's own part of the run's protocol card (run/card.py), beyond what the flags say: where its
+        hyperparameters came from (`hyperparameters`: PUBLISHED_DEFAULTS or PUBLISHED_PER_DATASET; `source`),
+        and the validation data it chose any on itself (`validation`). Most methods: their table entry's defaults,
+        nothing chosen on validation data."""
+        return {"hyperparameters": PUBLISHED_DEFAULTS, "source": self.method.defaults.source}
 
     def save(self, folder: Path) -> None:
         """The method's files (--save_path)."""

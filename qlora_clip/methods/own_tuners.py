@@ -95,6 +95,16 @@ class TunedParameters(Adapted):
     def zero_shot_view(self):
         return swapped(dict(self.model.named_parameters()), self.originals)
 
+    def interpolated(self, alpha: float):
+        """Each tuned tensor at (1 - alpha) x its pretrained value + alpha x its trained one (WiSE-FT), computed in
+        the trained tensor's dtype: exactly the pretrained value at 0 and the trained one at 1."""
+        params = dict(self.model.named_parameters())
+        values = {}
+        for name, original in self.originals.items():
+            trained = params[name].detach()
+            values[name] = ((1 - alpha) * original.to(trained.dtype) + alpha * trained).to(trained.dtype)
+        return swapped(params, values)
+
     def tower_is_adapted(self, tower: str) -> bool:
         return any(tower_of(name) == tower for name in self.originals)
 

@@ -100,6 +100,33 @@ class PeftAdapter(Adapted):
     def zero_shot_view(self) -> ContextManager:
         return self.model.disable_adapter()
 
+    @contextlib.contextmanager
+    def interpolated(self, alpha: float) -> Iterator[None]:
+        """Every adapted layer gives (1 - alpha) x its pretrained output + alpha x its adapted output. A mergeable
+        tuner's adapted layer is the linear map of its merged weight W_1 (LN tuning's, a LayerNorm of its tuned
+        affine), so this is the layer of weights (1 - alpha) W_0 + alpha W_1, WiSE-FT, for every tuner alike and
+        on a 4-bit base too, without merging. Exact at the ends: at 0 the output is the pretrained layer's
+        (`zero_shot_view` computes the same call), at 1 the adapted layer's, bit for bit."""
+        if not self.method.mergeable:
+            raise UserError(f"--interpolate: --mode {self.method.name} does not merge into the weights, so no weights "
+                            "lie between the pretrained and the trained ones; leave --interpolate out")
+
+        def mixed(name: str):
+            def hook(module, args, kwargs, output):
+                return (1 - alpha) * self.pretrained_output(name, module, args, kwargs) + alpha * output
+            return hook
+        handles = [module.register_forward_hook(mixed(name.removeprefix(PEFT_PREFIX)), with_kwargs=True)
+                   for name, module in self.model.named_modules() if isinstance(module, BaseTunerLayer)]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def pretrained_output(self, name: str, layer: BaseTunerLayer, args: tuple, kwargs: dict) -> torch.Tensor:
+        """What the adapted layer `name` (its name in the base model) computes with the adapter off."""
+        return layer.get_base_layer()(*args, **kwargs)
+
     def tower_is_adapted(self, tower: str) -> bool:
         """True when an adapter layer sits in the tower (trained now, or loaded frozen by --eval_only), or when a
         parameter under it trains. Parameter names alone do not tell: VeRA, IA3, OFT or LN tuning name theirs
@@ -238,6 +265,14 @@ class ResidualInit(PeftAdapter):
                    for name in self.originals}
         with self.model.disable_adapter(), swapped(weights, self.originals):
             yield
+
+    def pretrained_output(self, name: str, layer: BaseTunerLayer, args: tuple, kwargs: dict) -> torch.Tensor:
+        """With the pretrained weight in place of the residual the initialisation left, as `zero_shot_view`."""
+        base = layer.get_base_layer()
+        if name not in self.originals:
+            return base(*args, **kwargs)
+        with swapped({"weight": base.weight}, {"weight": self.originals[name]}):
+            return base(*args, **kwargs)
 
     def tower_is_adapted(self, tower: str) -> bool:
         return super().tower_is_adapted(tower) or any(tower_of(name) == tower for name in self.originals)

@@ -158,6 +158,9 @@ class Method:
     # How the training loop trains it: optimizer, schedule, batches, length (training/optimization.py); the
     # defaults of --n_iters and --batch_size. CLIP-LoRA's for every adapter.
     optimization: Optimization = CLIP_LORA_OPTIMIZATION
+    # What --interpolate's alpha means for it, where not the merged weights' interpolation (INTERPOLATES_WEIGHTS); a
+    # method where nothing lies between the pretrained and the trained model refuses the flag (`refuses`).
+    between: str = ""
 
     @property
     def dora(self) -> bool:
@@ -174,6 +177,20 @@ class Method:
     def full_precision_name(self) -> str | None:
         return self.base_method if self.quantized else self.name
 
+    @property
+    def interpolation(self) -> str | None:
+        """What the model at --interpolate's alpha is (docs/evaluation.md); None where the method refuses the flag."""
+        if "interpolate" in self.refuses:
+            return None
+        return self.between or (INTERPOLATES_WEIGHTS if self.mergeable else None)
+
+
+# --interpolate (WiSE-FT, Wortsman et al., CVPR 2022) for a method that merges into the weights.
+INTERPOLATES_WEIGHTS = ("the weights (1 - alpha) W_0 + alpha W_1 of every layer the method changes, W_1 its merged "
+                        "form: each such layer gives (1 - alpha) x its pretrained output + alpha x its adapted output")
+# ... and for a baseline that classifies the frozen features with a head of its own.
+INTERPOLATES_LOGITS = ("the logits (1 - alpha) x zero-shot + alpha x fitted, WiSE-FT's output-space ensemble: for a "
+                       "linear head on the frozen features, its weights interpolated with the zero-shot classifier's")
 
 # The code behind the entries (methods/interface.py): PEFT's tuners, and the methods that add a step of their own.
 PEFT = "qlora_clip.methods.peft_tuners:PeftAdapter"
@@ -235,9 +252,11 @@ BASE_METHODS: tuple[Method, ...] = (
                     "tfinal, deltaT, beta1/2, orth_reg_weight: PEFT's AdaLoraConfig defaults"),
            "Zhang et al., ICLR 2023",
            fields=MappingProxyType({"r": "target_r", "alpha": "lora_alpha", "dropout_rate": "lora_dropout"}),
-           four_bit=True, refuses=MappingProxyType(dict.fromkeys(
+           four_bit=True, refuses=MappingProxyType({**dict.fromkeys(
                ("checkpoint_every", "resume"), "cannot resume: its rank allocator (its importance scores) is not part of the "
-               "training state, so a resumed run would not reproduce the uninterrupted one")),
+               "training state, so a resumed run would not reproduce the uninterrupted one"),
+               "select_on": "prunes its ranks as it trains and saves the last step's rank pattern, which an earlier "
+                            "step's weights do not fit"}),
            ranges=MappingProxyType({
                **LORA_RANGES,
                **dict.fromkeys(("beta1", "beta2"), Range(0, 1, low_open=True, high_open=True, why=(
@@ -362,7 +381,9 @@ BASE_METHODS: tuple[Method, ...] = (
              "router", Defaults(lr=paper.LR, r=32, alpha=1.0, source="r 32, stride_A 1, num_B 2, scaling 1: PEFT's "
                                 "LilyConfig defaults; lr: " + CLIP_LORA),
              "Zhong et al., 2024", {"r": "r", "alpha": "scaling"}, four_bit=True, mergeable=False,
-             rank_bound=LOW_RANK),
+             rank_bound=LOW_RANK,
+             refuses=MappingProxyType({"interpolate": "does not merge into the weights (its B experts are shared "
+                                                      "through a router), so no weights lie between"})),
     # --- the field's 2025 fixed-hyperparameter methods (issue 26; published.py cites their schedules) ----
     Method("clip_svd", "CLIP-SVD", "adapter", "qlora_clip.methods.svd:SingularValues", None,
            "the singular values s of every Linear of the selected layers (q, k, v, o, fc1, fc2), U and V frozen: "
@@ -483,17 +504,24 @@ NOT_FOR_BASELINES = MappingProxyType({
     "loss": "the adapters' training loss", "n_iters": "the adapters' schedule", "batch_size": "the adapters' batch size",
     "gradient_accumulation_steps": "the adapters' batches", "gradient_checkpointing": "the adapters' training step",
     "save_path": "saved adapters", "eval_only": "saved adapters", "checkpoint_every": "training states",
-    "resume": "training states", "merge_export": "merged exports"})
+    "resume": "training states", "merge_export": "merged exports",
+    "select_on": "the adapters' choice of a training step (a baseline searches its own values on the val images)",
+    "select_every": "the adapters' choice of a training step"})
 
 
 def _baseline(name: str, label: str, kind: str, runtime: str, trains: str, published: Mapping[str, Any],
-              unseen_classes: bool, **kw) -> Method:
+              unseen_classes: bool, nothing_between: str = "", **kw) -> Method:
+    """`nothing_between`: why no model lies between the pretrained and the fitted one (it refuses --interpolate);
+    '' for a baseline with a head of its own, whose logits are interpolated (INTERPOLATES_LOGITS)."""
     why = {flag: f"is a baseline with its paper's hyperparameters (docs/baselines.md) and does not use {what}"
            for flag, what in NOT_FOR_BASELINES.items()}
+    if nothing_between:
+        why["interpolate"] = nothing_between
     return Method(name, label, kind, f"qlora_clip.methods.baselines.{runtime}", None, trains,
                   Defaults(lr=None, source=published["source"]), mergeable=False, trains_on="features",
                   refuses=MappingProxyType(why), unseen_classes=unseen_classes,
-                  published=MappingProxyType(dict(published)), **kw)
+                  published=MappingProxyType(dict(published)),
+                  between="" if nothing_between else INTERPOLATES_LOGITS, **kw)
 
 
 def _fitted_on_features(name: str, label: str, kind: str, runtime: str, trains: str, published: Mapping[str, Any],
@@ -508,14 +536,15 @@ def _fitted_on_features(name: str, label: str, kind: str, runtime: str, trains: 
                   Defaults(lr=None, source=published["source"]), paper_ref, mergeable=False, trains_on="features",
                   refuses=MappingProxyType(why), unseen_classes=True, published=MappingProxyType(dict(published)))
 
+ENSEMBLE_NOTHING_BETWEEN = "trains nothing (the pretrained model with other prompts), so nothing lies between"
 
 BASELINES: tuple[Method, ...] = (
     _baseline("zs_ensemble_imagenet", "Zero-shot CLIP, 80 ImageNet prompts", "training-free",
               "zero_shot_ensemble:ImageNetEnsemble", "nothing (averaged text features)", hparams.ZERO_SHOT_ENSEMBLE,
-              unseen_classes=True),
+              unseen_classes=True, nothing_between=ENSEMBLE_NOTHING_BETWEEN),
     _baseline("zs_ensemble_dataset", "Zero-shot CLIP, per-dataset prompts", "training-free",
               "zero_shot_ensemble:DatasetEnsemble", "nothing (averaged text features)", hparams.ZERO_SHOT_ENSEMBLE,
-              unseen_classes=True),
+              unseen_classes=True, nothing_between=ENSEMBLE_NOTHING_BETWEEN),
     _baseline("linear_probe", "Linear probe", "probe", "linear_probe:LinearProbe",
               "a logistic regression on frozen image features", hparams.LINEAR_PROBE, unseen_classes=False),
     _baseline("lp_plus_plus", "LP++", "probe", "lp_plus_plus:LpPlusPlus",
@@ -527,7 +556,8 @@ BASELINES: tuple[Method, ...] = (
     _baseline("clip_adapter", "CLIP-Adapter", "adapter", "clip_adapter:ClipAdapter",
               "a residual MLP on the image features", hparams.CLIP_ADAPTER, unseen_classes=True),
     _baseline("coop", "CoOp", "prompt", "coop:CoOp", "16 context vectors in the text tower's input", hparams.COOP,
-              unseen_classes=True, families=("clip",),
+              unseen_classes=True, nothing_between="learns its context from a random start, not from the pretrained "
+              "prompt, so no model lies between (its prompts stay as they are)", families=("clip",),
               families_why="its prompts are CLIP's token layout, start token, context, class name, end-of-text "
                            "token where the causal tower pools"),
     # --- the field's 2025 fixed-hyperparameter methods fitted on frozen features (issue 26) ---------

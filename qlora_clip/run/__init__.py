@@ -8,4 +8,5 @@
     export.py         --merge_export: a plain model with the adapter merged in
     modelcard.py      model cards of saved adapters and merged exports
     tracking.py       --report_to: TensorBoard and W&B
+    card.py           the protocol card: where a run's hyperparameters came from, how its model was chosen
 """

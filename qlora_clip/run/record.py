@@ -77,10 +77,12 @@ def draw_fields(data: FewShotDataset) -> dict:
     return schema.fields(split_file=data.split_file) if data.split_file is not None else {}
 
 
-def finish(spec: RunSpec, adapted: Adapted, record: dict, tracker: Tracker, template: str) -> dict:
-    """Write the outputs, append the line (the outputs' failures recorded, never losing it), report it to the
-    tracking backends; raise UserError naming what failed after the line is safe."""
-    errors = write_outputs(spec, adapted, record, template)
+def finish(spec: RunSpec, adapted: Adapted, record: dict, tracker: Tracker, template: str,
+           failed: list[str] = ()) -> dict:
+    """Write the outputs, append the line (the outputs' failures recorded, never losing it), report; raise
+    UserError naming what failed after the line is safe (`failed`: outputs the run wrote before, e.g.
+    --save_predictions's file)."""
+    errors = list(failed) + write_outputs(spec, adapted, record, template)
     schema.check(record)
     append_jsonl(spec.outputs.results_file, record)
     errors += attempt(f"--report_to {' '.join(spec.tracking.backends)}", "could not report the results",

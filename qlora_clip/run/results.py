@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from qlora_clip.errors import UserError
 from qlora_clip.methods.table import resolve_flags
-from qlora_clip.run.settings import BOOKKEEPING_FLAGS
+from qlora_clip.run.settings import BOOKKEEPING_FLAGS, UNKEYED_DEFAULTS
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +200,9 @@ def comparable_config(config: Mapping[str, Any], defaults: Mapping[str, Any]) ->
     if merged.get("dataset") == "folder":
         kept["root_path"] = str(Path(str(merged.get("root_path", ""))).expanduser().resolve())
     # JSON round trip, so a config from a fresh Namespace compares equal to the same one read back.
-    return json.loads(json.dumps(kept, sort_keys=True))
+    kept = json.loads(json.dumps(kept, sort_keys=True))
+    unkeyed = json.loads(json.dumps(UNKEYED_DEFAULTS))
+    return {k: v for k, v in kept.items() if k not in unkeyed or v != unkeyed[k]}
 
 
 def recorded_configs(path: str | os.PathLike, defaults: Mapping[str, Any]) -> tuple[list[dict], list[Problem]]:

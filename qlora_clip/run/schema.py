@@ -52,6 +52,10 @@ CONDITIONS: dict[str, tuple[str, Callable[[dict], bool]]] = {
                     lambda record: record.get("protocol") == "base2new"
                     or bool(record.get("config", {}).get("eval_datasets"))),
     "split_file": ("with `--split_file`", lambda record: bool(record.get("config", {}).get("split_file"))),
+    "ood_datasets": ("with `--ood_datasets`", lambda record: bool(record.get("config", {}).get("ood_datasets"))),
+    "interpolate": ("with `--interpolate`", lambda record: bool(record.get("config", {}).get("interpolate"))),
+    "save_predictions": ("with `--save_predictions`",
+                         lambda record: bool(record.get("config", {}).get("save_predictions"))),
 }
 
 def _trains_on(record: dict) -> str | None:
@@ -77,11 +81,11 @@ SCHEMA: tuple[Field, ...] = (
     # --- accuracy ------------------------------------------------------------------------------
     Field("zero_shot_acc", float, "top-1 accuracy (%) of the frozen base (adapters off) on the run's test set, "
                                   "measured before training"),
-    Field("zero_shot_cached", bool, "whether `zero_shot_acc` was read from the zero-shot store, where an earlier "
-                                    "run on the same base, test set, prompts and precision put it (docs/protocol.md, "
-                                    "\"Evaluation\"), instead of computed"),
-    Field("test_acc", float, "top-1 accuracy (%) on the full test set after the last training step "
-                             "(no model selection)"),
+    Field("zero_shot_cached", bool, "whether `zero_shot_acc` (and its calibration) was read from the zero-shot "
+                                    "store, where an earlier run on the same base, test set, prompts and precision "
+                                    "put it (docs/protocol.md, \"Evaluation\"), instead of computed"),
+    Field("test_acc", float, "top-1 accuracy (%) on the full test set of the reported model: the last training "
+                             "step's, or with `--select_on val` the step `protocol_card` names"),
     Field("base_acc", float, "base classes' test accuracy (%) against the base class names; equals `test_acc`",
           when="base2new"),
     Field("new_acc", float, "new classes' test accuracy (%) against the new class names only", when="base2new"),
@@ -91,6 +95,36 @@ SCHEMA: tuple[Field, ...] = (
     Field("zero_shot_hm_acc", float, "harmonic mean of the two zero-shot accuracies", when="base2new"),
     Field("eval_datasets", dict, "per `--eval_datasets` target: `{test_acc, zero_shot_acc}` on its full test set "
                                  "with its own class names", when="eval_datasets"),
+    # --- beyond the accuracy (docs/evaluation.md) ---------------------------------------------------
+    Field("zero_shot_ece", float, "expected calibration error (%) of the zero-shot model on the test set: top label, "
+                                  "15 equal-width bins, from the logits `zero_shot_acc` counts (read from the "
+                                  "zero-shot store with it where `zero_shot_cached`)"),
+    Field("zero_shot_nll", float, "mean negative log-likelihood of the label (nats), zero-shot"),
+    Field("zero_shot_brier", float, "Brier score, zero-shot: mean over images of the sum over classes of "
+                                    "(p - one-hot)^2, in [0, 2]"),
+    Field("test_ece", float, "expected calibration error (%) of the reported model, from the logits `test_acc` "
+                             "counts"),
+    Field("test_nll", float, "mean negative log-likelihood of the label (nats), the reported model"),
+    Field("test_brier", float, "Brier score of the reported model"),
+    Field("reliability", dict, "the reliability diagram's numbers, `{zero_shot, test}`: per confidence bin "
+                               "`bin_counts`, `bin_accuracy`, `bin_confidence` (fractions; null for an empty bin), "
+                               "and the mean `confidence`"),
+    Field("ood", dict, "per `--ood_datasets` set (its name or path): `images`, and MCM's `auroc` and `fpr95` "
+                       "(%, FPR at 95 % TPR) of the reported model against the test images, `zero_shot_auroc` and "
+                       "`zero_shot_fpr95` of the zero-shot model", when="ood_datasets"),
+    Field("interpolation", list, "per `--interpolate` alpha, in order: `{alpha, test_acc, test_ece, test_nll, "
+                                 "test_brier}`, with `eval_datasets` (target -> accuracy %) and `ood` (set -> "
+                                 "`{auroc, fpr95}`) where the run has them; alpha 0 is the zero-shot model, 1 the "
+                                 "reported one", when="interpolate"),
+    Field("predictions_file", str, "the safetensors file of the test set's logits and labels, zero-shot and "
+                                   "trained (`--save_predictions`); null when it could not be written",
+          nullable=True, when="save_predictions"),
+    Field("protocol_card", dict, "under which protocol the numbers were chosen: `hyperparameters` (published "
+                                 "defaults, published per-dataset values, or flags changed from the defaults: "
+                                 "`changed_flags`), `defaults_source`, `selection` (last step, or best val accuracy "
+                                 "every `select_every` steps) with `selected_step`, `validation` (the validation data "
+                                 "it saw), `test_set_used_to_choose` (always false) and `label`, the short form tables "
+                                 "group by"),
     Field("baseline_params", dict, "the baseline's hyperparameters as it ran: its paper's values with their "
                                    "`source`, and what it searched on the val images (e.g. the probe's `C`, "
                                    "Tip-Adapter's `alpha` and `beta`, a zero-shot ensemble's `template_set`)",

@@ -12,7 +12,7 @@ from pathlib import Path
 from qlora_clip.backbones.settings import ModelConfig
 from qlora_clip.data.settings import DataConfig
 from qlora_clip.evaluation.settings import EvalConfig
-from qlora_clip.flags import BOOKKEEPING, RUN, defaults, flag, roles
+from qlora_clip.flags import BOOKKEEPING, RUN, defaults, flag, roles, unkeyed_defaults
 from qlora_clip.methods.settings import AdapterConfig
 from qlora_clip.run.tracking import TrackingConfig
 from qlora_clip.training.settings import ComputeConfig, TrainConfig
@@ -56,6 +56,9 @@ BOOKKEEPING_FLAGS = frozenset(name for name, role in ROLES.items() if role == BO
 # Flags that change what a run evaluates or how it computes, not the adapter it trains (flags.RUN): an adapter
 # trained without --eval_datasets is the one a later --eval_only --eval_datasets ... evaluates.
 NOT_IN_ADAPTER = frozenset(name for name, role in ROLES.items() if role == RUN)
+# Flags that are part of an identity only away from their default (flags.flag's keyed_at_default=False): runs
+# recorded before they existed, and runs that leave them alone, keep their keys.
+UNKEYED_DEFAULTS = unkeyed_defaults(SETTINGS)
 
 
 def flag_defaults() -> dict:

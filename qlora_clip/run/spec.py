@@ -8,6 +8,7 @@ that plans it, `--resume`, `--eval_only` and the tracking backends all spell it 
     subdir           ViT-B-16/dtd/4shots/seed1/qlora          (adapters, training states, sweep logs)
                      ViT-B-16/dtd/base2new/16shots/seed1/lora-r4-lr0.001-5c0e1f   (other settings)
     subset_path      <results folder>/subsets/dtd_4shots_seed1.json               (the few-shot draw)
+    predictions_path <results folder>/predictions/<subdir>.safetensors            (--save_predictions)
     key              a digest of `identity`: equal exactly when two runs compute the same thing
 
 `identity` is results.comparable_config of the flags: what the run computes, with bookkeeping
@@ -219,6 +220,12 @@ class RunSpec:
         published = f"_split-{_digest([split, self.flags.get(SPLIT_FILE_DIGEST)], 8)}" if split else ""
         name = f"{self.dataset_tag}{protocol}_{self.shots}shots_seed{self.seed}{published}.json"
         return self.outputs.results_file.parent / "subsets" / name
+
+    @property
+    def predictions_path(self) -> Path:
+        """<results folder>/predictions/<subdir>.safetensors: the test set's logits and labels, zero-shot and trained
+        (--save_predictions), beside the results line and named as the run's other files."""
+        return self.outputs.results_file.parent / "predictions" / self.subdir.with_name(self.subdir.name + ".safetensors")
 
     def log_file(self, log_dir: str | os.PathLike) -> Path:
         """LOG_DIR/<subdir>.log: the sweep's log of this run."""

@@ -23,7 +23,7 @@ from qlora_clip.evaluation.metrics import accuracy_percent, count_correct
 from qlora_clip.methods.baselines.features import FeatureBank
 from qlora_clip.methods.baselines.text import prompt_features
 from qlora_clip.methods.baselines.views import ViewSet
-from qlora_clip.methods.interface import Adapted, FitInputs
+from qlora_clip.methods.interface import PUBLISHED_PER_DATASET, Adapted, FitInputs
 from qlora_clip.methods.settings import AdapterConfig
 from qlora_clip.training.memory import PeakMemory
 from qlora_clip.training.precision import Precision
@@ -110,6 +110,8 @@ class FeatureBaseline(Adapted):
         self.fitted: Fitted | None = None
         self.features: dict = {}
         self._zero_shot = False
+        self._alpha: float | None = None  # --interpolate's, while `interpolated` is open
+        self._searched_on_val = False
 
     # --- evaluation -----------------------------------------------------------------------------
     def text_features(self, prompts: ClassPrompts) -> torch.Tensor:
@@ -120,7 +122,24 @@ class FeatureBaseline(Adapted):
     def logits(self, embeddings: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         if self._zero_shot or self.fitted is None:
             return super().logits(embeddings, text)
-        return self.fitted.predict(embeddings.float(), text.float())
+        fitted = self.fitted.predict(embeddings.float(), text.float())
+        if self._alpha is None:
+            return fitted
+        # Exact at the ends: 1 x zero-shot + 0 x fitted is the zero-shot logits, 0 x zero-shot + 1 x fitted the fitted.
+        return (1 - self._alpha) * super().logits(embeddings, text).float() + self._alpha * fitted
+
+    @contextlib.contextmanager
+    def interpolated(self, alpha: float) -> Iterator[None]:
+        """The logits (1 - alpha) x zero-shot + alpha x fitted (the table's INTERPOLATES_LOGITS): both classify the
+        same frozen features, with the run's prompts' text features."""
+        if self.fitted is not None and self.fitted.text is not None:
+            raise UserError(f"--interpolate: --mode {self.method.name} classifies with text features of its own, so "
+                            "its logits and the zero-shot ones do not share a classifier to interpolate")
+        self._alpha = alpha
+        try:
+            yield
+        finally:
+            self._alpha = None
 
     def zero_shot_view(self) -> ContextManager:
         return self._zero_shot_only()
@@ -139,6 +158,7 @@ class FeatureBaseline(Adapted):
         its training's (`train_seconds`, `peak_memory_mb`), the features' in `baseline_features`."""
         data, bank, precision = inputs.data, inputs.features(), inputs.precision
         needs = self.baseline.needs(data.name, data.shots)
+        self._searched_on_val = needs.val
         if needs.val and not data.val:
             raise UserError(f"--mode {self.method.name} searches its hyperparameters on the val images, and this "
                             f"draw of --dataset {data.name} has none")
@@ -165,6 +185,18 @@ class FeatureBaseline(Adapted):
                            peak_memory=memory.read())
 
     # --- the record -----------------------------------------------------------------------------
+    def protocol(self) -> dict[str, str]:
+        """Its paper's values (per dataset where its paper has a table of them), and the val images where it
+        searched some of them (the search is its paper's)."""
+        params = self.fitted.params if self.fitted else {}
+        card = super().protocol()
+        if "config_of" in params:  # its paper's table of per-dataset values (Tip-Adapter's configs/<dataset>.yaml)
+            card["hyperparameters"] = PUBLISHED_PER_DATASET
+            card["source"] += f"; the values of {params['config_of']}"
+        if self._searched_on_val:
+            card["validation"] = "its paper's search of some hyperparameters on the few-shot val images"
+        return card
+
     def trainable_parameters(self) -> int:
         return self.fitted.trainable_params if self.fitted else 0
 
