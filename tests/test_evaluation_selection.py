@@ -126,11 +126,14 @@ def test_the_best_val_accuracy_wins_ties_go_to_the_lower_nll_then_the_earlier_st
 def test_checks_every_n_steps_and_after_the_last():
     selection, _ = fake_run([10.0, 20.0, 30.0], [1.0, 1.0, 1.0], every=4)
     assert [check.step for check in selection.checks] == [4, 8, 12]
-    assert select_every(EvalConfig(select_on="val"), 95) == 10  # 10 checks over the run by default
-    assert select_every(EvalConfig(select_on="val", select_every=7), 95) == 7
+    assert select_every(0, 95) == 10  # 10 checks over the run by default
+    assert select_every(7, 95) == 7
 
 
-def test_the_last_step_selection_does_nothing():
+def test_the_last_step_selection_checks_nothing_and_reports_the_loops_last_step():
     selection = ModelSelection("last", 12)
-    assert selection.callbacks(SimpleNamespace(model=None)) == []
-    assert selection.card() == {"selection": "last step", "selected_step": 12}
+    [on_step] = selection.callbacks(SimpleNamespace(model=None))
+    # A recipe that counts epochs (the prompt learners') takes other steps than n_iters x shots: the loop's count wins.
+    on_step(SimpleNamespace(step=1, total_steps=30))
+    assert selection.checks == []
+    assert selection.card() == {"selection": "last step", "selected_step": 30}

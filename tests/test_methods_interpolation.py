@@ -54,8 +54,8 @@ def logits(adapted: Adapted, images: torch.Tensor, prompts: ClassPrompts) -> tor
 
 # One of each kind: LoRA; DoRA (its magnitude vector makes it no scaled LoRA); PiSSA (the base itself rewritten);
 # IA3 and OFT (PEFT tuners of other forms: a scaling vector, a rotation); BitFit and full fine-tuning (our own
-# tuners: parameters of the base); QLoRA (the 4-bit base).
-KINDS = ["lora", "dora", "pissa", "ia3", "oft", "bitfit", "full", "qlora"]
+# tuners: parameters of the base); QLoRA (the 4-bit base); CLIP-SVD (the singular values of the base's weights).
+KINDS = ["lora", "dora", "pissa", "ia3", "oft", "bitfit", "full", "qlora", "clip_svd"]
 
 
 @pytest.mark.parametrize("mode", KINDS)

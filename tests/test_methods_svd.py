@@ -137,3 +137,27 @@ def test_its_card_loads_it_with_our_loader_and_gives_our_logits(base2new, color_
     adapted = load_adapted(spec.backbone, spec.adapter, CPU, torch.float32, saved=folder)
     prompts = ClassPrompts(adapted.bundle.tokenizer, [f"a photo of a {name}." for name in classnames], CPU)
     torch.testing.assert_close(plain["logits"], our_logits(adapted, plain["inputs"]["pixel_values"], prompts))
+
+
+def test_interpolation_holds_the_interpolated_weights_and_puts_the_trained_values_back():
+    """--interpolate: W is linear in s, so s0 + alpha (s - s0) gives (1 - alpha) W_0 + alpha W_1 in every layer;
+    alpha 0 is the base bit for bit, and leaving the context restores the trained s."""
+    spec = run_spec(parse_args(["--backbone", "tiny", "--mode", "clip_svd", "--device", "cpu"]))
+    adapted = load_adapted(spec.backbone, spec.adapter, CPU, torch.float32)
+    shifts = adapted.shifts()
+    with torch.no_grad():
+        for shift in shifts.values():
+            shift.s.add_(0.1 * torch.randn(shift.s.shape, generator=torch.Generator().manual_seed(2)))
+    name = next(iter(shifts))
+    layer = adapted.model.get_submodule(name)
+    trained = {k: v.s.detach().clone() for k, v in shifts.items()}
+    w1 = layer.weight.detach().clone()
+    with adapted.zero_shot_view():
+        w0 = layer.weight.detach().clone()
+    with adapted.interpolated(0.0):
+        assert torch.equal(layer.weight, w0)
+    with adapted.interpolated(0.25):
+        torch.testing.assert_close(layer.weight, 0.75 * w0 + 0.25 * w1, atol=1e-6, rtol=1e-5)
+    with adapted.interpolated(1.0):
+        assert torch.equal(layer.weight, w1)
+    assert all(torch.equal(shifts[k].s, v) for k, v in trained.items())

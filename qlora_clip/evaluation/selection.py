@@ -37,9 +37,9 @@ def check_val_images(settings: EvalConfig, val_images: int, dataset: str) -> Non
                         "--select_on last")
 
 
-def select_every(settings: EvalConfig, total_steps: int) -> int:
-    """Steps between val checks: --select_every, or SELECTION_CHECKS checks spread over the run."""
-    return settings.select_every or max(1, math.ceil(total_steps / SELECTION_CHECKS))
+def select_every(given: int, total_steps: int) -> int:
+    """Steps between val checks: --select_every (`given`), or SELECTION_CHECKS checks spread over the run."""
+    return given or max(1, math.ceil(total_steps / SELECTION_CHECKS))
 
 
 @dataclass
@@ -74,14 +74,17 @@ class ModelSelection:
                 built.append(val_set())
             evaluator.accuracy(built[0], desc="val")
             return built[0].last
-        return cls(settings.select_on, total_steps, select_every(settings, total_steps), val_images, evaluate)
+        return cls(settings.select_on, total_steps, settings.select_every or None, val_images, evaluate)
 
     def callbacks(self, adapted) -> list[Callable[[StepRecord], None]]:
-        """What the training loop calls after every step: a val check where one is due."""
-        if self.evaluate is None:
-            return []
-
+        """What the training loop calls after every step: the run's step count as the loop counts it (a method's
+        recipe may count epochs: the prompt learners'), and a val check where one is due."""
         def on_step(record: StepRecord) -> None:
+            self.total_steps = record.total_steps
+            if self.evaluate is None:
+                return
+            if self.every is None:  # spread over the steps the loop takes
+                self.every = select_every(0, record.total_steps)
             if record.step % self.every and record.step != record.total_steps:
                 return
             evaluation = self.evaluate()

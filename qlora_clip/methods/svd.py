@@ -134,6 +134,23 @@ class SingularValues(Adapted):
             for shift in shifts:
                 shift.active = True
 
+    @contextlib.contextmanager
+    def interpolated(self, alpha: float) -> Iterator[None]:
+        """The weights (1 - alpha) W_0 + alpha W_1 (--interpolate): W is linear in s, so they are the weights of the
+        singular values s0 + alpha (s - s0); exact at 0 (s0: the base) and 1 (s, untouched)."""
+        shifts = list(self.shifts().values())
+        trained = [shift.s.detach().clone() for shift in shifts]
+        with torch.no_grad():
+            for shift, s in zip(shifts, trained):
+                if alpha != 1:
+                    shift.s.copy_(shift.s0 + alpha * (s - shift.s0))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for shift, s in zip(shifts, trained):
+                    shift.s.copy_(s)
+
     def tower_is_adapted(self, tower: str) -> bool:
         return any(tower_of(name) == tower for name in self.targets)
 

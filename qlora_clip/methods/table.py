@@ -411,7 +411,11 @@ BASE_METHODS: tuple[Method, ...] = (
                          "and --position still choose the layers)",
                **dict.fromkeys(("checkpoint_every", "resume"), "cannot resume: its two stages build their own "
                                "optimizers and its classifier is not part of the training state, so a resumed run "
-                               "could not continue across the switch")}),
+                               "could not continue across the switch"),
+               "select_on": "trains in two stages whose second replaces the text head with a classifier outside the "
+                            "model: a step of stage 1 has no classifier to report",
+               "interpolate": "replaces the zero-shot text head with a classifier of its own, so no model lies "
+                              "between the pretrained and the trained one"}),
            published=MappingProxyType(leaders.TWO_STAGE)),
 )
 
@@ -419,6 +423,10 @@ BASE_METHODS: tuple[Method, ...] = (
 # recipe; a 4-bit entry each (the tokens stay in float32). methods/prompts/ holds their code.
 PROMPT_REFUSES = {flag: "places its learned tokens where its paper does, not adapters on projections (--peft_args "
                         "sets its own settings)" for flag in ("encoder", "position", "params")}
+# A prompt is a token the towers read, not a change of their weights: nothing is defined between the base without the
+# tokens and the base with them (a scaled token is no model its paper trains), so --interpolate is refused.
+PROMPT_REFUSES["interpolate"] = ("adds learned tokens to the towers' inputs and changes no weight, so no model lies "
+                                 "between the base without them and with them")
 COCOOP = "KaiyangZhou/CoOp@ff61507 "
 KGCOOP = "htyao89/KgCoOp@c43ccc3 KgCoOp/"
 MAPLE = "muzairkhattak/multimodal-prompt-learning@69bce21 "
@@ -468,7 +476,9 @@ PROMPT_LEARNERS: tuple[Method, ...] = (
              "image_loss_weight": 10.0},
             refuses=dict.fromkeys(("checkpoint_every", "resume"), "cannot resume: its running Gaussian-weighted sum of "
                                   "the prompts over epochs is not part of the training state, so a resumed run would "
-                                  "not reproduce the uninterrupted one")),
+                                  "not reproduce the uninterrupted one") | {
+                "select_on": "reports the Gaussian-weighted average of its prompts over the epochs, not the prompts of "
+                             "one step, so there is no step to choose"}),
 )
 BASE_METHODS = BASE_METHODS + PROMPT_LEARNERS
 
@@ -532,6 +542,8 @@ def _fitted_on_features(name: str, label: str, kind: str, runtime: str, trains: 
     why = {flag: f"is fitted on frozen features with its paper's hyperparameters (docs/methods.md) and does not use "
                  f"{what}" for flag, what in NOT_FOR_BASELINES.items() if flag not in ("save_path", "eval_only")}
     why["merge_export"] = "keeps its fit beside the base (a classifier over frozen features), not in its weights"
+    why["interpolate"] = ("classifies with class features of its own, so its logits and the zero-shot ones share no "
+                          "classifier to interpolate")
     return Method(name, label, kind, f"qlora_clip.methods.baselines.{runtime}", None, trains,
                   Defaults(lr=None, source=published["source"]), paper_ref, mergeable=False, trains_on="features",
                   refuses=MappingProxyType(why), unseen_classes=True, published=MappingProxyType(dict(published)))
