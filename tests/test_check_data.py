@@ -54,11 +54,11 @@ def test_missing_and_corrupt_images_are_listed_and_fail_the_check(tmp_path, monk
     assert not report.ok
     assert sorted(report.missing) == sorted(map(str, missing))
     assert sorted(path for path, _ in report.corrupt) == sorted([str(truncated), str(garbage)])
-    assert report.counts == {"classes": 3, "train": 18, "val": 9, "test": 6}  # what the split lists
+    assert report.counts == {"classes": 4, "train": 24, "val": 12, "test": 8}  # what the split lists
 
     assert check_data.main(["--root_path", str(tmp_path), "--dataset", "dtd", "--examples", "1"]) == 1
     out = capsys.readouterr().out
-    assert re.search(r"^dtd\s+missing images\s+3\s+18\s+9\s+6\s+2\s+2$", out, re.M), out
+    assert re.search(r"^dtd\s+missing images\s+4\s+24\s+12\s+8\s+2\s+2$", out, re.M), out
     assert "dtd: 2 listed image(s) missing, e.g." in out
     assert "dtd: 2 image(s) do not decode, e.g." in out
     listed = [line.strip().split("  (")[0] for line in out.splitlines() if line.startswith("  ")]
@@ -83,7 +83,7 @@ def test_absent_dataset_unreadable_split_and_wrong_counts_each_fail(tmp_path, ca
     assert code == 1
     rows = {line.split()[0]: line for line in out.splitlines()[2:5]}
     assert rows["dtd"].split()[1:3] == ["wrong", "counts"]
-    assert "18 (expected 2,820)" in rows["dtd"]
+    assert "24 (expected 2,820)" in rows["dtd"]
     assert rows["caltech101"].split()[1:3] == ["bad", "split"]
     assert rows["eurosat"].split()[1:3] == ["not", "found"]
     assert f"{caltech.split_file}: not a readable split json" in out

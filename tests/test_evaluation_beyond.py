@@ -79,7 +79,7 @@ def test_the_line_has_the_declared_fields_of_each_flag(run):
     for figures in record["ood"].values():
         for name in ("auroc", "fpr95", "zero_shot_auroc", "zero_shot_fpr95"):
             assert 0 <= figures[name] <= 100
-    assert sum(record["reliability"]["test"]["bin_counts"]) == 6  # the dtd tree's 3 x 2 test images
+    assert sum(record["reliability"]["test"]["bin_counts"]) == 8  # the dtd tree's 4 x 2 test images
 
 
 def test_the_protocol_card_says_where_the_numbers_came_from(run):
@@ -98,7 +98,7 @@ def test_each_extra_figure_costs_no_pass_and_each_extra_set_one_pass_per_model(r
     predictions; each OOD set and target: one pass per model (zero-shot, trained, each alpha)."""
     _, passes, encoded, folder = run
     models = 2 + len(ALPHAS)
-    sizes = {"dtd": 6, "eurosat": 6, "ood_textures": 3, folder: 4}
+    sizes = {"dtd": 8, "eurosat": 8, "ood_textures": 3, folder: 4}  # the trees: 4 classes x 2
     assert passes == {name: models for name in sizes}
     assert encoded == {name: models * size for name, size in sizes.items()}
 
@@ -107,8 +107,8 @@ def test_the_predictions_file_reproduces_the_lines_accuracy_and_calibration(run)
     record = run[0]
     predictions = read_predictions(record["predictions_file"])
     labels = predictions.labels
-    assert predictions.test_logits.shape == predictions.zero_shot_logits.shape == (6, 3)
-    assert len(predictions.sources) == 6
+    assert predictions.test_logits.shape == predictions.zero_shot_logits.shape == (8, 4)
+    assert len(predictions.sources) == 8
     assert predictions.classnames == json.loads(Path(record["subset_file"]).read_text())["classnames"]
     for logits, prefix, accuracy in ((predictions.test_logits, "test", record["test_acc"]),
                                      (predictions.zero_shot_logits, "zero_shot", record["zero_shot_acc"])):

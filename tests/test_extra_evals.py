@@ -43,11 +43,11 @@ def test_adapter_is_evaluated_on_each_target_with_its_own_classes(data_root, tmp
     save = ["--save_path", str(tmp_path / "ckpt"), "--n_iters", "2"]
     record = main.main(argv(data_root, tmp_path, *save))
 
-    dtd_test = 3 * trees.PER_CLASS["test"]
-    eurosat_test = 3 * trees.PER_CLASS["test"]
+    dtd_test = 4 * trees.PER_CLASS["test"]  # the miniature trees have 4 classes (base-to-novel needs 2 + 2)
+    eurosat_test = 4 * trees.PER_CLASS["test"]
     imagenet_a_test = 4 * trees.VARIANT_IMAGES
-    assert seen == [("dtd", 3, dtd_test), ("dtd", 3, dtd_test),                       # zero-shot, then trained
-                    ("eurosat", 3, eurosat_test), ("eurosat", 3, eurosat_test),
+    assert seen == [("dtd", 4, dtd_test), ("dtd", 4, dtd_test),                       # zero-shot, then trained
+                    ("eurosat", 4, eurosat_test), ("eurosat", 4, eurosat_test),
                     ("imagenet_a", 4, imagenet_a_test), ("imagenet_a", 4, imagenet_a_test)]
     assert record["protocol"] == "fewshot"
     assert list(record["eval_datasets"]) == ["eurosat", "imagenet_a"]

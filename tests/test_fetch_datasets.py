@@ -51,7 +51,7 @@ def test_one_command_fetches_lays_out_and_checks_a_tar_gz_a_zip_and_a_zip_holdin
     root = tmp_path / "DATA"
     assert download(root, "dtd", "eurosat", "caltech101") == 0
     table = rows(capsys.readouterr().out)
-    assert [table[name][:6] for name in ("dtd", "eurosat", "caltech101")] == [[name, "ok", "3", "18", "9", "6"] for
+    assert [table[name][:6] for name in ("dtd", "eurosat", "caltech101")] == [[name, "ok", "4", "24", "12", "8"] for
                                                                                name in ("dtd", "eurosat", "caltech101")]
     # CoOp's layout, exactly what the loaders read; the archives are gone once unpacked.
     assert (root / "dtd/images/banded").is_dir()

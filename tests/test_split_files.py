@@ -165,9 +165,9 @@ def test_a_2sfs_file_gives_exactly_its_images_with_the_datasets_labels_and_names
 
 
 @pytest.mark.parametrize("damage, says", [
-    ("label", r"entry 0 gives .* label 0, the dataset's split gives 2"),
+    ("label", r"entry 0 gives .* label 0, the dataset's split gives 3"),
     ("val image in train", r"train list: entry 0 names .*, which is not an image of the dataset's split"),
-    ("class missing", r"no train image of 1 of the dataset's 3 classes \('banded'\)"),
+    ("class missing", r"no train image of 1 of the dataset's 4 classes \('banded'\)"),
     ("other shots", r"the file is the 2-shot draw of seed 3, .*give --shots 2"),
     ("other seed", r"the file is the 2-shot draw of seed 3, .*give --seed 3"),
     ("fewer per class", r"its largest class has 1 train image\(s\), so it is a 1-shot draw; give --shots 1"),
@@ -223,7 +223,7 @@ def test_without_a_val_list_val_is_drawn_as_our_own_or_from_the_unlisted_train_i
     data = build_dataset("imagenet", imagenet.root, shots=2, seed=1, split_file=pickle_path)
     assert relative(data.train, imagenet.image_dir.parent) == [
         (path.split("/images/", 1)[1], label) for path, label, _ in listed]
-    assert sorted(item.label for item in data.val) == [0, 0, 1, 1, 2, 2]
+    assert sorted(item.label for item in data.val) == [0, 0, 1, 1, 2, 2, 3, 3]
     assert not {item.source for item in data.val} & {item.source for item in data.train}
     assert data.split_file["format"] == "dassl"
     assert data.split_file["val"] == VAL_FROM_TRAIN
