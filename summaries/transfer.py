@@ -41,13 +41,13 @@ def transfer_rows(records: list[dict], shows: Callable[[str], bool], seeds: tupl
         targets = {name: accs for name, accs in r["eval_datasets"].items() if shows(name)}
         if not targets:
             continue
-        for key, field in (((r["zero_shot_method"], r["dataset_label"], 0), "zero_shot_acc"),
-                           ((r["method"], r["dataset_label"], r["shots"]), "test_acc")):
-            if r.get(field) is not None:
-                groups[key][r["dataset_label"]][r["seed"]] = r[field]
+        for key, name_of_acc in (((r["zero_shot_method"], r["dataset_label"], 0), "zero_shot_acc"),
+                                 ((r["method"], r["dataset_label"], r["shots"]), "test_acc")):
+            if r.get(name_of_acc) is not None:
+                groups[key][r["dataset_label"]][r["seed"]] = r[name_of_acc]
             for name, accs in targets.items():
-                if accs.get(field) is not None:
-                    groups[key][name][r["seed"]] = accs[field]
+                if accs.get(name_of_acc) is not None:
+                    groups[key][name][r["seed"]] = accs[name_of_acc]
         for name, accs in targets.items():
             if accs.get("test_acc") is not None and accs.get("zero_shot_acc") is not None:
                 changes[(r["method"], r["dataset_label"], r["shots"])][name][r["seed"]] = (accs["test_acc"]

@@ -11,7 +11,6 @@ import torch
 
 import main
 from qlora_clip.evaluation.selection import ModelSelection, select_every
-from qlora_clip.evaluation.settings import EvalConfig
 from qlora_clip.training.result import StepRecord
 
 

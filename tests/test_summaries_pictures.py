@@ -6,7 +6,7 @@ import csv
 
 import pytest
 from PIL import Image
-from summary_results import fewshot_record, section, summarize, table_row
+from summary_results import fewshot_record, summarize, table_row
 
 from qlora_clip.run.results import append_jsonl
 from summaries.cards import NO_CARD, card_label, folder_name

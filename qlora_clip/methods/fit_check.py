@@ -29,7 +29,6 @@ from qlora_clip.errors import UserError
 from qlora_clip.methods.interface import runtime_class
 from qlora_clip.methods.refusals import refusal
 from qlora_clip.methods.settings import AdapterConfig
-from qlora_clip.methods.table import RANK_RULES
 
 log = logging.getLogger(__name__)
 

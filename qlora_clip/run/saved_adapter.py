@@ -9,7 +9,6 @@ method, data, shots and seed that do exist, with the flags they differ in.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
