@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from qlora_clip.methods.table import METHODS
 from qlora_clip.run.results import format_seconds
 from summaries.cells import DRAWN_NOTE, Average, Cell, fewest_drawn, row_average
 from summaries.output import csv_number, markdown_table, write_csv
@@ -27,6 +28,7 @@ from summaries.records import (DEVICES_NOTE, by_backbone, device_names, devices_
 @dataclass
 class MethodRow:
     method: str
+    kind: str  # the table entry's: adapter, prompt, probe, training-free
     trainable_params: int | None
     adapter_mb: float | None
     footprint_mb: float | None
@@ -73,6 +75,7 @@ def _accuracy(runs: list[dict], field: str, datasets: list[str], seeds: tuple[in
 # Column -> (header, the row's value to sort by, True when smaller is better).
 COLUMNS: dict[str, tuple[str, Callable[[MethodRow], float | None], bool]] = {
     "method": ("Method", lambda row: None, True),
+    "kind": ("Kind", lambda row: None, True),
     "trainable_params": ("Trainable params", lambda row: row.trainable_params, True),
     "adapter_mb": ("Adapter on disk (MB)", lambda row: row.adapter_mb, True),
     "footprint_mb": ("Weight footprint (MB)", lambda row: row.footprint_mb, True),
@@ -86,7 +89,7 @@ COLUMNS: dict[str, tuple[str, Callable[[MethodRow], float | None], bool]] = {
     "ood_fpr95": ("FPR@95 (%)", lambda row: row.ood_fpr95.mean, True),
     "forgetting": ("Δ on targets (pts)", lambda row: row.forgetting.mean, False),
 }
-SORT_KEYS = tuple(COLUMNS)
+SORT_KEYS = tuple(c for c in COLUMNS if c != "kind")
 FIGURES_NOTE = ("ECE (%, 15 bins) and NLL: the reported model's on the test set; OOD AUROC and FPR@95: MCM scores, "
                 "each run's mean over its --ood_datasets; Δ on targets: each run's mean change from zero-shot over "
                 "its --eval_datasets targets (points; negative: forgotten); mean ± std over seeds as the accuracies.")
@@ -117,7 +120,7 @@ def method_rows(records: list[dict], seeds: tuple[int, ...]) -> list[MethodRow]:
         runs = runs_of[method]
         trainable = _max(runs, "trainable_params")
         rows.append(MethodRow(
-            method=method, trainable_params=int(trainable) if trainable is not None else None,
+            method=method, kind=_kind(runs), trainable_params=int(trainable) if trainable is not None else None,
             adapter_mb=_mean(runs, "adapter_size_mb"), footprint_mb=_mean(runs, "model_footprint_mb"),
             train_seconds=_mean(runs, "train_seconds"), peak_memory_mb=_max(runs, "peak_memory_mb"),
             memory_kind=" ".join(sorted({str(r["memory_kind"]) for r in runs if r.get("memory_kind")})),
@@ -126,6 +129,11 @@ def method_rows(records: list[dict], seeds: tuple[int, ...]) -> list[MethodRow]:
             nll=_accuracy(runs, "test_nll", datasets, seeds),
             **{name: _accuracy(runs, f"_{name}", datasets, seeds) for name in DERIVED}))
     return rows
+
+
+def _kind(runs: list[dict]) -> str:
+    """What the method trains, by its table entry (docs/methods.md); '?' for a method this version does not know."""
+    return " ".join(sorted({METHODS[r["mode"]].kind if r["mode"] in METHODS else "?" for r in runs}))
 
 
 def sorted_rows(rows: list[MethodRow], column: str) -> list[MethodRow]:
@@ -144,7 +152,7 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 def _cells(row: MethodRow, columns: list[str]) -> list[str]:
     devices = devices_mark(row.devices)
-    cells = {"method": row.method,
+    cells = {"method": row.method, "kind": row.kind,
              "trainable_params": "—" if row.trainable_params is None else f"{row.trainable_params:,}",
              "adapter_mb": _number(row.adapter_mb, 3), "footprint_mb": _number(row.footprint_mb),
              "train_seconds": "—" if row.train_seconds is None
@@ -185,7 +193,7 @@ def methods_section(records: list[dict], seeds_given: tuple[int, ...] | None, ou
                          + (f" {FIGURES_NOTE}" if len(columns) > len(COLUMNS) - len(OPTIONAL) else "") + "\n\n"
                          + markdown_table(header, [_cells(row, columns) for row in rows]))
             csv_rows += [{"backbone": backbone, "shots": shots, "datasets": " ".join(datasets), "method": row.method,
-                          "trainable_params": row.trainable_params if row.trainable_params is not None else "",
+                          "kind": row.kind, "trainable_params": row.trainable_params if row.trainable_params is not None else "",
                           "adapter_mb": csv_number(row.adapter_mb), "footprint_mb": csv_number(row.footprint_mb),
                           "train_seconds": csv_number(row.train_seconds),
                           "peak_memory_mb": csv_number(row.peak_memory_mb),

@@ -41,16 +41,18 @@ def methods_results(tmp_path):
 def test_methods_table_puts_every_method_side_by_side(methods_results, tmp_path, capsys):
     out, _ = summarize(methods_results, tmp_path, capsys, "--tables", "methods")
     assert "## Methods, ViT-B/16, 2 shots, dtd" in out
-    assert table_row(out, "Method") == ["Method", "Trainable params", "Adapter on disk (MB)", "Weight footprint (MB)",
-                                        "Training time", "Peak memory (MB)", "Zero-shot (%)", "Test (%)"]
-    assert table_row(out, "vera") == ["vera", "36,864", "1.200", "571.2", "00:01:30", "2,950", "10.00 ± 0.00 (n=2)",
-                                      "76.00 ± 1.41 (n=2)"]
+    assert table_row(out, "Method") == ["Method", "Kind", "Trainable params", "Adapter on disk (MB)",
+                                        "Weight footprint (MB)", "Training time", "Peak memory (MB)", "Zero-shot (%)",
+                                        "Test (%)"]
+    assert table_row(out, "vera") == ["vera", "adapter", "36,864", "1.200", "571.2", "00:01:30", "2,950",
+                                      "10.00 ± 0.00 (n=2)", "76.00 ± 1.41 (n=2)"]
     # the table's order by default: lora, qlora, ..., vera, ..., bitfit
     assert first_column(out) == ["lora", "qlora", "vera", "bitfit"]
     with open(tmp_path / "out" / "methods_table.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
     assert rows["bitfit"]["test_mean"] == "70.5"
     assert rows["bitfit"]["complete"] == "True"
+    assert rows["bitfit"]["kind"] == "adapter"
 
 
 @pytest.mark.parametrize("column, first", [("test_acc", "lora"), ("trainable_params", "vera"),
@@ -75,7 +77,7 @@ def test_a_test_accuracy_trained_on_fewer_distinct_images_than_its_shots_is_mark
     results = write_over_drawn_results(tmp_path / "results.jsonl")
     out, _ = summarize(results, tmp_path, capsys, "--tables", "methods")
     sixteen = section(out, "## Methods, ViT-B/16, 16 shots")
-    assert table_row(sixteen, "lora")[6:] == ["64.00 ± 0.00 (n=2)", "71.50 ± 0.71 (n=2) *6 distinct"]
+    assert table_row(sixteen, "lora")[7:] == ["64.00 ± 0.00 (n=2)", "71.50 ± 0.71 (n=2) *6 distinct"]
     assert "*6" not in section(out, "## Methods, ViT-B/16, 4 shots")  # written before shots_drawn: as drawn
     with open(tmp_path / "out" / "methods_table.csv") as f:
         assert {r["shots"]: r["shots_drawn"] for r in csv.DictReader(f)} == {"4": "", "16": "6"}

@@ -85,8 +85,8 @@ def test_tables_are_built_per_protocol_card_and_never_average_across_cards(beyon
     tables = ["## " + part for part in out.split("## ")[1:]]
     assert [table.split("\n")[2] for table in tables] == [f"Protocol card: {LAST}.", f"Protocol card: {VAL}."]
     last, val = tables
-    assert table_row(last, "lora")[7] == "71.00 ± 1.41 (n=2)"  # seeds 1 and 2 of the last-step card only
-    assert table_row(val, "lora")[7] == "50.00 (n=1)"
+    assert table_row(last, "lora")[8] == "71.00 ± 1.41 (n=2)"  # seeds 1 and 2 of the last-step card only
+    assert table_row(val, "lora")[8] == "50.00 (n=1)"
     for label in (LAST, VAL):
         assert (tmp_path / "out" / folder_name(label) / "methods_table.csv").is_file()
     assert folder_name(VAL) == "flags-changed-from-the-defaults_best-val-accuracy_few-shot-val-images"

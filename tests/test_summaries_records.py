@@ -83,7 +83,7 @@ def test_a_cuda_fp16_line_and_a_cpu_fp32_line_of_the_same_flags_do_not_share_a_c
     assert table_row(paper, "lora (cpu, fp32)", "1")[2] == "58.00 (n=1)"
     assert table_row(paper, "zero-shot (cuda, fp16)", "0")[2] == "40.00 (n=1)"
     assert table_row(paper, "zero-shot (cpu, fp32)", "0")[2] == "39.00 (n=1)"
-    assert table_row(section(out, "## Methods"), "lora (cpu, fp32)")[7] == "58.00 (n=1)"
+    assert table_row(section(out, "## Methods"), "lora (cpu, fp32)")[8] == "58.00 (n=1)"
 
 
 def test_the_precision_a_line_computed_in_decides_not_the_flag_that_asked_for_it(tmp_path, capsys):
@@ -106,7 +106,7 @@ def test_runs_on_two_gpu_models_share_a_row_whose_time_and_memory_say_so(tmp_pat
     assert efficiency[3].endswith("(2 devices)")
     assert efficiency[4].endswith("(2 devices)")
     assert "(N devices): the runs of the row ran on N GPU models" in section(out, "## Efficiency")
-    assert table_row(section(out, "## Methods"), "lora")[4].endswith("(2 devices)")
+    assert table_row(section(out, "## Methods"), "lora")[5].endswith("(2 devices)")
     csv_text = (tmp_path / "out" / "methods_table.csv").read_text()
     assert "NVIDIA A100-SXM4-40GB; NVIDIA H100 80GB HBM3" in csv_text
 
