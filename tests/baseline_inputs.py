@@ -37,3 +37,14 @@ def given_inputs(bank: GivenBank, text: torch.Tensor, dataset: str = "folder", s
     classnames = [f"class{k}" for k in range(text.shape[0])]
     return BaselineInputs(dataset, shots, seed, classnames, text, bank, model=None, tokenizer=None,
                           precision=resolve_precision("fp32", CPU), family_logits=CLIP_LOGITS)
+
+
+def base2new_then_eval_only(mode: str, folder, tmp) -> tuple[dict, dict]:
+    """The lines of a base-to-novel run of `mode` on the tiny model (saved under `tmp`) and of its --eval_only
+    reload: a method fitted on frozen features must give the same figures from its saved fit."""
+    import main
+
+    argv = ["--backbone", "tiny", "--dataset", "folder", "--root_path", str(folder), "--shots", "2",
+            "--mode", mode, "--protocol", "base2new", "--results_file", str(tmp / "results.jsonl"),
+            "--save_path", str(tmp / "saved"), "--eval_cache_dir", str(tmp / "cache")]
+    return main.main(argv), main.main([*argv, "--eval_only"])

@@ -9,9 +9,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from baseline_inputs import CLIP_LOGITS, GivenBank, given_inputs
+from baseline_inputs import CLIP_LOGITS, GivenBank, base2new_then_eval_only, given_inputs
 
-import main
 from qlora_clip.methods.baselines import clap
 from qlora_clip.methods.baselines.schedules import dassl_lr
 from qlora_clip.methods.published import CLAP
@@ -108,11 +107,7 @@ def test_unseen_classes_are_scored_by_their_own_text_features(fitted):
 
 @pytest.fixture(scope="module")
 def base2new(color_folder, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("clap")
-    argv = ["--backbone", "tiny", "--dataset", "folder", "--root_path", str(color_folder), "--shots", "2",
-            "--mode", "clap", "--protocol", "base2new", "--results_file", str(tmp / "results.jsonl"),
-            "--save_path", str(tmp / "saved"), "--eval_cache_dir", str(tmp / "cache")]
-    return main.main(argv), main.main([*argv, "--eval_only"])
+    return base2new_then_eval_only("clap", color_folder, tmp_path_factory.mktemp("clap"))
 
 
 def test_base_to_novel_scores_new_classes_as_zero_shot_and_reloads_to_the_same_accuracies(base2new):

@@ -10,9 +10,8 @@ from fractions import Fraction
 import pytest
 import torch
 import torch.nn.functional as F
-from baseline_inputs import GivenBank, given_inputs
+from baseline_inputs import GivenBank, base2new_then_eval_only, given_inputs
 
-import main
 from qlora_clip.methods.baselines import proker
 from qlora_clip.methods.baselines.base import accuracy
 from qlora_clip.run import schema
@@ -119,11 +118,7 @@ def test_the_fit_uses_every_view_as_a_support_point_and_unseen_classes_get_no_ke
 
 @pytest.fixture(scope="module")
 def base2new(color_folder, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("proker")
-    argv = ["--backbone", "tiny", "--dataset", "folder", "--root_path", str(color_folder), "--shots", "2",
-            "--mode", "proker", "--protocol", "base2new", "--results_file", str(tmp / "results.jsonl"),
-            "--save_path", str(tmp / "saved"), "--eval_cache_dir", str(tmp / "cache")]
-    return main.main(argv), main.main([*argv, "--eval_only"])
+    return base2new_then_eval_only("proker", color_folder, tmp_path_factory.mktemp("proker"))
 
 
 def test_base_to_novel_scores_new_classes_as_zero_shot_and_reloads_to_the_same_accuracies(base2new):

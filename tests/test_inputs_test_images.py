@@ -283,3 +283,15 @@ def test_the_next_fill_removes_temporaries_of_killed_writers(tmp_path):
 
     os.utime(remote, (seven_hours_ago, seven_hours_ago))
     assert test_images.remove_stale_temporaries(cache / name) == [remote]
+
+
+def test_a_folder_given_by_its_path_is_cached_inside_the_cache_folder(tmp_path):
+    """--ood_datasets PATH names the set by its absolute path: its cache file must not land beside that folder."""
+    from qlora_clip.inputs.test_images import cache_path
+
+    cache = tmp_path / "cache"
+    path = cache_path(cache, {"dataset": str(tmp_path / "my images" / "ood"), "crop": 224})
+    assert path.parent == cache
+    assert path.name.endswith(".u8") and "/" not in path.name
+    other = cache_path(cache, {"dataset": str(tmp_path / "my_images" / "ood"), "crop": 224})
+    assert other != path  # the digest of the whole key keeps look-alike names apart

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -136,8 +137,11 @@ def _hashed_file_identity(path: str | os.PathLike) -> list:
 
 
 def cache_path(folder: Path, key: dict) -> Path:
+    """The cache file of `key` inside `folder`. The dataset may be a folder's path (--ood_datasets PATH): its name
+    is made one file name, so the file stays in the cache folder (the digest of the whole key tells sets apart)."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return folder / f"{key['dataset']}-{key['crop']}px-{digest}.u8"
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(key["dataset"])).strip("_.") or "images"
+    return folder / f"{name}-{key['crop']}px-{digest}.u8"
 
 
 class _Preprocessed(Dataset):
