@@ -65,7 +65,7 @@ def test_one_command_fetches_lays_out_and_checks_a_tar_gz_a_zip_and_a_zip_holdin
     locked = json.loads((root / LOCK_FILE).read_text())["files"]
     assert sorted(locked) == ["split_zhou_Caltech101.json", "split_zhou_DescribableTextures.json",
                               "split_zhou_EuroSAT.json"]
-    assert len(build_dataset("dtd", root, shots=2, seed=1).train) == 6  # main.py's factory reads the result
+    assert len(build_dataset("dtd", root, shots=2, seed=1).train) == 8  # 4 classes x 2 shots: main.py's factory reads the result
 
 
 def test_a_dataset_already_present_is_not_fetched_again(server, tmp_path, monkeypatch, capsys):
