@@ -235,6 +235,13 @@ class Adapted:
         return None
 
 
+def require_saved(folder: Path, what: str, *names: str) -> None:
+    """UserError for --eval_only when `folder` lacks one of the files a saved method is read from."""
+    if not all((folder / name).exists() for name in names):
+        raise UserError(f"--eval_only: no saved {what} at {folder} ({' and '.join(names)} expected). Train with the "
+                        "same flags and --save_path first, or fix --save_path.")
+
+
 def runtime_class(method: Method) -> type[Adapted]:
     """The class a table entry names (`module:Class`), imported now."""
     module, _, name = method.runtime.partition(":")

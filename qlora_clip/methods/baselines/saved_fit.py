@@ -16,8 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.backbones.loading import ClipBundle
-from qlora_clip.errors import UserError
 from qlora_clip.methods.baselines.base import FeatureBaseline, Fitted
+from qlora_clip.methods.interface import require_saved
 from qlora_clip.methods.settings import AdapterConfig
 
 FIT_FILE = "fit.safetensors"
@@ -50,9 +50,7 @@ class SavedFeatureFit(FeatureBaseline):
     @classmethod
     def load(cls, bundle: ClipBundle, settings: AdapterConfig, folder: Path) -> SavedFeatureFit:
         path, config = folder / FIT_FILE, folder / FIT_CONFIG
-        if not path.exists() or not config.exists():
-            raise UserError(f"--eval_only: no saved fit at {folder} ({FIT_FILE} and {FIT_CONFIG} expected). Train "
-                            "with the same flags and --save_path first, or fix --save_path.")
+        require_saved(folder, "fit", FIT_FILE, FIT_CONFIG)
         saved = json.loads(config.read_text())
         adapted = cls(bundle, settings)
         device = next(bundle.model.parameters()).device

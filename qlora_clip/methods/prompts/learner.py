@@ -32,7 +32,7 @@ from qlora_clip.backbones.encode import ClassPrompts
 from qlora_clip.backbones.loading import ClipBundle
 from qlora_clip.errors import UserError
 from qlora_clip.methods import peft_args
-from qlora_clip.methods.interface import Adapted
+from qlora_clip.methods.interface import Adapted, require_saved
 from qlora_clip.methods.prompts.context import (
     ContextPrompts,
     class_names,
@@ -101,10 +101,8 @@ class PromptLearning(Adapted):
     @classmethod
     def load(cls, bundle: ClipBundle, settings: AdapterConfig, folder: Path) -> PromptLearning:
         """The saved tokens on the base, frozen (--eval_only)."""
-        weights, config = folder / WEIGHTS_FILE, folder / CONFIG_FILE
-        if not weights.exists() or not config.exists():
-            raise UserError(f"--eval_only: no saved prompts at {folder} ({WEIGHTS_FILE} and {CONFIG_FILE} expected). "
-                            "Train with the same flags and --save_path first, or fix --save_path.")
+        weights = folder / WEIGHTS_FILE
+        require_saved(folder, "prompts", WEIGHTS_FILE, CONFIG_FILE)
         adapted = cls.attach(bundle, settings)
         try:
             saved = load_file(weights)
